@@ -1,0 +1,3 @@
+//! Bedrock Runtime protocol knowledge.
+
+pub mod models;

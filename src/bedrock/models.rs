@@ -1,0 +1,281 @@
+//! Model ids and what they imply: the body family, where `max_tokens` sits, the model's maximum
+//! output, and the output-token burndown rate Bedrock applies to the quota.
+//!
+//! Everything here is a default that users can override per model id or ARN with a
+//! [`ModelTable`]: application inference profile ARNs and provisioned models do not reveal their
+//! family, and AWS adds models faster than any table.
+//!
+//! ```
+//! use bedrock_throttle::bedrock::models::{ModelFamily, ModelTable};
+//!
+//! let table = ModelTable::default();
+//! let info = table.lookup("us.anthropic.claude-sonnet-4-5-20250929-v1:0");
+//! assert_eq!(info.family, ModelFamily::AnthropicClaude);
+//! assert_eq!(info.output_burndown, 5);
+//! assert_eq!(info.max_output_tokens, 64_000);
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// The request/response body family of a model, which decides where `max_tokens` sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ModelFamily {
+    /// Anthropic Claude: messages API (`max_tokens`) or legacy text completions
+    /// (`max_tokens_to_sample`).
+    AnthropicClaude,
+    /// Amazon Titan text: `textGenerationConfig.maxTokenCount` (default 512).
+    TitanText,
+    /// Amazon Titan and Cohere embeddings: no output tokens.
+    Embedding,
+    /// Amazon Nova: `inferenceConfig.maxTokens` (legacy `inferenceConfig.max_new_tokens`).
+    Nova,
+    /// Meta Llama: `max_gen_len`.
+    Llama,
+    /// AI21 Jurassic-2: `maxTokens`.
+    Jurassic,
+    /// Mistral, Cohere Command, AI21 Jamba, DeepSeek, OpenAI gpt-oss, Qwen, Writer: `max_tokens`.
+    MaxTokens,
+    /// Unknown: any of the known fields is looked for, else the configured maximum is reserved.
+    Unknown,
+}
+
+/// What the crate assumes about one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The body family.
+    pub family: ModelFamily,
+    /// The most output tokens the model can produce: reserved when the request does not say.
+    pub max_output_tokens: u64,
+    /// How many quota tokens one output token costs (5 for Claude 3.7 and later, else 1).
+    pub output_burndown: u64,
+}
+
+impl ModelInfo {
+    /// Model info with the given family, maximum output and burndown.
+    pub const fn new(family: ModelFamily, max_output_tokens: u64, output_burndown: u64) -> Self {
+        Self {
+            family,
+            max_output_tokens,
+            output_burndown,
+        }
+    }
+}
+
+/// The geographic prefixes of cross-region inference profile ids.
+const GEO_PREFIXES: &[&str] = &["us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "global.", "ca."];
+
+/// Strips a cross-region inference profile prefix (`us.`, `eu.`, `global.` ...) from a model id.
+///
+/// ```
+/// use bedrock_throttle::bedrock::models::base_model_id;
+/// assert_eq!(base_model_id("eu.amazon.nova-pro-v1:0"), "amazon.nova-pro-v1:0");
+/// assert_eq!(base_model_id("anthropic.claude-3-haiku-20240307-v1:0"), "anthropic.claude-3-haiku-20240307-v1:0");
+/// ```
+pub fn base_model_id(model_id: &str) -> &str {
+    GEO_PREFIXES
+        .iter()
+        .find_map(|prefix| model_id.strip_prefix(prefix))
+        .unwrap_or(model_id)
+}
+
+/// The built-in knowledge of a model id (base id, cross-region profile id; ARNs give `Unknown`).
+pub fn default_model_info(model_id: &str) -> ModelInfo {
+    let id = base_model_id(model_id).to_ascii_lowercase();
+    let id = id.as_str();
+    use ModelFamily::*;
+    if let Some(rest) = id.strip_prefix("anthropic.") {
+        return ModelInfo::new(AnthropicClaude, claude_max_output(rest), claude_burndown(rest));
+    }
+    if id.starts_with("amazon.titan-embed") || id.starts_with("cohere.embed") {
+        return ModelInfo::new(Embedding, 0, 1);
+    }
+    if id.starts_with("amazon.titan-text") || id.starts_with("amazon.titan-tg1") {
+        return ModelInfo::new(TitanText, 8_192, 1);
+    }
+    if id.starts_with("amazon.nova-premier") {
+        return ModelInfo::new(Nova, 32_000, 1);
+    }
+    if id.starts_with("amazon.nova") {
+        return ModelInfo::new(Nova, 10_000, 1);
+    }
+    if id.starts_with("meta.llama") {
+        return ModelInfo::new(Llama, 8_192, 1);
+    }
+    if id.starts_with("ai21.j2") {
+        return ModelInfo::new(Jurassic, 8_191, 1);
+    }
+    if id.starts_with("deepseek.") {
+        return ModelInfo::new(MaxTokens, 32_768, 1);
+    }
+    const MAX_TOKENS_PREFIXES: &[&str] = &[
+        "mistral.", "cohere.command", "ai21.jamba", "openai.", "qwen.", "writer.",
+    ];
+    if MAX_TOKENS_PREFIXES.iter().any(|p| id.starts_with(p)) {
+        return ModelInfo::new(MaxTokens, 32_768, 1);
+    }
+    ModelInfo::new(Unknown, UNKNOWN_MAX_OUTPUT, 1)
+}
+
+/// What is reserved for an unknown model that gives no max-tokens field: large, because
+/// under-reserving is what gets a client throttled.
+const UNKNOWN_MAX_OUTPUT: u64 = 64_000;
+
+/// Claude generations before 3.7 burn output tokens at 1x; 3.7 and every later model at 5x.
+fn claude_burndown(rest: &str) -> u64 {
+    if is_pre_3_7_claude(rest) { 1 } else { 5 }
+}
+
+fn is_pre_3_7_claude(rest: &str) -> bool {
+    rest.starts_with("claude-v")
+        || rest.starts_with("claude-instant")
+        || rest.starts_with("claude-3-5")
+        || rest.starts_with("claude-3-haiku")
+        || rest.starts_with("claude-3-sonnet")
+        || rest.starts_with("claude-3-opus")
+}
+
+fn claude_max_output(rest: &str) -> u64 {
+    if rest.starts_with("claude-v") || rest.starts_with("claude-instant") {
+        4_096
+    } else if rest.starts_with("claude-3-5") {
+        8_192
+    } else if is_pre_3_7_claude(rest) {
+        4_096
+    } else if rest.starts_with("claude-opus-4") && !rest.starts_with("claude-opus-4-5") {
+        32_000
+    } else {
+        // Claude 3.7 Sonnet, Sonnet 4 / 4.5, Haiku 4.5, Opus 4.5 and anything newer.
+        64_000
+    }
+}
+
+/// The model knowledge in use: the built-in defaults plus the user's overrides, by exact model
+/// id or ARN. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct ModelTable {
+    overrides: Arc<HashMap<String, ModelInfo>>,
+}
+
+impl ModelTable {
+    /// The built-in defaults only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Overrides what is known of one model id or ARN (exact match, after percent-decoding).
+    ///
+    /// ```
+    /// use bedrock_throttle::bedrock::models::{ModelFamily, ModelInfo, ModelTable};
+    ///
+    /// let arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123";
+    /// let table = ModelTable::new().with_model(arn, ModelInfo::new(ModelFamily::AnthropicClaude, 64_000, 5));
+    /// assert_eq!(table.lookup(arn).output_burndown, 5);
+    /// ```
+    pub fn with_model(mut self, model_id: impl Into<String>, info: ModelInfo) -> Self {
+        Arc::make_mut(&mut self.overrides).insert(model_id.into(), info);
+        self
+    }
+
+    /// What is known of `model_id`: the override if any, else the built-in default.
+    pub fn lookup(&self, model_id: &str) -> ModelInfo {
+        self.overrides
+            .get(model_id)
+            .copied()
+            .unwrap_or_else(|| default_model_info(model_id))
+    }
+}
+
+/// Reads the max-output-tokens field of a model-native (InvokeModel) body for `family`.
+///
+/// Returns `None` when the body does not say (the caller then reserves the model's maximum), and
+/// `Some(0)` for embeddings. Cohere Embed v4's `max_tokens` truncates INPUT, so embeddings never
+/// read it. A value that is not a non-negative integer counts as absent.
+pub fn invoke_max_output_tokens(family: ModelFamily, body: &Value) -> Option<u64> {
+    let field = |path: &[&str]| -> Option<u64> {
+        let mut v = body;
+        for key in path {
+            v = v.get(key)?;
+        }
+        v.as_u64()
+    };
+    match family {
+        ModelFamily::Embedding => Some(0),
+        ModelFamily::AnthropicClaude => {
+            field(&["max_tokens"]).or_else(|| field(&["max_tokens_to_sample"]))
+        }
+        ModelFamily::TitanText => Some(field(&["textGenerationConfig", "maxTokenCount"]).unwrap_or(512)),
+        ModelFamily::Nova => field(&["inferenceConfig", "maxTokens"])
+            .or_else(|| field(&["inferenceConfig", "max_new_tokens"])),
+        ModelFamily::Llama => field(&["max_gen_len"]),
+        ModelFamily::Jurassic => field(&["maxTokens"]),
+        ModelFamily::MaxTokens => field(&["max_tokens"]),
+        ModelFamily::Unknown => field(&["max_tokens"])
+            .or_else(|| field(&["inferenceConfig", "maxTokens"]))
+            .or_else(|| field(&["max_gen_len"]))
+            .or_else(|| field(&["textGenerationConfig", "maxTokenCount"]))
+            .or_else(|| field(&["maxTokens"])),
+    }
+}
+
+/// Reads `inferenceConfig.maxTokens` of a Converse / ConverseStream body.
+pub fn converse_max_output_tokens(body: &Value) -> Option<u64> {
+    body.get("inferenceConfig")?.get("maxTokens")?.as_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn burndown_follows_claude_generation() {
+        let five = [
+            "anthropic.claude-3-7-sonnet-20250219-v1:0",
+            "us.anthropic.claude-sonnet-4-20250514-v1:0",
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "anthropic.claude-opus-4-1-20250805-v1:0",
+            "anthropic.claude-haiku-4-5-20251001-v1:0",
+        ];
+        for id in five {
+            assert_eq!(default_model_info(id).output_burndown, 5, "{id}");
+        }
+        let one = [
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            "anthropic.claude-v2:1",
+            "amazon.nova-pro-v1:0",
+            "meta.llama3-70b-instruct-v1:0",
+        ];
+        for id in one {
+            assert_eq!(default_model_info(id).output_burndown, 1, "{id}");
+        }
+    }
+
+    #[test]
+    fn max_output_per_claude_model() {
+        assert_eq!(default_model_info("anthropic.claude-opus-4-1-20250805-v1:0").max_output_tokens, 32_000);
+        assert_eq!(default_model_info("anthropic.claude-opus-4-5-20251101-v1:0").max_output_tokens, 64_000);
+        assert_eq!(default_model_info("anthropic.claude-3-5-haiku-20241022-v1:0").max_output_tokens, 8_192);
+    }
+
+    #[test]
+    fn families_and_fields() {
+        let cohere_v4 = default_model_info("cohere.embed-v4:0");
+        assert_eq!(cohere_v4.family, ModelFamily::Embedding);
+        // The Cohere Embed v4 trap: `max_tokens` there truncates input, it is not output.
+        assert_eq!(invoke_max_output_tokens(cohere_v4.family, &json!({"max_tokens": 8000})), Some(0));
+        assert_eq!(invoke_max_output_tokens(ModelFamily::TitanText, &json!({})), Some(512));
+        assert_eq!(
+            invoke_max_output_tokens(ModelFamily::Nova, &json!({"inferenceConfig": {"max_new_tokens": 77}})),
+            Some(77)
+        );
+        assert_eq!(invoke_max_output_tokens(ModelFamily::Llama, &json!({"max_gen_len": 300})), Some(300));
+        assert_eq!(invoke_max_output_tokens(ModelFamily::AnthropicClaude, &json!({"max_tokens": "x"})), None);
+        assert_eq!(converse_max_output_tokens(&json!({"inferenceConfig": {"maxTokens": 9}})), Some(9));
+        assert_eq!(default_model_info("arn:aws:bedrock:us-east-1:1:application-inference-profile/x").family, ModelFamily::Unknown);
+    }
+}
