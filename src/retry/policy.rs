@@ -1,0 +1,201 @@
+//! The retry decision: whether a classified result is retried, and after which delay.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::backoff::Jitter;
+use super::{Backoff, RetryBudget};
+use crate::classify::{Classification, Outcome, ThrottleCause};
+
+/// Number of [`ThrottleCause`] variants, for the per-cause attempt table.
+const CAUSES: usize = 6;
+
+fn cause_index(cause: ThrottleCause) -> usize {
+    match cause {
+        ThrottleCause::Requests => 0,
+        ThrottleCause::Tokens => 1,
+        ThrottleCause::TokensPerDay => 2,
+        ThrottleCause::Capacity => 3,
+        ThrottleCause::ModelNotReady => 4,
+        ThrottleCause::Unknown => 5,
+    }
+}
+
+const THREE: NonZeroU32 = NonZeroU32::new(3).unwrap();
+const FIVE: NonZeroU32 = NonZeroU32::new(5).unwrap();
+
+/// Everything a layer's services share: the protocol knowledge and the settings.
+pub(crate) struct Policy<C, R> {
+    pub(crate) classifier: C,
+    pub(crate) cloner: R,
+    pub(crate) config: Config,
+}
+
+/// The settings of a retry layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_attempts: NonZeroU32,
+    pub(crate) per_cause: [Option<NonZeroU32>; CAUSES],
+    pub(crate) backoff: Backoff,
+    pub(crate) budget: RetryBudget,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) jitter: Jitter,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut per_cause = [None; CAUSES];
+        // Bedrock documents up to 5 attempts for a model that is still loading.
+        per_cause[cause_index(ThrottleCause::ModelNotReady)] = Some(FIVE);
+        Self {
+            max_attempts: THREE,
+            per_cause,
+            backoff: Backoff::default(),
+            budget: RetryBudget::default(),
+            deadline: None,
+            jitter: Jitter::ThreadLocal,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn set_attempts_for(&mut self, cause: ThrottleCause, attempts: NonZeroU32) {
+        self.per_cause[cause_index(cause)] = Some(attempts);
+    }
+
+    /// The attempt cap for a result with this throttle cause.
+    pub(crate) fn attempts_for(&self, cause: ThrottleCause) -> u32 {
+        self.per_cause[cause_index(cause)]
+            .unwrap_or(self.max_attempts)
+            .get()
+    }
+
+    /// The most attempts any result could get: a request is only cloned when another attempt is
+    /// possible at all.
+    pub(crate) fn most_attempts(&self) -> u32 {
+        self.per_cause
+            .iter()
+            .flatten()
+            .map(|n| n.get())
+            .fold(self.max_attempts.get(), u32::max)
+    }
+
+    /// Decides, after attempt number `attempt` (1 for the first) ended with `classification`,
+    /// whether to retry and after which delay. `None` means: give the caller this result.
+    ///
+    /// The budget is asked last, so a retry refused for another reason costs it nothing.
+    pub(crate) fn retry_delay(
+        &self,
+        classification: Classification,
+        attempt: u32,
+        can_resend: bool,
+        first_start: Instant,
+        attempt_start: Instant,
+    ) -> Option<Duration> {
+        let outcome = classification.outcome;
+        let limit = match outcome {
+            Outcome::Success => return None,
+            Outcome::Fatal => {
+                tracing::debug!(attempt, ?outcome, "not retrying: the failure is fatal");
+                return None;
+            }
+            Outcome::Throttled(cause) if !cause.is_retryable() => {
+                tracing::debug!(
+                    attempt,
+                    ?outcome,
+                    "not retrying: waiting cannot cure this throttle"
+                );
+                return None;
+            }
+            Outcome::Throttled(cause) => self.attempts_for(cause),
+            Outcome::Transient => self.max_attempts.get(),
+        };
+        if attempt >= limit {
+            tracing::debug!(attempt, ?outcome, limit, "giving up: attempts exhausted");
+            return None;
+        }
+        if !can_resend {
+            tracing::debug!(attempt, ?outcome, "giving up: the request cannot be cloned");
+            return None;
+        }
+
+        let backoff = self.jitter.delay(&self.backoff, attempt);
+        let retry_after = classification.retry_after;
+        // The server's delay is a lower bound; the backoff keeps growing under it, so a server
+        // that keeps answering "retry after 1 s" during a long storm does not pin us to 1 s.
+        let delay = retry_after.map_or(backoff, |server| server.max(backoff));
+
+        if let Some(deadline) = self.deadline {
+            let now = Instant::now();
+            // The last attempt's duration is the best estimate of the next one's.
+            let last_took = now.saturating_duration_since(attempt_start);
+            let would_end = now
+                .checked_add(delay)
+                .and_then(|t| t.checked_add(last_took));
+            // An unrepresentable deadline is no deadline.
+            let fits = match (would_end, first_start.checked_add(deadline)) {
+                (_, None) => true,
+                (None, Some(_)) => false,
+                (Some(end), Some(limit)) => end <= limit,
+            };
+            if !fits {
+                tracing::debug!(
+                    attempt,
+                    ?outcome,
+                    ?delay,
+                    ?last_took,
+                    ?deadline,
+                    "giving up: a retry could not finish before the deadline"
+                );
+                return None;
+            }
+        }
+
+        if !self.budget.withdraw() {
+            tracing::debug!(
+                attempt,
+                ?outcome,
+                "giving up: the retry budget is exhausted"
+            );
+            return None;
+        }
+        tracing::debug!(
+            attempt,
+            ?outcome,
+            ?delay,
+            ?retry_after,
+            "retrying after a delay"
+        );
+        Some(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(c.attempts_for(ThrottleCause::Requests), 3);
+        assert_eq!(c.attempts_for(ThrottleCause::ModelNotReady), 5);
+        assert_eq!(c.most_attempts(), 5);
+    }
+
+    #[test]
+    fn every_cause_has_its_own_slot() {
+        let causes = [
+            ThrottleCause::Requests,
+            ThrottleCause::Tokens,
+            ThrottleCause::TokensPerDay,
+            ThrottleCause::Capacity,
+            ThrottleCause::ModelNotReady,
+            ThrottleCause::Unknown,
+        ];
+        let mut seen: Vec<_> = causes.iter().map(|c| cause_index(*c)).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..CAUSES).collect::<Vec<_>>());
+    }
+}
