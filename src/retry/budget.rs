@@ -22,11 +22,13 @@ const SLOTS: usize = 10;
 /// their retries together. The default allows 10 retries per 10 s window plus one retry for
 /// every five first attempts (`ratio` 0.2), like Finagle's and tower's defaults.
 ///
-/// Why not [`tower::retry::budget::TpsBudget`]? It is the same idea, but it quantizes the ratio
+/// Why not tower's [`TpsBudget`]? It is the same idea, but it quantizes the ratio
 /// to `1/n` (a ratio of 0.3 becomes one retry in three, 0.15 one in six), which lets more retries
 /// through than configured; its floor is an integer per second over whole seconds; and it panics
 /// on bad settings instead of returning an error. This budget keeps the exact ratio, takes the
 /// floor per window and reports bad settings as [`ConfigError`].
+///
+/// [`TpsBudget`]: https://docs.rs/tower/0.5/tower/retry/budget/tps_budget/struct.TpsBudget.html
 ///
 /// ```
 /// use std::time::Duration;

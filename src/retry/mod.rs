@@ -22,7 +22,9 @@
 //! - **Budget:** over a sliding window, retries are at most `floor + ratio × first attempts`
 //!   ([`RetryBudget`]), counted across every clone of the layer and its services.
 //! - **Deadline:** with [`deadline`](ThrottleRetryLayer::deadline), a retry is started only if
-//!   `now + delay + duration of the previous attempt ≤ first start + deadline`.
+//!   `now + delay + duration of the previous attempt ≤ first start + deadline` (the previous
+//!   attempt's duration is the best estimate of the next one's). Time is tokio's clock, whose
+//!   timers have a 1 ms resolution. An attempt in flight is not cut short: that is a timeout's job.
 //! - **Cloning:** the request is copied through [`CloneRequest`](crate::classify::CloneRequest)
 //!   before each attempt that could be followed by another. A request that cannot be copied
 //!   (`None`) is sent once and its result returned, whatever it is.
