@@ -54,6 +54,16 @@ impl Permit {
         self.admitted_at
     }
 
+    /// Throttle feedback for this permit's key, as [`Budget::throttled`](super::Budget::throttled):
+    /// the key's window is treated as exhausted and its effective limit lowered. Useful where the
+    /// throttle is seen far from the budget (a streamed body that fails mid-stream). Does nothing
+    /// for a free permit.
+    pub fn throttled(&self) {
+        if let Some(shared) = &self.shared {
+            shared.throttled_now();
+        }
+    }
+
     /// Settles the reservation with the amount really used.
     ///
     /// Below the reservation, the difference is refunded at once and waiting requests that now

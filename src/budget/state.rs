@@ -310,6 +310,13 @@ impl KeyShared {
         state.push(now, amount);
     }
 
+    /// Feedback through a permit: the state is live (a permit is outstanding, so it is not evicted).
+    pub(crate) fn throttled_now(&self) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        self.throttled(&mut state, now);
+    }
+
     /// Feedback: the window is exhausted and the effective limit goes down.
     pub(crate) fn throttled(&self, state: &mut KeyState, now: Instant) {
         state.expire(self.settings.span, now);
