@@ -66,7 +66,9 @@ impl ModelInfo {
 }
 
 /// The geographic prefixes of cross-region inference profile ids.
-const GEO_PREFIXES: &[&str] = &["us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "global.", "ca."];
+const GEO_PREFIXES: &[&str] = &[
+    "us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "global.", "ca.",
+];
 
 /// Strips a cross-region inference profile prefix (`us.`, `eu.`, `global.` ...) from a model id.
 ///
@@ -88,7 +90,11 @@ pub fn default_model_info(model_id: &str) -> ModelInfo {
     let id = id.as_str();
     use ModelFamily::*;
     if let Some(rest) = id.strip_prefix("anthropic.") {
-        return ModelInfo::new(AnthropicClaude, claude_max_output(rest), claude_burndown(rest));
+        return ModelInfo::new(
+            AnthropicClaude,
+            claude_max_output(rest),
+            claude_burndown(rest),
+        );
     }
     if id.starts_with("amazon.titan-embed") || id.starts_with("cohere.embed") {
         return ModelInfo::new(Embedding, 0, 1);
@@ -112,7 +118,12 @@ pub fn default_model_info(model_id: &str) -> ModelInfo {
         return ModelInfo::new(MaxTokens, 32_768, 1);
     }
     const MAX_TOKENS_PREFIXES: &[&str] = &[
-        "mistral.", "cohere.command", "ai21.jamba", "openai.", "qwen.", "writer.",
+        "mistral.",
+        "cohere.command",
+        "ai21.jamba",
+        "openai.",
+        "qwen.",
+        "writer.",
     ];
     if MAX_TOKENS_PREFIXES.iter().any(|p| id.starts_with(p)) {
         return ModelInfo::new(MaxTokens, 32_768, 1);
@@ -189,36 +200,82 @@ impl ModelTable {
     }
 }
 
+/// The max-output-tokens fields a request body may carry, as read in one pass over the body.
+///
+/// Each field is `None` when absent or not a non-negative integer. Which field counts depends on
+/// the model family: [`max_output_from_fields`] decides, and [`invoke_max_output_tokens`] is the
+/// same rule over a parsed [`Value`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaxTokenFields {
+    /// `max_tokens` (Anthropic messages, Mistral, Cohere Command, Jamba, DeepSeek, gpt-oss, ...).
+    pub max_tokens: Option<u64>,
+    /// `max_tokens_to_sample` (Anthropic legacy text completions).
+    pub max_tokens_to_sample: Option<u64>,
+    /// `inferenceConfig.maxTokens` (Converse, Nova).
+    pub inference_max_tokens: Option<u64>,
+    /// `inferenceConfig.max_new_tokens` (legacy Nova).
+    pub inference_max_new_tokens: Option<u64>,
+    /// `textGenerationConfig.maxTokenCount` (Titan text).
+    pub titan_max_token_count: Option<u64>,
+    /// `max_gen_len` (Meta Llama).
+    pub max_gen_len: Option<u64>,
+    /// `maxTokens` (AI21 Jurassic-2).
+    pub max_tokens_camel: Option<u64>,
+}
+
+impl MaxTokenFields {
+    /// Reads every known field of a parsed body.
+    pub fn from_value(body: &Value) -> Self {
+        let field = |path: &[&str]| -> Option<u64> {
+            let mut v = body;
+            for key in path {
+                v = v.get(key)?;
+            }
+            v.as_u64()
+        };
+        Self {
+            max_tokens: field(&["max_tokens"]),
+            max_tokens_to_sample: field(&["max_tokens_to_sample"]),
+            inference_max_tokens: field(&["inferenceConfig", "maxTokens"]),
+            inference_max_new_tokens: field(&["inferenceConfig", "max_new_tokens"]),
+            titan_max_token_count: field(&["textGenerationConfig", "maxTokenCount"]),
+            max_gen_len: field(&["max_gen_len"]),
+            max_tokens_camel: field(&["maxTokens"]),
+        }
+    }
+}
+
+/// The max output tokens of a model-native (InvokeModel) body of `family`, from its fields.
+///
+/// Returns `None` when the body does not say (the caller then reserves the model's maximum), and
+/// `Some(0)` for embeddings. Cohere Embed v4's `max_tokens` truncates INPUT, so embeddings never
+/// read it. Titan text defaults to 512 when `maxTokenCount` is absent.
+pub fn max_output_from_fields(family: ModelFamily, fields: &MaxTokenFields) -> Option<u64> {
+    let f = fields;
+    match family {
+        ModelFamily::Embedding => Some(0),
+        ModelFamily::AnthropicClaude => f.max_tokens.or(f.max_tokens_to_sample),
+        ModelFamily::TitanText => Some(f.titan_max_token_count.unwrap_or(512)),
+        ModelFamily::Nova => f.inference_max_tokens.or(f.inference_max_new_tokens),
+        ModelFamily::Llama => f.max_gen_len,
+        ModelFamily::Jurassic => f.max_tokens_camel,
+        ModelFamily::MaxTokens => f.max_tokens,
+        ModelFamily::Unknown => f
+            .max_tokens
+            .or(f.inference_max_tokens)
+            .or(f.max_gen_len)
+            .or(f.titan_max_token_count)
+            .or(f.max_tokens_camel),
+    }
+}
+
 /// Reads the max-output-tokens field of a model-native (InvokeModel) body for `family`.
 ///
 /// Returns `None` when the body does not say (the caller then reserves the model's maximum), and
 /// `Some(0)` for embeddings. Cohere Embed v4's `max_tokens` truncates INPUT, so embeddings never
 /// read it. A value that is not a non-negative integer counts as absent.
 pub fn invoke_max_output_tokens(family: ModelFamily, body: &Value) -> Option<u64> {
-    let field = |path: &[&str]| -> Option<u64> {
-        let mut v = body;
-        for key in path {
-            v = v.get(key)?;
-        }
-        v.as_u64()
-    };
-    match family {
-        ModelFamily::Embedding => Some(0),
-        ModelFamily::AnthropicClaude => {
-            field(&["max_tokens"]).or_else(|| field(&["max_tokens_to_sample"]))
-        }
-        ModelFamily::TitanText => Some(field(&["textGenerationConfig", "maxTokenCount"]).unwrap_or(512)),
-        ModelFamily::Nova => field(&["inferenceConfig", "maxTokens"])
-            .or_else(|| field(&["inferenceConfig", "max_new_tokens"])),
-        ModelFamily::Llama => field(&["max_gen_len"]),
-        ModelFamily::Jurassic => field(&["maxTokens"]),
-        ModelFamily::MaxTokens => field(&["max_tokens"]),
-        ModelFamily::Unknown => field(&["max_tokens"])
-            .or_else(|| field(&["inferenceConfig", "maxTokens"]))
-            .or_else(|| field(&["max_gen_len"]))
-            .or_else(|| field(&["textGenerationConfig", "maxTokenCount"]))
-            .or_else(|| field(&["maxTokens"])),
-    }
+    max_output_from_fields(family, &MaxTokenFields::from_value(body))
 }
 
 /// Reads `inferenceConfig.maxTokens` of a Converse / ConverseStream body.
@@ -257,9 +314,18 @@ mod tests {
 
     #[test]
     fn max_output_per_claude_model() {
-        assert_eq!(default_model_info("anthropic.claude-opus-4-1-20250805-v1:0").max_output_tokens, 32_000);
-        assert_eq!(default_model_info("anthropic.claude-opus-4-5-20251101-v1:0").max_output_tokens, 64_000);
-        assert_eq!(default_model_info("anthropic.claude-3-5-haiku-20241022-v1:0").max_output_tokens, 8_192);
+        assert_eq!(
+            default_model_info("anthropic.claude-opus-4-1-20250805-v1:0").max_output_tokens,
+            32_000
+        );
+        assert_eq!(
+            default_model_info("anthropic.claude-opus-4-5-20251101-v1:0").max_output_tokens,
+            64_000
+        );
+        assert_eq!(
+            default_model_info("anthropic.claude-3-5-haiku-20241022-v1:0").max_output_tokens,
+            8_192
+        );
     }
 
     #[test]
@@ -267,15 +333,37 @@ mod tests {
         let cohere_v4 = default_model_info("cohere.embed-v4:0");
         assert_eq!(cohere_v4.family, ModelFamily::Embedding);
         // The Cohere Embed v4 trap: `max_tokens` there truncates input, it is not output.
-        assert_eq!(invoke_max_output_tokens(cohere_v4.family, &json!({"max_tokens": 8000})), Some(0));
-        assert_eq!(invoke_max_output_tokens(ModelFamily::TitanText, &json!({})), Some(512));
         assert_eq!(
-            invoke_max_output_tokens(ModelFamily::Nova, &json!({"inferenceConfig": {"max_new_tokens": 77}})),
+            invoke_max_output_tokens(cohere_v4.family, &json!({"max_tokens": 8000})),
+            Some(0)
+        );
+        assert_eq!(
+            invoke_max_output_tokens(ModelFamily::TitanText, &json!({})),
+            Some(512)
+        );
+        assert_eq!(
+            invoke_max_output_tokens(
+                ModelFamily::Nova,
+                &json!({"inferenceConfig": {"max_new_tokens": 77}})
+            ),
             Some(77)
         );
-        assert_eq!(invoke_max_output_tokens(ModelFamily::Llama, &json!({"max_gen_len": 300})), Some(300));
-        assert_eq!(invoke_max_output_tokens(ModelFamily::AnthropicClaude, &json!({"max_tokens": "x"})), None);
-        assert_eq!(converse_max_output_tokens(&json!({"inferenceConfig": {"maxTokens": 9}})), Some(9));
-        assert_eq!(default_model_info("arn:aws:bedrock:us-east-1:1:application-inference-profile/x").family, ModelFamily::Unknown);
+        assert_eq!(
+            invoke_max_output_tokens(ModelFamily::Llama, &json!({"max_gen_len": 300})),
+            Some(300)
+        );
+        assert_eq!(
+            invoke_max_output_tokens(ModelFamily::AnthropicClaude, &json!({"max_tokens": "x"})),
+            None
+        );
+        assert_eq!(
+            converse_max_output_tokens(&json!({"inferenceConfig": {"maxTokens": 9}})),
+            Some(9)
+        );
+        assert_eq!(
+            default_model_info("arn:aws:bedrock:us-east-1:1:application-inference-profile/x")
+                .family,
+            ModelFamily::Unknown
+        );
     }
 }
