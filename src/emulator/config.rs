@@ -1,28 +1,6 @@
 //! What an emulator enforces and generates: quotas, the window algorithm, output length, latency,
 //! faults. Built in code with [`EmulatorBuilder`](super::EmulatorBuilder) or read from JSON with
 //! [`EmulatorConfig::from_json`].
-//!
-//! The JSON form (every field optional; unknown fields are an error so typos are loud):
-//!
-//! ```json
-//! {
-//!   "listen": "127.0.0.1:0",
-//!   "default_quota": { "rpm": 100, "tpm": 200000, "tpd": null },
-//!   "model_quotas": { "us.anthropic.claude-sonnet-4-5-20250929-v1:0": { "tpm": 50000 } },
-//!   "window_secs": 60,
-//!   "enforcement": "sliding",
-//!   "output_tokens": { "min": 10, "max": 200 },
-//!   "time_to_first_token_ms": 0,
-//!   "tokens_per_second": null,
-//!   "strict_models": false,
-//!   "retry_after": false,
-//!   "seed": 0,
-//!   "models": { "arn:aws:bedrock:us-east-1:1:application-inference-profile/x":
-//!               { "family": "anthropic", "max_output_tokens": 64000, "output_burndown": 5 } },
-//!   "faults": { "service-unavailable": 0.01, "stream:throttling@2": 0.005 },
-//!   "fault_schedule": { "3": "model-timeout", "7": "stream:throttling@0" }
-//! }
-//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -318,6 +296,33 @@ pub struct Faults {
 
 /// The whole emulator configuration. Build it with [`EmulatorBuilder`](super::EmulatorBuilder)
 /// or parse it with [`EmulatorConfig::from_json`].
+///
+/// The JSON form (every field optional; unknown fields are an error so typos are loud):
+///
+/// ```
+/// # use bedrock_throttle::emulator::EmulatorConfig;
+/// let config = EmulatorConfig::from_json(r#"
+/// {
+///   "listen": "127.0.0.1:0",
+///   "default_quota": { "rpm": 100, "tpm": 200000, "tpd": null },
+///   "model_quotas": { "us.anthropic.claude-sonnet-4-5-20250929-v1:0": { "tpm": 50000 } },
+///   "window_secs": 60,
+///   "enforcement": "sliding",
+///   "output_tokens": { "min": 10, "max": 200 },
+///   "time_to_first_token_ms": 0,
+///   "tokens_per_second": null,
+///   "strict_models": false,
+///   "retry_after": false,
+///   "seed": 0,
+///   "models": { "arn:aws:bedrock:us-east-1:1:application-inference-profile/x":
+///               { "family": "anthropic", "max_output_tokens": 64000, "output_burndown": 5 } },
+///   "faults": { "service-unavailable": 0.01, "stream:throttling@2": 0.005 },
+///   "fault_schedule": { "3": "model-timeout", "7": "stream:throttling@0" }
+/// }
+/// "#)?;
+/// assert_eq!(config.default_quota.tpm, Some(200_000));
+/// # Ok::<(), bedrock_throttle::emulator::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct EmulatorConfig {
@@ -368,7 +373,7 @@ impl Default for EmulatorConfig {
 }
 
 impl EmulatorConfig {
-    /// Parses the JSON form shown in the [module docs](self).
+    /// Parses the JSON form shown on [`EmulatorConfig`].
     ///
     /// ```
     /// use bedrock_throttle::emulator::{EmulatorConfig, Enforcement};

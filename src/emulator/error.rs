@@ -72,7 +72,10 @@ impl ApiError {
             h.insert("x-amzn-RequestId", v);
         }
         if let Some(wait) = self.retry_after {
-            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            // Rounded up: a hint must never be early.
+            let ms = u64::try_from(wait.as_nanos().div_ceil(1_000_000))
+                .unwrap_or(u64::MAX)
+                .max(1);
             h.insert("x-amz-retry-after", HeaderValue::from(ms));
         }
         res

@@ -296,7 +296,13 @@ impl Bucket {
         if deficit <= 0 || self.cap == 0 {
             return Duration::ZERO;
         }
-        self.len.mul_f64(deficit as f64 / self.cap as f64)
+        // deficit / cap of a window, rounded up to the nanosecond.
+        let len = i128::try_from(self.len.as_nanos()).unwrap_or(i128::MAX);
+        let nanos = deficit.checked_mul(len).map_or_else(
+            || (deficit as f64 / self.cap as f64 * len as f64) as i128,
+            |product| (product + self.cap - 1) / self.cap,
+        );
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 }
 
