@@ -204,16 +204,19 @@ impl fmt::Display for SignatureExpiring {
 
 impl std::error::Error for SignatureExpiring {}
 
-/// Reads a body the SDK wrapped (stalled-stream protection) to the end and puts plain bytes back.
+/// Reads the request body to its end and puts plain bytes back.
+///
+/// The body must be READ, not just looked at: stalled-stream protection wraps it in a reader that
+/// reports progress to a throughput check running beside the connector future, and
+/// `map_preserve_contents` keeps `SdkBody::bytes()` answering `Some`, so a body that looks
+/// in-memory may still be a monitor that has seen nothing. Collecting it drives the monitor to
+/// "upload complete" at once; an in-memory body comes back as the same `Bytes`, without a copy.
 async fn buffer_body(request: &mut HttpRequest) -> Result<(), ConnectorError> {
-    if request.body().bytes().is_some() {
-        return Ok(());
-    }
     let body = request.take_body();
     let bytes = body
         .collect()
         .await
-        .map_err(|e| ConnectorError::user(e))?
+        .map_err(ConnectorError::user)?
         .to_bytes();
     *request.body_mut() = SdkBody::from(bytes);
     Ok(())
@@ -233,9 +236,8 @@ fn parse_amz_date(value: &str) -> Option<SystemTime> {
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        value.get(range)?.parse::<i64>().ok()
-    };
+    let num =
+        |range: std::ops::Range<usize>| -> Option<i64> { value.get(range)?.parse::<i64>().ok() };
     let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
     let (h, mi, s) = (num(9..11)?, num(11..13)?, num(13..15)?);
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {

@@ -278,7 +278,10 @@ impl BedrockThrottleBuilder {
         }
         let stack = ServiceBuilder::new()
             .layer(retry)
-            .layer(RateLimitLayer::new(requests.clone(), self.bedrock.clone()).classify(self.bedrock.clone()))
+            .layer(
+                RateLimitLayer::new(requests.clone(), self.bedrock.clone())
+                    .classify(self.bedrock.clone()),
+            )
             .layer(
                 TokenBudgetLayer::new(
                     tokens.clone(),
