@@ -100,7 +100,7 @@ impl fmt::Display for Enforcement {
 }
 
 /// How many output tokens a response generates, before the cap by the request's max tokens (or
-/// the model's maximum when the request does not say).
+/// the model's maximum when the request does not say) and an absolute cap of 1,000,000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputLength {
     /// Always this many.

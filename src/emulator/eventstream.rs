@@ -152,6 +152,45 @@ mod tests {
     use super::*;
     use aws_smithy_eventstream::frame::read_message_from;
 
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_body_mid_stream_settles_what_was_sent() {
+        use crate::emulator::config::{Enforcement, Quota};
+        use crate::emulator::ledger::{Ledgers, lock};
+        use http_body_util::BodyExt as _;
+
+        let ledgers = Ledgers::new(
+            Enforcement::SlidingWindow,
+            Duration::from_secs(60),
+            Quota::unlimited(),
+            Default::default(),
+        );
+        let ledger = ledgers.get("m");
+        let r = lock(&ledger).admit(Instant::now(), 1_000).unwrap();
+        let admission = Admission::new(std::sync::Arc::clone(&ledger), r, 4);
+        let frame = |ms, produced: u64| PlannedFrame {
+            at: Duration::from_millis(ms),
+            bytes: Bytes::from_static(b"x"),
+            on_drop: (4 + produced * 5, produced),
+        };
+        let frames = vec![frame(0, 0), frame(100, 8), frame(200, 16)];
+        let start = Instant::now();
+        let mut body = FrameBody::new(frames, start, admission, (84, 16));
+        assert!(body.frame().await.is_some());
+        assert!(body.frame().await.is_some());
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(100),
+            "sent on schedule"
+        );
+        drop(body);
+        let stats = ledgers.snapshot().model("m");
+        assert_eq!(
+            (stats.counters.tokens_settled, stats.counters.output_tokens),
+            (44, 8)
+        );
+        assert_eq!(stats.window.tokens, 44);
+    }
+
     #[test]
     fn frames_decode_with_headers_and_padding() {
         let mut rng = fastrand::Rng::with_seed(1);

@@ -687,6 +687,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_abandoned_admission_settles_its_last_known_amount() {
+        let ledgers = Ledgers::new(
+            Enforcement::SlidingWindow,
+            Duration::from_secs(1),
+            Quota::unlimited().with_tpm(1_000),
+            HashMap::new(),
+        );
+        let ledger = ledgers.get("m");
+        let r = lock(&ledger).admit(Instant::now(), 500).unwrap();
+        let mut admission = Admission::new(Arc::clone(&ledger), r, 10);
+        admission.set_on_drop(60, 10);
+        drop(admission);
+        let stats = ledgers.snapshot().model("m");
+        assert_eq!(stats.counters.settled, 1);
+        assert_eq!(stats.counters.tokens_settled, 60);
+        assert_eq!(stats.counters.output_tokens, 10);
+        assert_eq!(stats.window.tokens, 60, "the unused 440 went back");
+
+        // Settled explicitly: the drop does not settle twice.
+        let r = lock(&ledger).admit(Instant::now(), 100).unwrap();
+        Admission::new(Arc::clone(&ledger), r, 1).settle(30, 0);
+        let stats = ledgers.snapshot().model("m");
+        assert_eq!(stats.counters.settled, 2);
+        assert_eq!(stats.window.tokens, 90);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn sliding_groups_bound_memory() {
         let mut s = Sliding::new(Duration::from_secs(1));
         for _ in 0..10_000 {

@@ -1,6 +1,6 @@
 //! The operations: admission against the quota, generated output, and each response format.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -13,7 +13,7 @@ use super::config::{Fault, Latency, OutputLength};
 use super::error::ApiError;
 use super::eventstream::{self, FrameBody, PlannedFrame, padding};
 use super::faults;
-use super::ledger::{Admission, lock};
+use super::ledger::{Admission, ModelLedger, lock};
 use super::server::{Body, Shared, full};
 use super::validate::{self, Parsed, Shape};
 
@@ -46,6 +46,8 @@ impl Operation {
 
 /// Output tokens produced per stream delta.
 const TOKENS_PER_DELTA: usize = 8;
+/// No response generates more output tokens than this, whatever the configuration.
+const MAX_GENERATED_TOKENS: u64 = 1_000_000;
 /// No simulated delay exceeds this, whatever the configuration.
 const MAX_DELAY: Duration = Duration::from_secs(86_400);
 
@@ -109,8 +111,9 @@ impl Output {
             OutputLength::Fixed(n) => n,
             OutputLength::Uniform { min, max } => rng.u64(min..=max.max(min)),
         };
-        let n = wanted.min(cap);
-        // The cap keeps this allocation to the model's maximum output.
+        // Capped by max tokens, and by a bound that keeps a misconfigured model maximum from
+        // exhausting memory.
+        let n = wanted.min(cap).min(MAX_GENERATED_TOKENS);
         let tokens = (0..n).map(|_| WORDS[rng.usize(..WORDS.len())]).collect();
         Self {
             tokens,
@@ -254,19 +257,12 @@ pub(crate) async fn inference(
 
     match op {
         Operation::InvokeStream | Operation::ConverseStream => {
-            let stream_fault = match fault {
-                Some(Fault::StreamException {
-                    exception,
-                    after_events,
-                }) => Some((exception, after_events)),
-                _ => None,
-            };
             let frames = if op == Operation::ConverseStream {
                 converse_stream_events(&mut ctx, &output)
             } else {
                 invoke_stream_chunks(&mut ctx, &output)
             };
-            stream_response(&mut ctx, frames, stream_fault, fault, &ledger, admission)
+            stream_response(&mut ctx, frames, fault, &ledger, admission)
         }
         _ => {
             let end = end_time(&shared.config.latency, output.n());
@@ -617,14 +613,19 @@ fn invoke_stream_chunks(ctx: &mut Ctx<'_>, output: &Output) -> Vec<Event> {
 fn stream_response(
     ctx: &mut Ctx<'_>,
     mut events: Vec<Event>,
-    stream_fault: Option<(super::config::StreamException, u32)>,
     fault: Option<Fault>,
-    ledger: &Arc<std::sync::Mutex<super::ledger::ModelLedger>>,
+    ledger: &Mutex<ModelLedger>,
     admission: Admission,
 ) -> Response<Body> {
     let n_total = events.last().map_or(0, |e| e.produced);
     let mut settle = (ctx.settle_amount(n_total), n_total);
-    if let (Some((exception, after)), Some(f)) = (stream_fault, fault) {
+    if let Some(
+        f @ Fault::StreamException {
+            exception,
+            after_events: after,
+        },
+    ) = fault
+    {
         // The exception replaces event `k`: the stream never completes normally.
         let k = usize::try_from(after)
             .unwrap_or(usize::MAX)
@@ -664,10 +665,13 @@ fn stream_response(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/vnd.amazon.eventstream"),
     );
-    h.insert(
-        "x-amzn-bedrock-content-type",
-        HeaderValue::from_static("application/json"),
-    );
+    if ctx.parsed.shape != Shape::Converse {
+        // InvokeModelWithResponseStream: the content type of the model's chunks.
+        h.insert(
+            "x-amzn-bedrock-content-type",
+            HeaderValue::from_static("application/json"),
+        );
+    }
     if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
         h.insert("x-amzn-RequestId", id);
     }

@@ -50,6 +50,9 @@ pub(crate) struct Parsed {
     pub(crate) shape: Shape,
 }
 
+/// The most texts a Cohere embeddings request may carry.
+const MAX_EMBED_TEXTS: usize = 96;
+
 /// The largest request body Bedrock accepts.
 pub(crate) const MAX_BODY_BYTES: u64 = 25_000_000;
 
@@ -229,6 +232,12 @@ pub(crate) fn invoke(info: ModelInfo, body: &[u8]) -> Result<Parsed, ApiError> {
             Some(Value::Array(texts)) => {
                 if let Some(bad) = texts.iter().find(|t| !t.is_string()) {
                     return Err(wrong_type(&["texts", "0"], "String", bad));
+                }
+                if texts.len() > MAX_EMBED_TEXTS {
+                    return Err(ApiError::malformed(format!(
+                        "#/texts: expected maximum item count: {MAX_EMBED_TEXTS}, found: {}",
+                        texts.len()
+                    )));
                 }
                 Shape::CohereEmbed { texts: texts.len() }
             }

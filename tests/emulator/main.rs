@@ -7,3 +7,4 @@ mod common;
 mod malformed;
 mod operations;
 mod quota;
+mod throughput;

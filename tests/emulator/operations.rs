@@ -527,3 +527,68 @@ async fn validation_and_not_found_parse() {
     assert_eq!(stats.counters.tokens_reserved, 4 + 1_000);
     assert_eq!(stats.counters.tokens_settled, 4 + 32 * 5);
 }
+
+#[tokio::test]
+async fn throttles_parse_with_the_message_of_each_dimension() {
+    use bedrock_throttle::emulator::Quota;
+    // A long window: nothing expires during the test, whatever the machine's speed.
+    for (quota, message) in [
+        (
+            Quota::unlimited().with_rpm(1),
+            "Too many requests, please wait before trying again.",
+        ),
+        (
+            Quota::unlimited().with_tpm(200),
+            "Too many tokens, please wait before trying again.",
+        ),
+        (
+            Quota::unlimited().with_tpd(200),
+            "Too many tokens per day, please wait before trying again.",
+        ),
+    ] {
+        let emulator = Emulator::builder()
+            .default_quota(quota)
+            .output_length(OutputLength::Fixed(30))
+            .start()
+            .await
+            .unwrap();
+        let client = client(&emulator);
+        // Reserves 4 + 100, settles 4 + 30 × 5 = 154; then 154 + 104 > 200.
+        let call = || {
+            client
+                .converse()
+                .model_id(SONNET4)
+                .messages(user("abcd"))
+                .inference_config(max(100))
+                .send()
+        };
+        call().await.unwrap();
+        let err = call().await.unwrap_err().into_service_error();
+        assert!(err.is_throttling_exception(), "{err:?}");
+        assert_eq!(err.message(), Some(message));
+        assert_eq!(err.code(), Some("ThrottlingException"));
+    }
+}
+
+#[tokio::test]
+async fn shutdown_and_drop_stop_the_server() {
+    let emulator = Emulator::builder().start().await.unwrap();
+    let addr = emulator.addr();
+    assert_eq!(emulator.endpoint_url(), format!("http://{addr}"));
+    emulator.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+
+    let emulator = Emulator::builder().start().await.unwrap();
+    let addr = emulator.addr();
+    drop(emulator);
+    // The server task notices the drop on its next poll.
+    let mut stopped = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(stopped);
+}
