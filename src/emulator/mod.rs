@@ -1,1 +1,346 @@
-//! Placeholder.
+//! A local Amazon Bedrock Runtime that enforces quotas with the real wire format.
+//!
+//! # Why
+//!
+//! Quota behaviour is what this crate is about, and the real service cannot be used to test it:
+//! quotas cost money, differ per account, and the interesting failures (throttles by dimension,
+//! `max_tokens` reservations, output burndown, mid-stream exceptions) are hard to provoke on
+//! demand. Generic AWS mocks neither throttle nor stream. This emulator does, faithfully enough
+//! that the real `aws-sdk-bedrockruntime` client parses every response and error it sends.
+//!
+//! # What it does
+//!
+//! - **Operations** on the real paths: InvokeModel, InvokeModelWithResponseStream, Converse,
+//!   ConverseStream, CountTokens. The model id is the percent-decoded path segment.
+//!   `Authorization` (SigV4 or Bearer) is accepted without checking.
+//! - **Quotas** per model id (requests, tokens, tokens per day; each optional), enforced as
+//!   Bedrock does: at the start a request reserves `input + max output tokens` (the family's
+//!   max-tokens field, `inferenceConfig.maxTokens` for Converse, or the model's maximum when
+//!   absent) and is throttled with `ThrottlingException` if that would exceed a limit (a
+//!   throttled request is not charged). When the last byte of the response is produced it
+//!   settles `input + output × burndown` (5 for Claude 3.7 and later): a refund reduces the
+//!   start-time charge, an overshoot is booked at the settle instant. Input tokens follow the
+//!   rule in [`tokens`].
+//! - **Windows**: sliding, token bucket or fixed ([`Enforcement`]), of any length (the day
+//!   window is 1440 windows), so tests can use 1 s windows. Time is `tokio::time`, so tests with
+//!   a paused clock drive it with `advance`.
+//! - **Responses**: model-native InvokeModel bodies (Anthropic messages and text completions,
+//!   Titan text and embeddings, Nova, Llama, Cohere embeddings, Mistral-style for the rest) with
+//!   the `x-amzn-bedrock-*` headers; Converse bodies; event-stream frames with CRCs, `"p"`
+//!   padding, and `amazon-bedrock-invocationMetrics` on the last chunk.
+//! - **Errors** as Bedrock sends them: `x-amzn-ErrorType: Code:http://internal.amazon.com/coral/com.amazon.bedrock/`,
+//!   `x-amzn-RequestId`, body `{"message": ...}`. `ValidationException` for malformed bodies,
+//!   wrong types, missing fields, non-UTF-8, max tokens above the model's maximum, and bodies
+//!   over 25,000,000 bytes (refused without buffering them). Unknown paths get a 404.
+//! - **Faults** by probability or by request index ([`Fault`]): 503 (both messages), 500, 408,
+//!   `ModelNotReadyException`, and exception frames before the first event or after some. A
+//!   faulted request is not charged, except that a stream that fails after some events settles
+//!   what it produced (`input + produced output × burndown`).
+//! - **Stats** at `GET /_emulator/stats` (and [`EmulatorHandle::stats`]): per model, requests,
+//!   admissions, throttles by dimension, faults, tokens reserved and settled, current and peak
+//!   window usage ([`Stats`]). `POST /_emulator/reset` zeroes the counters.
+//!
+//! A response whose client disconnects settles `input + output produced so far × burndown`.
+//!
+//! # Example
+//!
+//! Start it in-process, call it with the real SDK client, read the stats:
+//!
+//! ```
+//! use bedrock_throttle::emulator::{Emulator, Quota};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let emulator = Emulator::builder()
+//!     .default_quota(Quota::unlimited().with_tpm(1_000))
+//!     .start()
+//!     .await?;
+//! println!("Bedrock Runtime at {}", emulator.endpoint_url());
+//!
+//! # #[cfg(feature = "sdk")]
+//! # {
+//! use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+//! use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceConfiguration, Message};
+//! let config = aws_sdk_bedrockruntime::Config::builder()
+//!     .behavior_version(BehaviorVersion::latest())
+//!     .region(Region::new("us-east-1"))
+//!     .credentials_provider(Credentials::new("AK", "SK", None, None, "example"))
+//!     .endpoint_url(emulator.endpoint_url())
+//!     .http_client(aws_smithy_http_client::Builder::new().build_http())
+//!     .build();
+//! let client = aws_sdk_bedrockruntime::Client::from_conf(config);
+//! let model = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+//! let message = Message::builder()
+//!     .role(ConversationRole::User)
+//!     .content(ContentBlock::Text("Hello".into()))
+//!     .build()?;
+//! // Reserves input + 100; settles input + 32 × 5 (the default output is 32 tokens).
+//! let out = client
+//!     .converse()
+//!     .model_id(model)
+//!     .messages(message.clone())
+//!     .inference_config(InferenceConfiguration::builder().max_tokens(100).build())
+//!     .send()
+//!     .await?;
+//! assert_eq!(out.usage().unwrap().output_tokens(), 32);
+//! let stats = emulator.stats().model(model);
+//! assert_eq!(stats.counters.tokens_settled, 5 + 32 * 5); // "Hello": 2 tokens + 3 per message
+//!
+//! // Without maxTokens, Converse reserves the model's maximum (64,000): over the quota.
+//! let err = client.converse().model_id(model).messages(message).send().await.unwrap_err();
+//! assert!(err.into_service_error().is_throttling_exception());
+//! # }
+//! emulator.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod eventstream;
+mod faults;
+mod ledger;
+mod ops;
+mod server;
+mod stats;
+pub mod tokens;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::bedrock::models::ModelInfo;
+
+pub use config::{
+    ConfigError, EmulatorConfig, Enforcement, Fault, Faults, Latency, OutputLength, Quota,
+    StreamException,
+};
+pub use stats::{Counters, FaultCounters, ModelStats, Stats, WindowUsage};
+
+use server::Shared;
+
+/// Entry point: [`Emulator::builder`] or [`Emulator::start`].
+#[derive(Debug, Clone, Copy)]
+pub struct Emulator {
+    _private: (),
+}
+
+impl Emulator {
+    /// A builder with the defaults: `127.0.0.1:0`, no limits, 60 s sliding window, 32 output
+    /// tokens, no latency, no faults.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::from_config(EmulatorConfig::default())
+    }
+
+    /// Starts an emulator with `config` on the current Tokio runtime.
+    pub async fn start(config: EmulatorConfig) -> std::io::Result<EmulatorHandle> {
+        EmulatorBuilder::from_config(config).start().await
+    }
+}
+
+/// Configures and starts an emulator. Every method consumes and returns the builder.
+///
+/// ```
+/// use std::time::Duration;
+/// use bedrock_throttle::emulator::{Emulator, Enforcement, Fault, OutputLength, Quota};
+///
+/// let builder = Emulator::builder()
+///     .default_quota(Quota::unlimited().with_rpm(60).with_tpm(100_000))
+///     .model_quota("us.anthropic.claude-sonnet-4-20250514-v1:0", Quota::unlimited().with_tpm(20_000))
+///     .window(Duration::from_secs(1))
+///     .enforcement(Enforcement::TokenBucket)
+///     .output_length(OutputLength::Uniform { min: 10, max: 200 })
+///     .time_to_first_token(Duration::from_millis(50))
+///     .tokens_per_second(500.0)
+///     .fault_probability(Fault::ServiceUnavailable, 0.01)
+///     .fault_at(3, "stream:throttling@2".parse().unwrap())
+///     .seed(7);
+/// assert_eq!(builder.config().window, Duration::from_secs(1));
+/// ```
+#[derive(Debug, Clone)]
+pub struct EmulatorBuilder {
+    config: EmulatorConfig,
+}
+
+impl EmulatorBuilder {
+    /// A builder starting from `config`.
+    pub fn from_config(config: EmulatorConfig) -> Self {
+        Self { config }
+    }
+
+    /// The configuration so far.
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.config
+    }
+
+    /// Listens on `addr` instead of `127.0.0.1:0`.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.listen = addr;
+        self
+    }
+
+    /// The quota of every model without its own.
+    pub fn default_quota(mut self, quota: Quota) -> Self {
+        self.config.default_quota = quota;
+        self
+    }
+
+    /// The quota of one model id, exactly as decoded from the request path (so `us.anthropic.X`
+    /// and `anthropic.X` are different quotas, as on Bedrock).
+    pub fn model_quota(mut self, model_id: impl Into<String>, quota: Quota) -> Self {
+        self.config.model_quotas.insert(model_id.into(), quota);
+        self
+    }
+
+    /// The window length (default 60 s). The day window is 1440 of them.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.config.window = window;
+        self
+    }
+
+    /// The window algorithm (default [`Enforcement::SlidingWindow`]).
+    pub fn enforcement(mut self, enforcement: Enforcement) -> Self {
+        self.config.enforcement = enforcement;
+        self
+    }
+
+    /// How many output tokens responses generate (capped by the request's max tokens).
+    pub fn output_length(mut self, length: OutputLength) -> Self {
+        self.config.output_length = length;
+        self
+    }
+
+    /// Delay before the first output token.
+    pub fn time_to_first_token(mut self, delay: Duration) -> Self {
+        self.config.latency.time_to_first_token = delay;
+        self
+    }
+
+    /// Generation speed after the first token (must be positive and finite).
+    pub fn tokens_per_second(mut self, tokens_per_second: f64) -> Self {
+        self.config.latency.tokens_per_second = Some(tokens_per_second);
+        self
+    }
+
+    /// Injects `fault` with probability `p` (probabilities of all faults sum to at most 1).
+    pub fn fault_probability(mut self, fault: Fault, p: f64) -> Self {
+        self.config.faults.probabilities.push((fault, p));
+        self
+    }
+
+    /// Injects `fault` into inference request number `request_index` (0-based, arrival order,
+    /// CountTokens excluded).
+    pub fn fault_at(mut self, request_index: u64, fault: Fault) -> Self {
+        self.config.faults.schedule.insert(request_index, fault);
+        self
+    }
+
+    /// Refuses unknown model ids with `ResourceNotFoundException` (known: recognized by the
+    /// built-in table, or given a quota or model info).
+    pub fn strict_models(mut self, strict: bool) -> Self {
+        self.config.strict_models = strict;
+        self
+    }
+
+    /// Declares what a model id is (for ARNs and ids the built-in table does not know).
+    pub fn model_info(mut self, model_id: impl Into<String>, info: ModelInfo) -> Self {
+        self.config.models.insert(model_id.into(), info);
+        self
+    }
+
+    /// Sends `x-amz-retry-after` (milliseconds until the request would fit) on throttles. Off
+    /// by default: real Bedrock sends no retry hint.
+    pub fn retry_after(mut self, enabled: bool) -> Self {
+        self.config.retry_after = enabled;
+        self
+    }
+
+    /// Seeds the per-request generators (output length, text, padding, ids, fault draws).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+
+    /// Validates the configuration, binds, and serves on the current Tokio runtime until the
+    /// handle is shut down or dropped.
+    pub async fn start(self) -> std::io::Result<EmulatorHandle> {
+        self.config.validate()?;
+        let listener = tokio::net::TcpListener::bind(self.config.listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(self.config));
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server::serve(listener, Arc::clone(&shared), rx));
+        Ok(EmulatorHandle {
+            addr,
+            shared,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+}
+
+/// A running emulator. Dropping it stops the server (open responses get a few seconds to
+/// finish); [`EmulatorHandle::shutdown`] does the same and waits.
+pub struct EmulatorHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for EmulatorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmulatorHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmulatorHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, for the SDK's `endpoint_url`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.shared.config
+    }
+
+    /// A snapshot of the counters (the same as `GET /_emulator/stats`).
+    pub fn stats(&self) -> Stats {
+        self.shared.ledgers.snapshot()
+    }
+
+    /// Zeroes the counters and restarts the peaks from the current usage. Quota state is kept.
+    pub fn reset_stats(&self) {
+        self.shared.ledgers.reset();
+    }
+
+    /// Stops accepting, lets open responses finish (up to a few seconds), and waits.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

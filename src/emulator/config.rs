@@ -1,0 +1,683 @@
+//! What an emulator enforces and generates: quotas, the window algorithm, output length, latency,
+//! faults. Built in code with [`EmulatorBuilder`](super::EmulatorBuilder) or read from JSON with
+//! [`EmulatorConfig::from_json`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bedrock::models::{ModelFamily, ModelInfo};
+
+/// Per-model limits. `None` means unlimited in that dimension.
+///
+/// ```
+/// use bedrock_throttle::emulator::Quota;
+/// let q = Quota::unlimited().with_tpm(10_000).with_rpm(5);
+/// assert_eq!((q.rpm, q.tpm, q.tpd), (Some(5), Some(10_000), None));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quota {
+    /// Requests per window.
+    pub rpm: Option<u64>,
+    /// Tokens per window.
+    pub tpm: Option<u64>,
+    /// Tokens per day window (1440 windows).
+    pub tpd: Option<u64>,
+}
+
+impl Quota {
+    /// No limit in any dimension.
+    pub const fn unlimited() -> Self {
+        Self {
+            rpm: None,
+            tpm: None,
+            tpd: None,
+        }
+    }
+
+    /// This quota with a requests-per-window limit.
+    pub const fn with_rpm(mut self, rpm: u64) -> Self {
+        self.rpm = Some(rpm);
+        self
+    }
+
+    /// This quota with a tokens-per-window limit.
+    pub const fn with_tpm(mut self, tpm: u64) -> Self {
+        self.tpm = Some(tpm);
+        self
+    }
+
+    /// This quota with a tokens-per-day limit.
+    pub const fn with_tpd(mut self, tpd: u64) -> Self {
+        self.tpd = Some(tpd);
+        self
+    }
+}
+
+/// How usage is counted against a limit. Bedrock does not document which one it uses; a client
+/// that never exceeds the limit in any window of the configured length passes all three.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Enforcement {
+    /// The sum of bookings in `(now - window, now]` (bookings are grouped at 1/1000 of the window,
+    /// and a group leaves the window when its LAST booking does: never early).
+    #[default]
+    SlidingWindow,
+    /// A bucket of capacity `limit`, refilled continuously at `limit / window`. Settlement gives
+    /// back unused reservation (up to capacity) or takes more, so the level can go negative.
+    TokenBucket,
+    /// Counters that reset at every multiple of the window since the server started.
+    FixedWindow,
+}
+
+impl FromStr for Enforcement {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "sliding" | "sliding-window" | "sliding_window" => Ok(Self::SlidingWindow),
+            "token-bucket" | "token_bucket" | "bucket" => Ok(Self::TokenBucket),
+            "fixed" | "fixed-window" | "fixed_window" => Ok(Self::FixedWindow),
+            _ => Err(ConfigError::new(format!(
+                "unknown enforcement `{s}`: expected sliding, token-bucket or fixed"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Enforcement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::SlidingWindow => "sliding",
+            Self::TokenBucket => "token-bucket",
+            Self::FixedWindow => "fixed",
+        })
+    }
+}
+
+/// How many output tokens a response generates, before the cap by the request's max tokens (or
+/// the model's maximum when the request does not say) and an absolute cap of 1,000,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputLength {
+    /// Always this many.
+    Fixed(u64),
+    /// Uniformly drawn in `min..=max` (from the seeded generator).
+    Uniform {
+        /// Smallest length.
+        min: u64,
+        /// Largest length.
+        max: u64,
+    },
+}
+
+impl Default for OutputLength {
+    fn default() -> Self {
+        Self::Fixed(32)
+    }
+}
+
+impl FromStr for OutputLength {
+    type Err = ConfigError;
+
+    /// `N` or `MIN..MAX` (inclusive).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let num = |t: &str| {
+            t.trim().parse::<u64>().map_err(|_| {
+                ConfigError::new(format!("bad output length `{s}`: expected N or MIN..MAX"))
+            })
+        };
+        match s.split_once("..") {
+            Some((a, b)) => Ok(Self::Uniform {
+                min: num(a)?,
+                max: num(b.trim_start_matches('='))?,
+            }),
+            None => Ok(Self::Fixed(num(s)?)),
+        }
+    }
+}
+
+/// Simulated model speed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Latency {
+    /// Delay before the first output token (and before a non-streaming response).
+    pub time_to_first_token: Duration,
+    /// Generation speed after the first token; `None` = instantaneous.
+    pub tokens_per_second: Option<f64>,
+}
+
+/// The exception a stream fault sends as its `:exception-type` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum StreamException {
+    /// `throttlingException` ("Too many tokens, please wait before trying again.").
+    Throttling,
+    /// `serviceUnavailableException`.
+    ServiceUnavailable,
+    /// `internalServerException`.
+    InternalServer,
+    /// `modelStreamErrorException`.
+    ModelStreamError,
+    /// `modelTimeoutException`.
+    ModelTimeout,
+    /// `validationException`.
+    Validation,
+}
+
+impl StreamException {
+    const ALL: [(Self, &'static str); 6] = [
+        (Self::Throttling, "throttling"),
+        (Self::ServiceUnavailable, "service-unavailable"),
+        (Self::InternalServer, "internal-server"),
+        (Self::ModelStreamError, "model-stream-error"),
+        (Self::ModelTimeout, "model-timeout"),
+        (Self::Validation, "validation"),
+    ];
+
+    fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(e, _)| *e == self)
+            .map_or("throttling", |(_, n)| n)
+    }
+}
+
+/// A failure the emulator can inject instead of the normal response.
+///
+/// Textual form (used by the binary and the JSON config): `service-unavailable`,
+/// `too-many-connections`, `internal-server`, `model-timeout`, `model-not-ready`, and
+/// `stream:<exception>@<events>` where `<exception>` is `throttling`, `service-unavailable`,
+/// `internal-server`, `model-stream-error`, `model-timeout` or `validation`.
+///
+/// ```
+/// use bedrock_throttle::emulator::{Fault, StreamException};
+/// let f: Fault = "stream:throttling@2".parse().unwrap();
+/// assert_eq!(f, Fault::StreamException { exception: StreamException::Throttling, after_events: 2 });
+/// assert_eq!(f.to_string(), "stream:throttling@2");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Fault {
+    /// 503 `ServiceUnavailableException`: "Bedrock is unable to process your request."
+    ServiceUnavailable,
+    /// 503 `ServiceUnavailableException`: "Too many connections, please wait before trying again."
+    TooManyConnections,
+    /// 500 `InternalServerException`.
+    InternalServer,
+    /// 408 `ModelTimeoutException`.
+    ModelTimeout,
+    /// 429 `ModelNotReadyException`.
+    ModelNotReady,
+    /// HTTP 200, then `after_events` normal events, then an exception frame that ends the stream.
+    /// Applies to the streaming operations only (other operations answer normally). The
+    /// exception comes before the final event at the latest, so the stream never completes.
+    StreamException {
+        /// Which exception.
+        exception: StreamException,
+        /// How many events precede it (0 = before the first event).
+        after_events: u32,
+    },
+}
+
+impl Fault {
+    /// Whether this fault applies to a request of a streaming (`true`) or non-streaming operation.
+    pub(crate) fn applies(self, streaming: bool) -> bool {
+        streaming || !matches!(self, Self::StreamException { .. })
+    }
+}
+
+impl FromStr for Fault {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            ConfigError::new(format!(
+                "unknown fault `{s}`: expected service-unavailable, too-many-connections, \
+                 internal-server, model-timeout, model-not-ready or stream:<exception>@<events>"
+            ))
+        };
+        let lower = s.trim().to_ascii_lowercase();
+        if let Some(rest) = lower.strip_prefix("stream:") {
+            let (name, events) = rest.split_once('@').unwrap_or((rest, "0"));
+            let exception = StreamException::ALL
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map(|(e, _)| *e)
+                .ok_or_else(bad)?;
+            let after_events = events.parse().map_err(|_| bad())?;
+            return Ok(Self::StreamException {
+                exception,
+                after_events,
+            });
+        }
+        Ok(match lower.as_str() {
+            "service-unavailable" => Self::ServiceUnavailable,
+            "too-many-connections" => Self::TooManyConnections,
+            "internal-server" => Self::InternalServer,
+            "model-timeout" => Self::ModelTimeout,
+            "model-not-ready" => Self::ModelNotReady,
+            _ => return Err(bad()),
+        })
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ServiceUnavailable => f.write_str("service-unavailable"),
+            Self::TooManyConnections => f.write_str("too-many-connections"),
+            Self::InternalServer => f.write_str("internal-server"),
+            Self::ModelTimeout => f.write_str("model-timeout"),
+            Self::ModelNotReady => f.write_str("model-not-ready"),
+            Self::StreamException {
+                exception,
+                after_events,
+            } => write!(f, "stream:{}@{after_events}", exception.name()),
+        }
+    }
+}
+
+/// Fault injection: independent probabilities per fault and a schedule by request index.
+///
+/// The request index counts inference requests (InvokeModel, Converse and their streaming
+/// variants; not CountTokens) in arrival order from 0, for the server's lifetime. A scheduled
+/// fault wins over the probabilities. Probabilities are exclusive: one uniform draw per request
+/// picks at most one fault, so they must sum to at most 1.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// `(fault, probability)` pairs.
+    pub probabilities: Vec<(Fault, f64)>,
+    /// Request index → fault.
+    pub schedule: BTreeMap<u64, Fault>,
+}
+
+/// The whole emulator configuration. Build it with [`EmulatorBuilder`](super::EmulatorBuilder)
+/// or parse it with [`EmulatorConfig::from_json`].
+///
+/// The JSON form (every field optional; unknown fields are an error so typos are loud):
+///
+/// ```
+/// # use bedrock_throttle::emulator::EmulatorConfig;
+/// let config = EmulatorConfig::from_json(r#"
+/// {
+///   "listen": "127.0.0.1:0",
+///   "default_quota": { "rpm": 100, "tpm": 200000, "tpd": null },
+///   "model_quotas": { "us.anthropic.claude-sonnet-4-5-20250929-v1:0": { "tpm": 50000 } },
+///   "window_secs": 60,
+///   "enforcement": "sliding",
+///   "output_tokens": { "min": 10, "max": 200 },
+///   "time_to_first_token_ms": 0,
+///   "tokens_per_second": null,
+///   "strict_models": false,
+///   "retry_after": false,
+///   "seed": 0,
+///   "models": { "arn:aws:bedrock:us-east-1:1:application-inference-profile/x":
+///               { "family": "anthropic", "max_output_tokens": 64000, "output_burndown": 5 } },
+///   "faults": { "service-unavailable": 0.01, "stream:throttling@2": 0.005 },
+///   "fault_schedule": { "3": "model-timeout", "7": "stream:throttling@0" }
+/// }
+/// "#)?;
+/// assert_eq!(config.default_quota.tpm, Some(200_000));
+/// # Ok::<(), bedrock_throttle::emulator::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EmulatorConfig {
+    /// Where to listen (default `127.0.0.1:0`).
+    pub listen: SocketAddr,
+    /// The quota of every model without its own entry (default: unlimited).
+    pub default_quota: Quota,
+    /// Per-model quotas, by model id exactly as decoded from the request path.
+    pub model_quotas: HashMap<String, Quota>,
+    /// The window length (default 60 s); the per-day window is 1440 windows.
+    pub window: Duration,
+    /// The window algorithm (default sliding).
+    pub enforcement: Enforcement,
+    /// Generated output length.
+    pub output_length: OutputLength,
+    /// Simulated speed.
+    pub latency: Latency,
+    /// Fault injection.
+    pub faults: Faults,
+    /// Answer `ResourceNotFoundException` for model ids that are neither known to the built-in
+    /// table nor configured (quota or model info).
+    pub strict_models: bool,
+    /// Send `x-amz-retry-after` (milliseconds) on throttles. Real Bedrock does not.
+    pub retry_after: bool,
+    /// Seed of the per-request generators (output length, padding, request ids, fault draws).
+    pub seed: u64,
+    /// Model info for ids the built-in table does not know (ARNs) or gets wrong.
+    pub models: HashMap<String, ModelInfo>,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            default_quota: Quota::unlimited(),
+            model_quotas: HashMap::new(),
+            window: Duration::from_secs(60),
+            enforcement: Enforcement::SlidingWindow,
+            output_length: OutputLength::default(),
+            latency: Latency::default(),
+            faults: Faults::default(),
+            strict_models: false,
+            retry_after: false,
+            seed: 0,
+            models: HashMap::new(),
+        }
+    }
+}
+
+impl EmulatorConfig {
+    /// Parses the JSON form shown on [`EmulatorConfig`].
+    ///
+    /// ```
+    /// use bedrock_throttle::emulator::{EmulatorConfig, Enforcement};
+    /// let c = EmulatorConfig::from_json(r#"{"default_quota":{"tpm":1000},"enforcement":"fixed"}"#).unwrap();
+    /// assert_eq!(c.default_quota.tpm, Some(1000));
+    /// assert_eq!(c.enforcement, Enforcement::FixedWindow);
+    /// assert!(EmulatorConfig::from_json(r#"{"tmp":1}"#).is_err());
+    /// ```
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let file: FileConfig =
+            serde_json::from_str(json).map_err(|e| ConfigError::new(format!("config: {e}")))?;
+        let mut c = Self::default();
+        if let Some(listen) = file.listen {
+            c.listen = listen
+                .parse()
+                .map_err(|_| ConfigError::new(format!("config: bad listen address `{listen}`")))?;
+        }
+        if let Some(q) = file.default_quota {
+            c.default_quota = q;
+        }
+        c.model_quotas = file.model_quotas;
+        if let Some(secs) = file.window_secs {
+            c.window = duration_from_secs(secs)?;
+        }
+        if let Some(e) = file.enforcement {
+            c.enforcement = e.parse()?;
+        }
+        match file.output_tokens {
+            None => {}
+            Some(FileOutput::Fixed(n)) => c.output_length = OutputLength::Fixed(n),
+            Some(FileOutput::Range { min, max }) => {
+                c.output_length = OutputLength::Uniform { min, max }
+            }
+        }
+        if let Some(ms) = file.time_to_first_token_ms {
+            c.latency.time_to_first_token = duration_from_secs(ms / 1000.0)?;
+        }
+        c.latency.tokens_per_second = file.tokens_per_second;
+        c.strict_models = file.strict_models;
+        c.retry_after = file.retry_after;
+        c.seed = file.seed;
+        for (id, m) in file.models {
+            c.models.insert(id, m.into_info()?);
+        }
+        for (fault, p) in file.faults {
+            c.faults.probabilities.push((fault.parse()?, p));
+        }
+        for (index, fault) in file.fault_schedule {
+            let index = index
+                .parse()
+                .map_err(|_| ConfigError::new(format!("config: bad request index `{index}`")))?;
+            c.faults.schedule.insert(index, fault.parse()?);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks what the types cannot: a positive window, `min <= max`, probabilities in `[0, 1]`
+    /// summing to at most 1, a positive finite speed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.window.is_zero() {
+            return Err(ConfigError::new("the window must be longer than zero"));
+        }
+        if self.window.checked_mul(1440).is_none() {
+            return Err(ConfigError::new("the window is too long"));
+        }
+        if let OutputLength::Uniform { min, max } = self.output_length {
+            if min > max {
+                return Err(ConfigError::new(format!(
+                    "output length: min {min} > max {max}"
+                )));
+            }
+        }
+        if let Some(tps) = self.latency.tokens_per_second {
+            if !(tps.is_finite() && tps > 0.0) {
+                return Err(ConfigError::new(
+                    "tokens per second must be a positive number",
+                ));
+            }
+        }
+        let mut sum = 0.0;
+        for (fault, p) in &self.faults.probabilities {
+            if !(0.0..=1.0).contains(p) {
+                return Err(ConfigError::new(format!(
+                    "probability of {fault} is not in [0, 1]"
+                )));
+            }
+            sum += p;
+        }
+        if sum > 1.0 + 1e-9 {
+            return Err(ConfigError::new("fault probabilities sum to more than 1"));
+        }
+        Ok(())
+    }
+}
+
+fn duration_from_secs(secs: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| ConfigError::new(format!("bad duration: {secs} seconds")))
+}
+
+/// A configuration that cannot be used, with what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<ConfigError> for std::io::Error {
+    fn from(e: ConfigError) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    default_quota: Option<Quota>,
+    #[serde(default)]
+    model_quotas: HashMap<String, Quota>,
+    window_secs: Option<f64>,
+    enforcement: Option<String>,
+    output_tokens: Option<FileOutput>,
+    time_to_first_token_ms: Option<f64>,
+    tokens_per_second: Option<f64>,
+    #[serde(default)]
+    strict_models: bool,
+    #[serde(default)]
+    retry_after: bool,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    models: HashMap<String, FileModel>,
+    #[serde(default)]
+    faults: BTreeMap<String, f64>,
+    #[serde(default)]
+    fault_schedule: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FileOutput {
+    Fixed(u64),
+    Range { min: u64, max: u64 },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileModel {
+    family: String,
+    max_output_tokens: u64,
+    #[serde(default = "one")]
+    output_burndown: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl FileModel {
+    fn into_info(self) -> Result<ModelInfo, ConfigError> {
+        let family = parse_family(&self.family)?;
+        Ok(ModelInfo::new(
+            family,
+            self.max_output_tokens,
+            self.output_burndown,
+        ))
+    }
+}
+
+/// Parses a family name: `anthropic`, `titan-text`, `embedding`, `nova`, `llama`, `jurassic`,
+/// `max-tokens`, `unknown`.
+pub(crate) fn parse_family(s: &str) -> Result<ModelFamily, ConfigError> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "anthropic" | "anthropic-claude" | "claude" => ModelFamily::AnthropicClaude,
+        "titan-text" | "titan" => ModelFamily::TitanText,
+        "embedding" | "embeddings" => ModelFamily::Embedding,
+        "nova" => ModelFamily::Nova,
+        "llama" => ModelFamily::Llama,
+        "jurassic" => ModelFamily::Jurassic,
+        "max-tokens" | "mistral" => ModelFamily::MaxTokens,
+        "unknown" => ModelFamily::Unknown,
+        _ => return Err(ConfigError::new(format!("unknown model family `{s}`"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_round_trip() {
+        for s in [
+            "service-unavailable",
+            "too-many-connections",
+            "internal-server",
+            "model-timeout",
+            "model-not-ready",
+            "stream:throttling@0",
+            "stream:model-stream-error@3",
+            "stream:validation@1",
+        ] {
+            let f: Fault = s.parse().unwrap();
+            assert_eq!(f.to_string(), s);
+        }
+        assert!("stream:nope@1".parse::<Fault>().is_err());
+        assert!("stream:throttling@x".parse::<Fault>().is_err());
+        assert!("boom".parse::<Fault>().is_err());
+    }
+
+    #[test]
+    fn output_length_parse() {
+        assert_eq!("5".parse::<OutputLength>().unwrap(), OutputLength::Fixed(5));
+        assert_eq!(
+            "3..9".parse::<OutputLength>().unwrap(),
+            OutputLength::Uniform { min: 3, max: 9 }
+        );
+        assert!("x".parse::<OutputLength>().is_err());
+    }
+
+    #[test]
+    fn full_json() {
+        let c = EmulatorConfig::from_json(
+            r#"{
+              "listen": "127.0.0.1:8080",
+              "default_quota": {"rpm": 1, "tpm": 2, "tpd": 3},
+              "model_quotas": {"m": {"tpm": 5}},
+              "window_secs": 0.5,
+              "enforcement": "token-bucket",
+              "output_tokens": {"min": 1, "max": 4},
+              "time_to_first_token_ms": 20,
+              "tokens_per_second": 100,
+              "strict_models": true,
+              "retry_after": true,
+              "seed": 9,
+              "models": {"arn:x": {"family": "anthropic", "max_output_tokens": 100, "output_burndown": 5}},
+              "faults": {"service-unavailable": 0.25},
+              "fault_schedule": {"2": "stream:throttling@1"}
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(
+            c.default_quota,
+            Quota {
+                rpm: Some(1),
+                tpm: Some(2),
+                tpd: Some(3)
+            }
+        );
+        assert_eq!(c.model_quotas["m"].tpm, Some(5));
+        assert_eq!(c.window, Duration::from_millis(500));
+        assert_eq!(c.enforcement, Enforcement::TokenBucket);
+        assert_eq!(c.output_length, OutputLength::Uniform { min: 1, max: 4 });
+        assert_eq!(c.latency.time_to_first_token, Duration::from_millis(20));
+        assert_eq!(c.latency.tokens_per_second, Some(100.0));
+        assert!(c.strict_models && c.retry_after);
+        assert_eq!(c.seed, 9);
+        assert_eq!(c.models["arn:x"].output_burndown, 5);
+        assert_eq!(
+            c.faults.probabilities,
+            vec![(Fault::ServiceUnavailable, 0.25)]
+        );
+        assert_eq!(
+            c.faults.schedule[&2],
+            Fault::StreamException {
+                exception: StreamException::Throttling,
+                after_events: 1
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_configs() {
+        for bad in [
+            r#"{"window_secs": 0}"#,
+            r#"{"window_secs": -1}"#,
+            r#"{"output_tokens": {"min": 5, "max": 1}}"#,
+            r#"{"faults": {"internal-server": 0.7, "model-timeout": 0.7}}"#,
+            r#"{"faults": {"internal-server": 1.5}}"#,
+            r#"{"tokens_per_second": 0}"#,
+            r#"{"enforcement": "leaky"}"#,
+            r#"{"models": {"x": {"family": "martian", "max_output_tokens": 1}}}"#,
+            r#"{"fault_schedule": {"a": "model-timeout"}}"#,
+            r#"{"listen": "nope"}"#,
+            r#"not json"#,
+        ] {
+            assert!(EmulatorConfig::from_json(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Errors in Bedrock's wire format (bedrock-facts §2): the code in `x-amzn-ErrorType` with the
+//! coral suffix, `x-amzn-RequestId`, and a JSON body with only `message`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use super::server::{Body, full};
+
+const ERROR_TYPE_SUFFIX: &str = ":http://internal.amazon.com/coral/com.amazon.bedrock/";
+
+/// An error response about to be sent.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 `ValidationException`.
+    pub(crate) fn validation(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "ValidationException", message)
+    }
+
+    /// 400 `ValidationException` with Bedrock's "Malformed input request" wording.
+    pub(crate) fn malformed(detail: impl std::fmt::Display) -> Self {
+        Self::validation(format!(
+            "Malformed input request: {detail}, please reformat your input and try again."
+        ))
+    }
+
+    /// 404 `ResourceNotFoundException`.
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
+    }
+
+    /// 404 for paths that are no Bedrock Runtime operation.
+    pub(crate) fn unknown_operation() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            "The requested operation is not recognized by the service.",
+        )
+    }
+
+    /// The HTTP response.
+    pub(crate) fn into_response(self, request_id: &str) -> Response<Body> {
+        let body = serde_json::json!({ "message": self.message }).to_string();
+        let mut res = Response::new(full(Bytes::from(body)));
+        *res.status_mut() = self.status;
+        let h = res.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("{}{ERROR_TYPE_SUFFIX}", self.code)) {
+            h.insert("x-amzn-ErrorType", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert("x-amzn-RequestId", v);
+        }
+        if let Some(wait) = self.retry_after {
+            // Rounded up: a hint must never be early.
+            let ms = u64::try_from(wait.as_nanos().div_ceil(1_000_000))
+                .unwrap_or(u64::MAX)
+                .max(1);
+            h.insert("x-amz-retry-after", HeaderValue::from(ms));
+        }
+        res
+    }
+}

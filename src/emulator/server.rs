@@ -1,0 +1,214 @@
+//! The HTTP side: accept loop, routing, body limits, the stats endpoint, graceful shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use percent_encoding::percent_decode_str;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::bedrock::models::{ModelFamily, ModelTable, default_model_info};
+
+use super::config::EmulatorConfig;
+use super::error::ApiError;
+use super::ledger::Ledgers;
+use super::ops::{self, Operation};
+use super::validate::{MAX_BODY_BYTES, too_large};
+
+/// Every response body.
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A complete body.
+pub(crate) fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).boxed_unsync()
+}
+
+/// How long shutdown waits for open responses before cutting connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: EmulatorConfig,
+    pub(crate) table: ModelTable,
+    pub(crate) ledgers: Ledgers,
+    next_index: AtomicU64,
+    other_requests: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(config: EmulatorConfig) -> Self {
+        let table = config
+            .models
+            .iter()
+            .fold(ModelTable::new(), |t, (id, info)| {
+                t.with_model(id.clone(), *info)
+            });
+        let ledgers = Ledgers::new(
+            config.enforcement,
+            config.window,
+            config.default_quota,
+            config.model_quotas.clone(),
+        );
+        Self {
+            config,
+            table,
+            ledgers,
+            next_index: AtomicU64::new(0),
+            other_requests: AtomicU64::new(0),
+        }
+    }
+
+    /// The index of a new inference request (fault schedule, per-request generator).
+    pub(crate) fn next_index(&self) -> u64 {
+        self.next_index.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A request id for requests outside the inference sequence.
+    fn other_request_id(&self) -> String {
+        let n = self.other_requests.fetch_add(1, Ordering::Relaxed);
+        ops::request_id(&mut ops::request_rng(!self.config.seed, n))
+    }
+
+    /// With strict model checking, refuses ids that nothing configures or recognizes.
+    pub(crate) fn check_model(&self, model_id: &str) -> Result<(), ApiError> {
+        let known = !self.config.strict_models
+            || self.config.models.contains_key(model_id)
+            || self.ledgers.has_quota(model_id)
+            || default_model_info(model_id).family != ModelFamily::Unknown;
+        if known {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!(
+                "Could not resolve the foundation model from the provided model identifier: {model_id}."
+            )))
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` fires, then shuts down gracefully.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = Arc::clone(&shared);
+                let service = service_fn(move |req| handle(Arc::clone(&shared), req));
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                connections.spawn(async move {
+                    let _ = conn.await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        connections.abort_all();
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let path = req.uri().path().to_owned();
+    if path == "/_emulator/stats" && req.method() == Method::GET {
+        return Ok(stats_response(&shared));
+    }
+    if path == "/_emulator/reset" && req.method() == Method::POST {
+        shared.ledgers.reset();
+        return Ok(stats_response(&shared));
+    }
+    let route = path
+        .strip_prefix("/model/")
+        .and_then(|rest| rest.rsplit_once('/'))
+        .and_then(|(id, op)| Some((id, Operation::from_segment(op)?)))
+        .filter(|_| req.method() == Method::POST);
+    let Some((raw_id, op)) = route else {
+        return Ok(ApiError::unknown_operation().into_response(&shared.other_request_id()));
+    };
+    let model_id = match percent_decode_str(raw_id).decode_utf8() {
+        Ok(id) if !id.is_empty() => id.into_owned(),
+        _ => {
+            return Ok(ApiError::validation(
+                "1 validation error detected: Value at 'modelId' failed to satisfy constraint: \
+                 Member must be a valid model identifier",
+            )
+            .into_response(&shared.other_request_id()));
+        }
+    };
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(e) => return Ok(e.into_response(&shared.other_request_id())),
+    };
+    Ok(match op {
+        Operation::CountTokens => {
+            let id = shared.other_request_id();
+            ops::count_tokens(&shared, &model_id, &body, &id)
+        }
+        _ => ops::inference(shared, op, model_id, body, start).await,
+    })
+}
+
+/// Reads the body, refusing more than Bedrock's limit without buffering it.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(MAX_BODY_BYTES).unwrap_or(usize::MAX);
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(_) => Err(ApiError::validation("The request body could not be read.")),
+    }
+}
+
+fn stats_response(shared: &Shared) -> Response<Body> {
+    let stats = shared.ledgers.snapshot();
+    let body = serde_json::to_vec(&stats).unwrap_or_default();
+    let mut res = Response::new(full(Bytes::from(body)));
+    *res.status_mut() = StatusCode::OK;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}

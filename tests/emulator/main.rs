@@ -1,0 +1,10 @@
+//! Integration tests of the Bedrock Runtime emulator, with the real `aws-sdk-bedrockruntime`
+//! client where parsing matters and a raw HTTP client where the wire or the clock matters.
+#![cfg(all(feature = "emulator", feature = "sdk"))]
+
+mod binary;
+mod common;
+mod malformed;
+mod operations;
+mod quota;
+mod throughput;
