@@ -247,6 +247,10 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
     /// The longest a request may wait. A request whose computed wait is longer fails at once with
     /// [`AdmissionError::WaitTooLong`]; one whose wait grows past it while queued (feedback, a
     /// lower limit) fails when its deadline passes. Default: no bound.
+    ///
+    /// Computing the wait of a new arrival walks the queue ahead of it and the window's entries,
+    /// so with a bound each queued arrival costs time proportional to the queue; admissions that
+    /// do not wait cost nothing extra.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = Some(max_wait);
         self
@@ -284,12 +288,17 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
     /// # Errors
     ///
     /// [`ConfigError::ZeroLimit`] for a zero limit (default or per key),
-    /// [`ConfigError::ZeroWindow`] for a zero window, [`ConfigError::MissingLimit`] when neither
+    /// [`ConfigError::ZeroWindow`] for a zero window, [`ConfigError::WindowTooLong`] for a window
+    /// plus margin over a year, [`ConfigError::MissingLimit`] when neither
     /// a limit nor a limit function is given, [`ConfigError::InvalidFactor`] for an AIMD factor
     /// out of range or NaN.
     pub fn build(self) -> Result<Budget<K>, ConfigError> {
         if self.window.is_zero() {
             return Err(ConfigError::ZeroWindow);
+        }
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        if self.window.saturating_add(self.margin) > YEAR {
+            return Err(ConfigError::WindowTooLong);
         }
         if self.limit == Some(0) || self.per_key.values().any(|&l| l == 0) {
             return Err(ConfigError::ZeroLimit);
