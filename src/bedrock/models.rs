@@ -66,9 +66,7 @@ impl ModelInfo {
 }
 
 /// The geographic prefixes of cross-region inference profile ids.
-const GEO_PREFIXES: &[&str] = &[
-    "us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "global.", "ca.",
-];
+const GEO_PREFIXES: &[&str] = &["us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "global.", "ca."];
 
 /// Strips a cross-region inference profile prefix (`us.`, `eu.`, `global.` ...) from a model id.
 ///
@@ -90,11 +88,7 @@ pub fn default_model_info(model_id: &str) -> ModelInfo {
     let id = id.as_str();
     use ModelFamily::*;
     if let Some(rest) = id.strip_prefix("anthropic.") {
-        return ModelInfo::new(
-            AnthropicClaude,
-            claude_max_output(rest),
-            claude_burndown(rest),
-        );
+        return ModelInfo::new(AnthropicClaude, claude_max_output(rest), claude_burndown(rest));
     }
     if id.starts_with("amazon.titan-embed") || id.starts_with("cohere.embed") {
         return ModelInfo::new(Embedding, 0, 1);
@@ -118,12 +112,7 @@ pub fn default_model_info(model_id: &str) -> ModelInfo {
         return ModelInfo::new(MaxTokens, 32_768, 1);
     }
     const MAX_TOKENS_PREFIXES: &[&str] = &[
-        "mistral.",
-        "cohere.command",
-        "ai21.jamba",
-        "openai.",
-        "qwen.",
-        "writer.",
+        "mistral.", "cohere.command", "ai21.jamba", "openai.", "qwen.", "writer.",
     ];
     if MAX_TOKENS_PREFIXES.iter().any(|p| id.starts_with(p)) {
         return ModelInfo::new(MaxTokens, 32_768, 1);
@@ -218,9 +207,7 @@ pub fn invoke_max_output_tokens(family: ModelFamily, body: &Value) -> Option<u64
         ModelFamily::AnthropicClaude => {
             field(&["max_tokens"]).or_else(|| field(&["max_tokens_to_sample"]))
         }
-        ModelFamily::TitanText => {
-            Some(field(&["textGenerationConfig", "maxTokenCount"]).unwrap_or(512))
-        }
+        ModelFamily::TitanText => Some(field(&["textGenerationConfig", "maxTokenCount"]).unwrap_or(512)),
         ModelFamily::Nova => field(&["inferenceConfig", "maxTokens"])
             .or_else(|| field(&["inferenceConfig", "max_new_tokens"])),
         ModelFamily::Llama => field(&["max_gen_len"]),
@@ -270,18 +257,9 @@ mod tests {
 
     #[test]
     fn max_output_per_claude_model() {
-        assert_eq!(
-            default_model_info("anthropic.claude-opus-4-1-20250805-v1:0").max_output_tokens,
-            32_000
-        );
-        assert_eq!(
-            default_model_info("anthropic.claude-opus-4-5-20251101-v1:0").max_output_tokens,
-            64_000
-        );
-        assert_eq!(
-            default_model_info("anthropic.claude-3-5-haiku-20241022-v1:0").max_output_tokens,
-            8_192
-        );
+        assert_eq!(default_model_info("anthropic.claude-opus-4-1-20250805-v1:0").max_output_tokens, 32_000);
+        assert_eq!(default_model_info("anthropic.claude-opus-4-5-20251101-v1:0").max_output_tokens, 64_000);
+        assert_eq!(default_model_info("anthropic.claude-3-5-haiku-20241022-v1:0").max_output_tokens, 8_192);
     }
 
     #[test]
@@ -289,37 +267,15 @@ mod tests {
         let cohere_v4 = default_model_info("cohere.embed-v4:0");
         assert_eq!(cohere_v4.family, ModelFamily::Embedding);
         // The Cohere Embed v4 trap: `max_tokens` there truncates input, it is not output.
+        assert_eq!(invoke_max_output_tokens(cohere_v4.family, &json!({"max_tokens": 8000})), Some(0));
+        assert_eq!(invoke_max_output_tokens(ModelFamily::TitanText, &json!({})), Some(512));
         assert_eq!(
-            invoke_max_output_tokens(cohere_v4.family, &json!({"max_tokens": 8000})),
-            Some(0)
-        );
-        assert_eq!(
-            invoke_max_output_tokens(ModelFamily::TitanText, &json!({})),
-            Some(512)
-        );
-        assert_eq!(
-            invoke_max_output_tokens(
-                ModelFamily::Nova,
-                &json!({"inferenceConfig": {"max_new_tokens": 77}})
-            ),
+            invoke_max_output_tokens(ModelFamily::Nova, &json!({"inferenceConfig": {"max_new_tokens": 77}})),
             Some(77)
         );
-        assert_eq!(
-            invoke_max_output_tokens(ModelFamily::Llama, &json!({"max_gen_len": 300})),
-            Some(300)
-        );
-        assert_eq!(
-            invoke_max_output_tokens(ModelFamily::AnthropicClaude, &json!({"max_tokens": "x"})),
-            None
-        );
-        assert_eq!(
-            converse_max_output_tokens(&json!({"inferenceConfig": {"maxTokens": 9}})),
-            Some(9)
-        );
-        assert_eq!(
-            default_model_info("arn:aws:bedrock:us-east-1:1:application-inference-profile/x")
-                .family,
-            ModelFamily::Unknown
-        );
+        assert_eq!(invoke_max_output_tokens(ModelFamily::Llama, &json!({"max_gen_len": 300})), Some(300));
+        assert_eq!(invoke_max_output_tokens(ModelFamily::AnthropicClaude, &json!({"max_tokens": "x"})), None);
+        assert_eq!(converse_max_output_tokens(&json!({"inferenceConfig": {"maxTokens": 9}})), Some(9));
+        assert_eq!(default_model_info("arn:aws:bedrock:us-east-1:1:application-inference-profile/x").family, ModelFamily::Unknown);
     }
 }
