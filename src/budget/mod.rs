@@ -1,19 +1,631 @@
-//! The admission engine (placeholder: the real engine lands with issue 2).
+//! The admission engine: a keyed sliding-window budget with FIFO waiting, exact settlement and
+//! throttle feedback. It knows nothing of Tower; the [`rate_limit`](crate::rate_limit) and
+//! [`token_budget`](crate::token_budget) layers are thin wrappers around it.
+//!
+//! # What it guarantees
+//!
+//! Each key (a model in a region, say) has a limit per window `W` (60 s by default). Every
+//! admission is an *entry* in the key's ledger, timestamped with tokio's clock when it is
+//! admitted, and counts for `W` (plus an optional [expiry margin](BudgetBuilder::expiry_margin)).
+//! A request is admitted only when its cost fits under the limit together with every entry still
+//! in the window. So **the amount admitted on a key in any window of length `W` never exceeds its
+//! limit** (the effective limit, while feedback has lowered it).
+//!
+//! Why a sliding window and not a token bucket or a fixed minute? Bedrock does not document how
+//! it counts its per-minute quotas. A client that never puts more than the limit in *any* window
+//! of length `W` is inside the quota whatever the server does: fixed minutes, sliding windows or
+//! a bucket refilled at `limit / W`.
+//!
+//! # Reserve, then settle
+//!
+//! A token request does not know its cost until it ends. An admission reserves an estimate and
+//! returns a [`Permit`]; [`Permit::settle`] corrects it:
+//! - **refund** (used less than reserved): the admission entry is reduced at once, and waiting
+//!   requests that now fit are admitted;
+//! - **debt** (used more, normal with Bedrock's 5x output burndown): the overshoot is booked as a
+//!   *new* entry at the settle instant, not back-dated to the admission. The server books usage
+//!   when the call settles; back-dating the debt would make it expire earlier than the server's
+//!   own record, and the client would admit too early against a token bucket or any server that
+//!   books late. Debt cannot be refused (it has been spent), so a window may hold more than the
+//!   limit after an under-estimate; later admissions wait until it has expired.
+//! - a permit **dropped unsettled** keeps its whole reservation (conservative: the usage is
+//!   unknown).
+//!
+//! # Waiting
+//!
+//! Waiters queue strictly FIFO per key: a large request at the head is not overtaken by small
+//! ones behind it, and keys never block each other. Only the head of a queue has a timer, set to
+//! the instant at which enough entries expire (or the effective limit recovers enough) for it to
+//! fit; it is woken earlier when a refund or a limit raise frees capacity. There is no polling
+//! loop. A request whose cost exceeds the key's whole limit fails at once
+//! ([`AdmissionError::CostAboveLimit`]); [`max_wait`](BudgetBuilder::max_wait) and
+//! [`max_queue`](BudgetBuilder::max_queue) bound the waiting, failing with the wait the request
+//! would have had. A dropped waiter leaves no trace. A waiter costs one 40-byte queue slot plus its
+//! [`Acquire`] future (72 bytes on 64-bit targets for keys up to 24 bytes), plus one timer
+//! allocation while it heads the queue or has a [`max_wait`](BudgetBuilder::max_wait) deadline.
+//!
+//! # Feedback
+//!
+//! When the server throttles anyway (the quota is shared with other clients, or set too high),
+//! [`Budget::throttled`] treats the key's window as exhausted (a synthetic entry fills it up to the
+//! configured limit, so queued requests wait for entries to expire instead of hitting the quota
+//! again) and lowers the key's *effective* limit multiplicatively ([`Aimd::decrease`], not below
+//! [`Aimd::floor`]). The effective limit then recovers linearly, by [`Aimd::recover_per_window`] of
+//! the limit per elapsed window, computed lazily from the time of the last throttle.
+//!
+//! # No global lock
+//!
+//! Each key has its own small mutex. The key-to-state map is a [`papaya`] lock-free hash map:
+//! looking a key up takes no lock (an epoch guard and a probe), and inserting a new key is
+//! lock-free too, so an admission that does not wait touches nothing shared with other keys but
+//! the map's memory. A copy-on-write snapshot map would have made every new key copy the whole
+//! map; a sharded `RwLock` map would share a lock word among the keys of a shard.
+//!
+//! # Memory and time
+//!
+//! A key is evicted when it is idle: its window is empty, nobody waits, no permit is outstanding,
+//! feedback has not lowered its limit, and its limit was not set at run time with
+//! [`Budget::set_limit`] (such keys are kept, so the setting survives). Idle keys are swept when a
+//! new key is inserted, at most once per window, or on demand with [`Budget::evict_idle`].
+//! Eviction never loses the accounting of an outstanding permit: a key with one is not idle.
+//!
+//! Time is tokio's clock ([`tokio::time::Instant`]), so tests run hours of traffic in
+//! milliseconds under `tokio::time::pause()`.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use bedrock_throttle::budget::{AdmissionError, Budget};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let budget: Budget<&str> = Budget::builder()
+//!     .limit(1_000)
+//!     .window(Duration::from_secs(60))
+//!     .build()?;
+//!
+//! // Reserve an estimate, then settle with the real usage: the difference comes back at once.
+//! let permit = budget.acquire("claude", 800).await?;
+//! permit.settle(300);
+//! assert_eq!(budget.stats(&"claude").unwrap().used, 300);
+//!
+//! // 700 fits now; 800 more would wait for the window to slide, so `try_acquire` refuses it.
+//! budget.try_acquire("claude", 700)?.settle(700);
+//! assert!(matches!(
+//!     budget.try_acquire("claude", 800),
+//!     Err(AdmissionError::WaitTooLong { .. })
+//! ));
+//! // `acquire` waits instead, exactly until enough of the window has expired.
+//! let start = tokio::time::Instant::now();
+//! let permit = budget.acquire("claude", 800).await?;
+//! assert_eq!(start.elapsed(), Duration::from_secs(60));
+//! # drop(permit);
+//! # Ok(())
+//! # }
+//! ```
 
-/// A reservation of capacity on one key (placeholder signature).
-#[derive(Debug)]
-pub struct Permit {
-    reserved: u64,
+mod acquire;
+mod error;
+mod permit;
+mod state;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use self::acquire::Acquire;
+pub use self::error::{AdmissionError, ConfigError};
+pub use self::permit::Permit;
+use self::state::{Begin, KeyShared, KeyState, Settings};
+
+/// The feedback policy: how far the effective limit falls on a throttle and how fast it comes
+/// back (additive increase, multiplicative decrease).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aimd {
+    /// The factor applied to the effective limit on each throttle, in `(0, 1]`. Default 0.7.
+    pub decrease: f64,
+    /// The fraction of the configured limit regained per elapsed window, finite and `> 0`.
+    /// Default 0.1 (a limit lowered to 70% is back in three windows).
+    pub recover_per_window: f64,
+    /// The lowest effective limit, as a fraction of the configured limit, in `(0, 1]`.
+    /// Default 0.1.
+    pub floor: f64,
 }
 
-impl Permit {
-    /// The amount reserved.
-    pub fn reserved(&self) -> u64 {
-        self.reserved
+impl Default for Aimd {
+    fn default() -> Self {
+        Aimd {
+            decrease: 0.7,
+            recover_per_window: 0.1,
+            floor: 0.1,
+        }
     }
-    /// Settles the reservation with the amount really used: refunds the difference, or books
-    /// the overshoot as debt.
-    pub fn settle(self, actual: u64) {
-        let _ = actual;
+}
+
+impl Aimd {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let unit = |name, value: f64| {
+            if value > 0.0 && value <= 1.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::InvalidFactor {
+                    name,
+                    value,
+                    expected: "in (0, 1]",
+                })
+            }
+        };
+        unit("aimd.decrease", self.decrease)?;
+        unit("aimd.floor", self.floor)?;
+        if !(self.recover_per_window.is_finite() && self.recover_per_window > 0.0) {
+            return Err(ConfigError::InvalidFactor {
+                name: "aimd.recover_per_window",
+                value: self.recover_per_window,
+                expected: "finite and greater than 0",
+            });
+        }
+        Ok(())
+    }
+
+    /// The lowest effective limit for `limit`, at least 1.
+    pub(crate) fn floor_amount(&self, limit: u64) -> u64 {
+        ((self.floor * limit as f64).ceil() as u64).clamp(1, limit.max(1))
+    }
+
+    /// The amount regained per window for `limit`, at least 1.
+    pub(crate) fn recover_amount(&self, limit: u64) -> u64 {
+        ((self.recover_per_window * limit as f64).ceil() as u64).max(1)
+    }
+}
+
+/// A snapshot of one key, from [`Budget::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyStats {
+    /// The amount charged in the current window (debt included).
+    pub used: u64,
+    /// The configured limit per window.
+    pub limit: u64,
+    /// The limit in force now: the configured one, or lower after throttle feedback.
+    pub effective_limit: u64,
+    /// Requests waiting on the key.
+    pub waiters: usize,
+    /// Permits handed out and not yet settled or dropped.
+    pub outstanding: usize,
+}
+
+type LimitFn<K> = Arc<dyn Fn(&K) -> Option<u64> + Send + Sync>;
+
+/// Builds a [`Budget`]; see [`Budget::builder`].
+pub struct BudgetBuilder<K> {
+    limit: Option<u64>,
+    window: Duration,
+    per_key: HashMap<K, u64>,
+    limit_fn: Option<LimitFn<K>>,
+    max_wait: Option<Duration>,
+    max_queue: Option<usize>,
+    margin: Duration,
+    aimd: Option<Aimd>,
+}
+
+impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
+    /// The limit per window of every key not given one by [`limit_for`](Self::limit_for) or
+    /// [`limit_fn`](Self::limit_fn).
+    pub fn limit(mut self, limit: u64) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The window length `W`. Default 60 s.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The limit of one key; takes precedence over [`limit_fn`](Self::limit_fn) and
+    /// [`limit`](Self::limit).
+    pub fn limit_for(mut self, key: K, limit: u64) -> Self {
+        self.per_key.insert(key, limit);
+        self
+    }
+
+    /// Computes the limit of a key the first time it is seen (and again after eviction).
+    /// `None` means the key has no limit: its admissions are free and never wait (and, as such a
+    /// key keeps no state, the function is called again at each of its admissions). When set, it
+    /// decides for every key not given by [`limit_for`](Self::limit_for), and the default
+    /// [`limit`](Self::limit) is not used. A function returning `Some(0)` makes every nonzero
+    /// cost on that key fail with [`AdmissionError::CostAboveLimit`].
+    pub fn limit_fn(mut self, f: impl Fn(&K) -> Option<u64> + Send + Sync + 'static) -> Self {
+        self.limit_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// The longest a request may wait. A request whose computed wait is longer fails at once with
+    /// [`AdmissionError::WaitTooLong`]; one whose wait grows past it while queued (feedback, a
+    /// lower limit) fails when its deadline passes. Default: no bound.
+    ///
+    /// Computing the wait of a new arrival walks the queue ahead of it and the window's entries,
+    /// so with a bound each queued arrival costs time proportional to the queue; admissions that
+    /// do not wait cost nothing extra.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = Some(max_wait);
+        self
+    }
+
+    /// The most requests that may wait on one key; more fail with
+    /// [`AdmissionError::QueueFull`]. `0` means never wait. Default: no bound.
+    pub fn max_queue(mut self, max_queue: usize) -> Self {
+        self.max_queue = Some(max_queue);
+        self
+    }
+
+    /// Extra time each entry counts beyond the window, to absorb clock skew and latency between
+    /// the client's admission and the server's booking. Default zero.
+    pub fn expiry_margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self
+    }
+
+    /// The feedback policy of [`Budget::throttled`]. Default [`Aimd::default`].
+    pub fn aimd(mut self, aimd: Aimd) -> Self {
+        self.aimd = Some(aimd);
+        self
+    }
+
+    /// Turns off the decrease of the effective limit on feedback: [`Budget::throttled`] only
+    /// exhausts the window.
+    pub fn without_aimd(mut self) -> Self {
+        self.aimd = None;
+        self
+    }
+
+    /// Checks the configuration and builds the budget.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroLimit`] for a zero limit (default or per key),
+    /// [`ConfigError::ZeroWindow`] for a zero window, [`ConfigError::WindowTooLong`] for a window
+    /// plus margin over a year, [`ConfigError::MissingLimit`] when neither
+    /// a limit nor a limit function is given, [`ConfigError::InvalidFactor`] for an AIMD factor
+    /// out of range or NaN.
+    pub fn build(self) -> Result<Budget<K>, ConfigError> {
+        if self.window.is_zero() {
+            return Err(ConfigError::ZeroWindow);
+        }
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        if self.window.saturating_add(self.margin) > YEAR {
+            return Err(ConfigError::WindowTooLong);
+        }
+        if self.limit == Some(0) || self.per_key.values().any(|&l| l == 0) {
+            return Err(ConfigError::ZeroLimit);
+        }
+        if self.limit.is_none() && self.limit_fn.is_none() {
+            return Err(ConfigError::MissingLimit);
+        }
+        if let Some(aimd) = &self.aimd {
+            aimd.validate()?;
+        }
+        Ok(Budget {
+            inner: Arc::new(Inner {
+                keys: papaya::HashMap::new(),
+                default_limit: self.limit,
+                per_key: self.per_key,
+                limit_fn: self.limit_fn,
+                settings: Settings {
+                    window: self.window,
+                    span: self.window.saturating_add(self.margin),
+                    aimd: self.aimd,
+                },
+                max_wait: self.max_wait,
+                max_queue: self.max_queue,
+                next_sweep: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+impl<K> fmt::Debug for BudgetBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BudgetBuilder")
+            .field("limit", &self.limit)
+            .field("window", &self.window)
+            .field("per_key", &self.per_key.len())
+            .field("limit_fn", &self.limit_fn.is_some())
+            .field("max_wait", &self.max_wait)
+            .field("max_queue", &self.max_queue)
+            .field("expiry_margin", &self.margin)
+            .field("aimd", &self.aimd)
+            .finish()
+    }
+}
+
+/// A keyed sliding-window budget. Clones share the same state.
+///
+/// See the [module documentation](self) for the guarantees.
+pub struct Budget<K> {
+    inner: Arc<Inner<K>>,
+}
+
+struct Inner<K> {
+    keys: papaya::HashMap<K, Arc<KeyShared>>,
+    default_limit: Option<u64>,
+    per_key: HashMap<K, u64>,
+    limit_fn: Option<LimitFn<K>>,
+    settings: Settings,
+    max_wait: Option<Duration>,
+    max_queue: Option<usize>,
+    /// When idle keys are next swept (on the insertion of a new key).
+    next_sweep: Mutex<Option<Instant>>,
+}
+
+impl<K> Clone for Budget<K> {
+    fn clone(&self) -> Self {
+        Budget {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K: Eq + Hash> fmt::Debug for Budget<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Budget")
+            .field("window", &self.inner.settings.window)
+            .field("default_limit", &self.inner.default_limit)
+            .field("keys", &self.inner.keys.len())
+            .finish()
+    }
+}
+
+/// What the first step of an admission gives.
+pub(crate) enum Started {
+    Ready(Result<Permit, AdmissionError>),
+    Queued {
+        shared: Arc<KeyShared>,
+        ticket: u64,
+        at: Instant,
+    },
+}
+
+impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
+    /// A builder; at least a [`limit`](BudgetBuilder::limit) or a
+    /// [`limit_fn`](BudgetBuilder::limit_fn) is required.
+    pub fn builder() -> BudgetBuilder<K> {
+        BudgetBuilder {
+            limit: None,
+            window: Duration::from_secs(60),
+            per_key: HashMap::new(),
+            limit_fn: None,
+            max_wait: None,
+            max_queue: None,
+            margin: Duration::ZERO,
+            aimd: Some(Aimd::default()),
+        }
+    }
+
+    /// Admits `cost` on `key`, waiting in line (FIFO per key) until it fits in the window.
+    ///
+    /// The future does nothing until polled; the request takes its place in line at its first
+    /// poll. A cost of 0 is admitted at once and charges nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`AdmissionError::CostAboveLimit`] if the cost exceeds the key's whole limit,
+    /// [`AdmissionError::WaitTooLong`] if the wait would exceed the
+    /// [`max_wait`](BudgetBuilder::max_wait), [`AdmissionError::QueueFull`] if
+    /// [`max_queue`](BudgetBuilder::max_queue) requests already wait.
+    pub fn acquire(&self, key: K, cost: u64) -> Acquire<K> {
+        Acquire::new(self.clone(), key, cost)
+    }
+
+    /// Admits `cost` on `key` now, or fails: never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`AdmissionError::CostAboveLimit`] if the cost exceeds the key's whole limit;
+    /// [`AdmissionError::WaitTooLong`] (with a `max_wait` of zero) if it does not fit now or other
+    /// requests are already waiting on the key, with the wait [`acquire`](Self::acquire) would
+    /// have had.
+    pub fn try_acquire(&self, key: K, cost: u64) -> Result<Permit, AdmissionError> {
+        match self.start(key, cost, None) {
+            Started::Ready(result) => result,
+            // Without a waker nothing is queued.
+            Started::Queued { .. } => unreachable!("try_acquire never queues"),
+        }
+    }
+
+    /// The first step of an admission: admitted, refused, or queued (with a waker only).
+    pub(crate) fn start(&self, key: K, cost: u64, waker: Option<&Waker>) -> Started {
+        let now = Instant::now();
+        if cost == 0 {
+            return Started::Ready(Ok(Permit::free(0, now)));
+        }
+        let inner = &*self.inner;
+        loop {
+            let Some(shared) = self.lookup(&key, None) else {
+                return Started::Ready(Ok(Permit::free(cost, now)));
+            };
+            let mut state = shared.lock();
+            if state.evicted {
+                drop(state);
+                self.forget(&key, &shared);
+                continue;
+            }
+            let begin = shared.begin(
+                &mut state,
+                cost,
+                now,
+                waker,
+                inner.max_wait,
+                inner.max_queue,
+            );
+            drop(state);
+            return match begin {
+                Begin::Admitted(seq, at) => {
+                    Started::Ready(Ok(Permit::charged(shared, seq, cost, at)))
+                }
+                Begin::Refused(error) => Started::Ready(Err(error)),
+                Begin::Queued(ticket) => Started::Queued {
+                    shared,
+                    ticket,
+                    at: now,
+                },
+            };
+        }
+    }
+
+    /// Changes the limit of `key` at run time. Waiters re-evaluate at once: those that now fit
+    /// are admitted, those whose cost exceeds the new limit fail with
+    /// [`AdmissionError::CostAboveLimit`]. The key is no longer evicted when idle, so the new
+    /// limit is kept.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroLimit`] if `limit` is zero.
+    pub fn set_limit(&self, key: &K, limit: u64) -> Result<(), ConfigError> {
+        if limit == 0 {
+            return Err(ConfigError::ZeroLimit);
+        }
+        self.with_state(key, Some(limit), |shared, state| {
+            shared.set_limit(state, limit, Instant::now());
+        });
+        Ok(())
+    }
+
+    /// Feedback that the server throttled `key`: its window is treated as exhausted now, and its
+    /// effective limit is lowered (see [`Aimd`]). Does nothing for a key without limit.
+    pub fn throttled(&self, key: &K) {
+        self.with_state(key, None, |shared, state| {
+            shared.throttled(state, Instant::now());
+        });
+    }
+
+    /// A snapshot of `key`, or `None` if the key has no state (never seen, evicted, or without
+    /// limit).
+    pub fn stats(&self, key: &K) -> Option<KeyStats> {
+        let shared = self.inner.keys.pin().get(key).cloned()?;
+        let mut state = shared.lock();
+        if state.evicted {
+            return None;
+        }
+        Some(shared.stats(&mut state, Instant::now()))
+    }
+
+    /// The number of keys that have state.
+    pub fn key_count(&self) -> usize {
+        self.inner.keys.len()
+    }
+
+    /// The window length.
+    pub fn window(&self) -> Duration {
+        self.inner.settings.window
+    }
+
+    /// Forgets every idle key now (see the [module documentation](self#memory-and-time)), and
+    /// returns how many were forgotten. This also happens by itself when new keys arrive.
+    pub fn evict_idle(&self) -> usize {
+        let now = Instant::now();
+        let keys = self.inner.keys.pin();
+        let mut evicted = 0;
+        for (key, shared) in keys.iter() {
+            if shared.try_evict(now)
+                && keys
+                    .remove_if(key, |_, current| Arc::ptr_eq(current, shared))
+                    .is_ok_and(|removed| removed.is_some())
+            {
+                evicted += 1;
+            }
+        }
+        if evicted > 0 {
+            tracing::debug!(evicted, "idle keys evicted");
+        }
+        evicted
+    }
+
+    /// Runs `f` on the live state of `key`, creating it (with `limit`, or the configured limit)
+    /// if needed. `None` if the key has no limit.
+    fn with_state<R>(
+        &self,
+        key: &K,
+        limit: Option<u64>,
+        f: impl FnOnce(&KeyShared, &mut KeyState) -> R,
+    ) -> Option<R> {
+        loop {
+            let shared = self.lookup(key, limit)?;
+            let mut state = shared.lock();
+            if state.evicted {
+                drop(state);
+                self.forget(key, &shared);
+                continue;
+            }
+            return Some(f(&shared, &mut state));
+        }
+    }
+
+    /// The state of `key`, created if absent. `None` if the key has no limit.
+    fn lookup(&self, key: &K, limit: Option<u64>) -> Option<Arc<KeyShared>> {
+        let inner = &*self.inner;
+        {
+            let keys = inner.keys.pin();
+            if let Some(shared) = keys.get(key) {
+                return Some(Arc::clone(shared));
+            }
+        }
+        let limit = limit.or_else(|| self.configured_limit(key))?;
+        let settings = inner.settings;
+        let shared = {
+            let keys = inner.keys.pin();
+            Arc::clone(
+                keys.get_or_insert_with(key.clone(), || Arc::new(KeyShared::new(limit, settings))),
+            )
+        };
+        self.maybe_sweep();
+        Some(shared)
+    }
+
+    /// The configured limit of a key; `None` for a key without limit.
+    fn configured_limit(&self, key: &K) -> Option<u64> {
+        let inner = &*self.inner;
+        if let Some(&limit) = inner.per_key.get(key) {
+            return Some(limit);
+        }
+        match &inner.limit_fn {
+            Some(f) => f(key),
+            None => inner.default_limit,
+        }
+    }
+
+    /// Removes an evicted state that is still in the map.
+    fn forget(&self, key: &K, shared: &Arc<KeyShared>) {
+        let _ = self
+            .inner
+            .keys
+            .pin()
+            .remove_if(key, |_, current| Arc::ptr_eq(current, shared));
+    }
+
+    /// Sweeps idle keys at most once per window, from the slow path that inserts keys.
+    fn maybe_sweep(&self) {
+        let now = Instant::now();
+        let due = {
+            let Ok(mut next) = self.inner.next_sweep.try_lock() else {
+                return;
+            };
+            match *next {
+                Some(at) if at > now => false,
+                _ => {
+                    *next = Some(now + self.inner.settings.span);
+                    true
+                }
+            }
+        };
+        if due {
+            self.evict_idle();
+        }
     }
 }

@@ -1,0 +1,188 @@
+//! The future of [`Budget::acquire`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+use super::error::AdmissionError;
+use super::permit::Permit;
+use super::state::{KeyShared, Outcome, WaiterPoll};
+use super::{Budget, Started};
+
+/// The future returned by [`Budget::acquire`]: resolves to a [`Permit`] once the cost fits in
+/// the key's window, in arrival order, or to an [`AdmissionError`].
+///
+/// Dropping it before it resolves leaves no trace: it leaves the queue, and the next request in
+/// line moves up.
+#[must_use = "futures do nothing unless polled"]
+pub struct Acquire<K> {
+    budget: Budget<K>,
+    cost: u64,
+    state: State<K>,
+    /// Allocated only if the request has to wait, then reset in place.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+enum State<K> {
+    Start(K),
+    Queued(Queued),
+    Done,
+}
+
+struct Queued {
+    shared: Arc<KeyShared>,
+    ticket: u64,
+    arrived: Instant,
+    deadline: Option<Instant>,
+}
+
+// The key is never pinned: it is moved out on the first poll.
+impl<K> Unpin for Acquire<K> {}
+
+impl<K> Acquire<K> {
+    pub(super) fn new(budget: Budget<K>, key: K, cost: u64) -> Self {
+        Acquire {
+            budget,
+            cost,
+            state: State::Start(key),
+            sleep: None,
+        }
+    }
+}
+
+fn finish(shared: Arc<KeyShared>, outcome: Outcome, cost: u64) -> Result<Permit, AdmissionError> {
+    match outcome {
+        Outcome::Granted { seq, at } => Ok(Permit::charged(shared, seq, cost, at)),
+        Outcome::Failed(error) => Err(error),
+    }
+}
+
+/// Sleeps until `at`, reusing the one allocated timer. Ready if `at` has passed.
+fn sleep_until(sleep: &mut Option<Pin<Box<Sleep>>>, at: Instant, cx: &mut Context<'_>) -> bool {
+    match sleep {
+        Some(s) if s.deadline() == at => {}
+        Some(s) => s.as_mut().reset(at),
+        None => *sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+    }
+    sleep
+        .as_mut()
+        .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+}
+
+impl<K> Future for Acquire<K>
+where
+    K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
+{
+    type Output = Result<Permit, AdmissionError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let cost = this.cost;
+        loop {
+            let queued = match &mut this.state {
+                State::Done => panic!("`Acquire` polled after completion"),
+                State::Start(_) => {
+                    let State::Start(key) = std::mem::replace(&mut this.state, State::Done) else {
+                        unreachable!()
+                    };
+                    match this.budget.start(key, cost, Some(cx.waker())) {
+                        Started::Ready(result) => return Poll::Ready(result),
+                        Started::Queued { shared, ticket, at } => {
+                            let deadline = this
+                                .budget
+                                .inner
+                                .max_wait
+                                .and_then(|max| at.checked_add(max));
+                            this.state = State::Queued(Queued {
+                                shared,
+                                ticket,
+                                arrived: at,
+                                deadline,
+                            });
+                        }
+                    }
+                    continue;
+                }
+                State::Queued(queued) => queued,
+            };
+            let now = Instant::now();
+            let wake_at = match queued.shared.poll_waiter(queued.ticket, now, cx.waker()) {
+                WaiterPoll::Done(outcome) => {
+                    let State::Queued(q) = std::mem::replace(&mut this.state, State::Done) else {
+                        unreachable!()
+                    };
+                    return Poll::Ready(finish(q.shared, outcome, cost));
+                }
+                WaiterPoll::Head(at) => {
+                    if queued.deadline.is_some_and(|deadline| at > deadline) {
+                        return Poll::Ready(this.give_up(now));
+                    }
+                    tracing::debug!(cost, wait = ?at.saturating_duration_since(now), "head of queue sleeps until capacity frees");
+                    // Defensive: never spin if the computed instant is not in the future.
+                    at.max(now + Duration::from_millis(1))
+                }
+                WaiterPoll::Behind => match queued.deadline {
+                    Some(deadline) => {
+                        if deadline <= now {
+                            return Poll::Ready(this.give_up(now));
+                        }
+                        deadline
+                    }
+                    None => return Poll::Pending,
+                },
+            };
+            if !sleep_until(&mut this.sleep, wake_at, cx) {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl<K> Acquire<K> {
+    /// The deadline passed (or will pass before admission): leave the queue with the wait.
+    fn give_up(&mut self, now: Instant) -> Result<Permit, AdmissionError> {
+        let State::Queued(q) = std::mem::replace(&mut self.state, State::Done) else {
+            unreachable!("give_up is only called while queued")
+        };
+        let max_wait = self.budget.inner.max_wait.unwrap_or(Duration::ZERO);
+        match q.shared.give_up(q.ticket, now) {
+            Ok(outcome) => finish(q.shared, outcome, self.cost),
+            Err(at) => {
+                let would_wait =
+                    at.map_or(Duration::MAX, |at| at.saturating_duration_since(q.arrived));
+                tracing::debug!(cost = self.cost, ?would_wait, ?max_wait, "waiter gives up");
+                Err(AdmissionError::WaitTooLong {
+                    would_wait,
+                    max_wait,
+                })
+            }
+        }
+    }
+}
+
+impl<K> Drop for Acquire<K> {
+    fn drop(&mut self) {
+        if let State::Queued(q) = &self.state {
+            q.shared.cancel(q.ticket, self.cost);
+        }
+    }
+}
+
+impl<K> fmt::Debug for Acquire<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Start(_) => "start",
+            State::Queued(_) => "queued",
+            State::Done => "done",
+        };
+        f.debug_struct("Acquire")
+            .field("cost", &self.cost)
+            .field("state", &state)
+            .finish()
+    }
+}

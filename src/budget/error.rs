@@ -1,0 +1,115 @@
+//! The errors of the admission engine.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a request was not admitted.
+///
+/// Returned by [`Budget::acquire`](super::Budget::acquire) and
+/// [`Budget::try_acquire`](super::Budget::try_acquire); the layers return it inside their
+/// [`BoxError`](crate::BoxError), so callers can downcast to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdmissionError {
+    /// The request costs more than the key's whole limit: it could never be admitted.
+    CostAboveLimit {
+        /// The cost of the request.
+        cost: u64,
+        /// The key's configured limit per window.
+        limit: u64,
+    },
+    /// The request would have to wait longer than allowed.
+    WaitTooLong {
+        /// How long the request would have waited, from its arrival, given the requests queued
+        /// ahead of it and the charges in the window when this was computed.
+        would_wait: Duration,
+        /// The longest wait allowed (zero for [`Budget::try_acquire`](super::Budget::try_acquire)).
+        max_wait: Duration,
+    },
+    /// The key's queue of waiting requests is full.
+    QueueFull {
+        /// The number of requests already waiting on the key.
+        depth: usize,
+        /// How long this request would have waited behind them, if it could be computed.
+        would_wait: Option<Duration>,
+    },
+}
+
+impl fmt::Display for AdmissionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdmissionError::CostAboveLimit { cost, limit } => write!(
+                f,
+                "request costs {cost}, more than the whole limit of {limit} per window: it can \
+                 never be admitted; lower its cost (e.g. max output tokens) or raise the limit"
+            ),
+            AdmissionError::WaitTooLong {
+                would_wait,
+                max_wait,
+            } => write!(
+                f,
+                "request would wait {would_wait:?} for capacity, longer than the allowed \
+                 {max_wait:?}; retry later or allow a longer wait"
+            ),
+            AdmissionError::QueueFull { depth, would_wait } => {
+                write!(f, "{depth} requests are already waiting on this key")?;
+                if let Some(wait) = would_wait {
+                    write!(f, " (this one would wait {wait:?})")?;
+                }
+                write!(f, "; shed load or allow a deeper queue")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AdmissionError {}
+
+/// A configuration that cannot work, refused when a [`Budget`](super::Budget) is built or a limit
+/// is changed.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A limit of zero: nothing could ever be admitted.
+    ZeroLimit,
+    /// A window of zero length: the limit would mean nothing.
+    ZeroWindow,
+    /// A window (plus expiry margin) longer than a year: almost certainly a unit mistake.
+    WindowTooLong,
+    /// Neither a default limit nor a limit function was given.
+    MissingLimit,
+    /// A factor outside its range, or NaN.
+    InvalidFactor {
+        /// Which setting.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// The accepted range, in words.
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::ZeroLimit => {
+                f.write_str("a limit of zero admits nothing: give a limit of at least 1")
+            }
+            ConfigError::ZeroWindow => {
+                f.write_str("a window of zero length is meaningless: give a positive window")
+            }
+            ConfigError::WindowTooLong => f.write_str(
+                "a window (plus expiry margin) longer than a year: check the unit of the duration",
+            ),
+            ConfigError::MissingLimit => f.write_str(
+                "no limit configured: call `limit(n)` or `limit_fn(..)` on the budget builder",
+            ),
+            ConfigError::InvalidFactor {
+                name,
+                value,
+                expected,
+            } => write!(f, "{name} is {value}, but must be {expected}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,414 @@
+//! The rate-limit and token-budget layers on plain services, under `tokio::time::pause()`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bedrock_throttle::BoxError;
+use bedrock_throttle::budget::{AdmissionError, Budget};
+use bedrock_throttle::classify::{Classification, SingleKey, ThrottleCause};
+use bedrock_throttle::rate_limit::RateLimitLayer;
+use bedrock_throttle::token_budget::TokenBudgetLayer;
+use tokio::time::{Instant, advance};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn per_second<K: Clone + Eq + std::hash::Hash + Send + Sync + 'static>(limit: u64) -> Budget<K> {
+    Budget::builder()
+        .limit(limit)
+        .window(SECOND)
+        .build()
+        .unwrap()
+}
+
+fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// A response "status code" classifier.
+fn status(result: Result<&u16, &BoxError>) -> Classification {
+    match result {
+        Ok(429) => Classification::throttled(ThrottleCause::Requests),
+        Ok(430) => Classification::throttled(ThrottleCause::Tokens),
+        Ok(503) => Classification::throttled(ThrottleCause::Capacity),
+        Ok(_) => Classification::success(),
+        Err(_) => Classification::transient(),
+    }
+}
+
+// ---------------------------------------------------------------- rate limit
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_waits_instead_of_failing() {
+    let budget = per_second(2);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = {
+        let calls = calls.clone();
+        ServiceBuilder::new()
+            .layer(RateLimitLayer::new(budget.clone(), SingleKey))
+            .service_fn(move |n: u32| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                // A concrete error type: with `BoxError` here, spawning the call hits
+                // rust-lang/rust#64552, as with tower's own layers.
+                async move { Ok::<u32, std::io::Error>(n * 2) }
+            })
+    };
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..7 {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move {
+            let out = svc.oneshot(n).await.unwrap();
+            (out, start.elapsed())
+        }));
+    }
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.unwrap());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 7, "every request got through");
+    // Two per second, in arrival order: 0,0,1,1,2,2,3 seconds.
+    for (i, (out, at)) in done.iter().enumerate() {
+        assert_eq!(*out, i as u32 * 2);
+        assert_eq!(*at, SECOND * (i as u32 / 2));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_keys_are_independent() {
+    let budget = per_second(1);
+    let mut svc = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(budget, |req: &&'static str| *req))
+        .service_fn(|_req: &'static str| async { Ok::<(), BoxError>(()) });
+    let start = Instant::now();
+    for key in ["a", "b", "c", "d"] {
+        svc.ready().await.unwrap().call(key).await.unwrap();
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    svc.ready().await.unwrap().call("a").await.unwrap();
+    assert_eq!(start.elapsed(), SECOND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn admission_errors_downcast_and_inner_errors_pass_unchanged() {
+    let budget: Budget<()> = Budget::builder()
+        .limit(1)
+        .window(SECOND)
+        .max_queue(0)
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(budget, SingleKey))
+        .service_fn(|fail: bool| async move {
+            if fail {
+                Err(std::io::Error::other("boom"))
+            } else {
+                Ok(())
+            }
+        });
+    let err = svc.ready().await.unwrap().call(true).await.unwrap_err();
+    let io = err
+        .downcast_ref::<std::io::Error>()
+        .expect("the inner error, unwrapped");
+    assert_eq!(io.to_string(), "boom");
+    // The window is full: with no queue allowed, the next request is refused.
+    let err = svc.ready().await.unwrap().call(false).await.unwrap_err();
+    assert!(matches!(
+        err.downcast_ref::<AdmissionError>(),
+        Some(AdmissionError::QueueFull { depth: 0, would_wait: Some(w) }) if *w == SECOND
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_feedback_on_request_throttles_only() {
+    let budget = per_second(10);
+    let mut svc = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(budget.clone(), SingleKey).classify(status))
+        .service_fn(|code: u16| async move { Ok::<u16, BoxError>(code) });
+    // Throttles for other dimensions do not touch the request budget.
+    for code in [200, 430, 503] {
+        svc.ready().await.unwrap().call(code).await.unwrap();
+    }
+    let s = budget.stats(&()).unwrap();
+    assert_eq!((s.used, s.effective_limit), (3, 10));
+    // A request throttle exhausts the window and lowers the effective limit.
+    assert_eq!(svc.ready().await.unwrap().call(429).await.unwrap(), 429);
+    let s = budget.stats(&()).unwrap();
+    assert_eq!((s.used, s.effective_limit), (10, 7));
+    // The next request waits for the window to slide.
+    let start = Instant::now();
+    svc.ready().await.unwrap().call(200).await.unwrap();
+    assert_eq!(start.elapsed(), SECOND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn feedback_causes_are_configurable() {
+    let budget = per_second(10);
+    let mut svc = ServiceBuilder::new()
+        .layer(
+            RateLimitLayer::new(budget.clone(), SingleKey)
+                .classify(status)
+                .feedback_on(|cause| cause == ThrottleCause::Capacity),
+        )
+        .service_fn(|code: u16| async move { Ok::<u16, BoxError>(code) });
+    svc.ready().await.unwrap().call(429).await.unwrap();
+    assert_eq!(budget.stats(&()).unwrap().effective_limit, 10);
+    svc.ready().await.unwrap().call(503).await.unwrap();
+    assert_eq!(budget.stats(&()).unwrap().effective_limit, 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_of_layers_and_services_share_the_budget() {
+    let budget = per_second(3);
+    let layer = RateLimitLayer::new(budget.clone(), SingleKey);
+    let inner = service_fn(|_: ()| async { Ok::<(), BoxError>(()) });
+    let mut a = layer.clone().layer(inner);
+    let mut b = layer.layer(inner);
+    let mut c = a.clone();
+    a.ready().await.unwrap().call(()).await.unwrap();
+    b.ready().await.unwrap().call(()).await.unwrap();
+    c.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(budget.stats(&()).unwrap().used, 3);
+    let start = Instant::now();
+    b.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        SECOND,
+        "the fourth waited, whichever clone sent it"
+    );
+}
+
+/// A service whose readiness the test controls.
+#[derive(Clone)]
+struct Gate {
+    open: Arc<AtomicBool>,
+}
+
+impl Service<()> for Gate {
+    type Response = ();
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<(), BoxError>>;
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.open.load(Ordering::SeqCst) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+    fn call(&mut self, _req: ()) -> Self::Future {
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_forwards_and_accessors_reach_the_inner_service() {
+    let open = Arc::new(AtomicBool::new(false));
+    let mut svc = RateLimitLayer::new(per_second(5), SingleKey).layer(Gate { open: open.clone() });
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_pending());
+    svc.get_mut().open.store(true, Ordering::SeqCst);
+    assert!(svc.get_ref().open.load(Ordering::SeqCst));
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    svc.call(()).await.unwrap();
+    let inner: Gate = svc.into_inner();
+    assert!(inner.open.load(Ordering::SeqCst));
+}
+
+// ---------------------------------------------------------------- token budget
+
+/// A fake model call: the request is (reserve, use); the response is the usage, or `None`
+/// when the response does not say.
+type Call = (u64, Option<u64>);
+
+fn model() -> impl Service<Call, Response = Option<u64>, Error = BoxError, Future: Send> + Clone {
+    service_fn(|(_, used): Call| async move { Ok::<Option<u64>, BoxError>(used) })
+}
+
+type Estimate = fn(&Call) -> u64;
+type Usage = fn(&Option<u64>) -> Option<u64>;
+
+fn token_layer(budget: &Budget<()>) -> TokenBudgetLayer<(), SingleKey, Estimate, Usage> {
+    TokenBudgetLayer::new(
+        budget.clone(),
+        SingleKey,
+        (|req: &Call| req.0) as Estimate,
+        (|res: &Option<u64>| *res) as Usage,
+    )
+}
+
+fn tokens(limit: u64) -> Budget<()> {
+    Budget::builder()
+        .limit(limit)
+        .window(SECOND)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_budget_settles_refunds_at_once() {
+    let budget = tokens(1_000);
+    let mut svc = token_layer(&budget).layer(model());
+    assert_eq!(
+        svc.ready()
+            .await
+            .unwrap()
+            .call((900, Some(100)))
+            .await
+            .unwrap(),
+        Some(100)
+    );
+    let s = budget.stats(&()).unwrap();
+    assert_eq!((s.used, s.outstanding), (100, 0));
+    // 900 fits at once thanks to the refund.
+    let start = Instant::now();
+    svc.ready()
+        .await
+        .unwrap()
+        .call((900, Some(900)))
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_budget_books_debt_that_later_admissions_wait_out() {
+    let budget = tokens(1_000);
+    let mut svc = token_layer(&budget).layer(model());
+    // Reserved 100, used 600: 500 of debt booked at settlement.
+    svc.ready()
+        .await
+        .unwrap()
+        .call((100, Some(600)))
+        .await
+        .unwrap();
+    assert_eq!(budget.stats(&()).unwrap().used, 600);
+    advance(SECOND / 2).await;
+    let start = Instant::now();
+    // 500 fits exactly.
+    svc.ready()
+        .await
+        .unwrap()
+        .call((400, Some(400)))
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // One more token waits until the first call's charge (t=0) expires at t=1 s.
+    svc.ready().await.unwrap().call((1, Some(1))).await.unwrap();
+    assert_eq!(start.elapsed(), SECOND / 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_usage_errors_and_cancelled_calls_keep_the_reservation() {
+    let budget = tokens(1_000);
+    let mut svc = token_layer(&budget).layer(model());
+    // Usage unknown: the reservation stands.
+    svc.ready().await.unwrap().call((300, None)).await.unwrap();
+    assert_eq!(budget.stats(&()).unwrap().used, 300);
+
+    // Inner error: the reservation stands, the error passes through.
+    let mut failing = token_layer(&budget).layer(service_fn(|_: Call| async {
+        Err::<Option<u64>, BoxError>("upstream failed".into())
+    }));
+    let err = failing
+        .ready()
+        .await
+        .unwrap()
+        .call((200, Some(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "upstream failed");
+    assert_eq!(budget.stats(&()).unwrap().used, 500);
+
+    // Dropped mid-flight: the reservation stands, nothing is left outstanding.
+    let mut hanging = token_layer(&budget).layer(service_fn(|_: Call| {
+        std::future::pending::<Result<Option<u64>, BoxError>>()
+    }));
+    let mut call = hanging.ready().await.unwrap().call((250, Some(1)));
+    assert!(poll_once(&mut Box::pin(&mut call)).is_pending());
+    assert_eq!(budget.stats(&()).unwrap().outstanding, 1);
+    drop(call);
+    let s = budget.stats(&()).unwrap();
+    assert_eq!((s.used, s.outstanding), (750, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_budget_cost_above_limit_is_a_typed_error() {
+    let budget = tokens(1_000);
+    let mut svc = token_layer(&budget).layer(model());
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call((1_001, None))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<AdmissionError>(),
+        Some(&AdmissionError::CostAboveLimit {
+            cost: 1_001,
+            limit: 1_000
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_budget_feedback_on_token_throttles() {
+    let budget = tokens(1_000);
+    let classify = |result: Result<&Option<u64>, &BoxError>| match result {
+        Ok(Some(0)) => Classification::throttled(ThrottleCause::Tokens),
+        Ok(None) => Classification::throttled(ThrottleCause::Requests),
+        _ => Classification::success(),
+    };
+    let mut svc = ServiceBuilder::new()
+        .layer(token_layer(&budget).classify(classify))
+        .service(model());
+    // A request throttle is not this layer's business.
+    svc.ready().await.unwrap().call((100, None)).await.unwrap();
+    assert_eq!(budget.stats(&()).unwrap().effective_limit, 1_000);
+    // A token throttle: the window is exhausted (filled up to 1,000) and the effective limit
+    // lowered, then the call settles at 0 (nothing was consumed) and its 100 come back.
+    svc.ready()
+        .await
+        .unwrap()
+        .call((100, Some(0)))
+        .await
+        .unwrap();
+    let s = budget.stats(&()).unwrap();
+    assert_eq!((s.used, s.effective_limit), (900, 700));
+    let start = Instant::now();
+    svc.ready()
+        .await
+        .unwrap()
+        .call((100, Some(100)))
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), SECOND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_budget_waits_in_fifo_order_across_clones() {
+    let budget = tokens(1_000);
+    let svc = token_layer(&budget).layer(model());
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (i, reserve) in [800u64, 900, 100, 100].into_iter().enumerate() {
+        let (svc, order) = (svc.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            svc.oneshot((reserve, Some(reserve))).await.unwrap();
+            order.lock().unwrap().push((i, Instant::now()));
+        }));
+        tokio::task::yield_now().await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    let ids: Vec<usize> = order.iter().map(|(i, _)| *i).collect();
+    // The 100s behind the 900 do not overtake it, although they would have fitted earlier.
+    assert_eq!(ids, [0, 1, 2, 3]);
+    assert_eq!(order[1].1, order[2].1);
+}
