@@ -93,7 +93,11 @@ where
                     match this.budget.start(key, cost, Some(cx.waker())) {
                         Started::Ready(result) => return Poll::Ready(result),
                         Started::Queued { shared, ticket, at } => {
-                            let deadline = this.budget.inner.max_wait.map(|max| at + max);
+                            let deadline = this
+                                .budget
+                                .inner
+                                .max_wait
+                                .and_then(|max| at.checked_add(max));
                             this.state = State::Queued(Queued {
                                 shared,
                                 ticket,

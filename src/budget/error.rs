@@ -73,6 +73,8 @@ pub enum ConfigError {
     ZeroLimit,
     /// A window of zero length: the limit would mean nothing.
     ZeroWindow,
+    /// A window (plus expiry margin) longer than a year: almost certainly a unit mistake.
+    WindowTooLong,
     /// Neither a default limit nor a limit function was given.
     MissingLimit,
     /// A factor outside its range, or NaN.
@@ -95,6 +97,9 @@ impl fmt::Display for ConfigError {
             ConfigError::ZeroWindow => {
                 f.write_str("a window of zero length is meaningless: give a positive window")
             }
+            ConfigError::WindowTooLong => f.write_str(
+                "a window (plus expiry margin) longer than a year: check the unit of the duration",
+            ),
             ConfigError::MissingLimit => f.write_str(
                 "no limit configured: call `limit(n)` or `limit_fn(..)` on the budget builder",
             ),

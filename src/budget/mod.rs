@@ -41,7 +41,8 @@
 //! ([`AdmissionError::CostAboveLimit`]); [`max_wait`](BudgetBuilder::max_wait) and
 //! [`max_queue`](BudgetBuilder::max_queue) bound the waiting, failing with the wait the request
 //! would have had. A dropped waiter leaves no trace. A waiter costs one 40-byte queue slot plus its
-//! future (about 100 bytes with a small key, plus one timer allocation while it heads the queue).
+//! [`Acquire`] future (72 bytes on 64-bit targets for keys up to 24 bytes), plus one timer
+//! allocation while it heads the queue or has a [`max_wait`](BudgetBuilder::max_wait) deadline.
 //!
 //! # Feedback
 //!
@@ -235,7 +236,8 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
     }
 
     /// Computes the limit of a key the first time it is seen (and again after eviction).
-    /// `None` means the key has no limit: its admissions are free and never wait. When set, it
+    /// `None` means the key has no limit: its admissions are free and never wait (and, as such a
+    /// key keeps no state, the function is called again at each of its admissions). When set, it
     /// decides for every key not given by [`limit_for`](Self::limit_for), and the default
     /// [`limit`](Self::limit) is not used. A function returning `Some(0)` makes every nonzero
     /// cost on that key fail with [`AdmissionError::CostAboveLimit`].
@@ -247,6 +249,10 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
     /// The longest a request may wait. A request whose computed wait is longer fails at once with
     /// [`AdmissionError::WaitTooLong`]; one whose wait grows past it while queued (feedback, a
     /// lower limit) fails when its deadline passes. Default: no bound.
+    ///
+    /// Computing the wait of a new arrival walks the queue ahead of it and the window's entries,
+    /// so with a bound each queued arrival costs time proportional to the queue; admissions that
+    /// do not wait cost nothing extra.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = Some(max_wait);
         self
@@ -284,12 +290,17 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
     /// # Errors
     ///
     /// [`ConfigError::ZeroLimit`] for a zero limit (default or per key),
-    /// [`ConfigError::ZeroWindow`] for a zero window, [`ConfigError::MissingLimit`] when neither
+    /// [`ConfigError::ZeroWindow`] for a zero window, [`ConfigError::WindowTooLong`] for a window
+    /// plus margin over a year, [`ConfigError::MissingLimit`] when neither
     /// a limit nor a limit function is given, [`ConfigError::InvalidFactor`] for an AIMD factor
     /// out of range or NaN.
     pub fn build(self) -> Result<Budget<K>, ConfigError> {
         if self.window.is_zero() {
             return Err(ConfigError::ZeroWindow);
+        }
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        if self.window.saturating_add(self.margin) > YEAR {
+            return Err(ConfigError::WindowTooLong);
         }
         if self.limit == Some(0) || self.per_key.values().any(|&l| l == 0) {
             return Err(ConfigError::ZeroLimit);

@@ -258,6 +258,19 @@ async fn queue_full_is_refused_with_the_wait() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_huge_max_wait_means_no_bound() {
+    let b: Budget<&str> = Budget::builder()
+        .limit(1)
+        .max_wait(Duration::MAX)
+        .build()
+        .unwrap();
+    b.try_acquire("k", 1).unwrap();
+    let t0 = Instant::now();
+    b.acquire("k", 1).await.unwrap();
+    assert_eq!(Instant::now() - t0, W);
+}
+
+#[tokio::test(start_paused = true)]
 async fn max_queue_zero_never_waits() {
     let b: Budget<&str> = Budget::builder().limit(10).max_queue(0).build().unwrap();
     b.try_acquire("k", 10).unwrap();
@@ -477,6 +490,14 @@ fn bad_configuration_is_refused() {
         ConfigError::ZeroWindow
     );
     assert_eq!(err(Budget::builder()), ConfigError::MissingLimit);
+    assert_eq!(
+        err(Budget::builder().limit(1).window(Duration::MAX)),
+        ConfigError::WindowTooLong
+    );
+    assert_eq!(
+        err(Budget::builder().limit(1).expiry_margin(Duration::MAX)),
+        ConfigError::WindowTooLong
+    );
     assert_eq!(
         err(Budget::builder().limit(1).limit_for(3, 0)),
         ConfigError::ZeroLimit
