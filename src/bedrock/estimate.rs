@@ -15,7 +15,7 @@
 //! | each image | 1,600 | Claude resizes images to at most ~1.15 megapixels, ≈1,600 tokens (`w·h/750`) |
 //! | documents and videos with inline bytes | `ceil(decoded_bytes / 3)` | bytes that the service extracts text from; base64 is never decoded, its length is converted |
 //! | tool definitions (`toolConfig`, `tools`), tool calls (`toolUse`, `input`), JSON tool results, guard content, reasoning | `ceil(serialized_bytes / 3)` of the compact JSON | the model sees them serialized |
-//! | a body this module cannot read (invalid JSON, wrong types, an unknown model family, or none of the family's prompt fields) | at least `ceil(body_bytes / 3)` | every byte could be prompt |
+//! | a body this module cannot read (invalid JSON, wrong types, an unknown model family, none of the family's prompt fields: Claude `messages`, Nova `messages`, Titan `inputText`, Llama/Mistral `prompt`, embeddings `inputText`/`texts`) | at least `ceil(body_bytes / 3)` | every byte could be prompt |
 //! | a body that is not in memory (a streaming SDK body) | 16,384 | nothing to read; see [`EstimatorConfig::with_unknown_body_tokens`] |
 //!
 //! Text is counted per string, each rounded up, because a tokenizer never merges two strings.
@@ -25,6 +25,9 @@
 //! dominates its counterpart there, and duplicate JSON keys are counted every time they appear.
 //! S3-referenced images count as images; S3-referenced documents and videos have no size in the
 //! request and are not counted (settlement corrects it).
+//!
+//! Converse bodies have one format for every model, so they are read whatever the family (an
+//! unmapped ARN included); only the max output then depends on the model table.
 //!
 //! Max output tokens come from the family's field (see [`models`](super::models)); when absent,
 //! the model's maximum from the [`ModelTable`](super::models::ModelTable) is reserved, exactly as
@@ -174,7 +177,9 @@ impl EstimatorConfig {
                 max_output_from_fields(model.family, &parsed.max),
             )
         };
-        let readable = !parsed.anomaly && parsed.found & expected != 0;
+        let blocks_only = operation.is_converse() || model.family == ModelFamily::Nova;
+        let wrong_shape = blocks_only && parsed.found & STRING_CONTENT != 0;
+        let readable = !parsed.anomaly && !wrong_shape && parsed.found & expected != 0;
         let (input, basis) = if readable {
             (parsed.tokens, EstimateBasis::Parsed)
         } else {
@@ -230,18 +235,21 @@ impl RequestEstimate {
 const FOUND_MESSAGES: u8 = 1;
 const FOUND_PROMPT: u8 = 2;
 const FOUND_INPUT_TEXT: u8 = 4;
-const FOUND_MESSAGE: u8 = 8;
 const FOUND_TEXTS: u8 = 16;
+/// A `system`/`content` was a plain string: right for Anthropic and OpenAI shapes, a wrong type
+/// for Converse and Nova.
+const STRING_CONTENT: u8 = 32;
 
-/// The prompt fields a native body of `family` must carry for the parse to be trusted.
+/// The prompt fields a native body of `family` must carry for the parse to be trusted. Bodies
+/// without them (Claude legacy `prompt`, Jurassic, OpenAI-style `messages` on a `max_tokens`
+/// family model, image-only embeddings ...) are valid, but counted at least as the whole body:
+/// the emulator's rule does not read them either, and counts their whole body.
 fn expected_fields(family: ModelFamily) -> u8 {
     match family {
-        ModelFamily::AnthropicClaude => FOUND_MESSAGES | FOUND_PROMPT,
+        ModelFamily::AnthropicClaude | ModelFamily::Nova => FOUND_MESSAGES,
         ModelFamily::TitanText => FOUND_INPUT_TEXT,
         ModelFamily::Embedding => FOUND_INPUT_TEXT | FOUND_TEXTS,
-        ModelFamily::Nova => FOUND_MESSAGES,
-        ModelFamily::Llama | ModelFamily::Jurassic => FOUND_PROMPT,
-        ModelFamily::MaxTokens => FOUND_PROMPT | FOUND_MESSAGES | FOUND_MESSAGE,
+        ModelFamily::Llama | ModelFamily::MaxTokens => FOUND_PROMPT,
         // An unknown family is never trusted: at least the whole body is reserved.
         _ => 0,
     }
@@ -268,7 +276,11 @@ fn parse_body(body: &[u8], config: &EstimatorConfig) -> Option<Parsed> {
         found: 0,
         max: MaxTokenFields::default(),
     };
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // Validating UTF-8 once up front lets the parser borrow strings without re-validating
+    // each one; `Value` rejects the same bodies (invalid UTF-8 is either inside a string or a
+    // syntax error).
+    let text = std::str::from_utf8(body).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
     Top(&mut acc).deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(Parsed {
@@ -628,10 +640,7 @@ impl<'de> Visitor<'de> for Top<'_> {
                     acc.found |= FOUND_INPUT_TEXT;
                     map.next_value_seed(Text(acc))?;
                 }
-                TopKey::Message => {
-                    acc.found |= FOUND_MESSAGE;
-                    map.next_value_seed(Text(acc))?;
-                }
+                TopKey::Message => map.next_value_seed(Text(acc))?,
                 TopKey::Texts => {
                     acc.found |= FOUND_TEXTS;
                     map.next_value_seed(Texts(acc))?;
@@ -919,6 +928,7 @@ impl<'de> Visitor<'de> for BlocksOrText<'_> {
     odd_scalars!();
     odd_map!();
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.found |= STRING_CONTENT;
         self.0.text(v);
         Ok(())
     }
@@ -935,6 +945,7 @@ enum BlockKey {
     Image,
     Document,
     ToolResult,
+    ToolUse,
     Content,
     Serialized,
     Other,
@@ -948,8 +959,9 @@ fn block_key(key: &str) -> BlockKey {
         "image" => BlockKey::Image,
         "document" | "video" => BlockKey::Document,
         "toolResult" => BlockKey::ToolResult,
+        "toolUse" => BlockKey::ToolUse,
         "content" => BlockKey::Content,
-        "toolUse" | "input" | "json" | "guardContent" | "reasoningContent" => BlockKey::Serialized,
+        "input" | "json" | "guardContent" | "reasoningContent" => BlockKey::Serialized,
         _ => BlockKey::Other,
     }
 }
@@ -997,6 +1009,7 @@ impl<'de> Visitor<'de> for Block<'_> {
                 }
                 BlockKey::Document => map.next_value_seed(Document(acc))?,
                 BlockKey::ToolResult => map.next_value_seed(ToolResult(acc))?,
+                BlockKey::ToolUse => map.next_value_seed(SerializedObject(acc))?,
                 BlockKey::Content => map.next_value_seed(BlocksOrText(acc))?,
                 BlockKey::Serialized => map.next_value_seed(Serialized(acc))?,
                 BlockKey::Other => map.next_value_seed(Skip)?,
@@ -1009,6 +1022,29 @@ impl<'de> Visitor<'de> for Block<'_> {
         } else if let Some(bytes) = source_bytes {
             acc.bytes(bytes);
         }
+        Ok(())
+    }
+}
+
+/// A Converse `toolUse`: counted by its serialized size; must be an object.
+struct SerializedObject<'a>(&'a mut Acc);
+seed!(SerializedObject, (), "an object");
+
+impl SerializedObject<'_> {
+    fn odd(self, size: u64) {
+        self.0.odd(size)
+    }
+}
+
+impl<'de> Visitor<'de> for SerializedObject<'_> {
+    type Value = ();
+    expecting!();
+    odd_scalars!();
+    odd_str!();
+    odd_seq!();
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let size = Size.visit_map(map)?;
+        self.0.bytes(size);
         Ok(())
     }
 }

@@ -237,6 +237,7 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Splits an absolute or relative URI string into its host (if any) and its path.
+#[cfg_attr(not(feature = "sdk"), allow(dead_code))]
 pub(crate) fn split_uri(uri: &str) -> (Option<&str>, &str) {
     let (authority, rest) = match uri.find("://") {
         Some(scheme_end) => {

@@ -7,11 +7,11 @@
 //!
 //! | trait | Bedrock's answer | where |
 //! |---|---|---|
-//! | [`QuotaKey`](crate::classify::QuotaKey) | region (host, else configured) + decoded model id | [`key`](self::BedrockKey) |
-//! | [`EstimateTokens`](crate::classify::EstimateTokens) | input estimate + max output tokens | [`EstimatorConfig`] |
-//! | [`Settle`](crate::classify::Settle) | `input + cache_write + output × burndown`, when the body ends | [`SettlingBody`] |
-//! | [`Classify`](crate::classify::Classify) | error code + message → throttle cause, transient, fatal | [`classify_error`] |
-//! | [`CloneRequest`](crate::classify::CloneRequest) | in-memory bodies | |
+//! | [`QuotaKey`](crate::classify::QuotaKey) | region (host, else configured) + decoded model id | [`key`] |
+//! | [`EstimateTokens`](crate::classify::EstimateTokens) | input estimate + max output tokens | [`estimate`] |
+//! | [`Settle`](crate::classify::Settle) | `input + cache_write + output × burndown`, when the body ends | [`usage`], [`settle`] |
+//! | [`Classify`](crate::classify::Classify) | error code + message → throttle cause, transient, fatal | [`error`], [`stream`] |
+//! | [`CloneRequest`](crate::classify::CloneRequest) | in-memory bodies | [`protocol`] |
 //!
 //! Why it is more than parsing: Bedrock throttles on a RESERVATION (`input + max_tokens`, the
 //! model's maximum when unset) and settles output tokens at 5× for recent Claude models, so a
@@ -45,16 +45,16 @@
 //! assert_eq!(bedrock.output_burndown(key.model()), 5);
 //! ```
 
-mod classify;
-mod estimate;
-mod key;
+pub mod error;
+pub mod estimate;
+pub mod key;
 pub mod models;
-mod protocol;
-mod settle;
-mod stream;
-mod usage;
+pub mod protocol;
+pub mod settle;
+pub mod stream;
+pub mod usage;
 
-pub use classify::{BedrockError, classify_error, error_code, retry_after, throttle_cause};
+pub use error::{BedrockError, classify_error, error_code, retry_after, throttle_cause};
 pub use estimate::{EstimateBasis, EstimatorConfig, RequestEstimate};
 pub use key::{
     BedrockCall, BedrockKey, BedrockRequest, BodyBytes, Operation, parse_path, region_from_host,

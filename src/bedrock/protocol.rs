@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::classify::{BedrockError, classify_error, retry_after};
+use super::error::{BedrockError, classify_error, retry_after};
 use super::estimate::{EstimatorConfig, RequestEstimate};
 use super::key::{
     BedrockCall, BedrockKey, BedrockRequest, BodyBytes, parse_path, region_from_host,
@@ -348,7 +348,7 @@ mod sdk {
 
     use super::{Bedrock, Plan, classify_parts};
     use crate::BoxError;
-    use crate::bedrock::classify::BedrockError;
+    use crate::bedrock::error::BedrockError;
     use crate::bedrock::key::{BedrockCall, BedrockKey};
     use crate::bedrock::settle::{Reservation, SettlingBody};
     use crate::budget::Permit;

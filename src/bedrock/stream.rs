@@ -71,7 +71,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::classify::BedrockError;
+use super::error::BedrockError;
 use super::key::{BedrockCall, BedrockRequest};
 use super::protocol::Bedrock;
 use super::usage::header_str;

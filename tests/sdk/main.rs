@@ -266,10 +266,11 @@ async fn the_wait_cap_gives_a_throttling_error_the_sdk_sees() {
         .send()
         .await
         .unwrap_err();
-    let connector = error
-        .as_dispatch_failure()
-        .and_then(|f| f.as_connector_error())
-        .unwrap_or_else(|| panic!("{error:?}"));
+    let connector = match &error {
+        aws_sdk_bedrockruntime::error::SdkError::DispatchFailure(f) => f.as_connector_error(),
+        _ => None,
+    }
+    .unwrap_or_else(|| panic!("{error:?}"));
     assert_eq!(connector.as_other(), Some(ErrorKind::ThrottlingError));
     assert_eq!(emulator.stats().model(SONNET4).counters.requests, 1);
 }
