@@ -200,38 +200,82 @@ impl ModelTable {
     }
 }
 
+/// The max-output-tokens fields a request body may carry, as read in one pass over the body.
+///
+/// Each field is `None` when absent or not a non-negative integer. Which field counts depends on
+/// the model family: [`max_output_from_fields`] decides, and [`invoke_max_output_tokens`] is the
+/// same rule over a parsed [`Value`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaxTokenFields {
+    /// `max_tokens` (Anthropic messages, Mistral, Cohere Command, Jamba, DeepSeek, gpt-oss, ...).
+    pub max_tokens: Option<u64>,
+    /// `max_tokens_to_sample` (Anthropic legacy text completions).
+    pub max_tokens_to_sample: Option<u64>,
+    /// `inferenceConfig.maxTokens` (Converse, Nova).
+    pub inference_max_tokens: Option<u64>,
+    /// `inferenceConfig.max_new_tokens` (legacy Nova).
+    pub inference_max_new_tokens: Option<u64>,
+    /// `textGenerationConfig.maxTokenCount` (Titan text).
+    pub titan_max_token_count: Option<u64>,
+    /// `max_gen_len` (Meta Llama).
+    pub max_gen_len: Option<u64>,
+    /// `maxTokens` (AI21 Jurassic-2).
+    pub max_tokens_camel: Option<u64>,
+}
+
+impl MaxTokenFields {
+    /// Reads every known field of a parsed body.
+    pub fn from_value(body: &Value) -> Self {
+        let field = |path: &[&str]| -> Option<u64> {
+            let mut v = body;
+            for key in path {
+                v = v.get(key)?;
+            }
+            v.as_u64()
+        };
+        Self {
+            max_tokens: field(&["max_tokens"]),
+            max_tokens_to_sample: field(&["max_tokens_to_sample"]),
+            inference_max_tokens: field(&["inferenceConfig", "maxTokens"]),
+            inference_max_new_tokens: field(&["inferenceConfig", "max_new_tokens"]),
+            titan_max_token_count: field(&["textGenerationConfig", "maxTokenCount"]),
+            max_gen_len: field(&["max_gen_len"]),
+            max_tokens_camel: field(&["maxTokens"]),
+        }
+    }
+}
+
+/// The max output tokens of a model-native (InvokeModel) body of `family`, from its fields.
+///
+/// Returns `None` when the body does not say (the caller then reserves the model's maximum), and
+/// `Some(0)` for embeddings. Cohere Embed v4's `max_tokens` truncates INPUT, so embeddings never
+/// read it. Titan text defaults to 512 when `maxTokenCount` is absent.
+pub fn max_output_from_fields(family: ModelFamily, fields: &MaxTokenFields) -> Option<u64> {
+    let f = fields;
+    match family {
+        ModelFamily::Embedding => Some(0),
+        ModelFamily::AnthropicClaude => f.max_tokens.or(f.max_tokens_to_sample),
+        ModelFamily::TitanText => Some(f.titan_max_token_count.unwrap_or(512)),
+        ModelFamily::Nova => f.inference_max_tokens.or(f.inference_max_new_tokens),
+        ModelFamily::Llama => f.max_gen_len,
+        ModelFamily::Jurassic => f.max_tokens_camel,
+        ModelFamily::MaxTokens => f.max_tokens,
+        ModelFamily::Unknown => f
+            .max_tokens
+            .or(f.inference_max_tokens)
+            .or(f.max_gen_len)
+            .or(f.titan_max_token_count)
+            .or(f.max_tokens_camel),
+    }
+}
+
 /// Reads the max-output-tokens field of a model-native (InvokeModel) body for `family`.
 ///
 /// Returns `None` when the body does not say (the caller then reserves the model's maximum), and
 /// `Some(0)` for embeddings. Cohere Embed v4's `max_tokens` truncates INPUT, so embeddings never
 /// read it. A value that is not a non-negative integer counts as absent.
 pub fn invoke_max_output_tokens(family: ModelFamily, body: &Value) -> Option<u64> {
-    let field = |path: &[&str]| -> Option<u64> {
-        let mut v = body;
-        for key in path {
-            v = v.get(key)?;
-        }
-        v.as_u64()
-    };
-    match family {
-        ModelFamily::Embedding => Some(0),
-        ModelFamily::AnthropicClaude => {
-            field(&["max_tokens"]).or_else(|| field(&["max_tokens_to_sample"]))
-        }
-        ModelFamily::TitanText => {
-            Some(field(&["textGenerationConfig", "maxTokenCount"]).unwrap_or(512))
-        }
-        ModelFamily::Nova => field(&["inferenceConfig", "maxTokens"])
-            .or_else(|| field(&["inferenceConfig", "max_new_tokens"])),
-        ModelFamily::Llama => field(&["max_gen_len"]),
-        ModelFamily::Jurassic => field(&["maxTokens"]),
-        ModelFamily::MaxTokens => field(&["max_tokens"]),
-        ModelFamily::Unknown => field(&["max_tokens"])
-            .or_else(|| field(&["inferenceConfig", "maxTokens"]))
-            .or_else(|| field(&["max_gen_len"]))
-            .or_else(|| field(&["textGenerationConfig", "maxTokenCount"]))
-            .or_else(|| field(&["maxTokens"])),
-    }
+    max_output_from_fields(family, &MaxTokenFields::from_value(body))
 }
 
 /// Reads `inferenceConfig.maxTokens` of a Converse / ConverseStream body.

@@ -1,0 +1,270 @@
+//! What a Bedrock error response means: throttled (and on which quota), transient, or fatal.
+//!
+//! The code comes from `x-amzn-ErrorType` (cut at the first `:`, keep what follows the last `#`),
+//! else the body's `code`, else its `__type`; the message from `message`, `Message` or
+//! `errorMessage`. The message is what tells a requests-per-minute throttle from a
+//! tokens-per-minute one, and both from the daily quota, so the error BODY must be readable when
+//! the classifier runs: [`BedrockResponseLayer`](super::BedrockResponseLayer) reads error bodies
+//! into memory and attaches the parsed [`BedrockError`] to the response.
+//!
+//! | code (or status, when there is no code) | outcome |
+//! |---|---|
+//! | `ThrottlingException` (429): "Too many requests…", "Your request rate is too high…" | `Throttled(Requests)` |
+//! | `ThrottlingException`: "Too many tokens, please wait…" | `Throttled(Tokens)` |
+//! | `ThrottlingException`: "Too many tokens per day…" | `Throttled(TokensPerDay)`: never retried |
+//! | `ThrottlingException`: other text | `Throttled(Unknown)` |
+//! | `ModelNotReadyException` (429) | `Throttled(ModelNotReady)` |
+//! | `ServiceUnavailableException`, 503 | `Throttled(Capacity)` |
+//! | `InternalServerException`, 500, 502, 504, other 5xx | `Transient` |
+//! | `ModelTimeoutException`, 408 | `Transient` |
+//! | `ModelErrorException`, `ModelStreamErrorException`, 424 | `Transient` (a failed model run usually passes; the retry budget bounds the cost) |
+//! | `ValidationException`, `AccessDeniedException`, `ResourceNotFoundException`, `ServiceQuotaExceededException`, other 4xx | `Fatal` |
+//!
+//! `x-amz-retry-after` (milliseconds) becomes the classification's `retry_after`; a standard
+//! `Retry-After` in seconds is honoured when it is absent. Bedrock itself sends neither.
+//!
+//! ```
+//! use bedrock_throttle::bedrock::{BedrockError, classify_error};
+//! use bedrock_throttle::classify::{Outcome, ThrottleCause};
+//!
+//! let error = BedrockError::from_parts(
+//!     Some("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+//!     br#"{"message":"Too many tokens per day, please wait before trying again."}"#,
+//! );
+//! assert_eq!(error.code(), Some("ThrottlingException"));
+//! assert_eq!(classify_error(429, &error), Outcome::Throttled(ThrottleCause::TokensPerDay));
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::classify::{Outcome, ThrottleCause};
+
+/// The code and message of a Bedrock error response, as read from its header and body.
+///
+/// [`BedrockResponseLayer`](super::BedrockResponseLayer) attaches one to every non-2xx
+/// response (and to the error response it makes from a stream's first exception frame), as a
+/// response extension the classifier reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct BedrockError {
+    code: Option<String>,
+    message: Option<String>,
+    from_stream: bool,
+}
+
+impl BedrockError {
+    /// An error with this code and message.
+    pub fn new(code: Option<&str>, message: Option<&str>) -> Self {
+        Self {
+            code: code
+                .map(|c| error_code(c).to_owned())
+                .filter(|c| !c.is_empty()),
+            message: message.map(str::to_owned),
+            from_stream: false,
+        }
+    }
+
+    /// Reads an error from the `x-amzn-ErrorType` header value (if any) and the body bytes
+    /// (JSON with `code`/`__type` and `message`/`Message`/`errorMessage`; anything else is
+    /// ignored). Never fails.
+    pub fn from_parts(error_type_header: Option<&str>, body: &[u8]) -> Self {
+        let json: Option<Value> = serde_json::from_slice(body).ok();
+        let field = |names: &[&str]| -> Option<&str> {
+            let object = json.as_ref()?.as_object()?;
+            names
+                .iter()
+                .find_map(|name| object.get(*name).and_then(Value::as_str))
+        };
+        let code = error_type_header
+            .map(error_code)
+            .filter(|c| !c.is_empty())
+            .or_else(|| field(&["code", "Code"]).map(error_code))
+            .or_else(|| field(&["__type"]).map(error_code))
+            .filter(|c| !c.is_empty());
+        let message = field(&["message", "Message", "errorMessage"]);
+        Self::new(code, message)
+    }
+
+    /// The same error, marked as rewritten from an event-stream exception frame.
+    pub(crate) fn mark_from_stream(mut self) -> Self {
+        self.from_stream = true;
+        self
+    }
+
+    /// The error code (`ThrottlingException` ...), if the response had one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// The message, if the response had one.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// Whether this error was the first frame of an event stream (an HTTP 200 whose first
+    /// event was an exception), rewritten into an error response.
+    pub fn is_from_stream(&self) -> bool {
+        self.from_stream
+    }
+}
+
+impl fmt::Display for BedrockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.code, &self.message) {
+            (Some(code), Some(message)) => write!(f, "{code}: {message}"),
+            (Some(code), None) => f.write_str(code),
+            (None, Some(message)) => f.write_str(message),
+            (None, None) => f.write_str("unknown Bedrock error"),
+        }
+    }
+}
+
+impl std::error::Error for BedrockError {}
+
+/// The error code in an `x-amzn-ErrorType` or `__type` value: cut at the first `:`, keep what
+/// follows the last `#`.
+///
+/// ```
+/// use bedrock_throttle::bedrock::error_code;
+/// assert_eq!(error_code("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"), "ThrottlingException");
+/// assert_eq!(error_code("com.amazon.coral.service#ValidationException"), "ValidationException");
+/// ```
+pub fn error_code(raw: &str) -> &str {
+    let cut = raw.split(':').next().unwrap_or(raw);
+    cut.rsplit('#').next().unwrap_or(cut).trim()
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// Which quota a `ThrottlingException` message speaks of (matched by prefix, ignoring case).
+///
+/// ```
+/// use bedrock_throttle::bedrock::throttle_cause;
+/// use bedrock_throttle::classify::ThrottleCause;
+/// assert_eq!(throttle_cause(Some("Too many tokens, please wait before trying again.")), ThrottleCause::Tokens);
+/// assert_eq!(throttle_cause(Some("Your request rate is too high. Reduce the frequency of requests.")), ThrottleCause::Requests);
+/// assert_eq!(throttle_cause(Some("Rate exceeded")), ThrottleCause::Unknown);
+/// ```
+pub fn throttle_cause(message: Option<&str>) -> ThrottleCause {
+    let Some(message) = message.map(str::trim_start) else {
+        return ThrottleCause::Unknown;
+    };
+    if starts_with_ignore_case(message, "too many tokens per day") {
+        ThrottleCause::TokensPerDay
+    } else if starts_with_ignore_case(message, "too many tokens") {
+        ThrottleCause::Tokens
+    } else if starts_with_ignore_case(message, "too many requests")
+        || starts_with_ignore_case(message, "your request rate is too high")
+    {
+        ThrottleCause::Requests
+    } else if starts_with_ignore_case(message, "too many connections") {
+        ThrottleCause::Capacity
+    } else {
+        ThrottleCause::Unknown
+    }
+}
+
+/// The outcome of a response with HTTP `status` and the error read from it.
+pub fn classify_error(status: u16, error: &BedrockError) -> Outcome {
+    if (200..300).contains(&status) {
+        return Outcome::Success;
+    }
+    match error.code() {
+        Some("ThrottlingException") => {
+            return Outcome::Throttled(throttle_cause(error.message()));
+        }
+        Some("ModelNotReadyException") => {
+            return Outcome::Throttled(ThrottleCause::ModelNotReady);
+        }
+        Some("ServiceUnavailableException") => {
+            return Outcome::Throttled(ThrottleCause::Capacity);
+        }
+        Some(
+            "InternalServerException"
+            | "ModelTimeoutException"
+            | "ModelErrorException"
+            | "ModelStreamErrorException",
+        ) => return Outcome::Transient,
+        Some(
+            "ValidationException"
+            | "AccessDeniedException"
+            | "ResourceNotFoundException"
+            | "ServiceQuotaExceededException",
+        ) => return Outcome::Fatal,
+        _ => {}
+    }
+    match status {
+        429 => Outcome::Throttled(throttle_cause(error.message())),
+        503 => Outcome::Throttled(ThrottleCause::Capacity),
+        408 | 424 | 500..=599 => Outcome::Transient,
+        _ => Outcome::Fatal,
+    }
+}
+
+/// The delay a server asked for: `x-amz-retry-after` in milliseconds, else `Retry-After` in
+/// seconds. Values that are not plain non-negative integers are ignored.
+pub fn retry_after(x_amz_retry_after: Option<&str>, retry_after: Option<&str>) -> Option<Duration> {
+    let parse = |v: &str| v.trim().parse::<u64>().ok();
+    x_amz_retry_after
+        .and_then(parse)
+        .map(Duration::from_millis)
+        .or_else(|| retry_after.and_then(parse).map(Duration::from_secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        assert_eq!(error_code("ThrottlingException"), "ThrottlingException");
+        assert_eq!(
+            error_code("aws.protocoltests#FooError:http://x#y"),
+            "FooError"
+        );
+        assert_eq!(error_code(""), "");
+        assert_eq!(error_code(":"), "");
+    }
+
+    #[test]
+    fn body_fallbacks() {
+        let e = BedrockError::from_parts(
+            None,
+            br#"{"__type":"com.amazon#ModelNotReadyException","Message":"loading"}"#,
+        );
+        assert_eq!(
+            (e.code(), e.message()),
+            (Some("ModelNotReadyException"), Some("loading"))
+        );
+        let e = BedrockError::from_parts(
+            None,
+            br#"{"code":"ValidationException","__type":"X","errorMessage":"bad"}"#,
+        );
+        assert_eq!(
+            (e.code(), e.message()),
+            (Some("ValidationException"), Some("bad"))
+        );
+        let e = BedrockError::from_parts(Some(""), b"<html>");
+        assert_eq!((e.code(), e.message()), (None, None));
+        let e = BedrockError::from_parts(None, br#"{"message": 5}"#);
+        assert_eq!(e.message(), None);
+    }
+
+    #[test]
+    fn retry_after_values() {
+        assert_eq!(
+            retry_after(Some("1500"), None),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(retry_after(None, Some("2")), Some(Duration::from_secs(2)));
+        assert_eq!(
+            retry_after(Some("soon"), Some("3")),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(retry_after(Some("-1"), None), None);
+    }
+}

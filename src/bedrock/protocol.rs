@@ -1,0 +1,468 @@
+//! [`Bedrock`]: all the protocol knowledge the layers need, in one cheap-to-clone value.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::error::{BedrockError, classify_error, retry_after};
+use super::estimate::{EstimatorConfig, RequestEstimate};
+use super::key::{
+    BedrockCall, BedrockKey, BedrockRequest, BodyBytes, parse_path, region_from_host,
+};
+use super::models::{ModelInfo, ModelTable};
+use super::settle::{Observer, Reservation, SettlingBody};
+use super::stream::{BedrockResponseLayer, EVENT_STREAM_CONTENT_TYPE};
+use super::usage::Usage;
+use crate::budget::Permit;
+use crate::classify::{Classification, Classify, CloneRequest, EstimateTokens, QuotaKey, Settle};
+
+/// The output burndown assumed for a response that carries no [`BedrockCall`] (the
+/// [`BedrockResponseLayer`] was not installed): the largest Bedrock applies, so settlement errs
+/// on the safe side.
+pub const UNTAGGED_BURNDOWN: u64 = 5;
+
+/// Bedrock Runtime protocol knowledge for the layers: quota keys, token estimates, settlement
+/// and classification, for `http::Request`/`http::Response` and (feature `sdk`) the AWS SDK's
+/// `HttpRequest`/`HttpResponse`.
+///
+/// Cheap to clone (one `Arc`); built with consuming setters:
+///
+/// ```
+/// use bedrock_throttle::bedrock::Bedrock;
+/// use bedrock_throttle::bedrock::models::{ModelFamily, ModelInfo, ModelTable};
+/// use bedrock_throttle::classify::{EstimateTokens, QuotaKey};
+/// use bytes::Bytes;
+///
+/// let profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc";
+/// let bedrock = Bedrock::new()
+///     .region("eu-west-1") // for custom endpoints (an emulator on 127.0.0.1)
+///     .models(ModelTable::new().with_model(profile, ModelInfo::new(ModelFamily::AnthropicClaude, 64_000, 5)));
+///
+/// let request = http::Request::post("http://127.0.0.1:8080/model/amazon.nova-lite-v1%3A0/converse")
+///     .body(Bytes::from_static(br#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}],"inferenceConfig":{"maxTokens":100}}"#))
+///     .unwrap();
+/// assert_eq!(bedrock.quota_key(&request).to_string(), "eu-west-1/amazon.nova-lite-v1:0");
+/// assert_eq!(bedrock.estimate_tokens(&request), 8 + 1 + 100);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Bedrock {
+    inner: Arc<Config>,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    region: Arc<str>,
+    no_model: Arc<str>,
+    models: ModelTable,
+    burndown: HashMap<String, u64>,
+    estimator: EstimatorConfig,
+}
+
+impl Default for Bedrock {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(Config {
+                region: Arc::from("us-east-1"),
+                no_model: Arc::from(""),
+                models: ModelTable::default(),
+                burndown: HashMap::new(),
+                estimator: EstimatorConfig::default(),
+            }),
+        }
+    }
+}
+
+impl Bedrock {
+    /// The built-in knowledge: default region `us-east-1`, the built-in model table, the default
+    /// estimator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// The region of requests whose host does not name one (custom endpoints, emulators).
+    pub fn region(mut self, region: impl Into<Arc<str>>) -> Self {
+        self.config().region = region.into();
+        self
+    }
+
+    /// The model table (family, maximum output, burndown per model id or ARN).
+    pub fn models(mut self, models: ModelTable) -> Self {
+        self.config().models = models;
+        self
+    }
+
+    /// Overrides the output burndown of one model id (exact, decoded), whatever the table says.
+    pub fn burndown(mut self, model: impl Into<String>, burndown: u64) -> Self {
+        self.config().burndown.insert(model.into(), burndown);
+        self
+    }
+
+    /// The input-token heuristic.
+    pub fn estimator(mut self, config: EstimatorConfig) -> Self {
+        self.config().estimator = config;
+        self
+    }
+
+    /// The default region.
+    pub fn default_region(&self) -> &str {
+        &self.inner.region
+    }
+
+    /// The model table.
+    pub fn model_table(&self) -> &ModelTable {
+        &self.inner.models
+    }
+
+    /// The estimator configuration.
+    pub fn estimator_config(&self) -> &EstimatorConfig {
+        &self.inner.estimator
+    }
+
+    /// What is known of `model`: the table's entry with any burndown override applied.
+    pub fn model_info(&self, model: &str) -> ModelInfo {
+        let mut info = self.inner.models.lookup(model);
+        if let Some(&burndown) = self.inner.burndown.get(model) {
+            info.output_burndown = burndown;
+        }
+        info
+    }
+
+    /// The output burndown of `model`.
+    pub fn output_burndown(&self, model: &str) -> u64 {
+        self.model_info(model).output_burndown
+    }
+
+    /// The key and operation of a request to `host` (if known) and `path`.
+    pub fn call(&self, host: Option<&str>, path: &str) -> BedrockCall {
+        let region = match host.and_then(region_from_host) {
+            Some(region) if region != &*self.inner.region => Arc::from(region),
+            _ => self.inner.region.clone(),
+        };
+        let (operation, model) = parse_path(path);
+        let model = match model {
+            Some(model) => Arc::from(model.as_ref()),
+            None => self.inner.no_model.clone(),
+        };
+        BedrockCall::new(BedrockKey { region, model }, operation)
+    }
+
+    /// The key and operation of `request`.
+    pub fn call_of<Req: BedrockRequest>(&self, request: &Req) -> BedrockCall {
+        self.call(request.host(), request.path())
+    }
+
+    /// The reservation for `call` with `body` (`None` when it is not in memory).
+    pub fn estimate(&self, call: &BedrockCall, body: Option<&[u8]>) -> RequestEstimate {
+        let info = self.model_info(call.key().model());
+        self.inner.estimator.estimate(call.operation(), info, body)
+    }
+
+    /// The layer that tags responses, buffers error bodies and rewrites first-frame stream
+    /// exceptions; it belongs innermost, under the token budget.
+    pub fn response_layer(&self) -> BedrockResponseLayer {
+        BedrockResponseLayer::new(self.clone())
+    }
+
+    /// Settles `reservation` from `response`, now or when its body ends; the [`Settle`]
+    /// implementations call this with a [`Permit`]. Any other [`Reservation`] works, to observe
+    /// settlements.
+    pub fn settle_with<Res, R>(&self, response: Res, reservation: R) -> Res::Output
+    where
+        Res: SettleResponse<R>,
+        R: Reservation,
+    {
+        response.settle_response(self, reservation)
+    }
+
+    fn plan<'a>(
+        &self,
+        status: u16,
+        header: impl Fn(&str) -> Option<&'a str>,
+        call: Option<&BedrockCall>,
+    ) -> Plan {
+        if !(200..300).contains(&status) {
+            // Bedrock rejects before it reserves; throttles are fed back by the classifier.
+            return Plan::Now(0);
+        }
+        if call.is_some_and(|c| !c.operation().uses_token_quota()) {
+            return Plan::Now(0);
+        }
+        let burndown = call.map_or(UNTAGGED_BURNDOWN, |c| self.output_burndown(c.key().model()));
+        if let Some(usage) = Usage::from_headers(&header) {
+            return Plan::Now(usage.quota_tokens(burndown));
+        }
+        let observer =
+            if header("content-type").is_some_and(|ct| ct.starts_with(EVENT_STREAM_CONTENT_TYPE)) {
+                let bytes_per_token = u64::from(self.inner.estimator.bytes_per_token().get());
+                Observer::events(bytes_per_token)
+            } else {
+                Observer::json()
+            };
+        Plan::Observe(observer, burndown)
+    }
+}
+
+enum Plan {
+    Now(u64),
+    Observe(Observer, u64),
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A response type [`Bedrock::settle_with`] can settle from: `http::Response<B>` and (feature
+/// `sdk`) the SDK's `HttpResponse`. Sealed.
+pub trait SettleResponse<R: Reservation>: sealed::Sealed + Sized {
+    /// The response handed on (its body wrapped when settlement must wait for it).
+    type Output;
+    /// Settles `reservation` from this response.
+    fn settle_response(self, bedrock: &Bedrock, reservation: R) -> Self::Output;
+}
+
+impl<B> sealed::Sealed for http::Response<B> {}
+
+impl<B, R: Reservation> SettleResponse<R> for http::Response<B> {
+    type Output = http::Response<SettlingBody<B, R>>;
+
+    fn settle_response(self, bedrock: &Bedrock, reservation: R) -> Self::Output {
+        let plan = bedrock.plan(
+            self.status().as_u16(),
+            |name| self.headers().get(name).and_then(|v| v.to_str().ok()),
+            self.extensions().get::<BedrockCall>(),
+        );
+        match plan {
+            Plan::Now(amount) => {
+                reservation.settle(amount);
+                self.map(SettlingBody::settled)
+            }
+            Plan::Observe(observer, burndown) => {
+                self.map(|body| SettlingBody::observing(body, reservation, burndown, observer))
+            }
+        }
+    }
+}
+
+fn classify_parts<'a>(
+    status: u16,
+    header: impl Fn(&str) -> Option<&'a str>,
+    error: Option<&BedrockError>,
+    body: Option<&[u8]>,
+) -> Classification {
+    if (200..300).contains(&status) {
+        return Classification::success();
+    }
+    let parsed;
+    let error = match error {
+        Some(error) => error,
+        None => {
+            parsed = BedrockError::from_parts(header("x-amzn-errortype"), body.unwrap_or_default());
+            &parsed
+        }
+    };
+    Classification::new(classify_error(status, error)).with_retry_after(retry_after(
+        header("x-amz-retry-after"),
+        header("retry-after"),
+    ))
+}
+
+impl<B> QuotaKey<http::Request<B>> for Bedrock {
+    type Key = BedrockKey;
+    fn quota_key(&self, request: &http::Request<B>) -> BedrockKey {
+        self.call_of(request).into_key()
+    }
+}
+
+impl<B: BodyBytes> EstimateTokens<http::Request<B>> for Bedrock {
+    fn estimate_tokens(&self, request: &http::Request<B>) -> u64 {
+        let call = self.call_of(request);
+        self.estimate(&call, request.body().body_bytes()).total()
+    }
+}
+
+impl<B: Clone> CloneRequest<http::Request<B>> for Bedrock {
+    fn clone_request(&self, request: &http::Request<B>) -> Option<http::Request<B>> {
+        Some(request.clone())
+    }
+}
+
+impl<B> Settle<http::Response<B>> for Bedrock {
+    type Output = http::Response<SettlingBody<B>>;
+    fn settle(&self, response: http::Response<B>, permit: Permit) -> Self::Output {
+        self.settle_with(response, permit)
+    }
+}
+
+/// Responses: from the status, `x-amzn-ErrorType`, retry-after headers and the
+/// [`BedrockError`] extension ([`BedrockResponseLayer`] attaches it; without it only the status
+/// and header count, so throttles are `Unknown`). Errors of the inner service are `Transient`.
+impl<B, E> Classify<http::Response<B>, E> for Bedrock {
+    fn classify(&self, result: Result<&http::Response<B>, &E>) -> Classification {
+        match result {
+            Ok(response) => classify_parts(
+                response.status().as_u16(),
+                |name| response.headers().get(name).and_then(|v| v.to_str().ok()),
+                response.extensions().get::<BedrockError>(),
+                None,
+            ),
+            Err(_) => Classification::transient(),
+        }
+    }
+}
+
+/// The classification of a response from its status, a header lookup (lower-case names) and its
+/// error body in memory: what the [`Classify`] implementations compute when no
+/// [`BedrockError`] extension is present.
+///
+/// ```
+/// use bedrock_throttle::bedrock::classify_response_parts;
+/// use bedrock_throttle::classify::ThrottleCause;
+/// use std::time::Duration;
+///
+/// let c = classify_response_parts(
+///     429,
+///     |name| (name == "x-amz-retry-after").then_some("250"),
+///     br#"{"__type":"ThrottlingException","message":"Too many requests, please wait before trying again."}"#,
+/// );
+/// assert_eq!(c.throttle_cause(), Some(ThrottleCause::Requests));
+/// assert_eq!(c.retry_after, Some(Duration::from_millis(250)));
+/// ```
+pub fn classify_response_parts<'a>(
+    status: u16,
+    header: impl Fn(&str) -> Option<&'a str>,
+    body: &[u8],
+) -> Classification {
+    classify_parts(status, header, None, Some(body))
+}
+
+#[cfg(feature = "sdk")]
+mod sdk {
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::retry::ErrorKind;
+    use bytes::Bytes;
+
+    use super::{Bedrock, Plan, classify_parts};
+    use crate::BoxError;
+    use crate::bedrock::error::BedrockError;
+    use crate::bedrock::key::{BedrockCall, BedrockKey};
+    use crate::bedrock::settle::{Reservation, SettlingBody};
+    use crate::budget::Permit;
+    use crate::classify::{
+        Classification, Classify, CloneRequest, EstimateTokens, QuotaKey, Settle, ThrottleCause,
+    };
+
+    impl QuotaKey<HttpRequest> for Bedrock {
+        type Key = BedrockKey;
+        fn quota_key(&self, request: &HttpRequest) -> BedrockKey {
+            self.call_of(request).into_key()
+        }
+    }
+
+    /// From the in-memory body (`SdkBody::bytes()`); a streaming body is estimated at the
+    /// configured allowance plus the model's maximum output.
+    impl EstimateTokens<HttpRequest> for Bedrock {
+        fn estimate_tokens(&self, request: &HttpRequest) -> u64 {
+            let call = self.call_of(request);
+            self.estimate(&call, request.body().bytes()).total()
+        }
+    }
+
+    /// `HttpRequest::try_clone`: in-memory bodies only (extensions are not copied).
+    impl CloneRequest<HttpRequest> for Bedrock {
+        fn clone_request(&self, request: &HttpRequest) -> Option<HttpRequest> {
+            request.try_clone()
+        }
+    }
+
+    impl super::sealed::Sealed for HttpResponse {}
+
+    impl<R: Reservation + Sync> super::SettleResponse<R> for HttpResponse {
+        type Output = HttpResponse;
+
+        fn settle_response(mut self, bedrock: &Bedrock, reservation: R) -> HttpResponse {
+            let plan = bedrock.plan(
+                self.status().as_u16(),
+                |name| self.headers().get(name),
+                self.extension::<BedrockCall>(),
+            );
+            match plan {
+                Plan::Now(amount) => reservation.settle(amount),
+                Plan::Observe(mut observer, burndown) => match self.body().bytes() {
+                    Some(bytes) => {
+                        // Already in memory: settle now, leave the body as it is.
+                        observer.observe(&Bytes::copy_from_slice(bytes));
+                        let reserved = reservation.reserved();
+                        reservation.settle(observer.amount(reserved, burndown, true));
+                    }
+                    None => {
+                        let body = self.take_body();
+                        let body = SettlingBody::observing(body, reservation, burndown, observer);
+                        *self.body_mut() = SdkBody::from_body_1_x(body);
+                    }
+                },
+            }
+            self
+        }
+    }
+
+    impl Settle<HttpResponse> for Bedrock {
+        type Output = HttpResponse;
+        fn settle(&self, response: HttpResponse, permit: Permit) -> HttpResponse {
+            self.settle_with(response, permit)
+        }
+    }
+
+    /// The classification of a connector error, as the SDK would retry it: timeouts and I/O
+    /// errors are transient, `other(_, Some(kind))` follows the kind (a throttling kind is a
+    /// throttle of unknown cause), user errors and unclassified ones are fatal.
+    pub fn classify_connector_error(error: &ConnectorError) -> Classification {
+        if error.is_timeout() || error.is_io() {
+            return Classification::transient();
+        }
+        match error.as_other() {
+            Some(ErrorKind::ThrottlingError) => Classification::throttled(ThrottleCause::Unknown),
+            Some(ErrorKind::TransientError | ErrorKind::ServerError) => Classification::transient(),
+            _ => Classification::fatal(),
+        }
+    }
+
+    fn classify_sdk_response(response: &HttpResponse) -> Classification {
+        classify_parts(
+            response.status().as_u16(),
+            |name| response.headers().get(name),
+            response.extension::<BedrockError>(),
+            response.body().bytes(),
+        )
+    }
+
+    impl Classify<HttpResponse, ConnectorError> for Bedrock {
+        fn classify(&self, result: Result<&HttpResponse, &ConnectorError>) -> Classification {
+            match result {
+                Ok(response) => classify_sdk_response(response),
+                Err(error) => classify_connector_error(error),
+            }
+        }
+    }
+
+    /// Errors: a [`ConnectorError`] as in [`classify_connector_error`], anything else
+    /// transient.
+    impl Classify<HttpResponse, BoxError> for Bedrock {
+        fn classify(&self, result: Result<&HttpResponse, &BoxError>) -> Classification {
+            match result {
+                Ok(response) => classify_sdk_response(response),
+                Err(error) => match error.downcast_ref::<ConnectorError>() {
+                    Some(error) => classify_connector_error(error),
+                    None => Classification::transient(),
+                },
+            }
+        }
+    }
+}
+
+#[cfg(feature = "sdk")]
+pub use sdk::classify_connector_error;

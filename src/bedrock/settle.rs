@@ -1,0 +1,334 @@
+//! Settling a reservation from the response, even when the usage only arrives at the end of a
+//! streamed body.
+//!
+//! The usage of a Converse call is in its JSON body, and that of a stream in its last event, so
+//! settlement cannot happen when the response head arrives. The reservation therefore travels
+//! with the body: [`SettlingBody`] passes every frame through unchanged while observing it, and
+//! settles when the body ends, fails, or is dropped.
+//!
+//! | response | settles |
+//! |---|---|
+//! | not 2xx | 0, at once: Bedrock rejects before it reserves (the classifier feeds the throttle back to the limiter) |
+//! | CountTokens, ApplyGuardrail, unknown paths | 0, at once: they draw on no token quota |
+//! | usage headers (InvokeModel) | the usage, at once |
+//! | event stream | the final usage at the end; if the stream ends or is dropped without it, `max(reservation, usage seen so far)` with output counted from the deltas |
+//! | any other body (Converse JSON) | the body's `usage` at the end (read from a copy of at most 4 MiB); the reservation if there is none or the body is dropped early |
+//!
+//! The output burndown is that of the request's model, which the response only knows when
+//! [`BedrockResponseLayer`](super::BedrockResponseLayer) tagged it with a
+//! [`BedrockCall`](super::BedrockCall); untagged responses assume 5, the largest burndown
+//! Bedrock applies (conservative).
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::usage::{StreamUsage, Usage};
+use crate::budget::Permit;
+
+/// Where a settlement goes: the engine's [`Permit`], or anything else that wants to know what a
+/// call cost (a test probe, a metrics sink).
+///
+/// Dropping an unsettled reservation must charge its full amount, as [`Permit`] does.
+pub trait Reservation: Send + 'static {
+    /// The amount reserved.
+    fn reserved(&self) -> u64;
+    /// Settles with the amount really used.
+    fn settle(self, actual: u64);
+}
+
+impl Reservation for Permit {
+    fn reserved(&self) -> u64 {
+        Permit::reserved(self)
+    }
+    fn settle(self, actual: u64) {
+        Permit::settle(self, actual);
+    }
+}
+
+/// The most bytes of a non-stream body kept to read its usage at the end.
+pub(crate) const JSON_USAGE_LIMIT: usize = 4 << 20;
+/// The most bytes of one incomplete event-stream frame kept while observing a stream.
+pub(crate) const FRAME_LIMIT: usize = 1 << 20;
+
+/// How a body is observed until it settles.
+pub(crate) enum Observer {
+    /// A copy of the body (shared `Bytes`), parsed for `usage` at the end.
+    Json {
+        chunks: Vec<Bytes>,
+        len: usize,
+        overflow: bool,
+    },
+    /// An event stream, decoded frame by frame.
+    Events(Box<EventObserver>),
+}
+
+impl Observer {
+    pub(crate) fn json() -> Self {
+        Observer::Json {
+            chunks: Vec::new(),
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    pub(crate) fn events(bytes_per_token: u64) -> Self {
+        Observer::Events(Box::new(EventObserver {
+            decoder: MessageFrameDecoder::new(),
+            pending: BytesMut::new(),
+            usage: StreamUsage::default(),
+            broken: false,
+            bytes_per_token,
+        }))
+    }
+
+    pub(crate) fn observe(&mut self, data: &Bytes) {
+        match self {
+            Observer::Json {
+                chunks,
+                len,
+                overflow,
+            } => {
+                if *overflow || data.is_empty() {
+                    return;
+                }
+                *len += data.len();
+                if *len > JSON_USAGE_LIMIT {
+                    *overflow = true;
+                    chunks.clear();
+                } else {
+                    chunks.push(data.clone());
+                }
+            }
+            Observer::Events(events) => events.observe(data),
+        }
+    }
+
+    /// The amount to settle once the body has ended (`end = true`) or stopped early.
+    pub(crate) fn amount(&self, reserved: u64, burndown: u64, end: bool) -> u64 {
+        match self {
+            Observer::Json {
+                chunks, overflow, ..
+            } => {
+                if !end || *overflow {
+                    return reserved;
+                }
+                let usage = match chunks.as_slice() {
+                    [] => None,
+                    [one] => Usage::from_json(one),
+                    many => {
+                        let mut all = Vec::with_capacity(many.iter().map(Bytes::len).sum());
+                        many.iter().for_each(|c| all.extend_from_slice(c));
+                        Usage::from_json(&all)
+                    }
+                };
+                usage.map_or(reserved, |u| u.quota_tokens(burndown))
+            }
+            Observer::Events(events) => match events.usage.final_usage {
+                Some(usage) => usage.quota_tokens(burndown),
+                None => reserved.max(events.usage.seen_quota_tokens(burndown)),
+            },
+        }
+    }
+}
+
+/// Decodes an event stream incrementally, without copying whole frames when they arrive whole.
+pub(crate) struct EventObserver {
+    decoder: MessageFrameDecoder,
+    /// Bytes of a frame that is not complete yet.
+    pending: BytesMut,
+    usage: StreamUsage,
+    /// The stream could not be decoded: stop looking (the usage seen so far still counts).
+    broken: bool,
+    bytes_per_token: u64,
+}
+
+impl EventObserver {
+    fn observe(&mut self, data: &Bytes) {
+        if self.broken {
+            return;
+        }
+        if self.pending.is_empty() {
+            let mut cursor = data.clone();
+            self.decode(&mut cursor);
+            if !self.broken && cursor.has_remaining() {
+                self.pending.extend_from_slice(&cursor);
+            }
+        } else {
+            self.pending.extend_from_slice(data);
+            let mut pending = std::mem::take(&mut self.pending);
+            self.decode(&mut pending);
+            self.pending = pending;
+        }
+        if self.pending.len() > FRAME_LIMIT {
+            self.broken = true;
+        }
+        if self.broken {
+            self.pending = BytesMut::new();
+        }
+    }
+
+    fn decode<B: Buf>(&mut self, buf: &mut B) {
+        loop {
+            match self.decoder.decode_frame(&mut *buf) {
+                Ok(DecodedFrame::Complete(message)) => {
+                    self.usage.observe(&message, self.bytes_per_token);
+                }
+                Ok(DecodedFrame::Incomplete) => return,
+                Err(_) => {
+                    self.broken = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A reservation on its way to settlement, with what is needed to compute the amount.
+pub(crate) struct Settlement<R: Reservation> {
+    reservation: Option<R>,
+    burndown: u64,
+    observer: Option<Observer>,
+}
+
+impl<R: Reservation> Settlement<R> {
+    fn finish(&mut self, end: bool) {
+        if let Some(reservation) = self.reservation.take() {
+            let reserved = reservation.reserved();
+            let amount = self
+                .observer
+                .take()
+                .map_or(reserved, |o| o.amount(reserved, self.burndown, end));
+            reservation.settle(amount);
+        }
+        self.observer = None;
+    }
+}
+
+impl<R: Reservation> Drop for Settlement<R> {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+pin_project! {
+    /// A response body that settles a reservation from what flows through it.
+    ///
+    /// Every frame passes through unchanged. The reservation settles when the body ends (with
+    /// the usage it carried), when it fails or is dropped early (with
+    /// `max(reservation, usage seen so far)` for streams, the reservation otherwise), or at
+    /// once when the response head already said everything. See the [module docs](self).
+    pub struct SettlingBody<B, R: Reservation = Permit> {
+        #[pin]
+        inner: B,
+        settlement: Settlement<R>,
+    }
+}
+
+impl<B, R: Reservation> SettlingBody<B, R> {
+    /// A body that settles `reservation` at the end of `inner`, observed by `observer`.
+    pub(crate) fn observing(inner: B, reservation: R, burndown: u64, observer: Observer) -> Self {
+        Self {
+            inner,
+            settlement: Settlement {
+                reservation: Some(reservation),
+                burndown,
+                observer: Some(observer),
+            },
+        }
+    }
+
+    /// A body with nothing left to settle.
+    pub(crate) fn settled(inner: B) -> Self {
+        Self {
+            inner,
+            settlement: Settlement {
+                reservation: None,
+                burndown: 0,
+                observer: None,
+            },
+        }
+    }
+
+    /// Whether the reservation is still waiting for the end of the body.
+    pub fn is_pending(&self) -> bool {
+        self.settlement.reservation.is_some()
+    }
+
+    /// The wrapped body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+
+    /// The wrapped body, mutably. Reading from it directly bypasses the observation.
+    pub fn get_mut(&mut self) -> &mut B {
+        &mut self.inner
+    }
+
+    /// Settles now, as if the body were dropped, and returns the inner body.
+    pub fn into_inner(self) -> B {
+        let SettlingBody {
+            inner,
+            mut settlement,
+        } = self;
+        settlement.finish(false);
+        inner
+    }
+}
+
+impl<B, R> Body for SettlingBody<B, R>
+where
+    B: Body<Data = Bytes>,
+    R: Reservation,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let polled = ready!(this.inner.as_mut().poll_frame(cx));
+        let settlement = this.settlement;
+        match &polled {
+            Some(Ok(frame)) => {
+                if settlement.reservation.is_some() {
+                    if let (Some(data), Some(observer)) =
+                        (frame.data_ref(), settlement.observer.as_mut())
+                    {
+                        observer.observe(data);
+                    }
+                    if this.inner.is_end_stream() {
+                        settlement.finish(true);
+                    }
+                }
+            }
+            Some(Err(_)) => settlement.finish(false),
+            None => settlement.finish(true),
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: fmt::Debug, R: Reservation> fmt::Debug for SettlingBody<B, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SettlingBody")
+            .field("inner", &self.inner)
+            .field("pending", &self.settlement.reservation.is_some())
+            .finish()
+    }
+}
