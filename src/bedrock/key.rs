@@ -143,6 +143,11 @@ impl BedrockCall {
     pub fn operation(&self) -> Operation {
         self.operation
     }
+
+    /// The quota key, by value.
+    pub fn into_key(self) -> BedrockKey {
+        self.key
+    }
 }
 
 /// What a request path says: the operation and, for model operations, the decoded model id.

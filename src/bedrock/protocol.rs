@@ -272,7 +272,7 @@ fn classify_parts<'a>(
 impl<B> QuotaKey<http::Request<B>> for Bedrock {
     type Key = BedrockKey;
     fn quota_key(&self, request: &http::Request<B>) -> BedrockKey {
-        self.call_of(request).key().clone()
+        self.call_of(request).into_key()
     }
 }
 
@@ -359,7 +359,7 @@ mod sdk {
     impl QuotaKey<HttpRequest> for Bedrock {
         type Key = BedrockKey;
         fn quota_key(&self, request: &HttpRequest) -> BedrockKey {
-            self.call_of(request).key().clone()
+            self.call_of(request).into_key()
         }
     }
 

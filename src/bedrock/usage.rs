@@ -236,6 +236,12 @@ struct ChunkJson {
 }
 
 #[derive(Deserialize)]
+struct MetricsOnly {
+    #[serde(rename = "amazon-bedrock-invocationMetrics", default)]
+    metrics: Option<InvocationMetrics>,
+}
+
+#[derive(Deserialize)]
 struct ChunkMessage {
     #[serde(default)]
     usage: Option<AnyUsage>,
@@ -313,6 +319,13 @@ impl StreamUsage {
             return;
         };
         let Ok(chunk) = serde_json::from_slice::<ChunkJson>(&json) else {
+            // A field of a shape this module does not expect must not hide the final metrics.
+            if let Ok(MetricsOnly {
+                metrics: Some(metrics),
+            }) = serde_json::from_slice(&json)
+            {
+                self.final_usage = Some(metrics.usage());
+            }
             return;
         };
         if let Some(metrics) = chunk.metrics {
@@ -476,6 +489,10 @@ mod tests {
         assert_eq!(seen.seen_quota_tokens(1), 12 + 9);
         seen.observe(&chunk(r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":12,"outputTokenCount":10,"invocationLatency":5,"firstByteLatency":1}}"#), 3);
         assert_eq!(seen.final_usage.unwrap().quota_tokens(5), 62);
+        // A field of an unexpected shape does not hide the metrics.
+        let mut odd = StreamUsage::default();
+        odd.observe(&chunk(r#"{"generation":null,"delta":"x","amazon-bedrock-invocationMetrics":{"inputTokenCount":3,"outputTokenCount":4}}"#), 3);
+        assert_eq!(odd.final_usage.unwrap().quota_tokens(1), 7);
         // Garbage payloads are ignored.
         seen.observe(&event("chunk", "{"), 3);
         seen.observe(&event("chunk", r#"{"bytes":"!!!"}"#), 3);

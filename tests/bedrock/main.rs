@@ -1499,4 +1499,184 @@ mod sdk {
         assert_eq!(response.status().as_u16(), 200);
         assert_eq!(drain_sdk(response.take_body()).await, bytes);
     }
+
+    // --- through the real SDK client ----------------------------------------------------------
+
+    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
+    use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message as SdkMessage};
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use tower::util::BoxCloneSyncService;
+
+    type Stack = BoxCloneSyncService<HttpRequest, HttpResponse, ConnectorError>;
+
+    /// An `HttpClient` that sends every attempt through a Tower stack.
+    #[derive(Clone)]
+    struct StackClient(Stack);
+
+    impl std::fmt::Debug for StackClient {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("StackClient")
+        }
+    }
+
+    impl HttpConnector for StackClient {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let service = self.0.clone();
+            HttpConnectorFuture::new(async move { service.oneshot(request).await })
+        }
+    }
+
+    impl HttpClient for StackClient {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    /// An SDK client whose transport answers with `respond`, under the response layer and a
+    /// settlement into `probe`.
+    fn sdk_client(
+        probe: Probe,
+        respond: impl Fn(&HttpRequest) -> HttpResponse + Send + Sync + Clone + 'static,
+    ) -> aws_sdk_bedrockruntime::Client {
+        let bedrock = Bedrock::new();
+        let transport = tower::service_fn(move |request: HttpRequest| {
+            let response = respond(&request);
+            async move { Ok::<_, ConnectorError>(response) }
+        });
+        let settling = bedrock.clone();
+        let stack = ServiceBuilder::new()
+            .map_response(move |response: HttpResponse| {
+                settling.settle_with(response, probe.clone())
+            })
+            .layer(bedrock.response_layer())
+            .service(transport);
+        let config = aws_sdk_bedrockruntime::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "AK", "SK", None, None, "test",
+            ))
+            .endpoint_url("http://127.0.0.1:9")
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+            .http_client(StackClient(BoxCloneSyncService::new(stack)))
+            .build();
+        aws_sdk_bedrockruntime::Client::from_conf(config)
+    }
+
+    fn user_message(text: &str) -> SdkMessage {
+        SdkMessage::builder()
+            .role(ConversationRole::User)
+            .content(ContentBlock::Text(text.into()))
+            .build()
+            .unwrap()
+    }
+
+    fn streaming(bytes: Vec<u8>) -> HttpResponse {
+        let mut response = sdk_response(200, SdkBody::from_body_1_x(chunked(&bytes, 7)));
+        response
+            .headers_mut()
+            .insert("content-type", "application/vnd.amazon.eventstream");
+        response
+    }
+
+    #[tokio::test]
+    async fn sdk_converse_settles_after_the_sdk_reads_the_body() {
+        let probe = Probe::new(64_000);
+        let client = sdk_client(probe.clone(), |request| {
+            assert!(
+                request
+                    .uri()
+                    .ends_with("/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/converse")
+            );
+            let body = json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": "Hi!"}]}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": 1000, "outputTokens": 100, "totalTokens": 1100},
+                "metrics": {"latencyMs": 1}
+            });
+            let mut response = sdk_response(
+                200,
+                SdkBody::from_body_1_x(chunked(body.to_string().as_bytes(), 16)),
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "application/json");
+            response
+        });
+        let output = client
+            .converse()
+            .model_id(SONNET_4)
+            .messages(user_message("Hello"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(output.usage().unwrap().output_tokens(), 100);
+        assert_eq!(probe.settled(), vec![1_500]);
+    }
+
+    #[tokio::test]
+    async fn sdk_sees_a_first_frame_exception_as_a_modeled_throttle() {
+        let probe = Probe::new(64_000);
+        let client = sdk_client(probe.clone(), |_| {
+            let mut messages = vec![exception(
+                "throttlingException",
+                "Too many tokens, please wait before trying again.",
+            )];
+            messages.extend(converse_stream(1, 1));
+            streaming(frames(&messages))
+        });
+        let error = client
+            .converse_stream()
+            .model_id(SONNET_4)
+            .messages(user_message("Hello"))
+            .send()
+            .await
+            .unwrap_err();
+        let error = error.into_service_error();
+        assert!(error.is_throttling_exception(), "{error:?}");
+        assert_eq!(
+            error.meta().message(),
+            Some("Too many tokens, please wait before trying again.")
+        );
+        assert_eq!(probe.settled(), vec![0], "rejected before reserving");
+    }
+
+    #[tokio::test]
+    async fn sdk_reads_the_replayed_stream_and_it_settles_from_metadata() {
+        let probe = Probe::new(10);
+        let client = sdk_client(probe.clone(), |_| {
+            streaming(frames(&converse_stream(1000, 100)))
+        });
+        let mut output = client
+            .converse_stream()
+            .model_id(SONNET_4)
+            .messages(user_message("Hello"))
+            .send()
+            .await
+            .unwrap();
+        let mut text = String::new();
+        let mut usage = None;
+        while let Some(event) = output.stream.recv().await.unwrap() {
+            use aws_sdk_bedrockruntime::types::{ContentBlockDelta, ConverseStreamOutput};
+            match event {
+                ConverseStreamOutput::ContentBlockDelta(delta) => {
+                    if let Some(ContentBlockDelta::Text(t)) = delta.delta() {
+                        text.push_str(t);
+                    }
+                }
+                ConverseStreamOutput::Metadata(metadata) => usage = metadata.usage().cloned(),
+                _ => {}
+            }
+        }
+        assert_eq!(text, "Hello world!");
+        assert_eq!(usage.unwrap().input_tokens(), 1000);
+        assert_eq!(probe.settled(), vec![1_500]);
+    }
 }
