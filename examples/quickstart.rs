@@ -1,10 +1,11 @@
-//! The quickstart: one burst of concurrent Converse calls at twice the quota, sent through three
-//! clients, against an emulated Bedrock that enforces the quota with the real wire format.
+//! The quickstart: the same burst of Converse calls, at twice the quota for three windows, sent
+//! through three clients against an emulated Bedrock that enforces the quota with the real wire
+//! format.
 //!
 //! ```text
 //! cargo run --release --example quickstart            # embedded emulator, no AWS account
 //! cargo run --release --example quickstart -- --json  # one JSON object per client
-//! cargo run --release --example quickstart -- --endpoint-url http://127.0.0.1:8080 --tpm 100000 --window-secs 4
+//! cargo run --release --example quickstart -- --endpoint-url http://127.0.0.1:8080 --tpm 100000 --window-secs 2
 //! cargo run --release --example quickstart -- --live --model us.anthropic.claude-sonnet-4-20250514-v1:0 --region us-east-1 --tpm 200000
 //! ```
 //!
@@ -58,7 +59,7 @@ fn parse_args() -> Options {
         region: "us-east-1".to_owned(),
         rpm: None,
         tpm: 100_000,
-        window: Duration::from_secs(4),
+        window: Duration::from_secs(2),
         requests: None,
     };
     let mut args = std::env::args().skip(1);
@@ -99,6 +100,12 @@ fn parse_args() -> Options {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let o = parse_args();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let bedrock = Bedrock::new().region(o.region.clone());
     let burndown = bedrock.output_burndown(&o.model);
 
@@ -129,18 +136,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (None, None) => None,
     };
 
-    // A burst whose demand is about twice the quota: the mean call settles about
-    // 400 input + 5 × 200 output tokens with Claude 4's burndown.
-    let per_call = 400 + 200 * burndown;
+    // Demand at about twice the quota for SPREAD windows: the mean call settles about
+    // 415 input + 5 × 210 output tokens with Claude 4's burndown, and calls arrive evenly.
+    const SPREAD: u32 = 3;
+    let per_call = 415 + 210 * burndown;
     let count = o
         .requests
-        .unwrap_or(((2 * o.tpm) / per_call).max(1) as usize);
-    let calls = load::mixed_calls(42, count, Duration::ZERO);
+        .unwrap_or(((2 * o.tpm * u64::from(SPREAD)) / per_call).max(1) as usize);
+    let calls = load::mixed_calls(42, count, o.window * SPREAD);
 
     if !o.json {
         println!(
-            "bedrock-throttle quickstart: {count} concurrent Converse calls to {} at ~2x a quota of \
-             {} tokens per {:?} window{}",
+            "bedrock-throttle quickstart: {count} Converse calls to {} over {SPREAD} windows, ~2x a \
+             quota of {} tokens per {:?} window{}",
             o.model,
             o.tpm,
             o.window,

@@ -260,24 +260,24 @@ pub struct Report {
     pub errors: std::collections::BTreeMap<String, usize>,
 }
 
-/// Quota utilisation: quota tokens settled by successful calls in each FULL window from the
-/// start of the run (bucketed by the time each call ended), divided by the quota, averaged over
-/// those windows. The last, partial window is left out: the run ends inside it, so it cannot be
-/// full whatever the client does. A run shorter than one window counts as one window.
+/// Quota utilisation: quota tokens settled by successful calls per window, divided by the
+/// quota, over the saturated part of the run. Calls are bucketed by the time they ended. The
+/// first window is left out (it starts on an empty quota, and reservation-based admission lets
+/// its settled tokens exceed the quota when output burns down 5x), and so is the last, partial
+/// window (the run ends inside it). A run shorter than three windows is measured over all of
+/// its full windows, or as one window if it has none.
 pub fn utilization(outcomes: &[CallOutcome], burndown: u64, quota: u64, window: Duration) -> f64 {
     let end = outcomes.iter().map(|o| o.ended).max().unwrap_or_default();
     let full = (end.as_secs_f64() / window.as_secs_f64()).floor() as u32;
-    let (windows, horizon) = if full == 0 {
-        (1.0, end)
-    } else {
-        (f64::from(full), window * full)
+    let (from, to) = match full {
+        0 => (Duration::ZERO, end),
+        1 | 2 => (Duration::ZERO, window * full),
+        _ => (window, window * full),
     };
-    if windows <= 0.0 {
-        return 0.0;
-    }
+    let windows = ((to - from).as_secs_f64() / window.as_secs_f64()).max(1.0);
     let settled: u64 = outcomes
         .iter()
-        .filter(|o| o.ended <= horizon)
+        .filter(|o| o.ended > from && o.ended <= to)
         .filter_map(|o| o.result.as_ref().ok())
         .map(|(input, output)| input + output * burndown)
         .sum();

@@ -449,16 +449,23 @@ mod sdk {
         }
     }
 
-    /// Errors: a [`ConnectorError`] as in [`classify_connector_error`], anything else
+    /// Errors: a [`ConnectorError`] as in [`classify_connector_error`]; the crate's own
+    /// [`AdmissionError`](crate::budget::AdmissionError) is fatal (the limiter already decided
+    /// the request cannot be admitted in time: retrying would only wait again); anything else is
     /// transient.
     impl Classify<HttpResponse, BoxError> for Bedrock {
         fn classify(&self, result: Result<&HttpResponse, &BoxError>) -> Classification {
             match result {
                 Ok(response) => classify_sdk_response(response),
-                Err(error) => match error.downcast_ref::<ConnectorError>() {
-                    Some(error) => classify_connector_error(error),
-                    None => Classification::transient(),
-                },
+                Err(error) => {
+                    if let Some(error) = error.downcast_ref::<ConnectorError>() {
+                        classify_connector_error(error)
+                    } else if error.is::<crate::budget::AdmissionError>() {
+                        Classification::fatal()
+                    } else {
+                        Classification::transient()
+                    }
+                }
             }
         }
     }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::Client;
-use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region, StalledStreamProtectionConfig};
+use aws_sdk_bedrockruntime::config::{
+    BehaviorVersion, Credentials, Region, StalledStreamProtectionConfig,
+};
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
@@ -51,7 +53,11 @@ async fn converse(client: &Client, text: &str, max_tokens: i32) -> Result<(u64, 
         .converse()
         .model_id(SONNET4)
         .messages(user(text))
-        .inference_config(InferenceConfiguration::builder().max_tokens(max_tokens).build())
+        .inference_config(
+            InferenceConfiguration::builder()
+                .max_tokens(max_tokens)
+                .build(),
+        )
         .send()
         .await
         .map(|out| {
@@ -170,11 +176,14 @@ async fn a_stream_failing_before_its_first_event_is_retried() {
         .await
         .unwrap();
     let throttle = throttle(Duration::from_secs(60))
-        .backoff(bedrock_throttle::retry::Backoff::new(
-            Duration::from_millis(10),
-            2.0,
-            Duration::from_millis(50),
-        ).unwrap())
+        .backoff(
+            bedrock_throttle::retry::Backoff::new(
+                Duration::from_millis(10),
+                2.0,
+                Duration::from_millis(50),
+            )
+            .unwrap(),
+        )
         .build()
         .unwrap();
     let client = client(&emulator, &throttle);
@@ -245,7 +254,11 @@ async fn a_stream_failing_after_events_reaches_the_caller() {
     let ours = throttle.tokens_budget().stats(&key()).unwrap();
     assert_eq!(ours.outstanding, 0, "the permit settled");
     assert!(ours.used > 0);
-    assert_eq!(emulator.stats().model(SONNET4).counters.requests, 1, "not retried");
+    assert_eq!(
+        emulator.stats().model(SONNET4).counters.requests,
+        1,
+        "not retried"
+    );
 }
 
 /// A wait longer than the cap fails at once with a throttling error the SDK can see.
@@ -290,16 +303,23 @@ async fn stalled_stream_protection_does_not_fire_during_waits() {
         .quota(SONNET4, bedrock_throttle::sdk::Quota::requests(1))
         .build()
         .unwrap();
-    let config = throttle.configure(sdk_config(&emulator)).stalled_stream_protection(
-        StalledStreamProtectionConfig::enabled()
-            .grace_period(Duration::from_millis(200))
-            .build(),
-    );
+    let config = throttle
+        .configure(sdk_config(&emulator))
+        .stalled_stream_protection(
+            StalledStreamProtectionConfig::enabled()
+                .grace_period(Duration::from_millis(200))
+                .build(),
+        );
     let client = Client::from_conf(config.build());
     converse(&client, "first", 10).await.unwrap();
     // This one waits about one window in the limiter, far past the 200 ms grace period.
-    converse(&client, "second", 10).await.expect("no ThroughputBelowMinimum");
-    assert_eq!(emulator.stats().model(SONNET4).counters.throttled_requests, 0);
+    converse(&client, "second", 10)
+        .await
+        .expect("no ThroughputBelowMinimum");
+    assert_eq!(
+        emulator.stats().model(SONNET4).counters.throttled_requests,
+        0
+    );
 }
 
 /// Every operation works through the layered client, and bad bodies are refused by the server
@@ -338,12 +358,14 @@ async fn every_operation_and_bad_bodies() {
     let count = client
         .count_tokens()
         .model_id(SONNET4)
-        .input(aws_sdk_bedrockruntime::types::CountTokensInput::InvokeModel(
-            aws_sdk_bedrockruntime::types::InvokeModelTokensRequest::builder()
-                .body(Blob::new(body.to_vec()))
-                .build()
-                .unwrap(),
-        ))
+        .input(
+            aws_sdk_bedrockruntime::types::CountTokensInput::InvokeModel(
+                aws_sdk_bedrockruntime::types::InvokeModelTokensRequest::builder()
+                    .body(Blob::new(body.to_vec()))
+                    .build()
+                    .unwrap(),
+            ),
+        )
         .send()
         .await
         .unwrap();
@@ -352,7 +374,10 @@ async fn every_operation_and_bad_bodies() {
     // Invalid JSON, and an Anthropic body without max_tokens: the stack reserves a
     // conservative default, the server refuses, nothing is retried.
     let before = emulator.stats().model(SONNET4).counters.requests;
-    for bad in [&b"{not json"[..], br#"{"anthropic_version":"bedrock-2023-05-31","messages":[]}"#] {
+    for bad in [
+        &b"{not json"[..],
+        br#"{"anthropic_version":"bedrock-2023-05-31","messages":[]}"#,
+    ] {
         let error = client
             .invoke_model()
             .model_id(SONNET4)
@@ -362,7 +387,10 @@ async fn every_operation_and_bad_bodies() {
             .unwrap_err();
         assert_eq!(error.code(), Some("ValidationException"), "{error:?}");
     }
-    assert_eq!(emulator.stats().model(SONNET4).counters.requests, before + 2);
+    assert_eq!(
+        emulator.stats().model(SONNET4).counters.requests,
+        before + 2
+    );
     let ours = throttle.tokens_budget().stats(&key()).unwrap();
     assert_eq!(ours.outstanding, 0);
 }
