@@ -134,7 +134,7 @@ async fn converse(client: &Client, model: &str, call: &Call) -> Result<(u64, u64
             Some(code) => code.to_owned(),
             None => match e.as_service_error() {
                 Some(_) => "UnknownServiceError".to_owned(),
-                None => format!("{}", sdk_error_kind(&e)),
+                None => sdk_error_kind(&e).to_string(),
             },
         })?;
     let usage = output.usage().ok_or("response without usage")?;
