@@ -97,6 +97,17 @@ fn one_thread(c: &mut Criterion) {
         },
     );
 
+    // The fixed costs inside every admission above, for reading the numbers: tokio's clock (a
+    // `clock_gettime` call; governor reads the TSC through quanta instead) and the keyed hash
+    // of the key map (`RandomState`, the same as governor's keyed default).
+    g.bench_function("reference: tokio Instant::now alone", |bn| {
+        bn.iter(tokio::time::Instant::now)
+    });
+    let hasher = std::hash::RandomState::new();
+    g.bench_function("reference: RandomState hash of a u32 key alone", |bn| {
+        bn.iter(|| std::hash::BuildHasher::hash_one(&hasher, black_box(7u32)))
+    });
+
     let direct = RateLimiter::direct(Quota::per_second(NonZeroU32::MAX));
     g.bench_function("governor direct check", |bn| {
         bn.iter(|| black_box(&direct).check().unwrap())
@@ -138,13 +149,7 @@ fn one_thread(c: &mut Criterion) {
         bedrock_throttle::classify::SingleKey,
     );
     g.bench_function("bedrock-throttle RateLimit oneshot, one key", |bn| {
-        bn.iter(|| {
-            (&mut ours)
-                .oneshot(())
-                .now_or_never()
-                .unwrap()
-                .unwrap()
-        })
+        bn.iter(|| (&mut ours).oneshot(()).now_or_never().unwrap().unwrap())
     });
     g.finish();
 }
@@ -201,11 +206,7 @@ fn two_threads_contending(c: &mut Criterion) {
         bn.iter_custom(|iters| {
             two_threads(iters, |_, _| {
                 let mut svc = shared.lock().unwrap();
-                (&mut *svc)
-                    .oneshot(())
-                    .now_or_never()
-                    .unwrap()
-                    .unwrap()
+                (&mut *svc).oneshot(()).now_or_never().unwrap().unwrap()
             })
         })
     });

@@ -52,7 +52,10 @@ impl Settings {
     /// never shorter.
     #[inline]
     pub(crate) fn offset(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        let d = t.saturating_duration_since(self.epoch);
+        d.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()))
     }
 
     /// The instant of an offset; exact inverse of [`offset`](Self::offset) after the epoch.
