@@ -17,7 +17,9 @@ use super::state::KeyShared;
 /// A permit is not generic over the key type: it holds the key's state, so it can travel with a
 /// response (or a streamed body) anywhere. It is `Send + Sync + 'static`.
 pub struct Permit {
-    /// `None` for a free permit (cost 0, or a key without limit).
+    /// `None` for a free permit (cost 0, or a key without limit). Dropping the permit unsettled
+    /// drops this reference and nothing else: the reservation stands. The key counts its
+    /// outstanding permits by these references (see `KeyShared`).
     shared: Option<Arc<KeyShared>>,
     seq: u64,
     reserved: u64,
@@ -78,16 +80,7 @@ impl Permit {
         } else if actual > self.reserved {
             shared.debt(actual - self.reserved);
         }
-        shared.permit_dropped();
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if let Some(shared) = self.shared.take() {
-            // Unsettled: the reservation stands, nothing to give back.
-            shared.permit_dropped();
-        }
+        // Exact: nothing to book. Dropping the reference ends the permit.
     }
 }
 
