@@ -80,12 +80,24 @@ pub struct CallOutcome {
 
 /// Sends every call through `client` at its time and waits for them all.
 pub async fn run(client: &Client, model: &str, calls: &[Call]) -> Vec<CallOutcome> {
+    run_split(std::slice::from_ref(client), model, calls).await
+}
+
+/// Sends call `i` through `clients[i % clients.len()]` at its time (one clock for all) and
+/// waits for them all: several client instances sharing one workload.
+///
+/// # Panics
+///
+/// If `clients` is empty.
+pub async fn run_split(clients: &[Client], model: &str, calls: &[Call]) -> Vec<CallOutcome> {
+    assert!(!clients.is_empty(), "run_split needs at least one client");
     let start = tokio::time::Instant::now();
     let tasks: Vec<_> = calls
         .iter()
         .cloned()
-        .map(|call| {
-            let client = client.clone();
+        .enumerate()
+        .map(|(i, call)| {
+            let client = clients[i % clients.len()].clone();
             let model = model.to_owned();
             tokio::spawn(async move {
                 tokio::time::sleep_until(start + call.at).await;

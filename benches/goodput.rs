@@ -1,0 +1,449 @@
+//! The scenario benchmark "goodput under quota": how much of a token quota each client turns
+//! into answered calls, and what it costs in throttles, failures and latency.
+//!
+//! ```text
+//! cargo bench --bench goodput                                 # every case, a few minutes
+//! GOODPUT_QUICK=1 cargo bench --bench goodput                 # 3x demand, single + over-configured
+//! cargo bench --bench goodput -- token-bucket crate           # only cases whose label has every term
+//! GOODPUT_FILTER=sliding/3x cargo bench --bench goodput       # the same, by environment
+//! ```
+//!
+//! Every case starts a fresh in-process emulator enforcing a tokens-per-window quota on a Claude 4
+//! model (output burndown 5) with a scaled window, realistic output lengths (40 to 400 tokens,
+//! capped by `maxTokens`) and speed (time to first token, 2,000 tokens/s). It then sends a
+//! reproducible mix of Converse calls (`examples/support/load.rs`) arriving evenly over
+//! `GOODPUT_WINDOWS` windows at 1.5x or 3x the quota, through one of three clients:
+//!
+//! - **sdk-standard**: the plain SDK client, default (standard) retries;
+//! - **sdk-adaptive**: the SDK in adaptive retry mode (client-side rate limiter);
+//! - **crate**: the SDK configured by `BedrockThrottle` (the crate's stack, SDK retries off).
+//!
+//! Scenarios:
+//! - **single**: one client instance;
+//! - **shared**: four client instances in one process (four SDK clients; for the crate, four
+//!   `BedrockThrottle`s each told a quarter of the quota) share the emulator's one quota, the calls
+//!   dealt round-robin between them;
+//! - **over**: the crate is told a quota 20% above the emulator's real one, so only throttle
+//!   feedback keeps it inside (crate only: the SDK clients are told nothing).
+//!
+//! Columns: quota utilisation is settled quota tokens (input + output × 5) of successful calls
+//! per window, divided by the REAL quota, over the saturated windows (calls bucketed by the time
+//! they ended; the first window and the last partial one left out, see `load::utilization`).
+//! Throttled % is throttled attempts over every inference attempt the emulator saw (its own
+//! counters). Attempts are the emulator's count. Latency is per call, from its scheduled send to
+//! its answer, including every wait and retry.
+//!
+//! Each SDK case gets its own retry partition, so the SDK's process-global retry quota and
+//! adaptive rate limiter start fresh in every case (the four clients of a shared case share
+//! theirs, as they would in one process).
+//!
+//! Settings (environment): `GOODPUT_WINDOW_MS` (default 2000), `GOODPUT_WINDOWS` (demand
+//! duration in windows, default 5, quick 3), `GOODPUT_TPM` (default 100000), `GOODPUT_TTFT_MS`
+//! (default 120), `GOODPUT_JSON=1` (one JSON object per case on stdout as well).
+
+#[path = "../examples/support/load.rs"]
+mod load;
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use aws_credential_types::Credentials;
+use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::config::retry::RetryPartition;
+use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
+use aws_smithy_types::retry::RetryConfig;
+use bedrock_throttle::emulator::{Emulator, Enforcement, OutputLength};
+use bedrock_throttle::sdk::{BedrockThrottle, Quota, default_https_client};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const MODEL: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+/// Claude 4 output burndown.
+const BURNDOWN: u64 = 5;
+/// The workload's mean settled cost of one call: about 415 input tokens and 210 output tokens
+/// (40..400 capped by a `maxTokens` of 256, 512 or 1,024), output counted 5x.
+const MEAN_CALL_TOKENS: u64 = 415 + 210 * BURNDOWN;
+/// The crate's instances in the shared scenario.
+const SHARED_INSTANCES: usize = 4;
+/// How far above the real quota the over-configured crate is told the quota is.
+const OVER_FACTOR: f64 = 1.2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientKind {
+    Standard,
+    Adaptive,
+    Crate,
+}
+
+impl ClientKind {
+    fn label(self) -> &'static str {
+        match self {
+            ClientKind::Standard => "sdk-standard",
+            ClientKind::Adaptive => "sdk-adaptive",
+            ClientKind::Crate => "crate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Single,
+    Shared,
+    Over,
+}
+
+impl Scenario {
+    fn label(self) -> &'static str {
+        match self {
+            Scenario::Single => "single",
+            Scenario::Shared => "shared",
+            Scenario::Over => "over",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    enforcement: Enforcement,
+    demand: f64,
+    scenario: Scenario,
+    client: ClientKind,
+}
+
+impl Case {
+    fn label(&self) -> String {
+        format!(
+            "{}/{}x/{}/{}",
+            self.enforcement,
+            self.demand,
+            self.scenario.label(),
+            self.client.label()
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Settings {
+    window: Duration,
+    windows: u32,
+    tpm: u64,
+    ttft: Duration,
+    quick: bool,
+    json: bool,
+    filter: Vec<String>,
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    match value.trim().parse() {
+        Ok(v) if v > 0 => Some(v),
+        _ => {
+            eprintln!("goodput: ignoring {name}={value:?} (expected a positive integer)");
+            None
+        }
+    }
+}
+
+fn settings() -> Settings {
+    let on = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
+    let quick = on("GOODPUT_QUICK");
+    let mut filter: Vec<String> = std::env::var("GOODPUT_FILTER")
+        .unwrap_or_default()
+        .split([',', ' '])
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    // `cargo bench` passes `--bench`; everything else not starting with `-` is a filter term.
+    filter.extend(std::env::args().skip(1).filter(|a| !a.starts_with('-')));
+    Settings {
+        window: Duration::from_millis(env_u64("GOODPUT_WINDOW_MS").unwrap_or(2_000)),
+        windows: env_u64("GOODPUT_WINDOWS").unwrap_or(if quick { 3 } else { 5 }) as u32,
+        tpm: env_u64("GOODPUT_TPM").unwrap_or(100_000),
+        ttft: Duration::from_millis(env_u64("GOODPUT_TTFT_MS").unwrap_or(120)),
+        quick,
+        json: on("GOODPUT_JSON"),
+        filter,
+    }
+}
+
+fn cases(s: &Settings) -> Vec<Case> {
+    let demands: &[f64] = if s.quick { &[3.0] } else { &[1.5, 3.0] };
+    let scenarios: &[Scenario] = if s.quick {
+        &[Scenario::Single, Scenario::Over]
+    } else {
+        &[Scenario::Single, Scenario::Shared, Scenario::Over]
+    };
+    let mut out = Vec::new();
+    for enforcement in [
+        Enforcement::SlidingWindow,
+        Enforcement::TokenBucket,
+        Enforcement::FixedWindow,
+    ] {
+        for &demand in demands {
+            for &scenario in scenarios {
+                for client in [ClientKind::Standard, ClientKind::Adaptive, ClientKind::Crate] {
+                    if scenario == Scenario::Over && client != ClientKind::Crate {
+                        continue;
+                    }
+                    out.push(Case {
+                        enforcement,
+                        demand,
+                        scenario,
+                        client,
+                    });
+                }
+            }
+        }
+    }
+    out.retain(|c| {
+        let label = c.label();
+        s.filter.iter().all(|t| label.contains(t.as_str()))
+    });
+    out
+}
+
+/// The figures of one case.
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    case: String,
+    enforcement: String,
+    demand: f64,
+    scenario: &'static str,
+    client: &'static str,
+    report: load::Report,
+    /// Inference attempts the emulator saw.
+    emulator_attempts: u64,
+    /// Attempts counted on the wire (should equal the emulator's).
+    wire_attempts: u64,
+    /// The highest token-window usage the emulator saw, ÷ the quota.
+    peak_window: f64,
+}
+
+impl Row {
+    fn throttled_pct(&self) -> f64 {
+        if self.emulator_attempts == 0 {
+            0.0
+        } else {
+            100.0 * self.report.throttled_attempts as f64 / self.emulator_attempts as f64
+        }
+    }
+
+    /// The issue's targets, for the crate's rows: `None` where no target applies.
+    fn targets(&self) -> Option<bool> {
+        if self.client != ClientKind::Crate.label() {
+            return None;
+        }
+        if self.scenario == Scenario::Over.label() {
+            return Some(self.throttled_pct() <= 2.0);
+        }
+        if self.demand >= 3.0 {
+            return Some(
+                self.report.quota_utilization >= 0.95
+                    && self.throttled_pct() <= 0.1
+                    && self.report.failed == 0,
+            );
+        }
+        None
+    }
+}
+
+async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxError> {
+    let emulator = Emulator::builder()
+        .model_quota(
+            MODEL,
+            bedrock_throttle::emulator::Quota::unlimited().with_tpm(s.tpm),
+        )
+        .window(s.window)
+        .enforcement(case.enforcement)
+        .output_length(OutputLength::Uniform { min: 40, max: 400 })
+        .time_to_first_token(s.ttft)
+        .tokens_per_second(2_000.0)
+        .seed(7)
+        .start()
+        .await?;
+
+    let instances = if case.scenario == Scenario::Shared {
+        SHARED_INSTANCES
+    } else {
+        1
+    };
+    // A fresh retry partition per case: the SDK's retry quota and adaptive rate limiter are
+    // process-global per partition, and must not carry over from one case to the next.
+    let partition = RetryPartition::new(format!("goodput-{index}"));
+    let told = match case.scenario {
+        Scenario::Over => (s.tpm as f64 * OVER_FACTOR) as u64,
+        _ => s.tpm,
+    } / instances as u64;
+    // The demand lasts `windows` windows; at 3x the quota the last call waits about
+    // 2 × windows windows for its turn. The bound leaves room for that (and stays far below the
+    // signature window: the emulator's windows are scaled).
+    let max_wait = (s.window * 4 * s.windows).min(Duration::from_secs(240));
+
+    let mut clients = Vec::with_capacity(instances);
+    let mut wires = Vec::with_capacity(instances);
+    for _ in 0..instances {
+        let (wire, counts) = load::counting_client(default_https_client());
+        wires.push(counts);
+        let base = aws_sdk_bedrockruntime::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(emulator.endpoint_url())
+            .credentials_provider(Credentials::new("AK", "SK", None, None, "goodput"))
+            .retry_partition(partition.clone());
+        let builder = match case.client {
+            ClientKind::Standard => base.http_client(wire),
+            ClientKind::Adaptive => base.http_client(wire).retry_config(RetryConfig::adaptive()),
+            ClientKind::Crate => BedrockThrottle::builder()
+                .quota(MODEL, Quota::tokens(told))
+                .window(s.window)
+                .max_wait(max_wait)
+                .http_client(wire)
+                .build()?
+                .configure(base),
+        };
+        clients.push(Client::from_conf(builder.build()));
+    }
+
+    let count = ((case.demand * (s.tpm * u64::from(s.windows)) as f64) / MEAN_CALL_TOKENS as f64)
+        .round()
+        .max(1.0) as usize;
+    let calls = load::mixed_calls(42, count, s.window * s.windows);
+    let outcomes = load::run_split(&clients, MODEL, &calls).await;
+
+    let counters = emulator.stats().model(MODEL);
+    let c = counters.counters;
+    let throttled = c.throttled_requests + c.throttled_tokens + c.throttled_tokens_per_day;
+    let report = load::report(
+        case.client.label(),
+        &outcomes,
+        throttled,
+        c.requests,
+        BURNDOWN,
+        s.tpm,
+        s.window,
+    );
+    let row = Row {
+        case: case.label(),
+        enforcement: case.enforcement.to_string(),
+        demand: case.demand,
+        scenario: case.scenario.label(),
+        client: case.client.label(),
+        report,
+        emulator_attempts: c.requests,
+        wire_attempts: wires.iter().map(|w| w.attempts()).sum(),
+        peak_window: counters.peak_window.tokens as f64 / s.tpm as f64,
+    };
+    drop(clients);
+    emulator.shutdown().await;
+    Ok(row)
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| window | demand | scenario | client | calls | failed | attempts | throttled | \
+         throttled % | utilisation | peak window | p50 ms | p99 ms | elapsed s | targets |\n",
+    );
+    out.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|\n");
+    for r in rows {
+        let targets = match r.targets() {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {}x | {} | {} | {} | {} | {} | {} | {:.2}% | {:.1}% | {:.0}% | {:.0} | {:.0} | {:.1} | {} |",
+            r.enforcement,
+            r.demand,
+            r.scenario,
+            r.client,
+            r.report.requests,
+            r.report.failed,
+            r.emulator_attempts,
+            r.report.throttled_attempts,
+            r.throttled_pct(),
+            r.report.quota_utilization * 100.0,
+            r.peak_window * 100.0,
+            r.report.p50_ms,
+            r.report.p99_ms,
+            r.report.elapsed_s,
+            targets,
+        );
+    }
+    out
+}
+
+fn main() -> Result<(), BoxError> {
+    let s = settings();
+    let cases = cases(&s);
+    if cases.is_empty() {
+        eprintln!("goodput: no case matches the filter {:?}", s.filter);
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    eprintln!(
+        "goodput: {} cases, quota {} tokens per {:?} window, demand over {} windows, \
+         ttft {:?}, 2000 tokens/s{}",
+        cases.len(),
+        s.tpm,
+        s.window,
+        s.windows,
+        s.ttft,
+        if s.quick { " (quick)" } else { "" }
+    );
+    let started = Instant::now();
+    let mut rows = Vec::with_capacity(cases.len());
+    for (index, case) in cases.iter().enumerate() {
+        let t = Instant::now();
+        let row = runtime.block_on(run_case(&s, case, index))?;
+        eprintln!(
+            "  [{}/{}] {:<36} util {:>5.1}%  throttled {:>5.2}%  failed {:>4}  ({:.1}s)",
+            index + 1,
+            cases.len(),
+            row.case,
+            row.report.quota_utilization * 100.0,
+            row.throttled_pct(),
+            row.report.failed,
+            t.elapsed().as_secs_f64()
+        );
+        if row.wire_attempts != row.emulator_attempts {
+            eprintln!(
+                "    note: {} attempts on the wire, {} seen by the emulator",
+                row.wire_attempts, row.emulator_attempts
+            );
+        }
+        if s.json {
+            println!("{}", serde_json::to_string(&row)?);
+        }
+        rows.push(row);
+    }
+    println!(
+        "\nQuota {} tokens per {:?} window (Claude 4, burndown {BURNDOWN}), demand over {} windows, \
+         {:.0} s in all.\n",
+        s.tpm,
+        s.window,
+        s.windows,
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", table(&rows));
+    let failures: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.report.errors.is_empty())
+        .map(|r| {
+            let errors: Vec<String> = r
+                .report
+                .errors
+                .iter()
+                .map(|(code, n)| format!("{code} ×{n}"))
+                .collect();
+            format!("- {}: {}", r.case, errors.join(", "))
+        })
+        .collect();
+    if !failures.is_empty() {
+        println!("\nErrors returned to callers:\n{}", failures.join("\n"));
+    }
+    Ok(())
+}
