@@ -181,7 +181,11 @@ fn cases(s: &Settings) -> Vec<Case> {
     ] {
         for &demand in demands {
             for &scenario in scenarios {
-                for client in [ClientKind::Standard, ClientKind::Adaptive, ClientKind::Crate] {
+                for client in [
+                    ClientKind::Standard,
+                    ClientKind::Adaptive,
+                    ClientKind::Crate,
+                ] {
                     if scenario == Scenario::Over && client != ClientKind::Crate {
                         continue;
                     }
