@@ -51,6 +51,9 @@ const DEPTH: u32 = 128;
 /// The reader. Build it with [`Reader::new`], deserialize one value, then call [`Reader::end`].
 pub(crate) struct Reader<'a> {
     input: &'a str,
+    /// Whether the input holds a control character at all. Compact JSON (what the SDKs send)
+    /// has none, and then no string needs checking for one.
+    controls: bool,
     pos: usize,
     remaining_depth: u32,
     scratch: String,
@@ -66,6 +69,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn new(input: &'a str) -> Self {
         Self {
             input,
+            controls: has_control(input.as_bytes()),
             pos: 0,
             remaining_depth: DEPTH,
             scratch: String::new(),
@@ -153,7 +157,7 @@ impl<'a> Reader<'a> {
         let Some(len) = memchr::memchr2(b'"', b'\\', rest) else {
             return Err(Error);
         };
-        if has_control(&rest[..len]) {
+        if self.controls && has_control(&rest[..len]) {
             Err(Error)
         } else {
             Ok(from + len)
