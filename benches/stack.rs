@@ -16,6 +16,9 @@
 //!   classification from the status). The response body is drained in both the bare and the
 //!   stacked case, since settlement happens when it ends.
 //!
+//! A third group times the Bedrock pieces alone (`quota_key`, `estimate_tokens`, `clone_request`,
+//! `Usage::from_json` on the same request and response), to show where the Bedrock overhead goes.
+//!
 //! The budgets use a 1 ms window, so each key's ledger stays short however many iterations
 //! criterion runs (with a 60 s window every admission would stay in the ledger for a minute).
 //!
