@@ -70,9 +70,10 @@
 //! feedback has not lowered its limit, and its limit was not set at run time with
 //! [`Budget::set_limit`] (such keys are kept, so the setting survives). Idle keys are swept from
 //! the path that inserts a new key, once the keys inserted since the last sweep number half the
-//! keys in the map (at least 16): a sweep is O(n) and comes every n/2 new keys, so each new key
-//! pays amortised O(1), and keys that are idle but not yet swept stay a bounded fraction of the
-//! map. [`Budget::evict_idle`] sweeps on demand. Eviction never loses the accounting of an
+//! keys in the map (at least 16): a sweep of n keys comes after at least n/2 insertions, so each
+//! new key pays amortised O(1), and the map holds at most about twice the keys that were not idle
+//! at the last sweep. A budget whose keys stop changing keeps its idle keys until new ones come
+//! or [`Budget::evict_idle`] sweeps on demand. Eviction never loses the accounting of an
 //! outstanding permit: a key with one is not idle.
 //!
 //! # The cost of an admission
@@ -656,8 +657,8 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
 
     /// Sweeps idle keys once the keys inserted since the last sweep number half the map (at
     /// least [`SWEEP_MIN`]), from the slow path that inserts keys: a sweep costs O(n) and comes
-    /// every n/2 insertions, so each new key pays amortised O(1), and idle keys never make up
-    /// much more than a third of the map for long.
+    /// after at least n/2 insertions, so each new key pays amortised O(1); as the map counts the
+    /// new keys too, it grows to at most about twice what the last sweep left.
     fn maybe_sweep(&self) {
         let inner = &*self.inner;
         let inserted = inner.inserted.fetch_add(1, Ordering::Relaxed) + 1;
