@@ -4,7 +4,8 @@
 //!   queued. A waiter costs its future (`size_of::<Acquire<K>>()`, wherever the caller keeps it)
 //!   plus the heap the engine allocates for it (its queue slot). A second measurement spawns the
 //!   waiters as tokio tasks, to show what a waiting request costs an application in all (the
-//!   task's own allocation included).
+//!   task's own allocation included), and a third spawns tasks that wait on nothing, for tokio's
+//!   own share.
 //! - **Idle key**: 100,000 keys each admitted once and settled, still in their window (so not yet
 //!   evictable): the key map, the key's state and its one ledger entry. Then the window passes
 //!   and the idle keys are evicted, to show the memory comes back.
@@ -148,6 +149,30 @@ fn waiting_tasks(rt: &tokio::runtime::Runtime) -> f64 {
     })
 }
 
+/// Spawns `N` tasks that wait forever on nothing: tokio's own cost per waiting task, for
+/// comparison with [`waiting_tasks`].
+fn idle_tasks(rt: &tokio::runtime::Runtime) -> f64 {
+    rt.block_on(async {
+        let before = live();
+        let mut handles = Vec::with_capacity(N);
+        for _ in 0..N {
+            handles.push(tokio::spawn(std::future::pending::<()>()));
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let after = live();
+        let vec = (handles.capacity() * std::mem::size_of_val(&handles[0])) as isize;
+        for h in &handles {
+            h.abort();
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+        (after - before - vec) as f64 / N as f64
+    })
+}
+
 /// Admits and settles once on `N` keys, and returns the bytes per idle key, then the bytes left
 /// per key after the window passes and the keys are evicted.
 fn idle_keys<K: Clone + Eq + std::hash::Hash + Send + Sync + 'static>(
@@ -197,16 +222,16 @@ fn main() {
         what: "waiting request, u32 key".into(),
         per_item: size as f64 + heap,
         note: format!(
-            "future {size} B + heap {heap:.1} B (queue slot); {left} B left once they are dropped"
+            "future {size} B + heap {heap:.1} B (queue slot); {left} B in all left once they are dropped (the key's waiting state, freed with the key)"
         ),
     });
     let (heap, left) = waiters(model_key(0));
     let size = std::mem::size_of::<Acquire<String>>();
     rows.push(Row {
-        what: "waiting request, String key (52 chars)".into(),
+        what: format!("waiting request, String key ({} bytes)", model_key(0).len()),
         per_item: size as f64 + heap,
         note: format!(
-            "future {size} B + heap {heap:.1} B (queue slot; the key's copy is freed at the first poll); {left} B left once they are dropped"
+            "future {size} B + heap {heap:.1} B (queue slot; the key's copy is freed at the first poll); {left} B in all left once they are dropped (the key's waiting state, freed with the key)"
         ),
     });
     let per_task = waiting_tasks(&rt);
@@ -214,6 +239,12 @@ fn main() {
         what: "waiting request as a spawned tokio task, u32 key".into(),
         per_item: per_task,
         note: "everything: tokio's task allocation (with the future inside) + queue slot".into(),
+    });
+    let per_idle_task = idle_tasks(&rt);
+    rows.push(Row {
+        what: "for comparison: a spawned tokio task waiting on nothing".into(),
+        per_item: per_idle_task,
+        note: "tokio's own cost per waiting task, without the budget".into(),
     });
 
     let (idle, after, count) = idle_keys(&rt, |i| i as u32);
@@ -226,7 +257,7 @@ fn main() {
     });
     let (idle, after, count) = idle_keys(&rt, model_key);
     rows.push(Row {
-        what: "idle key, String (52 chars)".into(),
+        what: format!("idle key, String ({} bytes)", model_key(0).len()),
         per_item: idle,
         note: format!(
             "{count} keys: as above + the key's own heap copy in the map; {after:.1} B per key left after eviction"
