@@ -243,7 +243,7 @@ impl Service<HttpRequest> for Count {
 }
 
 /// The figures of one client's run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     /// Which client.
     pub client: String,

@@ -294,34 +294,53 @@ impl KeyShared {
         }
     }
 
-    /// Settles a permit below its reservation.
-    pub(crate) fn refund(&self, seq: u64, amount: u64) {
+    /// Settles a permit under one lock: `refund` comes off its admission entry, `debt` is a new
+    /// entry at `now`. Waiters are admitted only after both, so a refund never lets in a request
+    /// that the debt booked with it would have kept out.
+    pub(crate) fn settle(&self, seq: u64, refund: u64, debt: u64) {
         let now = Instant::now();
         let mut state = self.lock();
-        state.refund(seq, amount);
-        self.drain(&mut state, now, true);
+        if refund > 0 {
+            state.refund(seq, refund);
+        }
+        if debt > 0 {
+            state.expire(self.settings.span, now);
+            state.push(now, debt);
+        }
+        if refund > 0 {
+            self.drain(&mut state, now, true);
+        }
     }
 
-    /// Settles a permit above its reservation: the overshoot is a new entry at `now`.
-    pub(crate) fn debt(&self, amount: u64) {
+    /// Feedback through the permit of a request admitted at `admitted_at`: the state is live (a
+    /// permit is outstanding, so it is not evicted).
+    pub(crate) fn throttled_now(&self, admitted_at: Instant) {
         let now = Instant::now();
         let mut state = self.lock();
-        state.expire(self.settings.span, now);
-        state.push(now, amount);
+        self.throttled(&mut state, now, Some(admitted_at));
     }
 
-    /// Feedback through a permit: the state is live (a permit is outstanding, so it is not evicted).
-    pub(crate) fn throttled_now(&self) {
-        let now = Instant::now();
-        let mut state = self.lock();
-        self.throttled(&mut state, now);
-    }
-
-    /// Feedback: the window is exhausted and the effective limit goes down.
-    pub(crate) fn throttled(&self, state: &mut KeyState, now: Instant) {
+    /// Feedback: the effective limit goes down, and the window is exhausted up to it.
+    ///
+    /// A throttle of a request admitted before the last decrease (`admitted_at`) does not lower
+    /// the limit again: that request was sent under the old limit, and its throttle is an echo
+    /// of the one that caused the decrease (requests in flight together are throttled
+    /// together). One decrease per congestion event, as TCP does once per round trip.
+    pub(crate) fn throttled(
+        &self,
+        state: &mut KeyState,
+        now: Instant,
+        admitted_at: Option<Instant>,
+    ) {
         state.expire(self.settings.span, now);
         let before = state.effective(self, now);
-        if let Some(aimd) = self.settings.aimd {
+        let echo = matches!(
+            (admitted_at, state.lowered),
+            (Some(admitted), Some(lowered)) if admitted < lowered.since
+        );
+        if let Some(aimd) = self.settings.aimd
+            && !echo
+        {
             let floor = aimd.floor_amount(state.limit);
             let lowered = ((before as f64 * aimd.decrease) as u64)
                 .max(floor)
@@ -331,11 +350,11 @@ impl KeyShared {
                 since: now,
             });
         }
-        let fill = u128::from(state.limit).saturating_sub(state.used);
+        let after = state.effective(self, now);
+        let fill = u128::from(after).saturating_sub(state.used);
         if fill > 0 {
             state.push(now, fill as u64);
         }
-        let after = state.effective(self, now);
         tracing::debug!(
             limit = state.limit,
             effective_before = before,
