@@ -55,14 +55,16 @@ impl Permit {
     }
 
     /// Throttle feedback for this permit's key, as [`Budget::throttled`](super::Budget::throttled):
-    /// the key's effective limit is lowered and its window treated as exhausted up to it. If the
-    /// limit was already lowered after this permit's admission, it is not lowered again (the
-    /// throttle is an echo of the one that lowered it; see the
-    /// [module documentation](super#feedback)). Useful where the throttle is seen far from the
-    /// budget (a streamed body that fails mid-stream). Does nothing for a free permit.
+    /// the key's effective limit is lowered and its window treated as exhausted up to it, not
+    /// counting this permit's own reservation (the server did not book it; settling the permit
+    /// refunds it without reopening the window). If the limit was already lowered after this
+    /// permit's admission, it is not lowered again (the throttle is an echo of the one that
+    /// lowered it; see the [module documentation](super#feedback)). Useful where the throttle is
+    /// seen far from the budget (a streamed body that fails mid-stream). Does nothing for a free
+    /// permit.
     pub fn throttled(&self) {
         if let Some(shared) = &self.shared {
-            shared.throttled_now(self.admitted_at);
+            shared.throttled_now(self.admitted_at, self.reserved);
         }
     }
 

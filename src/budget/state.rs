@@ -312,31 +312,34 @@ impl KeyShared {
         }
     }
 
-    /// Feedback through the permit of a request admitted at `admitted_at`: the state is live (a
-    /// permit is outstanding, so it is not evicted).
-    pub(crate) fn throttled_now(&self, admitted_at: Instant) {
+    /// Feedback through the permit of a request admitted at `admitted_at` that reserved
+    /// `reserved`: the state is live (a permit is outstanding, so it is not evicted).
+    pub(crate) fn throttled_now(&self, admitted_at: Instant, reserved: u64) {
         let now = Instant::now();
         let mut state = self.lock();
-        self.throttled(&mut state, now, Some(admitted_at));
+        self.throttled(&mut state, now, Some((admitted_at, reserved)));
     }
 
     /// Feedback: the effective limit goes down, and the window is exhausted up to it.
     ///
-    /// A throttle of a request admitted before the last decrease (`admitted_at`) does not lower
-    /// the limit again: that request was sent under the old limit, and its throttle is an echo
-    /// of the one that caused the decrease (requests in flight together are throttled
-    /// together). One decrease per congestion event, as TCP does once per round trip.
+    /// With the throttled request's permit (`admitted_at`, `reserved`):
+    /// - a request admitted before the last decrease does not lower the limit again: it was sent
+    ///   under the old limit, and its throttle is an echo of the one that caused the decrease
+    ///   (requests in flight together are throttled together). One decrease per congestion
+    ///   event, as TCP does once per round trip;
+    /// - its own reservation is counted as gone when filling: the server did not book it, and
+    ///   its settlement will refund it, which must not reopen the window it just exhausted.
     pub(crate) fn throttled(
         &self,
         state: &mut KeyState,
         now: Instant,
-        admitted_at: Option<Instant>,
+        permit: Option<(Instant, u64)>,
     ) {
         state.expire(self.settings.span, now);
         let before = state.effective(self, now);
         let echo = matches!(
-            (admitted_at, state.lowered),
-            (Some(admitted), Some(lowered)) if admitted < lowered.since
+            (permit, state.lowered),
+            (Some((admitted, _)), Some(lowered)) if admitted < lowered.since
         );
         if let Some(aimd) = self.settings.aimd
             && !echo
@@ -351,7 +354,8 @@ impl KeyShared {
             });
         }
         let after = state.effective(self, now);
-        let fill = u128::from(after).saturating_sub(state.used);
+        let own = permit.map_or(0, |(_, reserved)| u128::from(reserved));
+        let fill = u128::from(after).saturating_sub(state.used.saturating_sub(own));
         if fill > 0 {
             state.push(now, fill as u64);
         }

@@ -652,8 +652,8 @@ async fn settlement_learns_bedrocks_own_reservation_from_the_marked_request() {
     let plain = bedrock.estimate_tokens(&req);
     let reserved = bedrock.estimate_tokens_mut(&mut req);
     assert_eq!(reserved, plain, "marking does not change the estimate");
-    let answer = json!({"usage": {"inputTokens": 12, "outputTokens": 100, "totalTokens": 112}})
-        .to_string();
+    let answer =
+        json!({"usage": {"inputTokens": 12, "outputTokens": 100, "totalTokens": 112}}).to_string();
     let transport = tower::service_fn(move |_req: http::Request<Bytes>| {
         let answer = answer.clone();
         async move { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(answer)))) }
