@@ -28,7 +28,10 @@
 //!
 //! Columns: quota utilisation is settled quota tokens (input + output × 5) of successful calls
 //! per window, divided by the REAL quota, over the saturated windows (calls bucketed by the time
-//! they ended; the first window and the last partial one left out, see `load::utilization`).
+//! they ended; the first window and the last partial one left out, see `load::utilization`; in
+//! the shared scenario the run counts as saturated until the first of the four clients has
+//! answered all its calls, `load::utilization_split`: after that the others' demand is below
+//! the quota, and "elapsed" shows what the imbalance cost).
 //! Throttled % is throttled attempts over every inference attempt the emulator saw (its own
 //! counters). Attempts are the emulator's count. Latency is per call, from its scheduled send to
 //! its answer, including every wait and retry.
@@ -334,9 +337,10 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
     let counters = emulator.stats().model(MODEL);
     let c = counters.counters;
     let throttled = c.throttled_requests + c.throttled_tokens + c.throttled_tokens_per_day;
-    let report = load::report(
+    let report = load::report_split(
         case.client.label(),
         &outcomes,
+        instances,
         throttled,
         c.requests,
         BURNDOWN,
