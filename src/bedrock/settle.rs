@@ -18,6 +18,17 @@
 //! [`BedrockResponseLayer`](super::BedrockResponseLayer) tagged it with a
 //! [`BedrockCall`](super::BedrockCall); untagged responses assume 5, the largest burndown
 //! Bedrock applies (conservative).
+//!
+//! Where the settled amount is booked matters as much as how much it is. Bedrock keeps at most
+//! its own reservation (`input + cache reads + cache writes + max output`, with its exact input
+//! count) at the start of the call and books the rest as debt when the call ends. This crate's
+//! reservation is larger (the input estimate is conservative), so a plain refund would keep more
+//! at the start than Bedrock does, and free it a call's duration before Bedrock's debt expires.
+//! When the token budget marked the request with its max output (the tag's
+//! [`reserved_output`](super::BedrockCall::reserved_output)), the settlement computes Bedrock's
+//! reservation from the reported usage and settles with [`Reservation::settle_as`], which the
+//! engine's [`Permit`] implements by mirroring Bedrock's split
+//! ([`Permit::settle_as`](crate::budget::Permit::settle_as)).
 
 use std::fmt;
 use std::pin::Pin;

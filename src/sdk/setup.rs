@@ -119,7 +119,7 @@ impl From<crate::retry::ConfigError> for SetupError {
 /// The least default expiry margin: the time between our admission and the server's booking
 /// (waking the admitted task, connection set-up, transmission, scheduling) that admissions
 /// count beyond the window. Measured with the goodput benchmark on loopback on a 2-core machine
-/// under load (release build, some 20,000 calls): from admission to the hand-off to the
+/// under load (release build, thousands of calls): from admission to the hand-off to the
 /// transport at most 6.5 ms (p99 under 2 ms), from the hand-off to the emulator's booking at
 /// most 18.3 ms (p99 under 6 ms).
 ///
