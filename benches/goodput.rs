@@ -2,10 +2,10 @@
 //! into answered calls, and what it costs in throttles, failures and latency.
 //!
 //! ```text
-//! cargo bench --bench goodput                                 # every case, a few minutes
-//! GOODPUT_QUICK=1 cargo bench --bench goodput                 # 3x demand, single + over-configured
-//! cargo bench --bench goodput -- token-bucket crate           # only cases whose label has every term
-//! GOODPUT_FILTER=sliding/3x cargo bench --bench goodput       # the same, by environment
+//! cargo bench --all-features --bench goodput                            # every case, ~6 min
+//! GOODPUT_QUICK=1 cargo bench --all-features --bench goodput            # 3x, single + over
+//! cargo bench --all-features --bench goodput -- token-bucket crate      # labels with every term
+//! GOODPUT_FILTER=sliding/3x cargo bench --all-features --bench goodput  # the same, by env
 //! ```
 //!
 //! Every case starts a fresh in-process emulator enforcing a tokens-per-window quota on a Claude 4
