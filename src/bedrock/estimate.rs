@@ -55,6 +55,8 @@ use std::num::NonZeroU32;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+mod json;
+
 use super::key::Operation;
 use super::models::{MaxTokenFields, ModelFamily, ModelInfo, max_output_from_fields};
 
@@ -278,9 +280,11 @@ fn parse_body(body: &[u8], config: &EstimatorConfig) -> Option<Parsed> {
     };
     // Validating UTF-8 once up front lets the parser borrow strings without re-validating
     // each one; `Value` rejects the same bodies (invalid UTF-8 is either inside a string or a
-    // syntax error).
-    let text = std::str::from_utf8(body).ok()?;
-    let mut de = serde_json::Deserializer::from_str(text);
+    // syntax error). SIMD validation: `std`'s validator is fast on ASCII but crawls through
+    // non-ASCII text, which made a 32 KB body of CJK or accented prose three times slower.
+    let text = simdutf8::basic::from_utf8(body).ok()?;
+    // A reader that accepts what `Value` accepts, with a faster string scan (see `json`).
+    let mut de = json::Reader::new(text);
     Top(&mut acc).deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(Parsed {
@@ -495,6 +499,9 @@ fn digits(mut v: u64) -> u64 {
 }
 
 fn escaped_len(s: &str) -> u64 {
+    if !json::needs_escape(s.as_bytes()) {
+        return s.len() as u64 + 2;
+    }
     let mut n = 2u64; // the quotes
     for &b in s.as_bytes() {
         n += match b {

@@ -8,8 +8,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use percent_encoding::percent_decode_str;
-
 /// The quota key of a Bedrock request: region plus model id (as sent, percent-decoded once).
 ///
 /// Cheap to clone (two `Arc<str>`). Displays as `region/model`.
@@ -184,10 +182,14 @@ impl BedrockCall {
 /// assert_eq!(parse_path("/guardrail/g1/version/1/apply"), (Operation::Other, None));
 /// ```
 pub fn parse_path(path: &str) -> (Operation, Option<Cow<'_, str>>) {
-    let Some(start) = path.find("/model/") else {
-        return (Operation::Other, None);
+    // Almost every path starts with `/model/`: skip the substring search for those.
+    let rest = match path.strip_prefix("/model/") {
+        Some(rest) => rest,
+        None => match path.find("/model/") {
+            Some(start) => &path[start + "/model/".len()..],
+            None => return (Operation::Other, None),
+        },
     };
-    let rest = &path[start + "/model/".len()..];
     let Some((encoded, suffix)) = rest.rsplit_once('/') else {
         return (Operation::Other, None);
     };
@@ -195,11 +197,39 @@ pub fn parse_path(path: &str) -> (Operation, Option<Cow<'_, str>>) {
     if operation == Operation::Other || encoded.is_empty() {
         return (Operation::Other, None);
     }
-    let model = match percent_decode_str(encoded).decode_utf8() {
-        Ok(model) => model,
-        Err(_) => percent_decode_str(encoded).decode_utf8_lossy(),
+    (operation, Some(percent_decode(encoded)))
+}
+
+/// Percent-decodes `encoded` once, as `percent_encoding::percent_decode_str` does (a `%` not
+/// followed by two hex digits stays as it is; invalid UTF-8 is replaced), without its
+/// byte-at-a-time `Vec::push`: it ran on every request, three times (two layers' keys and the
+/// estimate).
+fn percent_decode(encoded: &str) -> Cow<'_, str> {
+    let bytes = encoded.as_bytes();
+    let Some(first) = bytes.iter().position(|&b| b == b'%') else {
+        return Cow::Borrowed(encoded);
     };
-    (operation, Some(model))
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..first]);
+    let mut i = first;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%'
+            && let Some(&[hi, lo]) = bytes.get(i + 1..i + 3)
+            && let (Some(hi), Some(lo)) = (hex(hi), hex(lo))
+        {
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(decoded) => Cow::Owned(decoded),
+        Err(error) => Cow::Owned(String::from_utf8_lossy(error.as_bytes()).into_owned()),
+    }
 }
 
 /// The region named by a Bedrock Runtime host name, if it is one.
@@ -378,6 +408,27 @@ mod sdk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding_matches_percent_encoding() {
+        for encoded in [
+            "",
+            "plain",
+            "anthropic.claude-v2%3A1",
+            "arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Aprovisioned-model%2Fabc",
+            "%",
+            "%4",
+            "%zz%41",
+            "a%2",
+            "%E6%9D%B1%E4%BA%AC",
+            "%FF%FE",
+            "%e6%9d%b1",
+            "100%%41",
+        ] {
+            let expected = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
+            assert_eq!(percent_decode(encoded), expected, "{encoded}");
+        }
+    }
 
     #[test]
     fn split_uri_cases() {

@@ -86,8 +86,15 @@ pub fn base_model_id(model_id: &str) -> &str {
 
 /// The built-in knowledge of a model id (base id, cross-region profile id; ARNs give `Unknown`).
 pub fn default_model_info(model_id: &str) -> ModelInfo {
-    let id = base_model_id(model_id).to_ascii_lowercase();
-    let id = id.as_str();
+    let base = base_model_id(model_id);
+    // Model ids are lower case: allocate only for the odd one that is not.
+    let lower;
+    let id = if base.bytes().any(|b| b.is_ascii_uppercase()) {
+        lower = base.to_ascii_lowercase();
+        lower.as_str()
+    } else {
+        base
+    };
     use ModelFamily::*;
     if let Some(rest) = id.strip_prefix("anthropic.") {
         return ModelInfo::new(

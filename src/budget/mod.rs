@@ -48,9 +48,12 @@
 //! loop. A request whose cost exceeds the key's whole limit fails at once
 //! ([`AdmissionError::CostAboveLimit`]); [`max_wait`](BudgetBuilder::max_wait) and
 //! [`max_queue`](BudgetBuilder::max_queue) bound the waiting, failing with the wait the request
-//! would have had. A dropped waiter leaves no trace. A waiter costs one 40-byte queue slot plus its
+//! would have had. A dropped waiter leaves no trace. A waiter costs one 32-byte queue slot plus its
 //! [`Acquire`] future (72 bytes on 64-bit targets for keys up to 24 bytes), plus one timer
-//! allocation while it heads the queue or has a [`max_wait`](BudgetBuilder::max_wait) deadline.
+//! allocation while it heads the queue or has a [`max_wait`](BudgetBuilder::max_wait) deadline:
+//! about 114 bytes per waiter with 100,000 waiters on one key, the queue's spare capacity
+//! included (`benches/memory.rs`). Once a burst of waiters is over, the queue gives its memory
+//! back.
 //!
 //! # Feedback
 //!
@@ -85,9 +88,38 @@
 //!
 //! A key is evicted when it is idle: its window is empty, nobody waits, no permit is outstanding,
 //! feedback has not lowered its limit, and its limit was not set at run time with
-//! [`Budget::set_limit`] (such keys are kept, so the setting survives). Idle keys are swept when a
-//! new key is inserted, at most once per window, or on demand with [`Budget::evict_idle`].
-//! Eviction never loses the accounting of an outstanding permit: a key with one is not idle.
+//! [`Budget::set_limit`] (such keys are kept, so the setting survives). Idle keys are swept from
+//! the path that inserts a new key, once the keys inserted since the last sweep number half the
+//! keys in the map (at least 16): a sweep is O(n) and comes every n/2 new keys, so each new key
+//! pays amortised O(1), and keys that are idle but not yet swept stay a bounded fraction of the
+//! map. [`Budget::evict_idle`] sweeps on demand. Eviction never loses the accounting of an
+//! outstanding permit: a key with one is not idle.
+//!
+//! # The cost of an admission
+//!
+//! An admission that does not wait reads the clock once, probes the key map once (one hash of
+//! the key), takes one reference to the key's state (the permit keeps it), takes the key's
+//! uncontended lock, and books one ledger entry. Settling at the reserved amount, or dropping the
+//! permit, only drops that reference; a refund takes the lock (and reads the clock only if
+//! requests wait, as they may now fit); a debt reads the clock for its entry. Nothing is
+//! allocated per admission. What keeps it that small:
+//! - The ledger is a queue of 16-byte entries (a `u64` offset in nanoseconds from the budget's
+//!   creation, and an amount); the conversion back to [`Instant`] is exact, nothing is rounded.
+//!   Charges at the same instant share one entry (under a paused clock, or a burst within one
+//!   clock tick), and a charge never goes before the last entry: a clock read that loses the race
+//!   to the lock joins the later entry, which counts it longer, never shorter.
+//! - There is no separate counter of outstanding permits: a permit *is* a reference to the key's
+//!   state, so eviction checks that the map holds the only reference, and [`Budget::stats`]
+//!   derives the count from the reference count (exact when nothing is in flight on the key;
+//!   an admission in progress on another thread may be counted).
+//! - The waiting side of a key (its queue, its results for waiters not yet polled) is allocated
+//!   the first time a request waits on the key; a key that never waits does not carry it.
+//!
+//! The fixed costs that remain are the clock read ([`Instant::now`], a `clock_gettime` call
+//! unless the clock is paused), the key's hash ([`std::collections::hash_map::RandomState`],
+//! keyed, so keys chosen by clients cannot degrade the map), and three or four atomic
+//! read-modify-writes (map guard, reference count, lock). `benches/engine.rs` measures them
+//! against governor and tower; the numbers are in `BENCHMARKS.md`.
 //!
 //! Time is tokio's clock ([`tokio::time::Instant`]), so tests run hours of traffic in
 //! milliseconds under `tokio::time::pause()`.
@@ -133,7 +165,8 @@ mod state;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -219,6 +252,9 @@ pub struct KeyStats {
     /// Permits handed out and not yet settled or dropped.
     pub outstanding: usize,
 }
+
+/// The fewest insertions of new keys between two sweeps of idle keys.
+const SWEEP_MIN: usize = 16;
 
 type LimitFn<K> = Arc<dyn Fn(&K) -> Option<u64> + Send + Sync>;
 
@@ -337,14 +373,10 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
                 default_limit: self.limit,
                 per_key: self.per_key,
                 limit_fn: self.limit_fn,
-                settings: Settings {
-                    window: self.window,
-                    span: self.window.saturating_add(self.margin),
-                    aimd: self.aimd,
-                },
+                settings: Arc::new(Settings::new(self.window, self.margin, self.aimd)),
                 max_wait: self.max_wait,
                 max_queue: self.max_queue,
-                next_sweep: Mutex::new(None),
+                inserted: AtomicUsize::new(0),
             }),
         })
     }
@@ -377,11 +409,11 @@ struct Inner<K> {
     default_limit: Option<u64>,
     per_key: HashMap<K, u64>,
     limit_fn: Option<LimitFn<K>>,
-    settings: Settings,
+    settings: Arc<Settings>,
     max_wait: Option<Duration>,
     max_queue: Option<usize>,
-    /// When idle keys are next swept (on the insertion of a new key).
-    next_sweep: Mutex<Option<Instant>>,
+    /// New keys inserted since the last sweep of idle keys.
+    inserted: AtomicUsize,
 }
 
 impl<K> Clone for Budget<K> {
@@ -460,12 +492,17 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     }
 
     /// The first step of an admission: admitted, refused, or queued (with a waker only).
+    ///
+    /// This is the hot path: one clock read, one map probe, one reference-count increment, one
+    /// uncontended lock, and a ledger entry (merged with the last one at the same instant).
+    #[inline]
     pub(crate) fn start(&self, key: K, cost: u64, waker: Option<&Waker>) -> Started {
         let now = Instant::now();
         if cost == 0 {
             return Started::Ready(Ok(Permit::free(0, now)));
         }
         let inner = &*self.inner;
+        let offset = inner.settings.offset(now);
         loop {
             let Some(shared) = self.lookup(&key, None) else {
                 return Started::Ready(Ok(Permit::free(cost, now)));
@@ -479,7 +516,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
             let begin = shared.begin(
                 &mut state,
                 cost,
-                now,
+                offset,
                 waker,
                 inner.max_wait,
                 inner.max_queue,
@@ -487,6 +524,12 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
             drop(state);
             return match begin {
                 Begin::Admitted(seq, at) => {
+                    // The entry is at `now` unless it joined a later one (a racing clock read).
+                    let at = if at == offset && offset != 0 {
+                        now
+                    } else {
+                        inner.settings.instant(at)
+                    };
                     Started::Ready(Ok(Permit::charged(shared, seq, cost, at)))
                 }
                 Begin::Refused(error) => Started::Ready(Err(error)),
@@ -533,7 +576,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
         if state.evicted {
             return None;
         }
-        Some(shared.stats(&mut state, Instant::now()))
+        Some(KeyShared::stats(&shared, &mut state, Instant::now()))
     }
 
     /// The number of keys that have state.
@@ -553,7 +596,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
         let keys = self.inner.keys.pin();
         let mut evicted = 0;
         for (key, shared) in keys.iter() {
-            if shared.try_evict(now)
+            if KeyShared::try_evict(shared, now)
                 && keys
                     .remove_if(key, |_, current| Arc::ptr_eq(current, shared))
                     .is_ok_and(|removed| removed.is_some())
@@ -588,22 +631,24 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     }
 
     /// The state of `key`, created if absent. `None` if the key has no limit.
+    #[inline]
     fn lookup(&self, key: &K, limit: Option<u64>) -> Option<Arc<KeyShared>> {
-        let inner = &*self.inner;
-        {
-            let keys = inner.keys.pin();
-            if let Some(shared) = keys.get(key) {
-                return Some(Arc::clone(shared));
-            }
+        if let Some(shared) = self.inner.keys.pin().get(key) {
+            return Some(Arc::clone(shared));
         }
+        self.insert(key, limit)
+    }
+
+    /// The slow path of [`lookup`](Self::lookup): a key seen for the first time (or again after
+    /// eviction).
+    #[cold]
+    #[inline(never)]
+    fn insert(&self, key: &K, limit: Option<u64>) -> Option<Arc<KeyShared>> {
+        let inner = &*self.inner;
         let limit = limit.or_else(|| self.configured_limit(key))?;
-        let settings = inner.settings;
-        let shared = {
-            let keys = inner.keys.pin();
-            Arc::clone(
-                keys.get_or_insert_with(key.clone(), || Arc::new(KeyShared::new(limit, settings))),
-            )
-        };
+        let shared = Arc::clone(inner.keys.pin().get_or_insert_with(key.clone(), || {
+            Arc::new(KeyShared::new(limit, Arc::clone(&inner.settings)))
+        }));
         self.maybe_sweep();
         Some(shared)
     }
@@ -629,22 +674,20 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
             .remove_if(key, |_, current| Arc::ptr_eq(current, shared));
     }
 
-    /// Sweeps idle keys at most once per window, from the slow path that inserts keys.
+    /// Sweeps idle keys once the keys inserted since the last sweep number half the map (at
+    /// least [`SWEEP_MIN`]), from the slow path that inserts keys: a sweep costs O(n) and comes
+    /// every n/2 insertions, so each new key pays amortised O(1), and idle keys never make up
+    /// much more than a third of the map for long.
     fn maybe_sweep(&self) {
-        let now = Instant::now();
-        let due = {
-            let Ok(mut next) = self.inner.next_sweep.try_lock() else {
-                return;
-            };
-            match *next {
-                Some(at) if at > now => false,
-                _ => {
-                    *next = Some(now + self.inner.settings.span);
-                    true
-                }
-            }
-        };
-        if due {
+        let inner = &*self.inner;
+        let inserted = inner.inserted.fetch_add(1, Ordering::Relaxed) + 1;
+        let due = (inner.keys.len() / 2).max(SWEEP_MIN);
+        if inserted >= due
+            && inner
+                .inserted
+                .compare_exchange(inserted, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             self.evict_idle();
         }
     }

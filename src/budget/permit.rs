@@ -17,7 +17,9 @@ use super::state::KeyShared;
 /// A permit is not generic over the key type: it holds the key's state, so it can travel with a
 /// response (or a streamed body) anywhere. It is `Send + Sync + 'static`.
 pub struct Permit {
-    /// `None` for a free permit (cost 0, or a key without limit).
+    /// `None` for a free permit (cost 0, or a key without limit). Dropping the permit unsettled
+    /// drops this reference and nothing else: the reservation stands. The key counts its
+    /// outstanding permits by these references (see `KeyShared`).
     shared: Option<Arc<KeyShared>>,
     seq: u64,
     reserved: u64,
@@ -120,16 +122,7 @@ impl Permit {
         if refund > 0 || debt > 0 {
             shared.settle(self.seq, refund, debt);
         }
-        shared.permit_dropped();
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if let Some(shared) = self.shared.take() {
-            // Unsettled: the reservation stands, nothing to give back.
-            shared.permit_dropped();
-        }
+        // Dropping the reference ends the permit.
     }
 }
 
