@@ -2,10 +2,10 @@
 //! into answered calls, and what it costs in throttles, failures and latency.
 //!
 //! ```text
-//! cargo bench --bench goodput                                 # every case, a few minutes
-//! GOODPUT_QUICK=1 cargo bench --bench goodput                 # 3x demand, single + over-configured
-//! cargo bench --bench goodput -- token-bucket crate           # only cases whose label has every term
-//! GOODPUT_FILTER=sliding/3x cargo bench --bench goodput       # the same, by environment
+//! cargo bench --all-features --bench goodput                            # every case, ~6 min
+//! GOODPUT_QUICK=1 cargo bench --all-features --bench goodput            # 3x, single + over
+//! cargo bench --all-features --bench goodput -- token-bucket crate      # labels with every term
+//! GOODPUT_FILTER=sliding/3x cargo bench --all-features --bench goodput  # the same, by env
 //! ```
 //!
 //! Every case starts a fresh in-process emulator enforcing a tokens-per-window quota on a Claude 4
@@ -28,7 +28,10 @@
 //!
 //! Columns: quota utilisation is settled quota tokens (input + output × 5) of successful calls
 //! per window, divided by the REAL quota, over the saturated windows (calls bucketed by the time
-//! they ended; the first window and the last partial one left out, see `load::utilization`).
+//! they ended; the first window and the last partial one left out, see `load::utilization`; in
+//! the shared scenario the run counts as saturated until the first of the four clients has
+//! answered all its calls, `load::utilization_split`: after that the others' demand is below
+//! the quota, and "elapsed" shows what the imbalance cost).
 //! Throttled % is throttled attempts over every inference attempt the emulator saw (its own
 //! counters). Attempts are the emulator's count. Latency is per call, from its scheduled send to
 //! its answer, including every wait and retry.
@@ -39,7 +42,10 @@
 //!
 //! Settings (environment): `GOODPUT_WINDOW_MS` (default 2000), `GOODPUT_WINDOWS` (demand
 //! duration in windows, default 5, quick 3), `GOODPUT_TPM` (default 100000), `GOODPUT_TTFT_MS`
-//! (default 120), `GOODPUT_JSON=1` (one JSON object per case on stdout as well).
+//! (default 120), `GOODPUT_MARGIN_MS` (the crate's expiry margin; default: the crate's own,
+//! `max(window / 60, 25 ms)`), `GOODPUT_JOBS` (window algorithms run side by side in child
+//! processes, default 3; 1 runs everything in this process), `GOODPUT_JSON=1` (one JSON object
+//! per case on stdout as well).
 
 #[path = "../examples/support/load.rs"]
 mod load;
@@ -128,6 +134,8 @@ struct Settings {
     windows: u32,
     tpm: u64,
     ttft: Duration,
+    /// The crate's expiry margin, when not its default.
+    margin: Option<Duration>,
     quick: bool,
     json: bool,
     filter: Vec<String>,
@@ -160,13 +168,15 @@ fn settings() -> Settings {
         windows: env_u64("GOODPUT_WINDOWS").unwrap_or(if quick { 3 } else { 5 }) as u32,
         tpm: env_u64("GOODPUT_TPM").unwrap_or(100_000),
         ttft: Duration::from_millis(env_u64("GOODPUT_TTFT_MS").unwrap_or(120)),
+        margin: env_u64("GOODPUT_MARGIN_MS").map(Duration::from_millis),
         quick,
         json: on("GOODPUT_JSON"),
         filter,
     }
 }
 
-fn cases(s: &Settings) -> Vec<Case> {
+/// The cases to run, with their position in the full list.
+fn cases(s: &Settings) -> Vec<(usize, Case)> {
     let demands: &[f64] = if s.quick { &[3.0] } else { &[1.5, 3.0] };
     let scenarios: &[Scenario] = if s.quick {
         &[Scenario::Single, Scenario::Over]
@@ -199,21 +209,25 @@ fn cases(s: &Settings) -> Vec<Case> {
             }
         }
     }
-    out.retain(|c| {
-        let label = c.label();
-        s.filter.iter().all(|t| label.contains(t.as_str()))
-    });
-    out
+    out.into_iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            let label = c.label();
+            s.filter.iter().all(|t| label.contains(t.as_str()))
+        })
+        .collect()
 }
 
 /// The figures of one case.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Row {
+    /// The position of the case in the full list (for the table's order).
+    index: usize,
     case: String,
     enforcement: String,
     demand: f64,
-    scenario: &'static str,
-    client: &'static str,
+    scenario: String,
+    client: String,
     report: load::Report,
     /// Inference attempts the emulator saw.
     emulator_attempts: u64,
@@ -297,13 +311,19 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
         let builder = match case.client {
             ClientKind::Standard => base.http_client(wire),
             ClientKind::Adaptive => base.http_client(wire).retry_config(RetryConfig::adaptive()),
-            ClientKind::Crate => BedrockThrottle::builder()
-                .quota(MODEL, Quota::tokens(told))
-                .window(s.window)
-                .max_wait(max_wait)
-                .http_client(wire)
-                .build()?
-                .configure(base),
+            ClientKind::Crate => {
+                let mut throttle = BedrockThrottle::builder();
+                if let Some(margin) = s.margin {
+                    throttle = throttle.expiry_margin(margin);
+                }
+                throttle
+                    .quota(MODEL, Quota::tokens(told))
+                    .window(s.window)
+                    .max_wait(max_wait)
+                    .http_client(wire)
+                    .build()?
+                    .configure(base)
+            }
         };
         clients.push(Client::from_conf(builder.build()));
     }
@@ -317,9 +337,10 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
     let counters = emulator.stats().model(MODEL);
     let c = counters.counters;
     let throttled = c.throttled_requests + c.throttled_tokens + c.throttled_tokens_per_day;
-    let report = load::report(
+    let report = load::report_split(
         case.client.label(),
         &outcomes,
+        instances,
         throttled,
         c.requests,
         BURNDOWN,
@@ -327,11 +348,12 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
         s.window,
     );
     let row = Row {
+        index,
         case: case.label(),
         enforcement: case.enforcement.to_string(),
         demand: case.demand,
-        scenario: case.scenario.label(),
-        client: case.client.label(),
+        scenario: case.scenario.label().to_owned(),
+        client: case.client.label().to_owned(),
         report,
         emulator_attempts: c.requests,
         wire_attempts: wires.iter().map(|w| w.attempts()).sum(),
@@ -378,35 +400,18 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
-fn main() -> Result<(), BoxError> {
-    let s = settings();
-    let cases = cases(&s);
-    if cases.is_empty() {
-        eprintln!("goodput: no case matches the filter {:?}", s.filter);
-        return Ok(());
-    }
+/// Runs `cases` in this process, one after the other; prints each row as a `ROW {json}` line
+/// when `child`, and returns them.
+fn run_here(s: &Settings, cases: &[(usize, Case)], child: bool) -> Result<Vec<Row>, BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    eprintln!(
-        "goodput: {} cases, quota {} tokens per {:?} window, demand over {} windows, \
-         ttft {:?}, 2000 tokens/s{}",
-        cases.len(),
-        s.tpm,
-        s.window,
-        s.windows,
-        s.ttft,
-        if s.quick { " (quick)" } else { "" }
-    );
-    let started = Instant::now();
     let mut rows = Vec::with_capacity(cases.len());
-    for (index, case) in cases.iter().enumerate() {
+    for (index, case) in cases {
         let t = Instant::now();
-        let row = runtime.block_on(run_case(&s, case, index))?;
+        let row = runtime.block_on(run_case(s, case, *index))?;
         eprintln!(
-            "  [{}/{}] {:<36} util {:>5.1}%  throttled {:>5.2}%  failed {:>4}  ({:.1}s)",
-            index + 1,
-            cases.len(),
+            "  {:<38} util {:>5.1}%  throttled {:>5.2}%  failed {:>4}  ({:.1}s)",
             row.case,
             row.report.quota_utilization * 100.0,
             row.throttled_pct(),
@@ -419,10 +424,96 @@ fn main() -> Result<(), BoxError> {
                 row.wire_attempts, row.emulator_attempts
             );
         }
-        if s.json {
-            println!("{}", serde_json::to_string(&row)?);
+        if child {
+            println!("ROW {}", serde_json::to_string(&row)?);
         }
         rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Runs the cases of each window algorithm in its own child process (this executable again,
+/// with `GOODPUT_CHILD=1` and the algorithm as a filter term), `jobs` at a time, and collects
+/// their rows. The cases spend nearly all their time waiting on the quota, so separate
+/// processes barely compete for the CPU, and each keeps its own runtime and emulator.
+fn run_children(s: &Settings, cases: &[(usize, Case)], jobs: usize) -> Result<Vec<Row>, BoxError> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut groups: Vec<String> = Vec::new();
+    for (_, case) in cases {
+        let name = case.enforcement.to_string();
+        if !groups.contains(&name) {
+            groups.push(name);
+        }
+    }
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    for batch in groups.chunks(jobs.max(1)) {
+        let mut children = Vec::new();
+        for group in batch {
+            // The group name as a whole `/`-delimited label segment.
+            let mut args: Vec<String> = s.filter.clone();
+            args.push(format!("{group}/"));
+            let child = Command::new(&exe)
+                .args(&args)
+                .env("GOODPUT_CHILD", "1")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()?;
+            children.push(child);
+        }
+        for mut child in children {
+            let stdout = child.stdout.take().ok_or("child without stdout")?;
+            for line in BufReader::new(stdout).lines() {
+                let line = line?;
+                if let Some(json) = line.strip_prefix("ROW ") {
+                    rows.push(serde_json::from_str::<Row>(json)?);
+                }
+            }
+            let status = child.wait()?;
+            if !status.success() {
+                return Err(format!("a benchmark process failed: {status}").into());
+            }
+        }
+    }
+    rows.sort_by_key(|r| r.index);
+    Ok(rows)
+}
+
+fn main() -> Result<(), BoxError> {
+    let s = settings();
+    let cases = cases(&s);
+    if cases.is_empty() {
+        eprintln!("goodput: no case matches the filter {:?}", s.filter);
+        return Ok(());
+    }
+    if std::env::var_os("GOODPUT_CHILD").is_some() {
+        run_here(&s, &cases, true)?;
+        return Ok(());
+    }
+    let jobs = env_u64("GOODPUT_JOBS").unwrap_or(3) as usize;
+    eprintln!(
+        "goodput: {} cases, quota {} tokens per {:?} window, demand over {} windows, \
+         ttft {:?}, 2000 tokens/s, {} process(es) at a time{}",
+        cases.len(),
+        s.tpm,
+        s.window,
+        s.windows,
+        s.ttft,
+        jobs,
+        if s.quick { " (quick)" } else { "" }
+    );
+    let started = Instant::now();
+    let rows = if jobs > 1 {
+        run_children(&s, &cases, jobs)?
+    } else {
+        run_here(&s, &cases, false)?
+    };
+    if s.json {
+        for row in &rows {
+            println!("{}", serde_json::to_string(row)?);
+        }
     }
     println!(
         "\nQuota {} tokens per {:?} window (Claude 4, burndown {BURNDOWN}), demand over {} windows, \

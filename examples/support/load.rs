@@ -243,7 +243,7 @@ impl Service<HttpRequest> for Count {
 }
 
 /// The figures of one client's run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     /// Which client.
     pub client: String,
@@ -279,7 +279,33 @@ pub struct Report {
 /// window (the run ends inside it). A run shorter than three windows is measured over all of
 /// its full windows, or as one window if it has none.
 pub fn utilization(outcomes: &[CallOutcome], burndown: u64, quota: u64, window: Duration) -> f64 {
-    let end = outcomes.iter().map(|o| o.ended).max().unwrap_or_default();
+    utilization_split(outcomes, 1, burndown, quota, window)
+}
+
+/// [`utilization`] for calls dealt round-robin between `instances` clients (call `i` went to
+/// client `i % instances`, as [`run_split`] does): the run is saturated only while every client
+/// still has calls to answer, so it is measured up to the moment the first client answered its
+/// last call. (After that the remaining clients' demand is below the quota: their quotas are
+/// static shares.)
+pub fn utilization_split(
+    outcomes: &[CallOutcome],
+    instances: usize,
+    burndown: u64,
+    quota: u64,
+    window: Duration,
+) -> f64 {
+    let instances = instances.max(1);
+    let end = (0..instances)
+        .filter_map(|k| {
+            outcomes
+                .iter()
+                .skip(k)
+                .step_by(instances)
+                .map(|o| o.ended)
+                .max()
+        })
+        .min()
+        .unwrap_or_default();
     let full = (end.as_secs_f64() / window.as_secs_f64()).floor() as u32;
     let (from, to) = match full {
         0 => (Duration::ZERO, end),
@@ -300,6 +326,31 @@ pub fn utilization(outcomes: &[CallOutcome], burndown: u64, quota: u64, window: 
 pub fn report(
     client: &str,
     outcomes: &[CallOutcome],
+    throttled_attempts: u64,
+    attempts: u64,
+    burndown: u64,
+    quota: u64,
+    window: Duration,
+) -> Report {
+    report_split(
+        client,
+        outcomes,
+        1,
+        throttled_attempts,
+        attempts,
+        burndown,
+        quota,
+        window,
+    )
+}
+
+/// Summarises one run of [`run_split`] over `instances` clients (utilisation as
+/// [`utilization_split`]).
+#[allow(clippy::too_many_arguments)]
+pub fn report_split(
+    client: &str,
+    outcomes: &[CallOutcome],
+    instances: usize,
     throttled_attempts: u64,
     attempts: u64,
     burndown: u64,
@@ -332,7 +383,7 @@ pub fn report(
         failed: outcomes.len() - succeeded,
         throttled_attempts,
         attempts,
-        quota_utilization: utilization(outcomes, burndown, quota, window),
+        quota_utilization: utilization_split(outcomes, instances, burndown, quota, window),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         settled_tokens: outcomes

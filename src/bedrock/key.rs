@@ -117,19 +117,38 @@ impl Operation {
     }
 }
 
-/// What a response needs to know of its request: the quota key and the operation. Attached as a
-/// response extension by [`BedrockResponseLayer`](super::BedrockResponseLayer), read by the
-/// settlement (for the model's output burndown).
+/// What a response needs to know of its request: the quota key, the operation and, when the
+/// token budget recorded it, the output tokens it reserved. Attached as a response extension by
+/// [`BedrockResponseLayer`](super::BedrockResponseLayer), read by the settlement (for the
+/// model's output burndown, and to tell Bedrock's own reservation, `input + max output`, from
+/// this crate's conservative one).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BedrockCall {
     key: BedrockKey,
     operation: Operation,
+    reserved_output: Option<u64>,
 }
 
 impl BedrockCall {
     /// The call of `operation` on `key`.
     pub fn new(key: BedrockKey, operation: Operation) -> Self {
-        Self { key, operation }
+        Self {
+            key,
+            operation,
+            reserved_output: None,
+        }
+    }
+
+    /// The same call, knowing that its reservation included `tokens` of output (the request's
+    /// max output tokens).
+    pub fn with_reserved_output(mut self, tokens: u64) -> Self {
+        self.reserved_output = Some(tokens);
+        self
+    }
+
+    /// The output tokens the reservation included, when the token budget recorded them.
+    pub fn reserved_output(&self) -> Option<u64> {
+        self.reserved_output
     }
 
     /// The quota key.
@@ -298,7 +317,14 @@ pub trait BedrockRequest: sealed::Sealed {
     fn host(&self) -> Option<&str>;
     /// The URI path.
     fn path(&self) -> &str;
+    /// The output tokens the token budget reserved for this request, if it recorded them.
+    fn reserved_output(&self) -> Option<u64>;
 }
+
+/// The mark the token budget leaves on a request (an extension): the max output tokens its
+/// reservation included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReservedOutput(pub(crate) u64);
 
 impl<B> sealed::Sealed for http::Request<B> {}
 
@@ -312,6 +338,9 @@ impl<B> BedrockRequest for http::Request<B> {
     }
     fn path(&self) -> &str {
         self.uri().path()
+    }
+    fn reserved_output(&self) -> Option<u64> {
+        self.extensions().get::<ReservedOutput>().map(|r| r.0)
     }
 }
 
@@ -369,6 +398,9 @@ mod sdk {
         }
         fn path(&self) -> &str {
             super::split_uri(self.uri()).1
+        }
+        fn reserved_output(&self) -> Option<u64> {
+            self.extension::<super::ReservedOutput>().map(|r| r.0)
         }
     }
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use super::error::{BedrockError, classify_error, retry_after};
 use super::estimate::{EstimatorConfig, RequestEstimate};
 use super::key::{
-    BedrockCall, BedrockKey, BedrockRequest, BodyBytes, parse_path, region_from_host,
+    BedrockCall, BedrockKey, BedrockRequest, BodyBytes, ReservedOutput, parse_path,
+    region_from_host,
 };
 use super::models::{ModelInfo, ModelTable};
-use super::settle::{Observer, Reservation, SettlingBody};
+use super::settle::{Amount, Observer, Reservation, SettlingBody};
 use super::stream::{BedrockResponseLayer, EVENT_STREAM_CONTENT_TYPE};
 use super::usage::Usage;
 use crate::budget::Permit;
@@ -185,14 +186,15 @@ impl Bedrock {
     ) -> Plan {
         if !(200..300).contains(&status) {
             // Bedrock rejects before it reserves; throttles are fed back by the classifier.
-            return Plan::Now(0);
+            return Plan::Now(Amount::plain(0));
         }
         if call.is_some_and(|c| !c.operation().uses_token_quota()) {
-            return Plan::Now(0);
+            return Plan::Now(Amount::plain(0));
         }
+        let reserved_output = call.and_then(BedrockCall::reserved_output);
         let burndown = call.map_or(UNTAGGED_BURNDOWN, |c| self.output_burndown(c.key().model()));
         if let Some(usage) = Usage::from_headers(&header) {
-            return Plan::Now(usage.quota_tokens(burndown));
+            return Plan::Now(Amount::of_usage(&usage, burndown, reserved_output));
         }
         let observer =
             if header("content-type").is_some_and(|ct| ct.starts_with(EVENT_STREAM_CONTENT_TYPE)) {
@@ -201,13 +203,36 @@ impl Bedrock {
             } else {
                 Observer::json()
             };
-        Plan::Observe(observer, burndown)
+        Plan::Observe(Observed {
+            observer,
+            burndown,
+            reserved_output,
+        })
     }
 }
 
 enum Plan {
-    Now(u64),
-    Observe(Observer, u64),
+    Now(Amount),
+    Observe(Observed),
+}
+
+/// A body to watch until it ends, and what its settlement needs.
+struct Observed {
+    observer: Observer,
+    burndown: u64,
+    reserved_output: Option<u64>,
+}
+
+impl Observed {
+    fn body<B, R: Reservation>(self, body: B, reservation: R) -> SettlingBody<B, R> {
+        SettlingBody::observing(
+            body,
+            reservation,
+            self.burndown,
+            self.reserved_output,
+            self.observer,
+        )
+    }
 }
 
 mod sealed {
@@ -236,12 +261,10 @@ impl<B, R: Reservation> SettleResponse<R> for http::Response<B> {
         );
         match plan {
             Plan::Now(amount) => {
-                reservation.settle(amount);
+                amount.settle(reservation);
                 self.map(SettlingBody::settled)
             }
-            Plan::Observe(observer, burndown) => {
-                self.map(|body| SettlingBody::observing(body, reservation, burndown, observer))
-            }
+            Plan::Observe(observed) => self.map(|body| observed.body(body, reservation)),
         }
     }
 }
@@ -280,6 +303,17 @@ impl<B: BodyBytes> EstimateTokens<http::Request<B>> for Bedrock {
     fn estimate_tokens(&self, request: &http::Request<B>) -> u64 {
         let call = self.call_of(request);
         self.estimate(&call, request.body().body_bytes()).total()
+    }
+
+    /// Also marks the request with the max output tokens reserved, for
+    /// [`BedrockResponseLayer`] to pass to the settlement.
+    fn estimate_tokens_mut(&self, request: &mut http::Request<B>) -> u64 {
+        let call = self.call_of(&*request);
+        let estimate = self.estimate(&call, request.body().body_bytes());
+        request
+            .extensions_mut()
+            .insert(ReservedOutput(estimate.max_output_tokens));
+        estimate.total()
     }
 }
 
@@ -349,8 +383,8 @@ mod sdk {
     use super::{Bedrock, Plan, classify_parts};
     use crate::BoxError;
     use crate::bedrock::error::BedrockError;
-    use crate::bedrock::key::{BedrockCall, BedrockKey};
-    use crate::bedrock::settle::{Reservation, SettlingBody};
+    use crate::bedrock::key::{BedrockCall, BedrockKey, ReservedOutput};
+    use crate::bedrock::settle::Reservation;
     use crate::budget::Permit;
     use crate::classify::{
         Classification, Classify, CloneRequest, EstimateTokens, QuotaKey, Settle, ThrottleCause,
@@ -369,6 +403,16 @@ mod sdk {
         fn estimate_tokens(&self, request: &HttpRequest) -> u64 {
             let call = self.call_of(request);
             self.estimate(&call, request.body().bytes()).total()
+        }
+
+        /// Also marks the request with the max output tokens reserved, for
+        /// [`BedrockResponseLayer`](crate::bedrock::BedrockResponseLayer) to pass to the
+        /// settlement.
+        fn estimate_tokens_mut(&self, request: &mut HttpRequest) -> u64 {
+            let call = self.call_of(&*request);
+            let estimate = self.estimate(&call, request.body().bytes());
+            request.add_extension(ReservedOutput(estimate.max_output_tokens));
+            estimate.total()
         }
     }
 
@@ -391,17 +435,19 @@ mod sdk {
                 self.extension::<BedrockCall>(),
             );
             match plan {
-                Plan::Now(amount) => reservation.settle(amount),
-                Plan::Observe(mut observer, burndown) => match self.body().bytes() {
+                Plan::Now(amount) => amount.settle(reservation),
+                Plan::Observe(mut observed) => match self.body().bytes() {
                     Some(bytes) => {
                         // Already in memory: settle now, leave the body as it is.
-                        observer.observe(&Bytes::copy_from_slice(bytes));
+                        observed.observer.observe(&Bytes::copy_from_slice(bytes));
                         let reserved = reservation.reserved();
-                        reservation.settle(observer.amount(reserved, burndown, true));
+                        observed
+                            .observer
+                            .amount(reserved, observed.burndown, true, observed.reserved_output)
+                            .settle(reservation);
                     }
                     None => {
-                        let body = self.take_body();
-                        let body = SettlingBody::observing(body, reservation, burndown, observer);
+                        let body = observed.body(self.take_body(), reservation);
                         *self.body_mut() = SdkBody::from_body_1_x(body);
                     }
                 },

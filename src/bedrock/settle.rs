@@ -18,6 +18,17 @@
 //! [`BedrockResponseLayer`](super::BedrockResponseLayer) tagged it with a
 //! [`BedrockCall`](super::BedrockCall); untagged responses assume 5, the largest burndown
 //! Bedrock applies (conservative).
+//!
+//! Where the settled amount is booked matters as much as how much it is. Bedrock keeps at most
+//! its own reservation (`input + cache reads + cache writes + max output`, with its exact input
+//! count) at the start of the call and books the rest as debt when the call ends. This crate's
+//! reservation is larger (the input estimate is conservative), so a plain refund would keep more
+//! at the start than Bedrock does, and free it a call's duration before Bedrock's debt expires.
+//! When the token budget marked the request with its max output (the tag's
+//! [`reserved_output`](super::BedrockCall::reserved_output)), the settlement computes Bedrock's
+//! reservation from the reported usage and settles with [`Reservation::settle_as`], which the
+//! engine's [`Permit`] implements by mirroring Bedrock's split
+//! ([`Permit::settle_as`](crate::budget::Permit::settle_as)).
 
 use std::fmt;
 use std::pin::Pin;
@@ -40,6 +51,15 @@ pub trait Reservation: Send + 'static {
     fn reserved(&self) -> u64;
     /// Settles with the amount really used.
     fn settle(self, actual: u64);
+    /// Settles with the amount really used, knowing that Bedrock's own reservation for the call
+    /// was `server_reserved` (see [`Permit::settle_as`]). The default ignores it.
+    fn settle_as(self, actual: u64, server_reserved: u64)
+    where
+        Self: Sized,
+    {
+        let _ = server_reserved;
+        self.settle(actual);
+    }
 }
 
 impl Reservation for Permit {
@@ -48,6 +68,50 @@ impl Reservation for Permit {
     }
     fn settle(self, actual: u64) {
         Permit::settle(self, actual);
+    }
+    fn settle_as(self, actual: u64, server_reserved: u64) {
+        Permit::settle_as(self, actual, server_reserved);
+    }
+}
+
+/// What a call is settled with: the amount, and Bedrock's own reservation when the usage and the
+/// reserved output tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Amount {
+    pub(crate) actual: u64,
+    pub(crate) server_reserved: Option<u64>,
+}
+
+impl Amount {
+    /// An amount without knowledge of Bedrock's reservation.
+    pub(crate) fn plain(actual: u64) -> Self {
+        Self {
+            actual,
+            server_reserved: None,
+        }
+    }
+
+    /// The amount of `usage`. Bedrock reserved `input + cache_read + cache_write + max output`
+    /// at the start, with its exact input count: with the max output known, that is
+    /// `server_reserved`.
+    pub(crate) fn of_usage(usage: &Usage, burndown: u64, reserved_output: Option<u64>) -> Self {
+        Self {
+            actual: usage.quota_tokens(burndown),
+            server_reserved: reserved_output.map(|output| {
+                usage
+                    .input_tokens
+                    .saturating_add(usage.cache_read_input_tokens)
+                    .saturating_add(usage.cache_write_input_tokens)
+                    .saturating_add(output)
+            }),
+        }
+    }
+
+    pub(crate) fn settle<R: Reservation>(self, reservation: R) {
+        match self.server_reserved {
+            Some(server_reserved) => reservation.settle_as(self.actual, server_reserved),
+            None => reservation.settle(self.actual),
+        }
     }
 }
 
@@ -110,13 +174,20 @@ impl Observer {
     }
 
     /// The amount to settle once the body has ended (`end = true`) or stopped early.
-    pub(crate) fn amount(&self, reserved: u64, burndown: u64, end: bool) -> u64 {
+    /// `reserved_output` is the max output the reservation included, if known.
+    pub(crate) fn amount(
+        &self,
+        reserved: u64,
+        burndown: u64,
+        end: bool,
+        reserved_output: Option<u64>,
+    ) -> Amount {
         match self {
             Observer::Json {
                 chunks, overflow, ..
             } => {
                 if !end || *overflow {
-                    return reserved;
+                    return Amount::plain(reserved);
                 }
                 let usage = match chunks.as_slice() {
                     [] => None,
@@ -127,11 +198,13 @@ impl Observer {
                         Usage::from_json(&all)
                     }
                 };
-                usage.map_or(reserved, |u| u.quota_tokens(burndown))
+                usage.map_or(Amount::plain(reserved), |u| {
+                    Amount::of_usage(&u, burndown, reserved_output)
+                })
             }
             Observer::Events(events) => match events.usage.final_usage {
-                Some(usage) => usage.quota_tokens(burndown),
-                None => reserved.max(events.usage.seen_quota_tokens(burndown)),
+                Some(usage) => Amount::of_usage(&usage, burndown, reserved_output),
+                None => Amount::plain(reserved.max(events.usage.seen_quota_tokens(burndown))),
             },
         }
     }
@@ -193,6 +266,7 @@ impl EventObserver {
 pub(crate) struct Settlement<R: Reservation> {
     reservation: Option<R>,
     burndown: u64,
+    reserved_output: Option<u64>,
     observer: Option<Observer>,
 }
 
@@ -200,11 +274,10 @@ impl<R: Reservation> Settlement<R> {
     fn finish(&mut self, end: bool) {
         if let Some(reservation) = self.reservation.take() {
             let reserved = reservation.reserved();
-            let amount = self
-                .observer
-                .take()
-                .map_or(reserved, |o| o.amount(reserved, self.burndown, end));
-            reservation.settle(amount);
+            let amount = self.observer.take().map_or(Amount::plain(reserved), |o| {
+                o.amount(reserved, self.burndown, end, self.reserved_output)
+            });
+            amount.settle(reservation);
         }
         self.observer = None;
     }
@@ -232,12 +305,19 @@ pin_project! {
 
 impl<B, R: Reservation> SettlingBody<B, R> {
     /// A body that settles `reservation` at the end of `inner`, observed by `observer`.
-    pub(crate) fn observing(inner: B, reservation: R, burndown: u64, observer: Observer) -> Self {
+    pub(crate) fn observing(
+        inner: B,
+        reservation: R,
+        burndown: u64,
+        reserved_output: Option<u64>,
+        observer: Observer,
+    ) -> Self {
         Self {
             inner,
             settlement: Settlement {
                 reservation: Some(reservation),
                 burndown,
+                reserved_output,
                 observer: Some(observer),
             },
         }
@@ -250,6 +330,7 @@ impl<B, R: Reservation> SettlingBody<B, R> {
             settlement: Settlement {
                 reservation: None,
                 burndown: 0,
+                reserved_output: None,
                 observer: None,
             },
         }

@@ -145,7 +145,10 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let call = self.bedrock.call_of(&request);
+        let mut call = self.bedrock.call_of(&request);
+        if let Some(tokens) = request.reserved_output() {
+            call = call.with_reserved_output(tokens);
+        }
         ResponseFuture {
             future: self.inner.call(request),
             call: Some(call),

@@ -31,6 +31,14 @@
 //! - a permit **dropped unsettled** keeps its whole reservation (conservative: the usage is
 //!   unknown).
 //!
+//! The split between what stays at the admission and what is booked at settlement must never
+//! free tokens before the server does. A server that reserved *less* than this ledger (Bedrock
+//! counts the input exactly, the client estimates it conservatively) books as debt, at its
+//! settlement, everything above its own reservation; a plain [`Permit::settle`] would keep that
+//! part at the admission instant, where it expires a call's duration too early. When the
+//! server's own reservation is known, [`Permit::settle_as`] mirrors the server: at most the
+//! server's reservation stays at the admission, the rest is debt now.
+//!
 //! # Waiting
 //!
 //! Waiters queue strictly FIFO per key: a large request at the head is not overtaken by small
@@ -50,11 +58,23 @@
 //! # Feedback
 //!
 //! When the server throttles anyway (the quota is shared with other clients, or set too high),
-//! [`Budget::throttled`] treats the key's window as exhausted (a synthetic entry fills it up to the
-//! configured limit, so queued requests wait for entries to expire instead of hitting the quota
-//! again) and lowers the key's *effective* limit multiplicatively ([`Aimd::decrease`], not below
-//! [`Aimd::floor`]). The effective limit then recovers linearly, by [`Aimd::recover_per_window`] of
-//! the limit per elapsed window, computed lazily from the time of the last throttle.
+//! [`Budget::throttled`] lowers the key's *effective* limit multiplicatively ([`Aimd::decrease`],
+//! not below [`Aimd::floor`]) and treats the key's window as exhausted up to that lowered limit
+//! (a synthetic entry fills the gap, so queued requests wait for entries to expire, or for the
+//! limit to recover, instead of hitting the quota again). The effective limit then recovers
+//! linearly, by [`Aimd::recover_per_window`] of the limit per elapsed window, computed lazily
+//! from the time of the last throttle.
+//!
+//! Two choices keep a throttle from costing more than it says:
+//! - the fill goes up to the *lowered* limit, not the configured one. The throttle says the
+//!   server's window is full; the lowered limit already keeps the key below where it was. A fill
+//!   up to the configured limit would add a whole window of no admissions on top of the
+//!   decrease, and with a quota that is merely set too high (the only user being this client)
+//!   it would stop the client for a window after every throttle;
+//! - one decrease per congestion event: feedback through the [`Permit`] of a request admitted
+//!   before the last decrease ([`Permit::throttled`]) does not lower the limit again (requests
+//!   in flight together are throttled together, and each would otherwise multiply the
+//!   decrease). It still exhausts the window.
 //!
 //! # No global lock
 //!
@@ -545,7 +565,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     /// effective limit is lowered (see [`Aimd`]). Does nothing for a key without limit.
     pub fn throttled(&self, key: &K) {
         self.with_state(key, None, |shared, state| {
-            shared.throttled(state, Instant::now());
+            shared.throttled(state, Instant::now(), None);
         });
     }
 

@@ -57,12 +57,16 @@ impl Permit {
     }
 
     /// Throttle feedback for this permit's key, as [`Budget::throttled`](super::Budget::throttled):
-    /// the key's window is treated as exhausted and its effective limit lowered. Useful where the
-    /// throttle is seen far from the budget (a streamed body that fails mid-stream). Does nothing
-    /// for a free permit.
+    /// the key's effective limit is lowered and its window treated as exhausted up to it, not
+    /// counting this permit's own reservation (the server did not book it; settling the permit
+    /// refunds it without reopening the window). If the limit was already lowered after this
+    /// permit's admission, it is not lowered again (the throttle is an echo of the one that
+    /// lowered it; see the [module documentation](super#feedback)). Useful where the throttle is
+    /// seen far from the budget (a streamed body that fails mid-stream). Does nothing for a free
+    /// permit.
     pub fn throttled(&self) {
         if let Some(shared) = &self.shared {
-            shared.throttled_now();
+            shared.throttled_now(self.admitted_at, self.reserved);
         }
     }
 
@@ -71,16 +75,54 @@ impl Permit {
     /// Below the reservation, the difference is refunded at once and waiting requests that now
     /// fit are admitted. Above it, the overshoot is booked as debt at this instant: later
     /// admissions wait it out.
-    pub fn settle(mut self, actual: u64) {
+    pub fn settle(self, actual: u64) {
+        let reserved = self.reserved;
+        self.settle_as(actual, reserved);
+    }
+
+    /// Settles the reservation with the amount really used, for a server whose own reservation
+    /// for the call was `server_reserved`.
+    ///
+    /// A server that reserves at admission and settles at the end keeps
+    /// `min(actual, server_reserved)` dated at the admission and books the rest when the call
+    /// settles. When this permit reserved more than the server (a conservative estimate of the
+    /// input, say) and the call used more than the server reserved, [`settle`](Self::settle)
+    /// would leave the difference at the admission instant, where it expires earlier than in
+    /// the server's ledger, and later admissions could overrun the server's window. This method
+    /// keeps `min(actual, server_reserved, reserved)` at the admission, refunding the rest of
+    /// the reservation at once, and books everything above it as debt at this instant, so the
+    /// ledger never frees tokens before the server does. With `server_reserved >= reserved` it
+    /// is exactly [`settle`](Self::settle).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bedrock_throttle::budget::Budget;
+    ///
+    /// let budget: Budget<&str> = Budget::builder().limit(1_000).window(Duration::from_secs(60)).build()?;
+    /// // We reserved 500 (the input over-estimated); the server reserved 400 and the call used 450.
+    /// let permit = budget.acquire("claude", 500).await?;
+    /// tokio::time::advance(Duration::from_secs(10)).await;
+    /// permit.settle_as(450, 400);
+    /// assert_eq!(budget.stats(&"claude").unwrap().used, 450);
+    /// // 400 leave with the admission at t = 60 s; the 50 booked at t = 10 s stay until t = 70 s.
+    /// tokio::time::advance(Duration::from_secs(50)).await;
+    /// assert_eq!(budget.stats(&"claude").unwrap().used, 50);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn settle_as(mut self, actual: u64, server_reserved: u64) {
         let Some(shared) = self.shared.take() else {
             return;
         };
-        if actual < self.reserved {
-            shared.refund(self.seq, self.reserved - actual);
-        } else if actual > self.reserved {
-            shared.debt(actual - self.reserved);
+        let at_admission = actual.min(server_reserved).min(self.reserved);
+        let refund = self.reserved - at_admission;
+        let debt = actual - at_admission;
+        if refund > 0 || debt > 0 {
+            shared.settle(self.seq, refund, debt);
         }
-        // Exact: nothing to book. Dropping the reference ends the permit.
+        // Dropping the reference ends the permit.
     }
 }
 

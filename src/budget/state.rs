@@ -424,39 +424,63 @@ impl KeyShared {
         }
     }
 
-    /// Settles a permit below its reservation. The clock is read only if someone waits: the
-    /// refund may let them in.
-    pub(crate) fn refund(&self, seq: u64, amount: u64) {
+    /// Settles a permit under one lock: `refund` comes off its admission entry, `debt` is a new
+    /// entry at the settle instant. Waiters are admitted only after both, so a refund never lets
+    /// in a request that the debt booked with it would have kept out. The clock is read only if
+    /// there is debt to date or someone waits (the refund may let them in).
+    pub(crate) fn settle(&self, seq: u64, refund: u64, debt: u64) {
         let mut guard = self.lock();
         let state = &mut *guard;
-        state.ledger.refund(seq, amount);
-        if state.has_waiters() {
-            let now = self.settings.offset(Instant::now());
+        if refund > 0 {
+            state.ledger.refund(seq, refund);
+        }
+        let drain = refund > 0 && state.has_waiters();
+        if debt == 0 && !drain {
+            return;
+        }
+        let now = self.settings.offset(Instant::now());
+        if debt > 0 {
+            state.ledger.expire(self.settings.span_nanos, now);
+            state.ledger.push(now, debt);
+        }
+        if drain {
             self.drain(state, now, true);
         }
     }
 
-    /// Settles a permit above its reservation: the overshoot is a new entry at `now`.
-    pub(crate) fn debt(&self, amount: u64) {
-        let now = self.settings.offset(Instant::now());
-        let mut state = self.lock();
-        state.ledger.expire(self.settings.span_nanos, now);
-        state.ledger.push(now, amount);
-    }
-
-    /// Feedback through a permit: the state is live (a permit is outstanding, so it is not evicted).
-    pub(crate) fn throttled_now(&self) {
+    /// Feedback through the permit of a request admitted at `admitted_at` that reserved
+    /// `reserved`: the state is live (a permit is outstanding, so it is not evicted).
+    pub(crate) fn throttled_now(&self, admitted_at: Instant, reserved: u64) {
         let now = Instant::now();
         let mut state = self.lock();
-        self.throttled(&mut state, now);
+        self.throttled(&mut state, now, Some((admitted_at, reserved)));
     }
 
-    /// Feedback: the window is exhausted and the effective limit goes down.
-    pub(crate) fn throttled(&self, state: &mut KeyState, now: Instant) {
+    /// Feedback: the effective limit goes down, and the window is exhausted up to it.
+    ///
+    /// With the throttled request's permit (`admitted_at`, `reserved`):
+    /// - a request admitted before the last decrease does not lower the limit again: it was sent
+    ///   under the old limit, and its throttle is an echo of the one that caused the decrease
+    ///   (requests in flight together are throttled together). One decrease per congestion
+    ///   event, as TCP does once per round trip;
+    /// - its own reservation is counted as gone when filling: the server did not book it, and
+    ///   its settlement will refund it, which must not reopen the window it just exhausted.
+    pub(crate) fn throttled(
+        &self,
+        state: &mut KeyState,
+        now: Instant,
+        permit: Option<(Instant, u64)>,
+    ) {
         let now = self.settings.offset(now);
         state.ledger.expire(self.settings.span_nanos, now);
         let before = state.effective(self, now);
-        if let Some(aimd) = self.settings.aimd {
+        let echo = matches!(
+            (permit, state.lowered),
+            (Some((admitted, _)), Some(lowered)) if self.settings.offset(admitted) < lowered.since
+        );
+        if let Some(aimd) = self.settings.aimd
+            && !echo
+        {
             let floor = aimd.floor_amount(state.limit);
             let lowered = ((before as f64 * aimd.decrease) as u64)
                 .max(floor)
@@ -466,11 +490,12 @@ impl KeyShared {
                 since: now,
             });
         }
-        let fill = u128::from(state.limit).saturating_sub(state.ledger.used);
+        let after = state.effective(self, now);
+        let own = permit.map_or(0, |(_, reserved)| u128::from(reserved));
+        let fill = u128::from(after).saturating_sub(state.ledger.used.saturating_sub(own));
         if fill > 0 {
             state.ledger.push(now, fill as u64);
         }
-        let after = state.effective(self, now);
         tracing::debug!(
             limit = state.limit,
             effective_before = before,

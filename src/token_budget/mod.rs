@@ -17,12 +17,19 @@
 //! conservative choice. A streamed response can move the [`Permit`](crate::budget::Permit) into
 //! its body and settle when the stream ends.
 //!
+//! The estimate is taken with [`estimate_tokens_mut`], so an estimator can mark the request for
+//! its settlement: the Bedrock one records the max output tokens it reserved, so that the
+//! settlement knows Bedrock's own reservation and books as debt, as Bedrock does, whatever the
+//! call used above it (see [`Permit::settle_as`](crate::budget::Permit::settle_as)).
+//!
 //! **Feedback.** With a [classifier](TokenBudgetLayer::classify), a result classified as
 //! throttled for the token quota ([`ThrottleCause::Tokens`](crate::classify::ThrottleCause::Tokens)
-//! or [`Unknown`](crate::classify::ThrottleCause::Unknown)) exhausts the key's window and lowers
-//! its effective limit for a while (see [`Budget::throttled`](crate::budget::Budget::throttled)).
+//! or [`Unknown`](crate::classify::ThrottleCause::Unknown)) lowers the key's effective limit for
+//! a while and exhausts its window up to it, through the call's permit
+//! ([`Permit::throttled`](crate::budget::Permit::throttled)).
 //!
 //! [`EstimateTokens`]: crate::classify::EstimateTokens
+//! [`estimate_tokens_mut`]: crate::classify::EstimateTokens::estimate_tokens_mut
 //! [`Settle`]: crate::classify::Settle
 //!
 //! ```

@@ -132,9 +132,9 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
+    fn call(&mut self, mut request: Req) -> Self::Future {
         let key = self.key.quota_key(&request);
-        let cost = self.estimate.estimate_tokens(&request);
+        let cost = self.estimate.estimate_tokens_mut(&mut request);
         let acquire = self.budget.acquire(key, cost);
         // Take the service that was driven to readiness, leave a clone in its place.
         let clone = self.inner.clone();

@@ -39,11 +39,12 @@ fn request(uri: &str, body: &'static str) -> http::Request<Bytes> {
         .unwrap()
 }
 
-/// A reservation that records what it settled.
+/// A reservation that records what it settled (and Bedrock's own reservation, when told).
 #[derive(Debug, Clone)]
 struct Probe {
     reserved: u64,
     settled: Arc<Mutex<Vec<u64>>>,
+    server_reserved: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Probe {
@@ -51,10 +52,14 @@ impl Probe {
         Self {
             reserved,
             settled: Arc::default(),
+            server_reserved: Arc::default(),
         }
     }
     fn settled(&self) -> Vec<u64> {
         self.settled.lock().unwrap().clone()
+    }
+    fn server_reserved(&self) -> Vec<u64> {
+        self.server_reserved.lock().unwrap().clone()
     }
 }
 
@@ -64,6 +69,10 @@ impl Reservation for Probe {
     }
     fn settle(self, actual: u64) {
         self.settled.lock().unwrap().push(actual);
+    }
+    fn settle_as(self, actual: u64, server_reserved: u64) {
+        self.server_reserved.lock().unwrap().push(server_reserved);
+        self.settle(actual);
     }
 }
 
@@ -632,6 +641,66 @@ async fn converse_body_settles_at_end() {
     let response = http::Response::new(Full::new(Bytes::from(body.clone())));
     drain(bedrock.settle_with(response, probe.clone()).into_body()).await;
     assert_eq!(probe.settled(), vec![1_500]);
+}
+
+#[tokio::test]
+async fn settlement_learns_bedrocks_own_reservation_from_the_marked_request() {
+    let bedrock = Bedrock::new();
+    let body = r#"{"messages":[{"role":"user","content":[{"text":"Hello there, how are you today?"}]}],
+                  "inferenceConfig":{"maxTokens":256}}"#;
+    let mut req = request(&format!("{HOST}/model/{SONNET_4_ENCODED}/converse"), body);
+    let plain = bedrock.estimate_tokens(&req);
+    let reserved = bedrock.estimate_tokens_mut(&mut req);
+    assert_eq!(reserved, plain, "marking does not change the estimate");
+    let answer =
+        json!({"usage": {"inputTokens": 12, "outputTokens": 100, "totalTokens": 112}}).to_string();
+    let transport = tower::service_fn(move |_req: http::Request<Bytes>| {
+        let answer = answer.clone();
+        async move { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(answer)))) }
+    });
+    let mut service = ServiceBuilder::new()
+        .layer(bedrock.response_layer())
+        .service(transport);
+    let response = service.ready().await.unwrap().call(req).await.unwrap();
+    let call = response.extensions().get::<BedrockCall>().unwrap();
+    assert_eq!(call.reserved_output(), Some(256));
+    let probe = Probe::new(reserved);
+    drain(bedrock.settle_with(response, probe.clone()).into_body()).await;
+    // Bedrock reserved its exact input (12) + 256 and settles 12 + 100 x 5.
+    assert_eq!(probe.settled(), vec![512]);
+    assert_eq!(probe.server_reserved(), vec![12 + 256]);
+
+    // InvokeModel headers: Bedrock's reservation counts cache reads and writes too.
+    let response = http::Response::builder()
+        .status(200)
+        .header("x-amzn-bedrock-input-token-count", "1000")
+        .header("x-amzn-bedrock-output-token-count", "100")
+        .header("x-amzn-bedrock-cache-read-input-token-count", "5000")
+        .header("x-amzn-bedrock-cache-write-input-token-count", "200")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let mut response = tagged(response, SONNET_4, Operation::InvokeModel);
+    let call = response.extensions().get::<BedrockCall>().unwrap().clone();
+    response
+        .extensions_mut()
+        .insert(call.with_reserved_output(300));
+    let probe = Probe::new(9_999);
+    drop(bedrock.settle_with(response, probe.clone()));
+    assert_eq!(probe.settled(), vec![1000 + 200 + 500]);
+    assert_eq!(probe.server_reserved(), vec![1000 + 5000 + 200 + 300]);
+
+    // Without the mark (a request estimated with `estimate_tokens` only), a plain settle.
+    let probe = Probe::new(5_000);
+    let response = tagged(
+        http::Response::new(Full::new(Bytes::from_static(
+            br#"{"usage":{"inputTokens":10,"outputTokens":10,"totalTokens":20}}"#,
+        ))),
+        SONNET_4,
+        Operation::Converse,
+    );
+    drain(bedrock.settle_with(response, probe.clone()).into_body()).await;
+    assert_eq!(probe.settled(), vec![60]);
+    assert!(probe.server_reserved().is_empty());
 }
 
 #[tokio::test]

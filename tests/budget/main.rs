@@ -207,6 +207,10 @@ async fn wait_bound_holds_when_feedback_lengthens_the_wait() {
     let b: Budget<&str> = Budget::builder()
         .limit(10)
         .max_wait(Duration::from_secs(80))
+        .aimd(Aimd {
+            decrease: 0.5,
+            ..Aimd::default()
+        })
         .build()
         .unwrap();
     b.try_acquire("k", 6).unwrap();
@@ -218,9 +222,9 @@ async fn wait_bound_holds_when_feedback_lengthens_the_wait() {
     };
     settle_tasks().await;
     advance(Duration::from_secs(30)).await;
-    // Throttled at t=30: a fill of 4 stays to t=90 and the effective limit drops to 7, so the
-    // waiter (6) could only be admitted at t=90, past its deadline (t=80). It gives up at t=60,
-    // when its timer fires and it learns so.
+    // Throttled at t=30: the effective limit drops to 5 (already below the 6 in the window, so
+    // no fill) and recovers 1 per window, so the waiter (6) could only be admitted at t=90,
+    // past its deadline (t=80). It gives up at t=60, when its timer fires and it learns so.
     b.throttled(&"k");
     let err = waiter.await.unwrap().unwrap_err();
     assert_eq!(
@@ -393,11 +397,12 @@ async fn feedback_exhausts_the_window_and_lowers_then_recovers_the_limit() {
     let s = b.stats(&"k").unwrap();
     assert_eq!(
         (s.used, s.effective_limit),
-        (100, 50),
-        "window full, limit halved"
+        (50, 50),
+        "limit halved, window full up to it"
     );
-    // A queued request waits for the synthetic entry to expire: a full window.
-    let p = b.acquire("k", 1).await.unwrap();
+    // A queued request waits for the window to empty (the synthetic entry expires with the
+    // real one, a full window later), sooner than the limit would grow by its cost.
+    let p = b.acquire("k", 20).await.unwrap();
     assert_eq!(p.admitted_at() - t0, W);
     // Recovery: +10 per window from 50, computed at any instant.
     assert_eq!(b.stats(&"k").unwrap().effective_limit, 60);
@@ -422,6 +427,68 @@ async fn feedback_exhausts_the_window_and_lowers_then_recovers_the_limit() {
     let s = b.stats(&"k").unwrap();
     assert_eq!((s.effective_limit, s.used), (100, 0));
     assert_eq!(b.evict_idle(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_of_requests_sent_before_a_decrease_do_not_lower_the_limit_again() {
+    let b = budget(100);
+    let early = [
+        b.try_acquire("k", 10).unwrap(),
+        b.try_acquire("k", 10).unwrap(),
+        b.try_acquire("k", 10).unwrap(),
+    ];
+    advance(W / 10).await;
+    // Three requests in flight together are throttled together: one decrease (to 70). Each
+    // settles at 0 (the server booked nothing), which does not reopen the window.
+    for permit in early {
+        permit.throttled();
+        permit.settle(0);
+    }
+    let s = b.stats(&"k").unwrap();
+    assert_eq!(
+        (s.effective_limit, s.used),
+        (70, 70),
+        "one decrease, filled up to it"
+    );
+    // A request admitted after the decrease and throttled is news: the limit goes down again.
+    advance(W).await;
+    let late = b.try_acquire("k", 5).unwrap();
+    let before = b.stats(&"k").unwrap().effective_limit;
+    assert_eq!(before, 80, "recovered 10 in a window");
+    late.throttled();
+    assert_eq!(b.stats(&"k").unwrap().effective_limit, 56);
+    // Feedback without a permit always lowers.
+    b.throttled(&"k");
+    assert_eq!(b.stats(&"k").unwrap().effective_limit, 39);
+}
+
+#[tokio::test(start_paused = true)]
+async fn settle_as_keeps_at_most_the_servers_reservation_at_the_admission() {
+    let b = budget(100);
+    // Reserved 50; the server reserved 30; the call used 40: 30 stay at the admission (t=0),
+    // 10 are debt at the settle instant (t=10 s), 20 come back at once.
+    let p = b.try_acquire("k", 50).unwrap();
+    advance(Duration::from_secs(10)).await;
+    p.settle_as(40, 30);
+    assert_eq!(b.stats(&"k").unwrap().used, 40);
+    advance(W - Duration::from_secs(10)).await;
+    assert_eq!(
+        b.stats(&"k").unwrap().used,
+        10,
+        "the debt outlives the admission"
+    );
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(b.stats(&"k").unwrap().used, 0);
+    // Used less than the server reserved: a refund, as `settle`.
+    let p = b.try_acquire("k", 50).unwrap();
+    p.settle_as(20, 30);
+    assert_eq!(b.stats(&"k").unwrap().used, 20);
+    // The server reserved more than we did: nothing moves to the admission beyond our charge.
+    let p = b.try_acquire("k", 30).unwrap();
+    p.settle_as(45, 60);
+    assert_eq!(b.stats(&"k").unwrap().used, 65);
+    advance(W).await;
+    assert_eq!(b.stats(&"k").unwrap().used, 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -22,6 +22,8 @@ enum Settlement {
     Refund(u64),
     /// Settles this much more: debt.
     Debt(u64),
+    /// `settle_as(actual, server_reserved)`: `(actual, server_reserved)`.
+    As(u64, u64),
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +43,7 @@ fn settlement() -> impl Strategy<Value = Settlement> {
         1 => Just(Settlement::Exact),
         2 => (1u64..=10).prop_map(Settlement::Refund),
         2 => (1u64..=8).prop_map(Settlement::Debt),
+        2 => (0u64..=16, 0u64..=12).prop_map(|(actual, server)| Settlement::As(actual, server)),
     ]
 }
 
@@ -147,6 +150,16 @@ async fn run(ops: Vec<Op>, margin_ms: u64) -> Result<(), TestCaseError> {
                         log.lock().unwrap().debts[key].push((Instant::now(), d));
                     }
                     op.cost
+                }
+                Settlement::As(actual, server) => {
+                    permit.settle_as(actual, server);
+                    // At most the server's reservation stays at the admission; the rest is
+                    // debt now.
+                    let kept = actual.min(server).min(op.cost);
+                    if op.cost > 0 && actual > kept {
+                        log.lock().unwrap().debts[key].push((Instant::now(), actual - kept));
+                    }
+                    kept
                 }
             };
             if op.cost > 0 {

@@ -135,10 +135,12 @@ async fn rate_limit_feedback_on_request_throttles_only() {
     }
     let s = budget.stats(&()).unwrap();
     assert_eq!((s.used, s.effective_limit), (3, 10));
-    // A request throttle exhausts the window and lowers the effective limit.
+    // A request throttle lowers the effective limit and exhausts the window up to it, not
+    // counting the throttled request itself (which this layer, unlike the server, keeps
+    // charged: one over).
     assert_eq!(svc.ready().await.unwrap().call(429).await.unwrap(), 429);
     let s = budget.stats(&()).unwrap();
-    assert_eq!((s.used, s.effective_limit), (10, 7));
+    assert_eq!((s.used, s.effective_limit), (8, 7));
     // The next request waits for the window to slide.
     let start = Instant::now();
     svc.ready().await.unwrap().call(200).await.unwrap();
@@ -369,8 +371,9 @@ async fn token_budget_feedback_on_token_throttles() {
     // A request throttle is not this layer's business.
     svc.ready().await.unwrap().call((100, None)).await.unwrap();
     assert_eq!(budget.stats(&()).unwrap().effective_limit, 1_000);
-    // A token throttle: the window is exhausted (filled up to 1,000) and the effective limit
-    // lowered, then the call settles at 0 (nothing was consumed) and its 100 come back.
+    // A token throttle: the effective limit is lowered and the window exhausted up to it (the
+    // throttled call's own 100 not counted), then the call settles at 0 (nothing was consumed)
+    // and its 100 come back without reopening the window.
     svc.ready()
         .await
         .unwrap()
@@ -378,7 +381,7 @@ async fn token_budget_feedback_on_token_throttles() {
         .await
         .unwrap();
     let s = budget.stats(&()).unwrap();
-    assert_eq!((s.used, s.effective_limit), (900, 700));
+    assert_eq!((s.used, s.effective_limit), (700, 700));
     let start = Instant::now();
     svc.ready()
         .await
