@@ -2,8 +2,8 @@
 //! fairness on the axum side.
 //!
 //! ```text
-//! cargo run --example axum_gateway                         # demo: embedded emulator, two tenants
-//! cargo run --example axum_gateway -- --listen 127.0.0.1:3000   # serve; try:
+//! cargo run --features emulator --example axum_gateway                         # demo: embedded emulator, two tenants
+//! cargo run --features emulator --example axum_gateway -- --listen 127.0.0.1:3000   # serve; try:
 //! curl -s localhost:3000/chat -H 'x-tenant: acme' -d '{"prompt":"Hello","max_tokens":200}'
 //! ```
 //!

@@ -3,10 +3,10 @@
 //! format.
 //!
 //! ```text
-//! cargo run --release --example quickstart            # embedded emulator, no AWS account
-//! cargo run --release --example quickstart -- --json  # one JSON object per client
-//! cargo run --release --example quickstart -- --endpoint-url http://127.0.0.1:8080 --tpm 100000 --window-secs 2
-//! cargo run --release --example quickstart -- --live --model us.anthropic.claude-sonnet-4-20250514-v1:0 --region us-east-1 --tpm 200000
+//! cargo run --release --features emulator --example quickstart            # embedded emulator, no AWS account
+//! cargo run --release --features emulator --example quickstart -- --json  # one JSON object per client
+//! cargo run --release --features emulator --example quickstart -- --endpoint-url http://127.0.0.1:8080 --tpm 100000 --window-secs 2
+//! cargo run --release --features emulator --example quickstart -- --live --model us.anthropic.claude-sonnet-4-20250514-v1:0 --region us-east-1 --tpm 200000
 //! ```
 //!
 //! (a) the plain SDK client with its default retries, (b) the SDK in adaptive retry mode,
