@@ -182,6 +182,12 @@ impl BedrockCall {
 /// assert_eq!(parse_path("/guardrail/g1/version/1/apply"), (Operation::Other, None));
 /// ```
 pub fn parse_path(path: &str) -> (Operation, Option<Cow<'_, str>>) {
+    let (operation, encoded) = split_path(path);
+    (operation, encoded.map(percent_decode))
+}
+
+/// [`parse_path`] before the decoding: the operation and the model id as it appears in the path.
+pub(crate) fn split_path(path: &str) -> (Operation, Option<&str>) {
     // Almost every path starts with `/model/`: skip the substring search for those.
     let rest = match path.strip_prefix("/model/") {
         Some(rest) => rest,
@@ -197,14 +203,14 @@ pub fn parse_path(path: &str) -> (Operation, Option<Cow<'_, str>>) {
     if operation == Operation::Other || encoded.is_empty() {
         return (Operation::Other, None);
     }
-    (operation, Some(percent_decode(encoded)))
+    (operation, Some(encoded))
 }
 
 /// Percent-decodes `encoded` once, as `percent_encoding::percent_decode_str` does (a `%` not
 /// followed by two hex digits stays as it is; invalid UTF-8 is replaced), without its
 /// byte-at-a-time `Vec::push`: it ran on every request, three times (two layers' keys and the
 /// estimate).
-fn percent_decode(encoded: &str) -> Cow<'_, str> {
+pub(crate) fn percent_decode(encoded: &str) -> Cow<'_, str> {
     let bytes = encoded.as_bytes();
     let Some(first) = bytes.iter().position(|&b| b == b'%') else {
         return Cow::Borrowed(encoded);

@@ -48,6 +48,7 @@
 pub mod error;
 pub mod estimate;
 pub mod key;
+mod model_cache;
 pub mod models;
 pub mod protocol;
 pub mod settle;

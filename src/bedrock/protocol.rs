@@ -6,9 +6,10 @@ use std::sync::Arc;
 use super::error::{BedrockError, classify_error, retry_after};
 use super::estimate::{EstimatorConfig, RequestEstimate};
 use super::key::{
-    BedrockCall, BedrockKey, BedrockRequest, BodyBytes, ReservedOutput, parse_path,
-    region_from_host,
+    BedrockCall, BedrockKey, BedrockRequest, BodyBytes, ReservedOutput, percent_decode,
+    region_from_host, split_path,
 };
+use super::model_cache::{ModelCache, SeenModel};
 use super::models::{ModelInfo, ModelTable};
 use super::settle::{Amount, Observer, Reservation, SettlingBody};
 use super::stream::{BedrockResponseLayer, EVENT_STREAM_CONTENT_TYPE};
@@ -56,6 +57,8 @@ struct Config {
     models: ModelTable,
     burndown: HashMap<String, u64>,
     estimator: EstimatorConfig,
+    /// Derived from `models` and `burndown`: cleared by every setter.
+    seen: ModelCache,
 }
 
 impl Default for Bedrock {
@@ -67,6 +70,7 @@ impl Default for Bedrock {
                 models: ModelTable::default(),
                 burndown: HashMap::new(),
                 estimator: EstimatorConfig::default(),
+                seen: ModelCache::default(),
             }),
         }
     }
@@ -80,7 +84,9 @@ impl Bedrock {
     }
 
     fn config(&mut self) -> &mut Config {
-        Arc::make_mut(&mut self.inner)
+        let config = Arc::make_mut(&mut self.inner);
+        config.seen.clear();
+        config
     }
 
     /// The region of requests whose host does not name one (custom endpoints, emulators).
@@ -138,16 +144,7 @@ impl Bedrock {
 
     /// The key and operation of a request to `host` (if known) and `path`.
     pub fn call(&self, host: Option<&str>, path: &str) -> BedrockCall {
-        let region = match host.and_then(region_from_host) {
-            Some(region) if region != &*self.inner.region => Arc::from(region),
-            _ => self.inner.region.clone(),
-        };
-        let (operation, model) = parse_path(path);
-        let model = match model {
-            Some(model) => Arc::from(model.as_ref()),
-            None => self.inner.no_model.clone(),
-        };
-        BedrockCall::new(BedrockKey { region, model }, operation)
+        self.call_and_model(host, path).0
     }
 
     /// The key and operation of `request`.
@@ -155,9 +152,45 @@ impl Bedrock {
         self.call(request.host(), request.path())
     }
 
+    /// The call, and what the model table says of its model (`None` for paths that name no
+    /// model). Model ids come from the cache of ids already seen (`model_cache`).
+    fn call_and_model(&self, host: Option<&str>, path: &str) -> (BedrockCall, Option<ModelInfo>) {
+        let region = match host.and_then(region_from_host) {
+            Some(region) if region != &*self.inner.region => Arc::from(region),
+            _ => self.inner.region.clone(),
+        };
+        let (operation, encoded) = split_path(path);
+        let (model, info) = match encoded {
+            Some(encoded) => {
+                let seen = self.inner.seen.get_or_insert_with(encoded, || {
+                    let model: Arc<str> = Arc::from(percent_decode(encoded).as_ref());
+                    let info = self.model_info(&model);
+                    SeenModel { model, info }
+                });
+                (seen.model, Some(seen.info))
+            }
+            None => (self.inner.no_model.clone(), None),
+        };
+        (
+            BedrockCall::new(BedrockKey { region, model }, operation),
+            info,
+        )
+    }
+
     /// The reservation for `call` with `body` (`None` when it is not in memory).
     pub fn estimate(&self, call: &BedrockCall, body: Option<&[u8]>) -> RequestEstimate {
         let info = self.model_info(call.key().model());
+        self.inner.estimator.estimate(call.operation(), info, body)
+    }
+
+    /// The reservation for `request`: its call and model from the cache, then its body.
+    fn estimate_request<Req: BedrockRequest>(
+        &self,
+        request: &Req,
+        body: Option<&[u8]>,
+    ) -> RequestEstimate {
+        let (call, info) = self.call_and_model(request.host(), request.path());
+        let info = info.unwrap_or_else(|| self.model_info(call.key().model()));
         self.inner.estimator.estimate(call.operation(), info, body)
     }
 
@@ -301,15 +334,14 @@ impl<B> QuotaKey<http::Request<B>> for Bedrock {
 
 impl<B: BodyBytes> EstimateTokens<http::Request<B>> for Bedrock {
     fn estimate_tokens(&self, request: &http::Request<B>) -> u64 {
-        let call = self.call_of(request);
-        self.estimate(&call, request.body().body_bytes()).total()
+        self.estimate_request(request, request.body().body_bytes())
+            .total()
     }
 
     /// Also marks the request with the max output tokens reserved, for
     /// [`BedrockResponseLayer`] to pass to the settlement.
     fn estimate_tokens_mut(&self, request: &mut http::Request<B>) -> u64 {
-        let call = self.call_of(&*request);
-        let estimate = self.estimate(&call, request.body().body_bytes());
+        let estimate = self.estimate_request(&*request, request.body().body_bytes());
         request
             .extensions_mut()
             .insert(ReservedOutput(estimate.max_output_tokens));
@@ -401,16 +433,15 @@ mod sdk {
     /// configured allowance plus the model's maximum output.
     impl EstimateTokens<HttpRequest> for Bedrock {
         fn estimate_tokens(&self, request: &HttpRequest) -> u64 {
-            let call = self.call_of(request);
-            self.estimate(&call, request.body().bytes()).total()
+            self.estimate_request(request, request.body().bytes())
+                .total()
         }
 
         /// Also marks the request with the max output tokens reserved, for
         /// [`BedrockResponseLayer`](crate::bedrock::BedrockResponseLayer) to pass to the
         /// settlement.
         fn estimate_tokens_mut(&self, request: &mut HttpRequest) -> u64 {
-            let call = self.call_of(&*request);
-            let estimate = self.estimate(&call, request.body().bytes());
+            let estimate = self.estimate_request(&*request, request.body().bytes());
             request.add_extension(ReservedOutput(estimate.max_output_tokens));
             estimate.total()
         }

@@ -446,6 +446,49 @@ fn overrides_apply() {
     assert_eq!(frugal.estimate_tokens(&req), 3 + 2 + 10);
 }
 
+/// The ids seen on request paths are cached per configuration: a setter called after requests
+/// were seen (on the same, unshared value or on a clone) must not answer from the old table.
+#[test]
+fn setters_after_requests_are_not_answered_from_the_model_cache() {
+    let arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/cached";
+    let body = r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":100,"messages":[{"role":"user","content":"abc"}]}"#;
+    let uri = format!(
+        "{HOST}/model/{}/invoke",
+        arn.replace(':', "%3A").replace('/', "%2F")
+    );
+    let req = request(&uri, body);
+
+    let plain = Bedrock::new();
+    let whole_body = plain.estimate_tokens(&req);
+    assert_eq!(
+        plain.estimate_tokens(&req),
+        whole_body,
+        "cached: same answer"
+    );
+    assert_eq!(plain.quota_key(&req).model(), arn);
+
+    let claude = ModelInfo::new(ModelFamily::AnthropicClaude, 8_000, 5);
+    let mapped = plain
+        .clone()
+        .models(ModelTable::new().with_model(arn, claude));
+    assert_eq!(
+        mapped.estimate_tokens(&req),
+        9 + 100,
+        "a clone with a new table"
+    );
+    assert_eq!(
+        plain.estimate_tokens(&req),
+        whole_body,
+        "the original keeps its own"
+    );
+
+    // The same value, unshared, changed in place after its cache was filled.
+    let only = Bedrock::new();
+    assert_eq!(only.estimate_tokens(&req), whole_body);
+    let only = only.models(ModelTable::new().with_model(arn, claude));
+    assert_eq!(only.estimate_tokens(&req), 9 + 100);
+}
+
 #[test]
 fn estimate_tokens_for_body_types() {
     let bedrock = Bedrock::new();
