@@ -48,9 +48,9 @@
 pub mod error;
 pub mod estimate;
 pub mod key;
-mod model_cache;
 pub mod models;
 pub mod protocol;
+mod seen_cache;
 pub mod settle;
 pub mod stream;
 pub mod usage;

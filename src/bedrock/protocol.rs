@@ -9,8 +9,8 @@ use super::key::{
     BedrockCall, BedrockKey, BedrockRequest, BodyBytes, ReservedOutput, percent_decode,
     region_from_host, split_path,
 };
-use super::model_cache::{ModelCache, SeenModel};
 use super::models::{ModelInfo, ModelTable};
+use super::seen_cache::{SeenCache, SeenModel};
 use super::settle::{Amount, Observer, Reservation, SettlingBody};
 use super::stream::{BedrockResponseLayer, EVENT_STREAM_CONTENT_TYPE};
 use super::usage::Usage;
@@ -57,8 +57,10 @@ struct Config {
     models: ModelTable,
     burndown: HashMap<String, u64>,
     estimator: EstimatorConfig,
-    /// Derived from `models` and `burndown`: cleared by every setter.
-    seen: ModelCache,
+    /// Derived from the fields above: model ids by encoded path segment, regions by host.
+    /// Cleared by every setter.
+    models_seen: SeenCache<SeenModel>,
+    regions_seen: SeenCache<Arc<str>>,
 }
 
 impl Default for Bedrock {
@@ -70,7 +72,8 @@ impl Default for Bedrock {
                 models: ModelTable::default(),
                 burndown: HashMap::new(),
                 estimator: EstimatorConfig::default(),
-                seen: ModelCache::default(),
+                models_seen: SeenCache::default(),
+                regions_seen: SeenCache::default(),
             }),
         }
     }
@@ -85,7 +88,8 @@ impl Bedrock {
 
     fn config(&mut self) -> &mut Config {
         let config = Arc::make_mut(&mut self.inner);
-        config.seen.clear();
+        config.models_seen.clear();
+        config.regions_seen.clear();
         config
     }
 
@@ -153,16 +157,22 @@ impl Bedrock {
     }
 
     /// The call, and what the model table says of its model (`None` for paths that name no
-    /// model). Model ids come from the cache of ids already seen (`model_cache`).
+    /// model). Hosts and model ids already seen are answered from caches (`seen_cache`).
     fn call_and_model(&self, host: Option<&str>, path: &str) -> (BedrockCall, Option<ModelInfo>) {
-        let region = match host.and_then(region_from_host) {
-            Some(region) if region != &*self.inner.region => Arc::from(region),
-            _ => self.inner.region.clone(),
-        };
+        let region =
+            match host {
+                Some(host) => self.inner.regions_seen.get_or_insert_with(host, || {
+                    match region_from_host(host) {
+                        Some(region) if region != &*self.inner.region => Arc::from(region),
+                        _ => self.inner.region.clone(),
+                    }
+                }),
+                None => self.inner.region.clone(),
+            };
         let (operation, encoded) = split_path(path);
         let (model, info) = match encoded {
             Some(encoded) => {
-                let seen = self.inner.seen.get_or_insert_with(encoded, || {
+                let seen = self.inner.models_seen.get_or_insert_with(encoded, || {
                     let model: Arc<str> = Arc::from(percent_decode(encoded).as_ref());
                     let info = self.model_info(&model);
                     SeenModel { model, info }

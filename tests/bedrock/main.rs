@@ -487,6 +487,17 @@ fn setters_after_requests_are_not_answered_from_the_model_cache() {
     assert_eq!(only.estimate_tokens(&req), whole_body);
     let only = only.models(ModelTable::new().with_model(arn, claude));
     assert_eq!(only.estimate_tokens(&req), 9 + 100);
+
+    // Regions are cached by host: a custom endpoint's requests follow the configured region.
+    let local = request(
+        "http://127.0.0.1:8080/model/amazon.nova-lite-v1%3A0/converse",
+        r#"{"messages":[]}"#,
+    );
+    let only = only.region("eu-west-1");
+    assert_eq!(only.quota_key(&local).region(), "eu-west-1");
+    let only = only.region("ap-south-1");
+    assert_eq!(only.quota_key(&local).region(), "ap-south-1");
+    assert_eq!(only.quota_key(&req).region(), "us-east-1", "a Bedrock host names its own");
 }
 
 #[test]

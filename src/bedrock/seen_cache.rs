@@ -1,24 +1,25 @@
-//! The model ids a [`Bedrock`](super::Bedrock) has seen on request paths, by their
-//! percent-encoded path segment, with what the model table says of each.
+//! What a [`Bedrock`](super::Bedrock) has derived from the strings of requests it has seen:
+//! model ids by their percent-encoded path segment (with the model table's entry for each), and
+//! regions by host name.
 //!
-//! Why: every request's model id is needed three times (the rate limiter's key, the token
-//! budget's key, the estimate's model lookup), each time from the raw path. Without a cache each
-//! is a percent-decode (the SDK encodes the `:` of every model id), two allocations and, for the
-//! estimate, a model-table lookup: about 0.4 µs each (BENCHMARKS.md, "Stack overhead"). A
-//! deployment calls a handful of models, so after the first request of each the work is one hash
-//! lookup and one `Arc` clone.
+//! Why: every request's key is needed three times (the rate limiter's key, the token budget's
+//! key, the estimate's model lookup), each time from the raw host and path. Without a cache each
+//! is a host-name parse, a percent-decode (the SDK encodes the `:` of every model id), two
+//! allocations and, for the estimate, a model-table lookup: about 0.4 µs each (BENCHMARKS.md,
+//! "Stack overhead"). A deployment calls a handful of models in a few regions, so after the
+//! first request of each the work is a hash lookup and an `Arc` clone.
 //!
-//! The cache is bounded ([`CAPACITY`] entries): in a gateway the path is client input. Past the
-//! bound, new ids are decoded and looked up on every request, exactly as without the cache. It
-//! is derived data: a clone starts empty, and [`Bedrock`](super::Bedrock)'s setters clear it, so
-//! it never answers from an older model table.
+//! Each cache is bounded ([`CAPACITY`] entries): in a gateway the host and path are client
+//! input. Past the bound, new strings are parsed on every request, exactly as without the cache.
+//! It is derived data: a clone starts empty, and [`Bedrock`](super::Bedrock)'s setters clear it,
+//! so it never answers from an older configuration.
 
 use std::fmt;
 use std::sync::Arc;
 
 use super::models::ModelInfo;
 
-/// The most model ids remembered.
+/// The most strings remembered per cache.
 pub(crate) const CAPACITY: usize = 1024;
 
 /// A decoded model id and the model table's answer for it.
@@ -28,26 +29,30 @@ pub(crate) struct SeenModel {
     pub(crate) info: ModelInfo,
 }
 
-#[derive(Default)]
-pub(crate) struct ModelCache {
-    seen: papaya::HashMap<Box<str>, SeenModel>,
+/// Values derived from request strings, by the string.
+pub(crate) struct SeenCache<V> {
+    seen: papaya::HashMap<Box<str>, V>,
 }
 
-impl ModelCache {
-    /// The entry for `encoded`, computing (and, below the bound, remembering) it on a miss.
-    pub(crate) fn get_or_insert_with(
-        &self,
-        encoded: &str,
-        compute: impl FnOnce() -> SeenModel,
-    ) -> SeenModel {
+impl<V> Default for SeenCache<V> {
+    fn default() -> Self {
+        Self {
+            seen: papaya::HashMap::default(),
+        }
+    }
+}
+
+impl<V: Clone> SeenCache<V> {
+    /// The value for `string`, computing (and, below the bound, remembering) it on a miss.
+    pub(crate) fn get_or_insert_with(&self, string: &str, compute: impl FnOnce() -> V) -> V {
         let seen = self.seen.pin();
-        if let Some(found) = seen.get(encoded) {
+        if let Some(found) = seen.get(string) {
             return found.clone();
         }
         let computed = compute();
         if seen.len() < CAPACITY {
             // Two racing misses insert the same value: either copy is right.
-            seen.insert(encoded.into(), computed.clone());
+            seen.insert(string.into(), computed.clone());
         }
         computed
     }
@@ -60,15 +65,15 @@ impl ModelCache {
 
 /// A clone starts empty: the cache belongs to one configuration, and the clone is about to be
 /// changed (`Arc::make_mut` in the setters).
-impl Clone for ModelCache {
+impl<V> Clone for SeenCache<V> {
     fn clone(&self) -> Self {
         Self::default()
     }
 }
 
-impl fmt::Debug for ModelCache {
+impl<V> fmt::Debug for SeenCache<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ModelCache")
+        f.debug_struct("SeenCache")
             .field("len", &self.seen.len())
             .finish()
     }
@@ -88,7 +93,7 @@ mod tests {
 
     #[test]
     fn computes_once_per_id_and_stops_remembering_at_the_bound() {
-        let cache = ModelCache::default();
+        let cache = SeenCache::default();
         let mut computed = 0;
         for _ in 0..3 {
             let got = cache.get_or_insert_with("a%3A0", || {
