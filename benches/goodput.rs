@@ -16,7 +16,9 @@
 //!
 //! - **sdk-standard**: the plain SDK client, default (standard) retries;
 //! - **sdk-adaptive**: the SDK in adaptive retry mode (client-side rate limiter);
-//! - **crate**: the SDK configured by `BedrockThrottle` (the crate's stack, SDK retries off).
+//! - **crate**: the SDK configured by `BedrockThrottle` (the crate's stack, SDK retries off);
+//! - **crate-one** (shared scenario only): the four SDK clients configured by ONE
+//!   `BedrockThrottle` told the whole quota, what the crate recommends for clients in one process.
 //!
 //! Scenarios:
 //! - **single**: one client instance;
@@ -79,6 +81,8 @@ enum ClientKind {
     Standard,
     Adaptive,
     Crate,
+    /// The shared scenario's four SDK clients configured by one `BedrockThrottle`.
+    CrateOne,
 }
 
 impl ClientKind {
@@ -87,6 +91,7 @@ impl ClientKind {
             ClientKind::Standard => "sdk-standard",
             ClientKind::Adaptive => "sdk-adaptive",
             ClientKind::Crate => "crate",
+            ClientKind::CrateOne => "crate-one",
         }
     }
 }
@@ -195,8 +200,12 @@ fn cases(s: &Settings) -> Vec<(usize, Case)> {
                     ClientKind::Standard,
                     ClientKind::Adaptive,
                     ClientKind::Crate,
+                    ClientKind::CrateOne,
                 ] {
                     if scenario == Scenario::Over && client != ClientKind::Crate {
+                        continue;
+                    }
+                    if client == ClientKind::CrateOne && scenario != Scenario::Shared {
                         continue;
                     }
                     out.push(Case {
@@ -248,7 +257,7 @@ impl Row {
 
     /// The targets, for the crate's rows: `None` where no target applies.
     fn targets(&self) -> Option<bool> {
-        if self.client != ClientKind::Crate.label() {
+        if self.client != ClientKind::Crate.label() && self.client != ClientKind::CrateOne.label() {
             return None;
         }
         if self.scenario == Scenario::Over.label() {
@@ -297,32 +306,50 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
     // signature window: the emulator's windows are scaled).
     let max_wait = (s.window * 4 * s.windows).min(Duration::from_secs(240));
 
+    let throttle = |told: u64, wire| {
+        let mut throttle = BedrockThrottle::builder();
+        if let Some(margin) = s.margin {
+            throttle = throttle.expiry_margin(margin);
+        }
+        throttle
+            .quota(MODEL, Quota::tokens(told))
+            .window(s.window)
+            .max_wait(max_wait)
+            .http_client(wire)
+            .build()
+    };
+    // crate-one: one throttle, told the whole quota, configures every client.
+    let (one, one_wire) = if case.client == ClientKind::CrateOne {
+        let (wire, counts) = load::counting_client(default_https_client());
+        (Some(throttle(s.tpm, wire)?), Some(counts))
+    } else {
+        (None, None)
+    };
+
     let mut clients = Vec::with_capacity(instances);
     let mut wires = Vec::with_capacity(instances);
+    wires.extend(one_wire);
     for _ in 0..instances {
-        let (wire, counts) = load::counting_client(default_https_client());
-        wires.push(counts);
         let base = aws_sdk_bedrockruntime::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(emulator.endpoint_url())
             .credentials_provider(Credentials::new("AK", "SK", None, None, "goodput"))
             .retry_partition(partition.clone());
-        let builder = match case.client {
-            ClientKind::Standard => base.http_client(wire),
-            ClientKind::Adaptive => base.http_client(wire).retry_config(RetryConfig::adaptive()),
-            ClientKind::Crate => {
-                let mut throttle = BedrockThrottle::builder();
-                if let Some(margin) = s.margin {
-                    throttle = throttle.expiry_margin(margin);
+        let builder = match (&one, case.client) {
+            (Some(one), _) => one.configure(base),
+            (None, client) => {
+                let (wire, counts) = load::counting_client(default_https_client());
+                wires.push(counts);
+                match client {
+                    ClientKind::Standard => base.http_client(wire),
+                    ClientKind::Adaptive => {
+                        base.http_client(wire).retry_config(RetryConfig::adaptive())
+                    }
+                    ClientKind::Crate | ClientKind::CrateOne => {
+                        throttle(told, wire)?.configure(base)
+                    }
                 }
-                throttle
-                    .quota(MODEL, Quota::tokens(told))
-                    .window(s.window)
-                    .max_wait(max_wait)
-                    .http_client(wire)
-                    .build()?
-                    .configure(base)
             }
         };
         clients.push(Client::from_conf(builder.build()));

@@ -497,7 +497,11 @@ fn setters_after_requests_are_not_answered_from_the_model_cache() {
     assert_eq!(only.quota_key(&local).region(), "eu-west-1");
     let only = only.region("ap-south-1");
     assert_eq!(only.quota_key(&local).region(), "ap-south-1");
-    assert_eq!(only.quota_key(&req).region(), "us-east-1", "a Bedrock host names its own");
+    assert_eq!(
+        only.quota_key(&req).region(),
+        "us-east-1",
+        "a Bedrock host names its own"
+    );
 }
 
 #[test]
