@@ -103,6 +103,18 @@ fn one_thread(c: &mut Criterion) {
     g.bench_function("reference: tokio Instant::now alone", |bn| {
         bn.iter(tokio::time::Instant::now)
     });
+    // The OS clock without tokio: the difference with the row above is what tokio's clock adds
+    // (with `test-util`, which the dev-dependencies enable, a check whether the clock was ever
+    // paused; without it, nothing).
+    g.bench_function("reference: std Instant::now alone", |bn| {
+        bn.iter(std::time::Instant::now)
+    });
+    // governor's clock: quanta reads the CPU's time-stamp counter and scales it, with no system
+    // call. For comparison only: the engine cannot use it (see `budget`'s module docs).
+    let quanta = governor::clock::DefaultClock::default();
+    g.bench_function("reference: governor's clock (quanta) now alone", |bn| {
+        bn.iter(|| governor::clock::Clock::now(&quanta))
+    });
     let hasher = std::hash::RandomState::new();
     g.bench_function("reference: RandomState hash of a u32 key alone", |bn| {
         bn.iter(|| std::hash::BuildHasher::hash_one(&hasher, black_box(7u32)))

@@ -117,10 +117,21 @@
 //!   the first time a request waits on the key; a key that never waits does not carry it.
 //!
 //! The fixed costs that remain are the clock read ([`Instant::now`], a `clock_gettime` call
-//! unless the clock is paused), the key's hash ([`std::collections::hash_map::RandomState`],
-//! keyed, so keys chosen by clients cannot degrade the map), and three or four atomic
-//! read-modify-writes (map guard, reference count, lock). `benches/engine.rs` measures them
-//! against governor and tower; the numbers are in `BENCHMARKS.md`.
+//! unless the clock is paused), the key's hash, and six atomic read-modify-writes: entering and
+//! leaving the map's epoch guard, taking and dropping the permit's reference, locking and
+//! unlocking the key. `benches/engine.rs` measures them against governor and tower; the numbers
+//! are in `BENCHMARKS.md`.
+//!
+//! The key's hash is [foldhash](https://docs.rs/foldhash) (`foldhash::fast::RandomState`), seeded
+//! at random for each budget: about 1 ns for a small key where the standard library's SipHash
+//! ([`std::collections::hash_map::RandomState`]) takes 12 to 15 ns, an eighth of a whole
+//! admission. The trade-off is resistance to hash flooding. A random seed means no fixed set of
+//! keys collides in every process, which is enough against keys chosen blindly; but foldhash
+//! does not claim to resist an attacker who can observe the map's behaviour (timing) and choose
+//! keys to match, as SipHash does. Here the keys are quota keys (a model in a region, a tenant),
+//! not free-form client input, and a key the engine has not seen costs a state of its own
+//! anyway; a service that derives keys from untrusted input should map them onto a known set
+//! (every unknown model onto one shared key, say) before they reach the budget.
 //!
 //! Time is tokio's clock ([`tokio::time::Instant`]), so tests run hours of traffic in
 //! milliseconds under `tokio::time::pause()`.
@@ -370,7 +381,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
         }
         Ok(Budget {
             inner: Arc::new(Inner {
-                keys: papaya::HashMap::new(),
+                keys: papaya::HashMap::with_hasher(KeyHasher::default()),
                 default_limit: self.limit,
                 per_key: self.per_key,
                 limit_fn: self.limit_fn,
@@ -405,8 +416,12 @@ pub struct Budget<K> {
     inner: Arc<Inner<K>>,
 }
 
+/// The hash of the key map: foldhash, seeded at random per map (see the
+/// [module documentation](self#the-cost-of-an-admission) for the choice).
+type KeyHasher = foldhash::fast::RandomState;
+
 struct Inner<K> {
-    keys: papaya::HashMap<K, Arc<KeyShared>>,
+    keys: papaya::HashMap<K, Arc<KeyShared>, KeyHasher>,
     default_limit: Option<u64>,
     per_key: HashMap<K, u64>,
     limit_fn: Option<LimitFn<K>>,
@@ -525,12 +540,6 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
             drop(state);
             return match begin {
                 Begin::Admitted(seq, at) => {
-                    // The entry is at `now` unless it joined a later one (a racing clock read).
-                    let at = if at == offset && offset != 0 {
-                        now
-                    } else {
-                        inner.settings.instant(at)
-                    };
                     Started::Ready(Ok(Permit::charged(shared, seq, cost, at)))
                 }
                 Begin::Refused(error) => Started::Ready(Err(error)),
