@@ -54,6 +54,7 @@ impl Permit {
     }
 
     /// The amount reserved at admission.
+    #[inline]
     pub fn reserved(&self) -> u64 {
         self.reserved
     }
@@ -85,6 +86,7 @@ impl Permit {
     /// Below the reservation, the difference is refunded at once and waiting requests that now
     /// fit are admitted. Above it, the overshoot is booked as debt at this instant: later
     /// admissions wait it out.
+    #[inline]
     pub fn settle(self, actual: u64) {
         let reserved = self.reserved;
         self.settle_as(actual, reserved);
@@ -122,6 +124,7 @@ impl Permit {
     /// # Ok(())
     /// # }
     /// ```
+    #[inline]
     pub fn settle_as(self, actual: u64, server_reserved: u64) {
         let Holder::Charged { shared, .. } = self.holder else {
             return;
