@@ -98,8 +98,8 @@ fn one_thread(c: &mut Criterion) {
     );
 
     // The fixed costs inside every admission above, for reading the numbers: tokio's clock (a
-    // `clock_gettime` call; governor reads the TSC through quanta instead) and the keyed hash
-    // of the key map (`RandomState`, the same as governor's keyed default).
+    // `clock_gettime` call; governor reads the TSC through quanta instead) and the hash of the
+    // key (foldhash in the engine's key map; `RandomState`, SipHash, in governor's keyed map).
     g.bench_function("reference: tokio Instant::now alone", |bn| {
         bn.iter(tokio::time::Instant::now)
     });
@@ -117,6 +117,10 @@ fn one_thread(c: &mut Criterion) {
     });
     let hasher = std::hash::RandomState::new();
     g.bench_function("reference: RandomState hash of a u32 key alone", |bn| {
+        bn.iter(|| std::hash::BuildHasher::hash_one(&hasher, black_box(7u32)))
+    });
+    let hasher = foldhash::fast::RandomState::default();
+    g.bench_function("reference: foldhash of a u32 key alone", |bn| {
         bn.iter(|| std::hash::BuildHasher::hash_one(&hasher, black_box(7u32)))
     });
 
