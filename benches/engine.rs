@@ -98,13 +98,29 @@ fn one_thread(c: &mut Criterion) {
     );
 
     // The fixed costs inside every admission above, for reading the numbers: tokio's clock (a
-    // `clock_gettime` call; governor reads the TSC through quanta instead) and the keyed hash
-    // of the key map (`RandomState`, the same as governor's keyed default).
+    // `clock_gettime` call; governor reads the TSC through quanta instead) and the hash of the
+    // key (foldhash in the engine's key map; `RandomState`, SipHash, in governor's keyed map).
     g.bench_function("reference: tokio Instant::now alone", |bn| {
         bn.iter(tokio::time::Instant::now)
     });
+    // The OS clock without tokio: the difference with the row above is what tokio's clock adds
+    // (with `test-util`, which the dev-dependencies enable, a check whether the clock was ever
+    // paused; without it, nothing).
+    g.bench_function("reference: std Instant::now alone", |bn| {
+        bn.iter(std::time::Instant::now)
+    });
+    // governor's clock: quanta reads the CPU's time-stamp counter and scales it, with no system
+    // call. For comparison only: the engine cannot use it (see `budget`'s module docs).
+    let quanta = governor::clock::DefaultClock::default();
+    g.bench_function("reference: governor's clock (quanta) now alone", |bn| {
+        bn.iter(|| governor::clock::Clock::now(&quanta))
+    });
     let hasher = std::hash::RandomState::new();
     g.bench_function("reference: RandomState hash of a u32 key alone", |bn| {
+        bn.iter(|| std::hash::BuildHasher::hash_one(&hasher, black_box(7u32)))
+    });
+    let hasher = foldhash::fast::RandomState::default();
+    g.bench_function("reference: foldhash of a u32 key alone", |bn| {
         bn.iter(|| std::hash::BuildHasher::hash_one(&hasher, black_box(7u32)))
     });
 

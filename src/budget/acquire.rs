@@ -57,10 +57,7 @@ impl<K> Acquire<K> {
 
 fn finish(shared: Arc<KeyShared>, outcome: Outcome, cost: u64) -> Result<Permit, AdmissionError> {
     match outcome {
-        Outcome::Granted { seq, at } => {
-            let at = shared.settings().instant(at);
-            Ok(Permit::charged(shared, seq, cost, at))
-        }
+        Outcome::Granted { seq, at } => Ok(Permit::charged(shared, seq, cost, at)),
         Outcome::Failed(error) => Err(error),
     }
 }

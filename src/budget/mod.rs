@@ -101,14 +101,16 @@
 //! An admission that does not wait reads the clock once, probes the key map once (one hash of
 //! the key), takes one reference to the key's state (the permit keeps it), takes the key's
 //! uncontended lock, and books one ledger entry. Settling at the reserved amount, or dropping the
-//! permit, only drops that reference; a refund takes the lock (and reads the clock only if
-//! requests wait, as they may now fit); a debt reads the clock for its entry. Nothing is
-//! allocated per admission. What keeps it that small:
+//! permit, only drops that reference (and [`Permit::settle`] is inlined into the caller, so that
+//! is all the caller runs); a refund takes the lock (and reads the clock only if requests wait,
+//! as they may now fit); a debt reads the clock for its entry. Nothing is allocated per
+//! admission. What keeps it that small:
 //! - The ledger is a queue of 16-byte entries (a `u64` offset in nanoseconds from the budget's
 //!   creation, and an amount); the conversion back to [`Instant`] is exact, nothing is rounded.
 //!   Charges at the same instant share one entry (under a paused clock, or a burst within one
 //!   clock tick), and a charge never goes before the last entry: a clock read that loses the race
-//!   to the lock joins the later entry, which counts it longer, never shorter.
+//!   to the lock joins the later entry, which counts it longer, never shorter. A permit keeps its
+//!   admission as such an offset too; [`Permit::admitted_at`] converts it when asked.
 //! - There is no separate counter of outstanding permits: a permit *is* a reference to the key's
 //!   state, so eviction checks that the map holds the only reference, and [`Budget::stats`]
 //!   derives the count from the reference count (exact when nothing is in flight on the key;
@@ -116,14 +118,48 @@
 //! - The waiting side of a key (its queue, its results for waiters not yet polled) is allocated
 //!   the first time a request waits on the key; a key that never waits does not carry it.
 //!
-//! The fixed costs that remain are the clock read ([`Instant::now`], a `clock_gettime` call
-//! unless the clock is paused), the key's hash ([`std::collections::hash_map::RandomState`],
-//! keyed, so keys chosen by clients cannot degrade the map), and three or four atomic
-//! read-modify-writes (map guard, reference count, lock). `benches/engine.rs` measures them
-//! against governor and tower; the numbers are in `BENCHMARKS.md`.
+//! The fixed costs that remain are the clock read (below), the key's hash, and six atomic
+//! operations that synchronise across cores: entering and leaving the map's epoch guard, taking
+//! and dropping the permit's reference, locking and unlocking the key. `benches/engine.rs`
+//! measures them against governor and tower; the numbers are in `BENCHMARKS.md`.
 //!
-//! Time is tokio's clock ([`tokio::time::Instant`]), so tests run hours of traffic in
-//! milliseconds under `tokio::time::pause()`.
+//! The key's hash is [foldhash](https://docs.rs/foldhash) (`foldhash::fast::RandomState`), seeded
+//! at random for each budget: about 1 ns for a small key where the standard library's SipHash
+//! ([`std::collections::hash_map::RandomState`]) takes 12 to 15 ns, an eighth of a whole
+//! admission. The trade-off is resistance to hash flooding. A random seed means no fixed set of
+//! keys collides in every process, which is enough against keys chosen blindly; but foldhash
+//! does not claim to resist an attacker who can observe the map's behaviour (timing) and choose
+//! keys to match, as SipHash does. Here the keys are quota keys (a model in a region, a tenant),
+//! not free-form client input, and a key the engine has not seen costs a state of its own
+//! anyway; a service that derives keys from untrusted input should map them onto a known set
+//! (every unknown model onto one shared key, say) before they reach the budget.
+//!
+//! # The clock
+//!
+//! Time is tokio's clock ([`tokio::time::Instant`]): tests run hours of traffic in milliseconds
+//! under `tokio::time::pause()` and `advance`, and the ledger and the waiters' timers (tokio's)
+//! agree on what time it is.
+//!
+//! It is also the largest fixed cost of an admission. Unpaused, tokio's clock *is* the OS's
+//! monotonic clock (`std::time::Instant::now`, a `clock_gettime` through the vDSO: about 30 ns
+//! on the machine of `BENCHMARKS.md`, close to half of an admission). When tokio's `test-util`
+//! feature is compiled in (the dev-dependencies of this crate enable it, and so may those of an
+//! application), tokio first loads one static flag, "was a clock ever paused", and costs the same
+//! as the OS clock while it is not: the bench's std and tokio rows are within a nanosecond.
+//!
+//! A cheaper source exists, the CPU's time-stamp counter, which governor reads through quanta
+//! (about half the cost), but the engine does not use it:
+//! - it would not follow a paused tokio clock, and nothing public says whether tokio's clock is
+//!   paused (the flag is private, and a crate cannot see which features of tokio are compiled
+//!   in), so `pause()` and `advance` would silently stop driving the engine, in this crate's
+//!   tests and in its users' tests;
+//! - a counter scaled to nanoseconds by a calibration at start-up drifts from the monotonic
+//!   clock. Running fast, it would expire entries early, the one error the window must never
+//!   make; running slow, waiters woken by tokio's timers would find their capacity not yet free
+//!   and sleep again and again.
+//!
+//! A coarse clock (`CLOCK_MONOTONIC_COARSE`, a few nanoseconds) lags the true time by up to a
+//! scheduler tick, so it would date entries early: the same error.
 //!
 //! # Example
 //!
@@ -370,7 +406,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
         }
         Ok(Budget {
             inner: Arc::new(Inner {
-                keys: papaya::HashMap::new(),
+                keys: papaya::HashMap::with_hasher(KeyHasher::default()),
                 default_limit: self.limit,
                 per_key: self.per_key,
                 limit_fn: self.limit_fn,
@@ -405,8 +441,12 @@ pub struct Budget<K> {
     inner: Arc<Inner<K>>,
 }
 
+/// The hash of the key map: foldhash, seeded at random per map (see the
+/// [module documentation](self#the-cost-of-an-admission) for the choice).
+type KeyHasher = foldhash::fast::RandomState;
+
 struct Inner<K> {
-    keys: papaya::HashMap<K, Arc<KeyShared>>,
+    keys: papaya::HashMap<K, Arc<KeyShared>, KeyHasher>,
     default_limit: Option<u64>,
     per_key: HashMap<K, u64>,
     limit_fn: Option<LimitFn<K>>,
@@ -525,12 +565,6 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
             drop(state);
             return match begin {
                 Begin::Admitted(seq, at) => {
-                    // The entry is at `now` unless it joined a later one (a racing clock read).
-                    let at = if at == offset && offset != 0 {
-                        now
-                    } else {
-                        inner.settings.instant(at)
-                    };
                     Started::Ready(Ok(Permit::charged(shared, seq, cost, at)))
                 }
                 Begin::Refused(error) => Started::Ready(Err(error)),

@@ -17,43 +17,54 @@ use super::state::KeyShared;
 /// A permit is not generic over the key type: it holds the key's state, so it can travel with a
 /// response (or a streamed body) anywhere. It is `Send + Sync + 'static`.
 pub struct Permit {
-    /// `None` for a free permit (cost 0, or a key without limit). Dropping the permit unsettled
-    /// drops this reference and nothing else: the reservation stands. The key counts its
-    /// outstanding permits by these references (see `KeyShared`).
-    shared: Option<Arc<KeyShared>>,
+    holder: Holder,
     seq: u64,
     reserved: u64,
-    admitted_at: Instant,
+}
+
+/// What a permit holds besides its amounts.
+enum Holder {
+    /// Nothing is charged (cost 0, or a key without limit): only the admission instant.
+    Free(Instant),
+    /// A charge on a key: the key's state, and the admission as an offset on the key's clock
+    /// (see `Settings::offset`). Dropping the permit unsettled drops this reference and nothing
+    /// else: the reservation stands. The key counts its outstanding permits by these references
+    /// (see `KeyShared`). The offset, not an [`Instant`], is what the engine compares (throttle
+    /// echoes), and an admission does not convert it back unless
+    /// [`admitted_at`](Permit::admitted_at) asks.
+    Charged { shared: Arc<KeyShared>, at: u64 },
 }
 
 impl Permit {
-    pub(crate) fn charged(shared: Arc<KeyShared>, seq: u64, reserved: u64, at: Instant) -> Self {
+    pub(crate) fn charged(shared: Arc<KeyShared>, seq: u64, reserved: u64, at: u64) -> Self {
         Permit {
-            shared: Some(shared),
+            holder: Holder::Charged { shared, at },
             seq,
             reserved,
-            admitted_at: at,
         }
     }
 
     /// A permit that charges nothing: cost 0, or a key without limit.
     pub(crate) fn free(reserved: u64, at: Instant) -> Self {
         Permit {
-            shared: None,
+            holder: Holder::Free(at),
             seq: 0,
             reserved,
-            admitted_at: at,
         }
     }
 
     /// The amount reserved at admission.
+    #[inline]
     pub fn reserved(&self) -> u64 {
         self.reserved
     }
 
     /// The instant (tokio's clock) at which the reservation was charged.
     pub fn admitted_at(&self) -> Instant {
-        self.admitted_at
+        match &self.holder {
+            Holder::Free(at) => *at,
+            Holder::Charged { shared, at } => shared.settings().instant(*at),
+        }
     }
 
     /// Throttle feedback for this permit's key, as [`Budget::throttled`](super::Budget::throttled):
@@ -65,8 +76,8 @@ impl Permit {
     /// seen far from the budget (a streamed body that fails mid-stream). Does nothing for a free
     /// permit.
     pub fn throttled(&self) {
-        if let Some(shared) = &self.shared {
-            shared.throttled_now(self.admitted_at, self.reserved);
+        if let Holder::Charged { shared, at } = &self.holder {
+            shared.throttled_now(*at, self.reserved);
         }
     }
 
@@ -75,6 +86,7 @@ impl Permit {
     /// Below the reservation, the difference is refunded at once and waiting requests that now
     /// fit are admitted. Above it, the overshoot is booked as debt at this instant: later
     /// admissions wait it out.
+    #[inline]
     pub fn settle(self, actual: u64) {
         let reserved = self.reserved;
         self.settle_as(actual, reserved);
@@ -112,8 +124,9 @@ impl Permit {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn settle_as(mut self, actual: u64, server_reserved: u64) {
-        let Some(shared) = self.shared.take() else {
+    #[inline]
+    pub fn settle_as(self, actual: u64, server_reserved: u64) {
+        let Holder::Charged { shared, .. } = self.holder else {
             return;
         };
         let at_admission = actual.min(server_reserved).min(self.reserved);
@@ -130,8 +143,8 @@ impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("reserved", &self.reserved)
-            .field("admitted_at", &self.admitted_at)
-            .field("charged", &self.shared.is_some())
+            .field("admitted_at", &self.admitted_at())
+            .field("charged", &matches!(self.holder, Holder::Charged { .. }))
             .finish()
     }
 }

@@ -448,9 +448,9 @@ impl KeyShared {
         }
     }
 
-    /// Feedback through the permit of a request admitted at `admitted_at` that reserved
+    /// Feedback through the permit of a request admitted at offset `admitted_at` that reserved
     /// `reserved`: the state is live (a permit is outstanding, so it is not evicted).
-    pub(crate) fn throttled_now(&self, admitted_at: Instant, reserved: u64) {
+    pub(crate) fn throttled_now(&self, admitted_at: u64, reserved: u64) {
         let now = Instant::now();
         let mut state = self.lock();
         self.throttled(&mut state, now, Some((admitted_at, reserved)));
@@ -458,25 +458,20 @@ impl KeyShared {
 
     /// Feedback: the effective limit goes down, and the window is exhausted up to it.
     ///
-    /// With the throttled request's permit (`admitted_at`, `reserved`):
+    /// With the throttled request's permit (`admitted_at` as an offset, `reserved`):
     /// - a request admitted before the last decrease does not lower the limit again: it was sent
     ///   under the old limit, and its throttle is an echo of the one that caused the decrease
     ///   (requests in flight together are throttled together). One decrease per congestion
     ///   event, as TCP does once per round trip;
     /// - its own reservation is counted as gone when filling: the server did not book it, and
     ///   its settlement will refund it, which must not reopen the window it just exhausted.
-    pub(crate) fn throttled(
-        &self,
-        state: &mut KeyState,
-        now: Instant,
-        permit: Option<(Instant, u64)>,
-    ) {
+    pub(crate) fn throttled(&self, state: &mut KeyState, now: Instant, permit: Option<(u64, u64)>) {
         let now = self.settings.offset(now);
         state.ledger.expire(self.settings.span_nanos, now);
         let before = state.effective(self, now);
         let echo = matches!(
             (permit, state.lowered),
-            (Some((admitted, _)), Some(lowered)) if self.settings.offset(admitted) < lowered.since
+            (Some((admitted, _)), Some(lowered)) if admitted < lowered.since
         );
         if let Some(aimd) = self.settings.aimd
             && !echo
