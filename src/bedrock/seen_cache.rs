@@ -31,13 +31,17 @@ pub(crate) struct SeenModel {
 
 /// Values derived from request strings, by the string.
 pub(crate) struct SeenCache<V> {
-    seen: papaya::HashMap<Box<str>, V>,
+    // foldhash, seeded per map, as the budget's key map (see `budget`): at most CAPACITY
+    // entries, so even a crafted collision costs a bounded probe.
+    seen: papaya::HashMap<Box<str>, V, foldhash::fast::RandomState>,
 }
 
 impl<V> Default for SeenCache<V> {
     fn default() -> Self {
         Self {
-            seen: papaya::HashMap::default(),
+            seen: papaya::HashMap::builder()
+                .hasher(foldhash::fast::RandomState::default())
+                .build(),
         }
     }
 }
