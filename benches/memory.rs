@@ -136,17 +136,22 @@ fn waiting_tasks(rt: &tokio::runtime::Runtime) -> f64 {
         while budget.stats(&7).unwrap().waiters < N {
             tokio::task::yield_now().await;
         }
-        let after = live();
-        // The handles' vector is the application's; its allocation is not part of a request.
-        let vec = (handles.capacity() * std::mem::size_of_val(&handles[0])) as isize;
-        for h in &handles {
-            h.abort();
-        }
-        for h in handles {
-            let _ = h.await;
-        }
-        (after - before - vec) as f64 / N as f64
+        bytes_per_task(before, handles).await
     })
+}
+
+/// The heap grown since `before` per task in `handles`, measured now (the handles' own vector
+/// left out: it is the application's, not part of a request); then the tasks are ended.
+async fn bytes_per_task(before: isize, handles: Vec<tokio::task::JoinHandle<()>>) -> f64 {
+    let after = live();
+    let vec = (handles.capacity() * std::mem::size_of_val(&handles[0])) as isize;
+    for h in &handles {
+        h.abort();
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    (after - before - vec) as f64 / N as f64
 }
 
 /// Spawns `N` tasks that wait forever on nothing: tokio's own cost per waiting task, for
@@ -161,15 +166,7 @@ fn idle_tasks(rt: &tokio::runtime::Runtime) -> f64 {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
-        let after = live();
-        let vec = (handles.capacity() * std::mem::size_of_val(&handles[0])) as isize;
-        for h in &handles {
-            h.abort();
-        }
-        for h in handles {
-            let _ = h.await;
-        }
-        (after - before - vec) as f64 / N as f64
+        bytes_per_task(before, handles).await
     })
 }
 

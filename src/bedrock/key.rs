@@ -208,8 +208,8 @@ pub(crate) fn split_path(path: &str) -> (Operation, Option<&str>) {
 
 /// Percent-decodes `encoded` once, as `percent_encoding::percent_decode_str` does (a `%` not
 /// followed by two hex digits stays as it is; invalid UTF-8 is replaced), without its
-/// byte-at-a-time `Vec::push`: it ran on every request, three times (two layers' keys and the
-/// estimate).
+/// byte-at-a-time `Vec::push` (`Bedrock` caches the result per model id; `parse_path` callers
+/// decode every time).
 pub(crate) fn percent_decode(encoded: &str) -> Cow<'_, str> {
     let bytes = encoded.as_bytes();
     let Some(first) = bytes.iter().position(|&b| b == b'%') else {
