@@ -187,15 +187,6 @@ impl<Req> QuotaKey<Req> for SingleKey {
 pub trait EstimateTokens<Req> {
     /// The number of tokens to reserve for `request`.
     fn estimate_tokens(&self, request: &Req) -> u64;
-
-    /// The number of tokens to reserve for `request`, with the chance to record on it what the
-    /// settlement will need (in its extensions, say). The token budget calls this one; the
-    /// default is [`estimate_tokens`](Self::estimate_tokens). The Bedrock implementation records
-    /// the max output tokens it reserved, so that settlement knows the server's own reservation
-    /// (see [`Permit::settle_as`]).
-    fn estimate_tokens_mut(&self, request: &mut Req) -> u64 {
-        self.estimate_tokens(request)
-    }
 }
 
 impl<F, Req> EstimateTokens<Req> for F

@@ -93,11 +93,12 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod macros;
+
+pub mod admit;
 pub mod budget;
 pub mod classify;
-pub mod rate_limit;
 pub mod retry;
-pub mod token_budget;
 
 #[cfg(feature = "bedrock")]
 pub mod bedrock;

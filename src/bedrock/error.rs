@@ -131,7 +131,7 @@ impl std::error::Error for BedrockError {}
 /// assert_eq!(error_code("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"), "ThrottlingException");
 /// assert_eq!(error_code("com.amazon.coral.service#ValidationException"), "ValidationException");
 /// ```
-pub fn error_code(raw: &str) -> &str {
+pub(crate) fn error_code(raw: &str) -> &str {
     let cut = raw.split(':').next().unwrap_or(raw);
     cut.rsplit('#').next().unwrap_or(cut).trim()
 }
@@ -149,7 +149,7 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
 /// assert_eq!(throttle_cause(Some("Your request rate is too high. Reduce the frequency of requests.")), ThrottleCause::Requests);
 /// assert_eq!(throttle_cause(Some("Rate exceeded")), ThrottleCause::Unknown);
 /// ```
-pub fn throttle_cause(message: Option<&str>) -> ThrottleCause {
+pub(crate) fn throttle_cause(message: Option<&str>) -> ThrottleCause {
     let Some(message) = message.map(str::trim_start) else {
         return ThrottleCause::Unknown;
     };
@@ -169,7 +169,7 @@ pub fn throttle_cause(message: Option<&str>) -> ThrottleCause {
 }
 
 /// The outcome of a response with HTTP `status` and the error read from it.
-pub fn classify_error(status: u16, error: &BedrockError) -> Outcome {
+pub(crate) fn classify_error(status: u16, error: &BedrockError) -> Outcome {
     if (200..300).contains(&status) {
         return Outcome::Success;
     }
@@ -207,7 +207,7 @@ pub fn classify_error(status: u16, error: &BedrockError) -> Outcome {
 
 /// The delay a server asked for: `x-amz-retry-after` in milliseconds, else `Retry-After` in
 /// seconds. Values that are not plain non-negative integers are ignored.
-pub fn retry_after(x_amz_retry_after: Option<&str>, retry_after: Option<&str>) -> Option<Duration> {
+pub(crate) fn retry_after(x_amz_retry_after: Option<&str>, retry_after: Option<&str>) -> Option<Duration> {
     let parse = |v: &str| v.trim().parse::<u64>().ok();
     x_amz_retry_after
         .and_then(parse)

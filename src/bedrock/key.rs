@@ -117,76 +117,10 @@ impl Operation {
     }
 }
 
-/// What a response needs to know of its request: the quota key, the operation and, when the
-/// token budget recorded it, the output tokens it reserved. Attached as a response extension by
-/// [`BedrockResponseLayer`](super::BedrockResponseLayer), read by the settlement (for the
-/// model's output burndown, and to tell Bedrock's own reservation, `input + max output`, from
-/// this crate's conservative one).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BedrockCall {
-    key: BedrockKey,
-    operation: Operation,
-    reserved_output: Option<u64>,
-}
-
-impl BedrockCall {
-    /// The call of `operation` on `key`.
-    pub fn new(key: BedrockKey, operation: Operation) -> Self {
-        Self {
-            key,
-            operation,
-            reserved_output: None,
-        }
-    }
-
-    /// The same call, knowing that its reservation included `tokens` of output (the request's
-    /// max output tokens).
-    pub fn with_reserved_output(mut self, tokens: u64) -> Self {
-        self.reserved_output = Some(tokens);
-        self
-    }
-
-    /// The output tokens the reservation included, when the token budget recorded them.
-    pub fn reserved_output(&self) -> Option<u64> {
-        self.reserved_output
-    }
-
-    /// The quota key.
-    pub fn key(&self) -> &BedrockKey {
-        &self.key
-    }
-
-    /// The operation.
-    pub fn operation(&self) -> Operation {
-        self.operation
-    }
-
-    /// The quota key, by value.
-    pub fn into_key(self) -> BedrockKey {
-        self.key
-    }
-}
-
-/// What a request path says: the operation and, for model operations, the decoded model id.
-///
-/// The model id is the part between `/model/` and the last `/`, percent-decoded once, so both
-/// encoded ids (`anthropic.claude-v2%3A1`, ARNs with `%3A` and `%2F`) and unencoded ARNs with a
-/// raw `/` are read whole. A path prefix before `/model/` (custom endpoints) is allowed.
-///
-/// ```
-/// use bedrock_throttle::bedrock::{parse_path, Operation};
-///
-/// let (op, model) = parse_path("/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse-stream");
-/// assert_eq!(op, Operation::ConverseStream);
-/// assert_eq!(model.as_deref(), Some("us.anthropic.claude-sonnet-4-5-20250929-v1:0"));
-/// assert_eq!(parse_path("/guardrail/g1/version/1/apply"), (Operation::Other, None));
-/// ```
-pub fn parse_path(path: &str) -> (Operation, Option<Cow<'_, str>>) {
-    let (operation, encoded) = split_path(path);
-    (operation, encoded.map(percent_decode))
-}
-
-/// [`parse_path`] before the decoding: the operation and the model id as it appears in the path.
+/// What a request path says: the operation and, for model operations, the model id as it
+/// appears in the path (percent-encoded). The model id is the part between `/model/` and the
+/// last `/`, so both encoded ids and unencoded ARNs with a raw `/` are read whole; a path prefix
+/// before `/model/` (custom endpoints) is allowed.
 pub(crate) fn split_path(path: &str) -> (Operation, Option<&str>) {
     // Almost every path starts with `/model/`: skip the substring search for those.
     let rest = match path.strip_prefix("/model/") {
@@ -251,7 +185,7 @@ pub(crate) fn percent_decode(encoded: &str) -> Cow<'_, str> {
 /// assert_eq!(region_from_host("bedrock-runtime-fips.us-gov-west-1.amazonaws.com:443"), Some("us-gov-west-1"));
 /// assert_eq!(region_from_host("127.0.0.1:8080"), None);
 /// ```
-pub fn region_from_host(host: &str) -> Option<&str> {
+pub(crate) fn region_from_host(host: &str) -> Option<&str> {
     let host = strip_port(host);
     let host = host.strip_suffix('.').unwrap_or(host);
     let suffix_ok = [".amazonaws.com", ".amazonaws.com.cn", ".api.aws"]
@@ -313,24 +247,17 @@ pub(crate) fn split_uri(uri: &str) -> (Option<&str>, &str) {
 }
 
 mod sealed {
-    pub trait Sealed {}
+    pub(crate) trait Sealed {}
 }
 
 /// A request whose host and path this module can read: `http::Request<B>` (any body) and, with
 /// the `sdk` feature, the AWS SDK's `HttpRequest`. Sealed.
-pub trait BedrockRequest: sealed::Sealed {
+pub(crate) trait BedrockRequest: sealed::Sealed {
     /// The host the request goes to (from the URI, else the `Host` header), with any port.
     fn host(&self) -> Option<&str>;
     /// The URI path.
     fn path(&self) -> &str;
-    /// The output tokens the token budget reserved for this request, if it recorded them.
-    fn reserved_output(&self) -> Option<u64>;
 }
-
-/// The mark the token budget leaves on a request (an extension): the max output tokens its
-/// reservation included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ReservedOutput(pub(crate) u64);
 
 impl<B> sealed::Sealed for http::Request<B> {}
 
@@ -344,9 +271,6 @@ impl<B> BedrockRequest for http::Request<B> {
     }
     fn path(&self) -> &str {
         self.uri().path()
-    }
-    fn reserved_output(&self) -> Option<u64> {
-        self.extensions().get::<ReservedOutput>().map(|r| r.0)
     }
 }
 
@@ -404,9 +328,6 @@ mod sdk {
         }
         fn path(&self) -> &str {
             super::split_uri(self.uri()).1
-        }
-        fn reserved_output(&self) -> Option<u64> {
-            self.extension::<super::ReservedOutput>().map(|r| r.0)
         }
     }
 }

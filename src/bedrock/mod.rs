@@ -2,16 +2,17 @@
 //! Bedrock request or response, for `http::Request`/`http::Response` and the AWS SDK's
 //! `HttpRequest`/`HttpResponse`.
 //!
-//! The layers are generic over small traits ([`crate::classify`]); [`Bedrock`] implements all
-//! of them:
+//! [`Bedrock`] is a [`Protocol`](crate::admit::Protocol) for the
+//! [admission layer](crate::admit::AdmissionLayer), and a
+//! [`Classify`](crate::classify::Classify) and [`CloneRequest`](crate::classify::CloneRequest)
+//! for the [retry layer](crate::retry::ThrottleRetryLayer):
 //!
-//! | trait | Bedrock's answer | where |
-//! |---|---|---|
-//! | [`QuotaKey`](crate::classify::QuotaKey) | region (host, else configured) + decoded model id | [`key`] |
-//! | [`EstimateTokens`](crate::classify::EstimateTokens) | input estimate + max output tokens | [`estimate`] |
-//! | [`Settle`](crate::classify::Settle) | `input + cache_write + output × burndown`, when the body ends | [`usage`], [`settle`] |
-//! | [`Classify`](crate::classify::Classify) | error code + message → throttle cause, transient, fatal | [`error`], [`stream`] |
-//! | [`CloneRequest`](crate::classify::CloneRequest) | in-memory bodies | [`protocol`] |
+//! | role | Bedrock's answer |
+//! |---|---|
+//! | plan (once per attempt) | key: region (host, else configured) + decoded model id; tokens: input estimate + max output tokens; if the usage never arrives: input + burndown × max output; memo: operation, burndown, max output |
+//! | settle | `input + cache_write + output × burndown`, when the body ends, mirroring Bedrock's own reservation |
+//! | classify | error code + message → throttle cause, transient, fatal |
+//! | clone | in-memory bodies |
 //!
 //! Why it is more than parsing: Bedrock throttles on a RESERVATION (`input + max_tokens`, the
 //! model's maximum when unset) and settles output tokens at 5× for recent Claude models, so a
@@ -22,13 +23,11 @@
 //! Stack them like this (the retry layer outermost, this module's response layer innermost):
 //!
 //! ```text
-//! ThrottleRetryLayer(Bedrock) → RateLimitLayer(Bedrock) → TokenBudgetLayer(Bedrock)
-//!     → Bedrock::response_layer() → transport
+//! ThrottleRetryLayer(Bedrock) → AdmissionLayer(budget, Bedrock) → Bedrock::response_layer() → transport
 //! ```
 //!
 //! ```
-//! use bedrock_throttle::bedrock::{Bedrock, Operation};
-//! use bedrock_throttle::classify::{EstimateTokens, QuotaKey};
+//! use bedrock_throttle::bedrock::Bedrock;
 //! use bytes::Bytes;
 //!
 //! let bedrock = Bedrock::new();
@@ -38,34 +37,37 @@
 //! .body(Bytes::from_static(br#"{"messages":[{"role":"user","content":[{"text":"Hello"}]}]}"#))
 //! .unwrap();
 //!
-//! let key = bedrock.quota_key(&request);
-//! assert_eq!(key.to_string(), "us-west-2/us.anthropic.claude-sonnet-4-20250514-v1:0");
+//! let plan = bedrock.plan_of(&request);
+//! assert_eq!(plan.key.to_string(), "us-west-2/us.anthropic.claude-sonnet-4-20250514-v1:0");
 //! // No maxTokens: the model's maximum (64,000) is reserved, as Bedrock does.
-//! assert_eq!(bedrock.estimate_tokens(&request), 64_000 + 8 + 2);
-//! assert_eq!(bedrock.output_burndown(key.model()), 5);
+//! assert_eq!(plan.tokens, 64_000 + 8 + 2);
+//! assert_eq!(plan.memo.burndown(), 5);
+//! // A caller that leaves before the usage arrives may have cost the whole output at 5x.
+//! assert_eq!(plan.if_unknown, 5 * 64_000 + 8 + 2);
 //! ```
 
-pub mod error;
-pub mod estimate;
-pub mod key;
-pub mod models;
-pub mod protocol;
+pub(crate) mod error;
+pub(crate) mod estimate;
+pub(crate) mod key;
+pub(crate) mod models;
+mod protocol;
 mod seen_cache;
-pub mod settle;
-pub mod stream;
-pub mod usage;
+pub(crate) mod settle;
+pub(crate) mod stream;
+pub(crate) mod usage;
 
-pub use error::{BedrockError, classify_error, error_code, retry_after, throttle_cause};
-pub use estimate::{EstimateBasis, EstimatorConfig, RequestEstimate};
-pub use key::{
-    BedrockCall, BedrockKey, BedrockRequest, BodyBytes, Operation, parse_path, region_from_host,
-};
+pub use self::error::BedrockError;
+pub use self::estimate::{EstimateBasis, EstimatorConfig, RequestEstimate};
+pub use self::key::{BedrockKey, BodyBytes, Operation};
+pub use self::models::{ModelFamily, ModelInfo, ModelTable};
 #[cfg(feature = "sdk")]
-pub use protocol::classify_connector_error;
-pub use protocol::{Bedrock, SettleResponse, UNTAGGED_BURNDOWN, classify_response_parts};
-pub use settle::{Reservation, SettlingBody};
-pub use stream::{
-    BedrockResponse, BedrockResponseLayer, ERROR_BODY_LIMIT, EVENT_STREAM_CONTENT_TYPE,
-    FIRST_FRAME_LIMIT, InspectResponse, ReplayBody, ResponseFuture, exception_of,
-};
-pub use usage::Usage;
+pub use self::protocol::classify_connector_error;
+pub use self::protocol::{Bedrock, Memo, classify_response_parts};
+pub use self::settle::{Reservation, SettlingBody};
+pub use self::stream::{BedrockResponse, BedrockResponseLayer, ReplayBody};
+pub use self::usage::Usage;
+
+/// The response future of [`BedrockResponse`].
+pub mod future {
+    pub use super::stream::ResponseFuture;
+}

@@ -77,7 +77,7 @@ const GEO_PREFIXES: &[&str] = &[
 /// assert_eq!(base_model_id("eu.amazon.nova-pro-v1:0"), "amazon.nova-pro-v1:0");
 /// assert_eq!(base_model_id("anthropic.claude-3-haiku-20240307-v1:0"), "anthropic.claude-3-haiku-20240307-v1:0");
 /// ```
-pub fn base_model_id(model_id: &str) -> &str {
+pub(crate) fn base_model_id(model_id: &str) -> &str {
     GEO_PREFIXES
         .iter()
         .find_map(|prefix| model_id.strip_prefix(prefix))
@@ -85,7 +85,7 @@ pub fn base_model_id(model_id: &str) -> &str {
 }
 
 /// The built-in knowledge of a model id (base id, cross-region profile id; ARNs give `Unknown`).
-pub fn default_model_info(model_id: &str) -> ModelInfo {
+pub(crate) fn default_model_info(model_id: &str) -> ModelInfo {
     let base = base_model_id(model_id);
     // Model ids are lower case: allocate only for the odd one that is not.
     let lower;
@@ -213,7 +213,7 @@ impl ModelTable {
 /// the model family: [`max_output_from_fields`] decides, and [`invoke_max_output_tokens`] is the
 /// same rule over a parsed [`Value`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MaxTokenFields {
+pub(crate) struct MaxTokenFields {
     /// `max_tokens` (Anthropic messages, Mistral, Cohere Command, Jamba, DeepSeek, gpt-oss, ...).
     pub max_tokens: Option<u64>,
     /// `max_tokens_to_sample` (Anthropic legacy text completions).
@@ -232,7 +232,7 @@ pub struct MaxTokenFields {
 
 impl MaxTokenFields {
     /// Reads every known field of a parsed body.
-    pub fn from_value(body: &Value) -> Self {
+    pub(crate) fn from_value(body: &Value) -> Self {
         let field = |path: &[&str]| -> Option<u64> {
             let mut v = body;
             for key in path {
@@ -257,7 +257,7 @@ impl MaxTokenFields {
 /// Returns `None` when the body does not say (the caller then reserves the model's maximum), and
 /// `Some(0)` for embeddings. Cohere Embed v4's `max_tokens` truncates INPUT, so embeddings never
 /// read it. Titan text defaults to 512 when `maxTokenCount` is absent.
-pub fn max_output_from_fields(family: ModelFamily, fields: &MaxTokenFields) -> Option<u64> {
+pub(crate) fn max_output_from_fields(family: ModelFamily, fields: &MaxTokenFields) -> Option<u64> {
     let f = fields;
     match family {
         ModelFamily::Embedding => Some(0),
@@ -281,12 +281,12 @@ pub fn max_output_from_fields(family: ModelFamily, fields: &MaxTokenFields) -> O
 /// Returns `None` when the body does not say (the caller then reserves the model's maximum), and
 /// `Some(0)` for embeddings. Cohere Embed v4's `max_tokens` truncates INPUT, so embeddings never
 /// read it. A value that is not a non-negative integer counts as absent.
-pub fn invoke_max_output_tokens(family: ModelFamily, body: &Value) -> Option<u64> {
+pub(crate) fn invoke_max_output_tokens(family: ModelFamily, body: &Value) -> Option<u64> {
     max_output_from_fields(family, &MaxTokenFields::from_value(body))
 }
 
 /// Reads `inferenceConfig.maxTokens` of a Converse / ConverseStream body.
-pub fn converse_max_output_tokens(body: &Value) -> Option<u64> {
+pub(crate) fn converse_max_output_tokens(body: &Value) -> Option<u64> {
     body.get("inferenceConfig")?.get("maxTokens")?.as_u64()
 }
 

@@ -6,21 +6,51 @@ use std::sync::Arc;
 use super::error::{BedrockError, classify_error, retry_after};
 use super::estimate::{EstimatorConfig, RequestEstimate};
 use super::key::{
-    BedrockCall, BedrockKey, BedrockRequest, BodyBytes, ReservedOutput, percent_decode,
-    region_from_host, split_path,
+    BedrockKey, BedrockRequest, BodyBytes, Operation, percent_decode, region_from_host,
+    split_path,
 };
 use super::models::{ModelInfo, ModelTable};
 use super::seen_cache::{SeenCache, SeenModel};
 use super::settle::{Amount, Observer, Reservation, SettlingBody};
 use super::stream::{BedrockResponseLayer, EVENT_STREAM_CONTENT_TYPE};
 use super::usage::Usage;
+use crate::admit::{Plan, Protocol};
 use crate::budget::Permit;
-use crate::classify::{Classification, Classify, CloneRequest, EstimateTokens, QuotaKey, Settle};
+use crate::classify::{Classification, Classify, CloneRequest};
 
-/// The output burndown assumed for a response that carries no [`BedrockCall`] (the
-/// [`BedrockResponseLayer`] was not installed): the largest Bedrock applies, so settlement errs
-/// on the safe side.
-pub const UNTAGGED_BURNDOWN: u64 = 5;
+/// What the settlement of one Bedrock attempt needs from its plan: the operation, the model's
+/// output burndown and the max output tokens the reservation included (from which it tells
+/// Bedrock's own reservation from this crate's conservative one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memo {
+    operation: Operation,
+    burndown: u64,
+    max_output: u64,
+}
+
+impl Memo {
+    /// The memo of an attempt of `operation` on a model of output `burndown` that reserved
+    /// `max_output` output tokens.
+    pub fn new(operation: Operation, burndown: u64, max_output: u64) -> Self {
+        Memo {
+            operation,
+            burndown,
+            max_output,
+        }
+    }
+    /// The operation.
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+    /// The output burndown of the request's model.
+    pub fn burndown(&self) -> u64 {
+        self.burndown
+    }
+    /// The max output tokens the reservation included.
+    pub fn max_output(&self) -> u64 {
+        self.max_output
+    }
+}
 
 /// Bedrock Runtime protocol knowledge for the layers: quota keys, token estimates, settlement
 /// and classification, for `http::Request`/`http::Response` and (feature `sdk`) the AWS SDK's
@@ -30,8 +60,7 @@ pub const UNTAGGED_BURNDOWN: u64 = 5;
 ///
 /// ```
 /// use bedrock_throttle::bedrock::Bedrock;
-/// use bedrock_throttle::bedrock::models::{ModelFamily, ModelInfo, ModelTable};
-/// use bedrock_throttle::classify::{EstimateTokens, QuotaKey};
+/// use bedrock_throttle::bedrock::{ModelFamily, ModelInfo, ModelTable};
 /// use bytes::Bytes;
 ///
 /// let profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc";
@@ -42,8 +71,9 @@ pub const UNTAGGED_BURNDOWN: u64 = 5;
 /// let request = http::Request::post("http://127.0.0.1:8080/model/amazon.nova-lite-v1%3A0/converse")
 ///     .body(Bytes::from_static(br#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}],"inferenceConfig":{"maxTokens":100}}"#))
 ///     .unwrap();
-/// assert_eq!(bedrock.quota_key(&request).to_string(), "eu-west-1/amazon.nova-lite-v1:0");
-/// assert_eq!(bedrock.estimate_tokens(&request), 8 + 1 + 100);
+/// let plan = bedrock.plan_of(&request);
+/// assert_eq!(plan.key.to_string(), "eu-west-1/amazon.nova-lite-v1:0");
+/// assert_eq!(plan.tokens, 8 + 1 + 100);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Bedrock {
@@ -146,19 +176,20 @@ impl Bedrock {
         self.model_info(model).output_burndown
     }
 
-    /// The key and operation of a request to `host` (if known) and `path`.
-    pub fn call(&self, host: Option<&str>, path: &str) -> BedrockCall {
-        self.call_and_model(host, path).0
+    /// The quota key and operation of a request to `host` (if known) and `path`.
+    pub fn target(&self, host: Option<&str>, path: &str) -> (BedrockKey, Operation) {
+        let (key, operation, _) = self.target_and_model(host, path);
+        (key, operation)
     }
 
-    /// The key and operation of `request`.
-    pub fn call_of<Req: BedrockRequest>(&self, request: &Req) -> BedrockCall {
-        self.call(request.host(), request.path())
-    }
-
-    /// The call, and what the model table says of its model (`None` for paths that name no
-    /// model). Hosts and model ids already seen are answered from caches (`seen_cache`).
-    fn call_and_model(&self, host: Option<&str>, path: &str) -> (BedrockCall, Option<ModelInfo>) {
+    /// The key and operation, and what the model table says of the model (`None` for paths
+    /// that name no model). Hosts and model ids already seen are answered from caches
+    /// (`seen_cache`).
+    fn target_and_model(
+        &self,
+        host: Option<&str>,
+        path: &str,
+    ) -> (BedrockKey, Operation, Option<ModelInfo>) {
         let region =
             match host {
                 Some(host) => self.inner.regions_seen.get_or_insert_with(host, || {
@@ -181,63 +212,80 @@ impl Bedrock {
             }
             None => (self.inner.no_model.clone(), None),
         };
-        (
-            BedrockCall::new(BedrockKey { region, model }, operation),
-            info,
-        )
+        (BedrockKey { region, model }, operation, info)
     }
 
-    /// The reservation for `call` with `body` (`None` when it is not in memory).
-    pub fn estimate(&self, call: &BedrockCall, body: Option<&[u8]>) -> RequestEstimate {
-        let info = self.model_info(call.key().model());
-        self.inner.estimator.estimate(call.operation(), info, body)
+    /// The reservation for a request of `operation` on `key` with `body` (`None` when it is not
+    /// in memory).
+    pub fn estimate(
+        &self,
+        key: &BedrockKey,
+        operation: Operation,
+        body: Option<&[u8]>,
+    ) -> RequestEstimate {
+        let info = self.model_info(key.model());
+        self.inner.estimator.estimate(operation, info, body)
     }
 
-    /// The reservation for `request`: its call and model from the cache, then its body.
-    fn estimate_request<Req: BedrockRequest>(
+    /// The plan of an attempt: key, tokens to reserve, the worst case if the usage never
+    /// arrives (`input + burndown × max output`), and the memo for its settlement. The one
+    /// parse of the request per attempt.
+    fn plan_request<Req: BedrockRequest>(
         &self,
         request: &Req,
         body: Option<&[u8]>,
-    ) -> RequestEstimate {
-        let (call, info) = self.call_and_model(request.host(), request.path());
-        let info = info.unwrap_or_else(|| self.model_info(call.key().model()));
-        self.inner.estimator.estimate(call.operation(), info, body)
+    ) -> Plan<BedrockKey, Memo> {
+        let (key, operation, info) = self.target_and_model(request.host(), request.path());
+        let info = info.unwrap_or_else(|| self.model_info(key.model()));
+        let estimate = self.inner.estimator.estimate(operation, info, body);
+        let burndown = info.output_burndown;
+        let worst = estimate
+            .input_tokens
+            .saturating_add(estimate.max_output_tokens.saturating_mul(burndown));
+        Plan::new(key, estimate.total())
+            .with_if_unknown(worst)
+            .with_memo(Memo::new(operation, burndown, estimate.max_output_tokens))
     }
 
-    /// The layer that tags responses, buffers error bodies and rewrites first-frame stream
-    /// exceptions; it belongs innermost, under the token budget.
+    /// The plan [`Protocol::plan`] makes for `request`, without marking it.
+    pub fn plan_of<B: BodyBytes>(&self, request: &http::Request<B>) -> Plan<BedrockKey, Memo> {
+        self.plan_request(request, request.body().body_bytes())
+    }
+
+    /// The layer that buffers error bodies and rewrites first-frame stream exceptions; it
+    /// belongs innermost, under the admission layer.
     pub fn response_layer(&self) -> BedrockResponseLayer {
-        BedrockResponseLayer::new(self.clone())
+        BedrockResponseLayer::new()
     }
 
-    /// Settles `reservation` from `response`, now or when its body ends; the [`Settle`]
-    /// implementations call this with a [`Permit`]. Any other [`Reservation`] works, to observe
-    /// settlements.
-    pub fn settle_with<Res, R>(&self, response: Res, reservation: R) -> Res::Output
+    /// Settles `reservation` from `response` with the plan's `memo`, now or when its body
+    /// ends; [`Protocol::settle`] calls this with a [`Permit`]. Any other [`Reservation`]
+    /// works, to observe settlements.
+    pub fn settle_with<Res, R>(&self, response: Res, reservation: R, memo: Memo) -> Res::Output
     where
         Res: SettleResponse<R>,
         R: Reservation,
     {
-        response.settle_response(self, reservation)
+        response.settle_response(self, reservation, memo)
     }
 
-    fn plan<'a>(
+    fn settlement<'a>(
         &self,
         status: u16,
         header: impl Fn(&str) -> Option<&'a str>,
-        call: Option<&BedrockCall>,
-    ) -> Plan {
+        memo: Memo,
+    ) -> Settlement {
         if !(200..300).contains(&status) {
             // Bedrock rejects before it reserves; throttles are fed back by the classifier.
-            return Plan::Now(Amount::plain(0));
+            return Settlement::Now(Amount::plain(0));
         }
-        if call.is_some_and(|c| !c.operation().uses_token_quota()) {
-            return Plan::Now(Amount::plain(0));
+        if !memo.operation.uses_token_quota() {
+            return Settlement::Now(Amount::plain(0));
         }
-        let reserved_output = call.and_then(BedrockCall::reserved_output);
-        let burndown = call.map_or(UNTAGGED_BURNDOWN, |c| self.output_burndown(c.key().model()));
+        let reserved_output = Some(memo.max_output);
+        let burndown = memo.burndown;
         if let Some(usage) = Usage::from_headers(&header) {
-            return Plan::Now(Amount::of_usage(&usage, burndown, reserved_output));
+            return Settlement::Now(Amount::of_usage(&usage, burndown, reserved_output));
         }
         let observer =
             if header("content-type").is_some_and(|ct| ct.starts_with(EVENT_STREAM_CONTENT_TYPE)) {
@@ -246,7 +294,7 @@ impl Bedrock {
             } else {
                 Observer::json()
             };
-        Plan::Observe(Observed {
+        Settlement::Observe(Observed {
             observer,
             burndown,
             reserved_output,
@@ -254,7 +302,8 @@ impl Bedrock {
     }
 }
 
-enum Plan {
+/// How a response settles: now, or by watching its body.
+enum Settlement {
     Now(Amount),
     Observe(Observed),
 }
@@ -287,8 +336,8 @@ mod sealed {
 pub trait SettleResponse<R: Reservation>: sealed::Sealed + Sized {
     /// The response handed on (its body wrapped when settlement must wait for it).
     type Output;
-    /// Settles `reservation` from this response.
-    fn settle_response(self, bedrock: &Bedrock, reservation: R) -> Self::Output;
+    /// Settles `reservation` from this response, with the plan's `memo`.
+    fn settle_response(self, bedrock: &Bedrock, reservation: R, memo: Memo) -> Self::Output;
 }
 
 impl<B> sealed::Sealed for http::Response<B> {}
@@ -296,18 +345,18 @@ impl<B> sealed::Sealed for http::Response<B> {}
 impl<B, R: Reservation> SettleResponse<R> for http::Response<B> {
     type Output = http::Response<SettlingBody<B, R>>;
 
-    fn settle_response(self, bedrock: &Bedrock, reservation: R) -> Self::Output {
-        let plan = bedrock.plan(
+    fn settle_response(self, bedrock: &Bedrock, reservation: R, memo: Memo) -> Self::Output {
+        let settlement = bedrock.settlement(
             self.status().as_u16(),
             |name| self.headers().get(name).and_then(|v| v.to_str().ok()),
-            self.extensions().get::<BedrockCall>(),
+            memo,
         );
-        match plan {
-            Plan::Now(amount) => {
+        match settlement {
+            Settlement::Now(amount) => {
                 amount.settle(reservation);
                 self.map(SettlingBody::settled)
             }
-            Plan::Observe(observed) => self.map(|body| observed.body(body, reservation)),
+            Settlement::Observe(observed) => self.map(|body| observed.body(body, reservation)),
         }
     }
 }
@@ -335,40 +384,33 @@ fn classify_parts<'a>(
     ))
 }
 
-impl<B> QuotaKey<http::Request<B>> for Bedrock {
+/// Bedrock for `http` requests and responses: one plan per attempt from the request's URI and
+/// in-memory body; settlement from the response with the plan's memo; classification as
+/// [`Classify`] does (inner errors are transient).
+impl<B, RB, E> Protocol<http::Request<B>, http::Response<RB>, E> for Bedrock
+where
+    B: BodyBytes,
+{
     type Key = BedrockKey;
-    fn quota_key(&self, request: &http::Request<B>) -> BedrockKey {
-        self.call_of(request).into_key()
-    }
-}
+    type Memo = Memo;
+    type Output = http::Response<SettlingBody<RB>>;
 
-impl<B: BodyBytes> EstimateTokens<http::Request<B>> for Bedrock {
-    fn estimate_tokens(&self, request: &http::Request<B>) -> u64 {
-        self.estimate_request(request, request.body().body_bytes())
-            .total()
+    fn plan(&self, request: &mut http::Request<B>) -> Plan<BedrockKey, Memo> {
+        self.plan_of(request)
     }
 
-    /// Also marks the request with the max output tokens reserved, for
-    /// [`BedrockResponseLayer`] to pass to the settlement.
-    fn estimate_tokens_mut(&self, request: &mut http::Request<B>) -> u64 {
-        let estimate = self.estimate_request(&*request, request.body().body_bytes());
-        request
-            .extensions_mut()
-            .insert(ReservedOutput(estimate.max_output_tokens));
-        estimate.total()
+    fn settle(&self, response: http::Response<RB>, permit: Permit, memo: Memo) -> Self::Output {
+        self.settle_with(response, permit, memo)
+    }
+
+    fn classify(&self, result: Result<&http::Response<RB>, &E>) -> Classification {
+        Classify::classify(self, result)
     }
 }
 
 impl<B: Clone> CloneRequest<http::Request<B>> for Bedrock {
     fn clone_request(&self, request: &http::Request<B>) -> Option<http::Request<B>> {
         Some(request.clone())
-    }
-}
-
-impl<B> Settle<http::Response<B>> for Bedrock {
-    type Output = http::Response<SettlingBody<B>>;
-    fn settle(&self, response: http::Response<B>, permit: Permit) -> Self::Output {
-        self.settle_with(response, permit)
     }
 }
 
@@ -416,44 +458,51 @@ pub fn classify_response_parts<'a>(
 
 #[cfg(feature = "sdk")]
 mod sdk {
+    use std::sync::Arc;
+
     use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
     use aws_smithy_runtime_api::client::result::ConnectorError;
     use aws_smithy_types::body::SdkBody;
     use aws_smithy_types::retry::ErrorKind;
     use bytes::Bytes;
 
-    use super::{Bedrock, Plan, classify_parts};
+    use super::{Bedrock, Memo, Settlement, classify_parts};
     use crate::BoxError;
+    use crate::admit::{Plan, Protocol};
     use crate::bedrock::error::BedrockError;
-    use crate::bedrock::key::{BedrockCall, BedrockKey, ReservedOutput};
+    use crate::bedrock::key::BedrockKey;
     use crate::bedrock::settle::Reservation;
     use crate::budget::Permit;
-    use crate::classify::{
-        Classification, Classify, CloneRequest, EstimateTokens, QuotaKey, Settle, ThrottleCause,
-    };
+    use crate::classify::{Classification, Classify, CloneRequest, ThrottleCause};
+    use crate::sdk::SignatureDeadline;
 
-    impl QuotaKey<HttpRequest> for Bedrock {
+    /// The header the AWS SDK sends with the same value on every attempt of one operation.
+    const INVOCATION_ID: &str = "amz-sdk-invocation-id";
+
+    /// Bedrock for the AWS SDK's requests: the plan from the in-memory body
+    /// (`SdkBody::bytes()`; a streaming body is estimated at the configured allowance plus the
+    /// model's maximum output), the attempt's deadline from the signature
+    /// ([`SignatureDeadline`], set by the layered HTTP client) and its arrival from the
+    /// `amz-sdk-invocation-id` header, so a re-signed attempt keeps its place in line.
+    impl Protocol<HttpRequest, HttpResponse, ConnectorError> for Bedrock {
         type Key = BedrockKey;
-        fn quota_key(&self, request: &HttpRequest) -> BedrockKey {
-            self.call_of(request).into_key()
-        }
-    }
+        type Memo = Memo;
+        type Output = HttpResponse;
 
-    /// From the in-memory body (`SdkBody::bytes()`); a streaming body is estimated at the
-    /// configured allowance plus the model's maximum output.
-    impl EstimateTokens<HttpRequest> for Bedrock {
-        fn estimate_tokens(&self, request: &HttpRequest) -> u64 {
-            self.estimate_request(request, request.body().bytes())
-                .total()
+        fn plan(&self, request: &mut HttpRequest) -> Plan<BedrockKey, Memo> {
+            let leave_by = request.extension::<SignatureDeadline>().map(|d| d.0);
+            let arrival = request.headers().get(INVOCATION_ID).map(Arc::from);
+            self.plan_request(&*request, request.body().bytes())
+                .with_leave_by(leave_by)
+                .with_arrival(arrival)
         }
 
-        /// Also marks the request with the max output tokens reserved, for
-        /// [`BedrockResponseLayer`](crate::bedrock::BedrockResponseLayer) to pass to the
-        /// settlement.
-        fn estimate_tokens_mut(&self, request: &mut HttpRequest) -> u64 {
-            let estimate = self.estimate_request(&*request, request.body().bytes());
-            request.add_extension(ReservedOutput(estimate.max_output_tokens));
-            estimate.total()
+        fn settle(&self, response: HttpResponse, permit: Permit, memo: Memo) -> HttpResponse {
+            self.settle_with(response, permit, memo)
+        }
+
+        fn classify(&self, result: Result<&HttpResponse, &ConnectorError>) -> Classification {
+            Classify::classify(self, result)
         }
     }
 
@@ -469,22 +518,19 @@ mod sdk {
     impl<R: Reservation + Sync> super::SettleResponse<R> for HttpResponse {
         type Output = HttpResponse;
 
-        fn settle_response(mut self, bedrock: &Bedrock, reservation: R) -> HttpResponse {
-            let plan = bedrock.plan(
-                self.status().as_u16(),
-                |name| self.headers().get(name),
-                self.extension::<BedrockCall>(),
-            );
-            match plan {
-                Plan::Now(amount) => amount.settle(reservation),
-                Plan::Observe(mut observed) => match self.body().bytes() {
+        fn settle_response(mut self, bedrock: &Bedrock, reservation: R, memo: Memo) -> HttpResponse {
+            let settlement =
+                bedrock.settlement(self.status().as_u16(), |name| self.headers().get(name), memo);
+            match settlement {
+                Settlement::Now(amount) => amount.settle(reservation),
+                Settlement::Observe(mut observed) => match self.body().bytes() {
                     Some(bytes) => {
                         // Already in memory: settle now, leave the body as it is.
                         observed.observer.observe(&Bytes::copy_from_slice(bytes));
-                        let reserved = reservation.reserved();
+                        let unknown = reservation.if_unknown();
                         observed
                             .observer
-                            .amount(reserved, observed.burndown, true, observed.reserved_output)
+                            .amount(unknown, observed.burndown, true, observed.reserved_output)
                             .settle(reservation);
                     }
                     None => {
@@ -494,13 +540,6 @@ mod sdk {
                 },
             }
             self
-        }
-    }
-
-    impl Settle<HttpResponse> for Bedrock {
-        type Output = HttpResponse;
-        fn settle(&self, response: HttpResponse, permit: Permit) -> HttpResponse {
-            self.settle_with(response, permit)
         }
     }
 

@@ -11,23 +11,24 @@
 //! | not 2xx | 0, at once: Bedrock rejects before it reserves (the classifier feeds the throttle back to the limiter) |
 //! | CountTokens, ApplyGuardrail, unknown paths | 0, at once: they draw on no token quota |
 //! | usage headers (InvokeModel) | the usage, at once |
-//! | event stream | the final usage at the end; if the stream ends or is dropped without it, `max(reservation, usage seen so far)` with output counted from the deltas |
-//! | any other body (Converse JSON) | the body's `usage` at the end (read from a copy of at most 4 MiB); the reservation if there is none or the body is dropped early |
+//! | event stream | the final usage at the end; if the stream ends or is dropped without it, `max(worst case, usage seen so far)` with output counted from the deltas |
+//! | any other body (Converse JSON) | the body's `usage` at the end (read from a copy of at most 4 MiB); the worst case if there is none or the body is dropped early |
 //!
-//! The output burndown is that of the request's model, which the response only knows when
-//! [`BedrockResponseLayer`](super::BedrockResponseLayer) tagged it with a
-//! [`BedrockCall`](super::BedrockCall); untagged responses assume 5, the largest burndown
-//! Bedrock applies (conservative).
+//! The output burndown is that of the request's model, from the plan's [`Memo`](super::Memo).
+//! The worst case is what the server can have booked at most when the usage never arrives:
+//! `input + cache + burndown × max output` (the permit's
+//! [`if_unknown`](crate::budget::Permit::if_unknown)). Not the reservation: a call whose caller
+//! left can have produced its whole output, which Bedrock books at five times its count on
+//! recent Claude models.
 //!
 //! Where the settled amount is booked matters as much as how much it is. Bedrock keeps at most
 //! its own reservation (`input + cache reads + cache writes + max output`, with its exact input
 //! count) at the start of the call and books the rest as debt when the call ends. This crate's
 //! reservation is larger (the input estimate is conservative), so a plain refund would keep more
 //! at the start than Bedrock does, and free it a call's duration before Bedrock's debt expires.
-//! When the token budget marked the request with its max output (the tag's
-//! [`reserved_output`](super::BedrockCall::reserved_output)), the settlement computes Bedrock's
-//! reservation from the reported usage and settles with [`Reservation::settle_as`], which the
-//! engine's [`Permit`] implements by mirroring Bedrock's split
+//! From the max output the plan reserved, the settlement computes Bedrock's reservation from the
+//! reported usage and settles with [`Reservation::settle_as`], which the engine's [`Permit`]
+//! implements by mirroring Bedrock's split
 //! ([`Permit::settle_as`](crate::budget::Permit::settle_as)).
 
 use std::fmt;
@@ -45,10 +46,15 @@ use crate::budget::Permit;
 /// Where a settlement goes: the engine's [`Permit`], or anything else that wants to know what a
 /// call cost (a test probe, a metrics sink).
 ///
-/// Dropping an unsettled reservation must charge its full amount, as [`Permit`] does.
+/// Dropping an unsettled reservation must charge its [`if_unknown`](Self::if_unknown) amount,
+/// as [`Permit`] does.
 pub trait Reservation: Send + 'static {
     /// The amount reserved.
     fn reserved(&self) -> u64;
+    /// The amount to settle when the usage never arrives (at least the reservation).
+    fn if_unknown(&self) -> u64 {
+        self.reserved()
+    }
     /// Settles with the amount really used.
     fn settle(self, actual: u64);
     /// Settles with the amount really used, knowing that Bedrock's own reservation for the call
@@ -65,6 +71,9 @@ pub trait Reservation: Send + 'static {
 impl Reservation for Permit {
     fn reserved(&self) -> u64 {
         Permit::reserved(self)
+    }
+    fn if_unknown(&self) -> u64 {
+        Permit::if_unknown(self)
     }
     fn settle(self, actual: u64) {
         Permit::settle(self, actual);
@@ -173,11 +182,12 @@ impl Observer {
         }
     }
 
-    /// The amount to settle once the body has ended (`end = true`) or stopped early.
-    /// `reserved_output` is the max output the reservation included, if known.
+    /// The amount to settle once the body has ended (`end = true`) or stopped early;
+    /// `unknown` if the body did not tell. `reserved_output` is the max output the reservation
+    /// included, if known.
     pub(crate) fn amount(
         &self,
-        reserved: u64,
+        unknown: u64,
         burndown: u64,
         end: bool,
         reserved_output: Option<u64>,
@@ -187,7 +197,7 @@ impl Observer {
                 chunks, overflow, ..
             } => {
                 if !end || *overflow {
-                    return Amount::plain(reserved);
+                    return Amount::plain(unknown);
                 }
                 let usage = match chunks.as_slice() {
                     [] => None,
@@ -198,13 +208,13 @@ impl Observer {
                         Usage::from_json(&all)
                     }
                 };
-                usage.map_or(Amount::plain(reserved), |u| {
+                usage.map_or(Amount::plain(unknown), |u| {
                     Amount::of_usage(&u, burndown, reserved_output)
                 })
             }
             Observer::Events(events) => match events.usage.final_usage {
                 Some(usage) => Amount::of_usage(&usage, burndown, reserved_output),
-                None => Amount::plain(reserved.max(events.usage.seen_quota_tokens(burndown))),
+                None => Amount::plain(unknown.max(events.usage.seen_quota_tokens(burndown))),
             },
         }
     }
@@ -273,9 +283,9 @@ pub(crate) struct Settlement<R: Reservation> {
 impl<R: Reservation> Settlement<R> {
     fn finish(&mut self, end: bool) {
         if let Some(reservation) = self.reservation.take() {
-            let reserved = reservation.reserved();
-            let amount = self.observer.take().map_or(Amount::plain(reserved), |o| {
-                o.amount(reserved, self.burndown, end, self.reserved_output)
+            let unknown = reservation.if_unknown();
+            let amount = self.observer.take().map_or(Amount::plain(unknown), |o| {
+                o.amount(unknown, self.burndown, end, self.reserved_output)
             });
             amount.settle(reservation);
         }
@@ -294,7 +304,7 @@ pin_project! {
     ///
     /// Every frame passes through unchanged. The reservation settles when the body ends (with
     /// the usage it carried), when it fails or is dropped early (with
-    /// `max(reservation, usage seen so far)` for streams, the reservation otherwise), or at
+    /// `max(worst case, usage seen so far)` for streams, the worst case otherwise), or at
     /// once when the response head already said everything. See the [module docs](self).
     pub struct SettlingBody<B, R: Reservation = Permit> {
         #[pin]

@@ -1,14 +1,12 @@
 //! The innermost layer: makes a Bedrock response readable by the synchronous classifier and the
 //! settlement, and turns a stream that fails before its first event into an error response.
 //!
-//! Three jobs, each because a later step cannot do it itself:
-//! 1. **Tag** every response with the request's [`BedrockCall`] (key and operation): the token
-//!    budget settles from the response alone and needs the model's output burndown.
-//! 2. **Buffer error bodies.** The message that tells a requests throttle from a tokens throttle
+//! Two jobs, each because a later step cannot do it itself:
+//! 1. **Buffer error bodies.** The message that tells a requests throttle from a tokens throttle
 //!    from the daily quota is in the body, and a classifier cannot await a body. Non-2xx bodies
 //!    (small JSON) are read into memory (up to 64 KiB), parsed into a [`BedrockError`] response
 //!    extension, and put back unchanged.
-//! 3. **First-frame exceptions.** A stream that fails after HTTP 200 does so with an exception
+//! 2. **First-frame exceptions.** A stream that fails after HTTP 200 does so with an exception
 //!    frame, which no SDK retries. If that frame is the FIRST one, nothing has reached the
 //!    caller: the response is replaced by the equivalent HTTP error (status per exception,
 //!    `x-amzn-ErrorType` in PascalCase, `{"message": ..}` body, the [`BedrockError`] extension),
@@ -72,39 +70,35 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::error::BedrockError;
-use super::key::{BedrockCall, BedrockRequest};
-use super::protocol::Bedrock;
+use crate::macros::define_inner_service_accessors;
 use super::usage::header_str;
 
 /// The most bytes of an error body read into memory (Bedrock's are a few hundred bytes).
-pub const ERROR_BODY_LIMIT: usize = 64 << 10;
+pub(crate) const ERROR_BODY_LIMIT: usize = 64 << 10;
 /// The largest first frame looked at; a longer one is passed on unexamined.
-pub const FIRST_FRAME_LIMIT: usize = 1 << 20;
+pub(crate) const FIRST_FRAME_LIMIT: usize = 1 << 20;
 
 /// The content type of Bedrock's streaming responses.
-pub const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
+pub(crate) const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
 
-/// A [`Layer`] that tags responses, buffers error bodies and rewrites first-frame stream
-/// exceptions. See the [module docs](self).
-#[derive(Debug, Clone)]
+/// A [`Layer`] that buffers error bodies and rewrites first-frame stream exceptions. See the
+/// [module docs](self).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct BedrockResponseLayer {
-    bedrock: Bedrock,
+    _private: (),
 }
 
 impl BedrockResponseLayer {
-    /// The layer, with `bedrock`'s default region for keys of custom endpoints.
-    pub fn new(bedrock: Bedrock) -> Self {
-        Self { bedrock }
+    /// The layer.
+    pub fn new() -> Self {
+        Self::default()
     }
 }
 
 impl<S> Layer<S> for BedrockResponseLayer {
     type Service = BedrockResponse<S>;
     fn layer(&self, inner: S) -> BedrockResponse<S> {
-        BedrockResponse {
-            inner,
-            bedrock: self.bedrock.clone(),
-        }
+        BedrockResponse { inner }
     }
 }
 
@@ -112,27 +106,14 @@ impl<S> Layer<S> for BedrockResponseLayer {
 #[derive(Debug, Clone)]
 pub struct BedrockResponse<S> {
     inner: S,
-    bedrock: Bedrock,
 }
 
 impl<S> BedrockResponse<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S, Req> Service<Req> for BedrockResponse<S>
 where
-    Req: BedrockRequest,
     S: Service<Req>,
     S::Response: InspectResponse,
 {
@@ -145,13 +126,8 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let mut call = self.bedrock.call_of(&request);
-        if let Some(tokens) = request.reserved_output() {
-            call = call.with_reserved_output(tokens);
-        }
         ResponseFuture {
             future: self.inner.call(request),
-            call: Some(call),
             reading: None,
         }
     }
@@ -162,7 +138,6 @@ pin_project! {
     pub struct ResponseFuture<F, Res: InspectResponse> {
         #[pin]
         future: F,
-        call: Option<BedrockCall>,
         reading: Option<Reading<Res>>,
     }
 }
@@ -170,7 +145,6 @@ pin_project! {
 impl<F, Res: InspectResponse> fmt::Debug for ResponseFuture<F, Res> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("call", &self.call)
             .field("reading", &self.reading.is_some())
             .finish()
     }
@@ -188,19 +162,13 @@ where
         if let Some(reading) = this.reading.as_mut() {
             return reading.poll(cx).map(Ok);
         }
-        let mut response = ready!(this.future.poll(cx))?;
-        let Some(call) = this.call.take() else {
-            panic!("ResponseFuture polled after completion");
-        };
-        let operation = call.operation();
-        response.tag(call);
+        let response = ready!(this.future.poll(cx))?;
         let status = response.status();
         let mode = if !(200..300).contains(&status) {
             Mode::ErrorBody
-        } else if operation.is_streaming()
-            && response
-                .header("content-type")
-                .is_some_and(|ct| ct.starts_with(EVENT_STREAM_CONTENT_TYPE))
+        } else if response
+            .header("content-type")
+            .is_some_and(|ct| ct.starts_with(EVENT_STREAM_CONTENT_TYPE))
         {
             Mode::FirstFrame
         } else {
@@ -348,7 +316,7 @@ fn first_frame(buf: &[u8]) -> FirstFrame {
 }
 
 /// The HTTP status and error equivalent to an exception (or protocol error) frame.
-pub fn exception_of(message: &Message) -> Option<(u16, BedrockError)> {
+pub(crate) fn exception_of(message: &Message) -> Option<(u16, BedrockError)> {
     let payload_message = || -> Option<String> {
         let json: serde_json::Value = serde_json::from_slice(message.payload()).ok()?;
         ["message", "Message", "errorMessage"]
@@ -518,8 +486,6 @@ pub trait InspectResponse: sealed::Sealed + Sized {
     fn status(&self) -> u16;
     /// A header value, by lower-case name.
     fn header(&self, name: &str) -> Option<&str>;
-    /// Attaches the request's key and operation.
-    fn tag(&mut self, call: BedrockCall);
     /// Splits the response into head and body.
     fn into_parts(self) -> (Self::Head, Self::Body);
     /// A header of a head.
@@ -551,9 +517,6 @@ where
     }
     fn header(&self, name: &str) -> Option<&str> {
         self.headers().get(name).and_then(|v| v.to_str().ok())
-    }
-    fn tag(&mut self, call: BedrockCall) {
-        self.extensions_mut().insert(call);
     }
     fn into_parts(self) -> (Self::Head, B) {
         http::Response::into_parts(self)
@@ -608,7 +571,7 @@ mod sdk {
     use aws_smithy_types::body::SdkBody;
     use bytes::Bytes;
 
-    use super::{BedrockCall, BedrockError, InspectResponse, ReplayBody, error_json};
+    use super::{BedrockError, InspectResponse, ReplayBody, error_json};
 
     impl super::sealed::Sealed for HttpResponse {}
 
@@ -622,9 +585,6 @@ mod sdk {
         }
         fn header(&self, name: &str) -> Option<&str> {
             self.headers().get(name)
-        }
-        fn tag(&mut self, call: BedrockCall) {
-            self.add_extension(call);
         }
         fn into_parts(mut self) -> (HttpResponse, SdkBody) {
             let body = self.take_body();

@@ -15,7 +15,7 @@ use super::state::{KeyShared, Outcome, WaiterPoll};
 use super::{Budget, Started};
 
 /// The future returned by [`Budget::acquire`]: resolves to a [`Permit`] once the cost fits in
-/// the key's window, in arrival order, or to an [`AdmissionError`].
+/// the key's window on every dimension, in arrival order, or to an [`AdmissionError`].
 ///
 /// Dropping it before it resolves leaves no trace: it leaves the queue, and the next request in
 /// line moves up.
@@ -57,7 +57,7 @@ impl<K> Acquire<K> {
 
 fn finish(shared: Arc<KeyShared>, outcome: Outcome, cost: u64) -> Result<Permit, AdmissionError> {
     match outcome {
-        Outcome::Granted { seq, at } => Ok(Permit::charged(shared, seq, cost, at)),
+        Outcome::Granted { at } => Ok(Permit::charged(shared, cost, at)),
         Outcome::Failed(error) => Err(error),
     }
 }

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::Dimension;
+
 /// Why a request was not admitted.
 ///
 /// Returned by [`Budget::acquire`](super::Budget::acquire) and
@@ -11,11 +13,14 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AdmissionError {
-    /// The request costs more than the key's whole limit: it could never be admitted.
+    /// The request costs more than the key's whole limit on one dimension: it could never be
+    /// admitted.
     CostAboveLimit {
-        /// The cost of the request.
+        /// The dimension it does not fit in.
+        dimension: Dimension,
+        /// The cost of the request on that dimension.
         cost: u64,
-        /// The key's configured limit per window.
+        /// The key's configured limit on that dimension.
         limit: u64,
     },
     /// The request would have to wait longer than allowed.
@@ -35,12 +40,34 @@ pub enum AdmissionError {
     },
 }
 
+impl AdmissionError {
+    /// How long the request would have waited, when that was computed (`None` for a cost above
+    /// the limit, which would wait for ever).
+    pub fn would_wait(&self) -> Option<Duration> {
+        match self {
+            AdmissionError::CostAboveLimit { .. } => None,
+            AdmissionError::WaitTooLong { would_wait, .. } => Some(*would_wait),
+            AdmissionError::QueueFull { would_wait, .. } => *would_wait,
+        }
+    }
+
+    /// Whether waiting longer could ever admit the request: false only for a cost above the
+    /// limit.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, AdmissionError::CostAboveLimit { .. })
+    }
+}
+
 impl fmt::Display for AdmissionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AdmissionError::CostAboveLimit { cost, limit } => write!(
+            AdmissionError::CostAboveLimit {
+                dimension,
+                cost,
+                limit,
+            } => write!(
                 f,
-                "request costs {cost}, more than the whole limit of {limit} per window: it can \
+                "request costs {cost} {dimension}, more than the whole limit of {limit}: it can \
                  never be admitted; lower its cost (e.g. max output tokens) or raise the limit"
             ),
             AdmissionError::WaitTooLong {
@@ -73,7 +100,7 @@ pub enum ConfigError {
     ZeroLimit,
     /// A window of zero length: the limit would mean nothing.
     ZeroWindow,
-    /// A window (plus expiry margin) longer than a year: almost certainly a unit mistake.
+    /// A window or day (plus expiry margin) longer than a year: almost certainly a unit mistake.
     WindowTooLong,
     /// Neither a default limit nor a limit function was given.
     MissingLimit,
@@ -101,7 +128,8 @@ impl fmt::Display for ConfigError {
                 "a window (plus expiry margin) longer than a year: check the unit of the duration",
             ),
             ConfigError::MissingLimit => f.write_str(
-                "no limit configured: call `limit(n)` or `limit_fn(..)` on the budget builder",
+                "no limit configured: give a quota (`tokens(n)`, `requests(n)`, `quota(..)`) or \
+                 a `quota_fn(..)` on the budget builder",
             ),
             ConfigError::InvalidFactor {
                 name,

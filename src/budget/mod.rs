@@ -197,7 +197,9 @@
 mod acquire;
 mod error;
 mod permit;
+mod quota;
 mod state;
+mod store;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -209,9 +211,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::classify::ThrottleCause;
+
 pub use self::acquire::Acquire;
 pub use self::error::{AdmissionError, ConfigError};
 pub use self::permit::Permit;
+pub use self::quota::{Dimension, Quota};
+pub use self::store::{QuotaStore, StorePermit};
 use self::state::{Begin, KeyShared, KeyState, Settings};
 
 /// The feedback policy: how far the effective limit falls on a throttle and how fast it comes
@@ -274,33 +280,60 @@ impl Aimd {
     }
 }
 
-/// A snapshot of one key, from [`Budget::stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A snapshot of one dimension of a key, from [`Budget::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub struct KeyStats {
+pub struct DimensionStats {
     /// The amount charged in the current window (debt included).
     pub used: u64,
     /// The configured limit per window.
     pub limit: u64,
     /// The limit in force now: the configured one, or lower after throttle feedback.
     pub effective_limit: u64,
+}
+
+/// A snapshot of one key, from [`Budget::stats`]: each limited dimension, and the waiting side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct KeyStats {
+    /// The requests dimension, if the key limits it.
+    pub requests: Option<DimensionStats>,
+    /// The tokens dimension, if the key limits it.
+    pub tokens: Option<DimensionStats>,
+    /// The tokens-per-day dimension, if the key limits it.
+    pub tokens_per_day: Option<DimensionStats>,
     /// Requests waiting on the key.
     pub waiters: usize,
     /// Permits handed out and not yet settled or dropped.
     pub outstanding: usize,
 }
 
+impl KeyStats {
+    /// The snapshot of `dimension`, if the key limits it.
+    pub fn dimension(&self, dimension: Dimension) -> Option<DimensionStats> {
+        match dimension {
+            Dimension::Requests => self.requests,
+            Dimension::Tokens => self.tokens,
+            Dimension::TokensPerDay => self.tokens_per_day,
+        }
+    }
+}
+
 /// The fewest insertions of new keys between two sweeps of idle keys.
 const SWEEP_MIN: usize = 16;
 
-type LimitFn<K> = Arc<dyn Fn(&K) -> Option<u64> + Send + Sync>;
+/// The default day window (tokens per day).
+pub const DAY: Duration = Duration::from_secs(24 * 3600);
+
+type QuotaFn<K> = Arc<dyn Fn(&K) -> Option<Quota> + Send + Sync>;
 
 /// Builds a [`Budget`]; see [`Budget::builder`].
 pub struct BudgetBuilder<K> {
-    limit: Option<u64>,
+    quota: Quota,
     window: Duration,
-    per_key: HashMap<K, u64>,
-    limit_fn: Option<LimitFn<K>>,
+    day: Duration,
+    per_key: HashMap<K, Quota>,
+    quota_fn: Option<QuotaFn<K>>,
     max_wait: Option<Duration>,
     max_queue: Option<usize>,
     margin: Duration,
@@ -308,34 +341,65 @@ pub struct BudgetBuilder<K> {
 }
 
 impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
-    /// The limit per window of every key not given one by [`limit_for`](Self::limit_for) or
-    /// [`limit_fn`](Self::limit_fn).
-    pub fn limit(mut self, limit: u64) -> Self {
-        self.limit = Some(limit);
+    /// The tokens-per-window limit of every key not given a quota by
+    /// [`quota_for`](Self::quota_for) or [`quota_fn`](Self::quota_fn).
+    pub fn tokens(mut self, limit: u64) -> Self {
+        self.quota.tokens = Some(limit);
         self
     }
 
-    /// The window length `W`. Default 60 s.
+    /// The requests-per-window limit of every key not given a quota by
+    /// [`quota_for`](Self::quota_for) or [`quota_fn`](Self::quota_fn). Every admission counts
+    /// as one request.
+    pub fn requests(mut self, limit: u64) -> Self {
+        self.quota.requests = Some(limit);
+        self
+    }
+
+    /// The tokens-per-day limit of every key not given a quota by [`quota_for`](Self::quota_for)
+    /// or [`quota_fn`](Self::quota_fn), over the [`day`](Self::day) window.
+    pub fn tokens_per_day(mut self, limit: u64) -> Self {
+        self.quota.tokens_per_day = Some(limit);
+        self
+    }
+
+    /// The quota of every key not given one by [`quota_for`](Self::quota_for) or
+    /// [`quota_fn`](Self::quota_fn) (replaces what [`tokens`](Self::tokens),
+    /// [`requests`](Self::requests) and [`tokens_per_day`](Self::tokens_per_day) set).
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// The window length `W` of the requests and tokens limits. Default 60 s.
     pub fn window(mut self, window: Duration) -> Self {
         self.window = window;
         self
     }
 
-    /// The limit of one key; takes precedence over [`limit_fn`](Self::limit_fn) and
-    /// [`limit`](Self::limit).
-    pub fn limit_for(mut self, key: K, limit: u64) -> Self {
-        self.per_key.insert(key, limit);
+    /// The window of the tokens-per-day limit. Default 24 hours ([`DAY`]); shorter for a
+    /// scaled emulator.
+    pub fn day(mut self, day: Duration) -> Self {
+        self.day = day;
         self
     }
 
-    /// Computes the limit of a key the first time it is seen (and again after eviction).
-    /// `None` means the key has no limit: its admissions are free and never wait (and, as such a
-    /// key keeps no state, the function is called again at each of its admissions). When set, it
-    /// decides for every key not given by [`limit_for`](Self::limit_for), and the default
-    /// [`limit`](Self::limit) is not used. A function returning `Some(0)` makes every nonzero
-    /// cost on that key fail with [`AdmissionError::CostAboveLimit`].
-    pub fn limit_fn(mut self, f: impl Fn(&K) -> Option<u64> + Send + Sync + 'static) -> Self {
-        self.limit_fn = Some(Arc::new(f));
+    /// The quota of one key; takes precedence over [`quota_fn`](Self::quota_fn) and the default
+    /// quota.
+    pub fn quota_for(mut self, key: K, quota: Quota) -> Self {
+        self.per_key.insert(key, quota);
+        self
+    }
+
+    /// Computes the quota of a key the first time it is seen (and again after eviction).
+    /// `None` (or an unlimited quota) means the key has no limit: its admissions are free and
+    /// never wait (and, as such a key keeps no state, the function is called again at each of
+    /// its admissions). When set, it decides for every key not given by
+    /// [`quota_for`](Self::quota_for), and the default quota is not used. A function returning a
+    /// zero limit makes every cost on that dimension fail with
+    /// [`AdmissionError::CostAboveLimit`].
+    pub fn quota_fn(mut self, f: impl Fn(&K) -> Option<Quota> + Send + Sync + 'static) -> Self {
+        self.quota_fn = Some(Arc::new(f));
         self
     }
 
@@ -358,7 +422,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
         self
     }
 
-    /// Extra time each entry counts beyond the window, to absorb clock skew and latency between
+    /// Extra time each entry counts beyond its window, to absorb clock skew and latency between
     /// the client's admission and the server's booking. Default zero.
     pub fn expiry_margin(mut self, margin: Duration) -> Self {
         self.margin = margin;
@@ -383,22 +447,24 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
     /// # Errors
     ///
     /// [`ConfigError::ZeroLimit`] for a zero limit (default or per key),
-    /// [`ConfigError::ZeroWindow`] for a zero window, [`ConfigError::WindowTooLong`] for a window
-    /// plus margin over a year, [`ConfigError::MissingLimit`] when neither
-    /// a limit nor a limit function is given, [`ConfigError::InvalidFactor`] for an AIMD factor
-    /// out of range or NaN.
+    /// [`ConfigError::ZeroWindow`] for a zero window or day, [`ConfigError::WindowTooLong`] for
+    /// a window or day plus margin over a year, [`ConfigError::MissingLimit`] when neither a
+    /// limited quota nor a quota function is given, [`ConfigError::InvalidFactor`] for an AIMD
+    /// factor out of range or NaN.
     pub fn build(self) -> Result<Budget<K>, ConfigError> {
-        if self.window.is_zero() {
+        if self.window.is_zero() || self.day.is_zero() {
             return Err(ConfigError::ZeroWindow);
         }
         const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-        if self.window.saturating_add(self.margin) > YEAR {
+        if self.window.max(self.day).saturating_add(self.margin) > YEAR {
             return Err(ConfigError::WindowTooLong);
         }
-        if self.limit == Some(0) || self.per_key.values().any(|&l| l == 0) {
+        if self.quota.zero_dimension().is_some()
+            || self.per_key.values().any(|q| q.zero_dimension().is_some())
+        {
             return Err(ConfigError::ZeroLimit);
         }
-        if self.limit.is_none() && self.limit_fn.is_none() {
+        if self.quota.is_unlimited() && self.quota_fn.is_none() && self.per_key.is_empty() {
             return Err(ConfigError::MissingLimit);
         }
         if let Some(aimd) = &self.aimd {
@@ -407,10 +473,10 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
         Ok(Budget {
             inner: Arc::new(Inner {
                 keys: papaya::HashMap::with_hasher(KeyHasher::default()),
-                default_limit: self.limit,
+                default_quota: self.quota,
                 per_key: self.per_key,
-                limit_fn: self.limit_fn,
-                settings: Arc::new(Settings::new(self.window, self.margin, self.aimd)),
+                quota_fn: self.quota_fn,
+                settings: Arc::new(Settings::new(self.window, self.day, self.margin, self.aimd)),
                 max_wait: self.max_wait,
                 max_queue: self.max_queue,
                 inserted: AtomicUsize::new(0),
@@ -422,10 +488,11 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
 impl<K> fmt::Debug for BudgetBuilder<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BudgetBuilder")
-            .field("limit", &self.limit)
+            .field("quota", &self.quota)
             .field("window", &self.window)
+            .field("day", &self.day)
             .field("per_key", &self.per_key.len())
-            .field("limit_fn", &self.limit_fn.is_some())
+            .field("quota_fn", &self.quota_fn.is_some())
             .field("max_wait", &self.max_wait)
             .field("max_queue", &self.max_queue)
             .field("expiry_margin", &self.margin)
@@ -447,9 +514,9 @@ type KeyHasher = foldhash::fast::RandomState;
 
 struct Inner<K> {
     keys: papaya::HashMap<K, Arc<KeyShared>, KeyHasher>,
-    default_limit: Option<u64>,
-    per_key: HashMap<K, u64>,
-    limit_fn: Option<LimitFn<K>>,
+    default_quota: Quota,
+    per_key: HashMap<K, Quota>,
+    quota_fn: Option<QuotaFn<K>>,
     settings: Arc<Settings>,
     max_wait: Option<Duration>,
     max_queue: Option<usize>,
@@ -469,7 +536,7 @@ impl<K: Eq + Hash> fmt::Debug for Budget<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Budget")
             .field("window", &self.inner.settings.window)
-            .field("default_limit", &self.inner.default_limit)
+            .field("default_quota", &self.inner.default_quota)
             .field("keys", &self.inner.keys.len())
             .finish()
     }
@@ -486,14 +553,17 @@ pub(crate) enum Started {
 }
 
 impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
-    /// A builder; at least a [`limit`](BudgetBuilder::limit) or a
-    /// [`limit_fn`](BudgetBuilder::limit_fn) is required.
+    /// A builder; a limited quota ([`tokens`](BudgetBuilder::tokens),
+    /// [`requests`](BudgetBuilder::requests), [`quota`](BudgetBuilder::quota),
+    /// [`quota_for`](BudgetBuilder::quota_for)) or a [`quota_fn`](BudgetBuilder::quota_fn) is
+    /// required.
     pub fn builder() -> BudgetBuilder<K> {
         BudgetBuilder {
-            limit: None,
+            quota: Quota::unlimited(),
             window: Duration::from_secs(60),
+            day: DAY,
             per_key: HashMap::new(),
-            limit_fn: None,
+            quota_fn: None,
             max_wait: None,
             max_queue: None,
             margin: Duration::ZERO,
@@ -501,22 +571,25 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
         }
     }
 
-    /// Admits `cost` on `key`, waiting in line (FIFO per key) until it fits in the window.
+    /// Admits a request costing `tokens` on `key` (and one request, if the key limits
+    /// requests), waiting in line (FIFO per key) until it fits on every dimension of the key's
+    /// quota at once.
     ///
     /// The future does nothing until polled; the request takes its place in line at its first
-    /// poll. A cost of 0 is admitted at once and charges nothing.
+    /// poll. A request that costs nothing on any of the key's dimensions (zero tokens on a key
+    /// without a requests limit) is admitted at once.
     ///
     /// # Errors
     ///
-    /// [`AdmissionError::CostAboveLimit`] if the cost exceeds the key's whole limit,
-    /// [`AdmissionError::WaitTooLong`] if the wait would exceed the
+    /// [`AdmissionError::CostAboveLimit`] if the cost exceeds the key's whole limit on a
+    /// dimension, [`AdmissionError::WaitTooLong`] if the wait would exceed the
     /// [`max_wait`](BudgetBuilder::max_wait), [`AdmissionError::QueueFull`] if
     /// [`max_queue`](BudgetBuilder::max_queue) requests already wait.
-    pub fn acquire(&self, key: K, cost: u64) -> Acquire<K> {
-        Acquire::new(self.clone(), key, cost)
+    pub fn acquire(&self, key: K, tokens: u64) -> Acquire<K> {
+        Acquire::new(self.clone(), key, tokens)
     }
 
-    /// Admits `cost` on `key` now, or fails: never waits.
+    /// Admits a request costing `tokens` on `key` now, or fails: never waits.
     ///
     /// # Errors
     ///
@@ -524,29 +597,34 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     /// [`AdmissionError::WaitTooLong`] (with a `max_wait` of zero) if it does not fit now or other
     /// requests are already waiting on the key, with the wait [`acquire`](Self::acquire) would
     /// have had.
-    pub fn try_acquire(&self, key: K, cost: u64) -> Result<Permit, AdmissionError> {
-        match self.start(key, cost, None) {
+    pub fn try_acquire(&self, key: K, tokens: u64) -> Result<Permit, AdmissionError> {
+        match self.start(key, tokens, None) {
             Started::Ready(result) => result,
-            // Without a waker nothing is queued.
-            Started::Queued { .. } => unreachable!("try_acquire never queues"),
+            Started::Queued { shared, ticket, .. } => {
+                // Without a waker nothing is queued.
+                debug_assert!(false, "try_acquire never queues");
+                shared.cancel(ticket, tokens);
+                Err(AdmissionError::QueueFull {
+                    depth: 0,
+                    would_wait: None,
+                })
+            }
         }
     }
 
     /// The first step of an admission: admitted, refused, or queued (with a waker only).
     ///
     /// This is the hot path: one clock read, one map probe, one reference-count increment, one
-    /// uncontended lock, and a ledger entry (merged with the last one at the same instant).
+    /// uncontended lock, and a ledger entry per dimension (merged with the last one at the same
+    /// instant).
     #[inline]
-    pub(crate) fn start(&self, key: K, cost: u64, waker: Option<&Waker>) -> Started {
+    pub(crate) fn start(&self, key: K, tokens: u64, waker: Option<&Waker>) -> Started {
         let now = Instant::now();
-        if cost == 0 {
-            return Started::Ready(Ok(Permit::free(0, now)));
-        }
         let inner = &*self.inner;
         let offset = inner.settings.offset(now);
         loop {
             let Some(shared) = self.lookup(&key, None) else {
-                return Started::Ready(Ok(Permit::free(cost, now)));
+                return Started::Ready(Ok(Permit::free(tokens, now)));
             };
             let mut state = shared.lock();
             if state.evicted {
@@ -556,7 +634,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
             }
             let begin = shared.begin(
                 &mut state,
-                cost,
+                tokens,
                 offset,
                 waker,
                 inner.max_wait,
@@ -564,9 +642,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
             );
             drop(state);
             return match begin {
-                Begin::Admitted(seq, at) => {
-                    Started::Ready(Ok(Permit::charged(shared, seq, cost, at)))
-                }
+                Begin::Admitted(at) => Started::Ready(Ok(Permit::charged(shared, tokens, at))),
                 Begin::Refused(error) => Started::Ready(Err(error)),
                 Begin::Queued(ticket) => Started::Queued {
                     shared,
@@ -577,29 +653,39 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
         }
     }
 
-    /// Changes the limit of `key` at run time. Waiters re-evaluate at once: those that now fit
-    /// are admitted, those whose cost exceeds the new limit fail with
+    /// Changes the quota of `key` at run time. Waiters re-evaluate at once: those that now fit
+    /// are admitted, those whose cost exceeds a new limit fail with
     /// [`AdmissionError::CostAboveLimit`]. The key is no longer evicted when idle, so the new
-    /// limit is kept.
+    /// quota is kept. A dimension the new quota adds starts with an empty window.
     ///
     /// # Errors
     ///
-    /// [`ConfigError::ZeroLimit`] if `limit` is zero.
-    pub fn set_limit(&self, key: &K, limit: u64) -> Result<(), ConfigError> {
-        if limit == 0 {
+    /// [`ConfigError::ZeroLimit`] if a limit is zero, [`ConfigError::MissingLimit`] if the quota
+    /// limits nothing.
+    pub fn set_quota(&self, key: &K, quota: Quota) -> Result<(), ConfigError> {
+        if quota.zero_dimension().is_some() {
             return Err(ConfigError::ZeroLimit);
         }
-        self.with_state(key, Some(limit), |shared, state| {
-            shared.set_limit(state, limit, Instant::now());
+        if quota.is_unlimited() {
+            return Err(ConfigError::MissingLimit);
+        }
+        let applied = self.with_state(key, Some(quota), |shared, state| {
+            shared.set_quota(state, &quota, Instant::now());
         });
+        debug_assert!(applied.is_some(), "a limited quota always has state");
         Ok(())
     }
 
-    /// Feedback that the server throttled `key`: its window is treated as exhausted now, and its
-    /// effective limit is lowered (see [`Aimd`]). Does nothing for a key without limit.
-    pub fn throttled(&self, key: &K) {
+    /// Feedback that the server throttled `key` for `cause`: each dimension the cause names
+    /// ([`Dimension::of_cause`]) is treated as exhausted now, and its effective limit is lowered
+    /// (see [`Aimd`]). Does nothing for a key without state or a cause no quota cures.
+    pub fn throttled(&self, key: &K, cause: ThrottleCause) {
+        let dims = Dimension::of_cause(cause);
+        if dims.is_empty() {
+            return;
+        }
         self.with_state(key, None, |shared, state| {
-            shared.throttled(state, Instant::now(), None);
+            shared.throttled(state, Instant::now(), dims, None);
         });
     }
 
@@ -619,9 +705,14 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
         self.inner.keys.len()
     }
 
-    /// The window length.
+    /// The window length of the requests and tokens limits.
     pub fn window(&self) -> Duration {
         self.inner.settings.window
+    }
+
+    /// The window of the tokens-per-day limit.
+    pub fn day(&self) -> Duration {
+        self.inner.settings.day
     }
 
     /// Forgets every idle key now (see the [module documentation](self#memory-and-time)), and
@@ -645,16 +736,16 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
         evicted
     }
 
-    /// Runs `f` on the live state of `key`, creating it (with `limit`, or the configured limit)
+    /// Runs `f` on the live state of `key`, creating it (with `quota`, or the configured quota)
     /// if needed. `None` if the key has no limit.
     fn with_state<R>(
         &self,
         key: &K,
-        limit: Option<u64>,
+        quota: Option<Quota>,
         f: impl FnOnce(&KeyShared, &mut KeyState) -> R,
     ) -> Option<R> {
         loop {
-            let shared = self.lookup(key, limit)?;
+            let shared = self.lookup(key, quota)?;
             let mut state = shared.lock();
             if state.evicted {
                 drop(state);
@@ -667,37 +758,51 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
 
     /// The state of `key`, created if absent. `None` if the key has no limit.
     #[inline]
-    fn lookup(&self, key: &K, limit: Option<u64>) -> Option<Arc<KeyShared>> {
+    fn lookup(&self, key: &K, quota: Option<Quota>) -> Option<Arc<KeyShared>> {
         if let Some(shared) = self.inner.keys.pin().get(key) {
             return Some(Arc::clone(shared));
         }
-        self.insert(key, limit)
+        self.insert(key, quota)
     }
 
     /// The slow path of [`lookup`](Self::lookup): a key seen for the first time (or again after
     /// eviction).
     #[cold]
     #[inline(never)]
-    fn insert(&self, key: &K, limit: Option<u64>) -> Option<Arc<KeyShared>> {
+    fn insert(&self, key: &K, quota: Option<Quota>) -> Option<Arc<KeyShared>> {
         let inner = &*self.inner;
-        let limit = limit.or_else(|| self.configured_limit(key))?;
-        let shared = Arc::clone(inner.keys.pin().get_or_insert_with(key.clone(), || {
-            Arc::new(KeyShared::new(limit, Arc::clone(&inner.settings)))
-        }));
+        let quota = quota.or_else(|| self.configured_quota(key))?;
+        let fresh = KeyShared::new(&quota, Arc::clone(&inner.settings))?;
+        let shared = Arc::clone(
+            inner
+                .keys
+                .pin()
+                .get_or_insert_with(key.clone(), || Arc::new(fresh)),
+        );
         self.maybe_sweep();
         Some(shared)
     }
 
-    /// The configured limit of a key; `None` for a key without limit.
-    fn configured_limit(&self, key: &K) -> Option<u64> {
+    /// The configured quota of a key; `None` for a key without limit.
+    fn configured_quota(&self, key: &K) -> Option<Quota> {
         let inner = &*self.inner;
-        if let Some(&limit) = inner.per_key.get(key) {
-            return Some(limit);
+        if let Some(&quota) = inner.per_key.get(key) {
+            return Some(quota);
         }
-        match &inner.limit_fn {
+        match &inner.quota_fn {
             Some(f) => f(key),
-            None => inner.default_limit,
+            None => Some(inner.default_quota),
         }
+        .filter(|q| !q.is_unlimited())
+    }
+
+    /// Whether `key` is limited on `dimension` now (its state exists and has the dimension).
+    pub fn limits(&self, key: &K, dimension: Dimension) -> bool {
+        let Some(shared) = self.inner.keys.pin().get(key).cloned() else {
+            return false;
+        };
+        let state = shared.lock();
+        !state.evicted && state.limits(dimension)
     }
 
     /// Removes an evicted state that is still in the map.

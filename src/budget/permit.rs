@@ -5,58 +5,106 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::quota::Dimension;
 use super::state::KeyShared;
+use super::store::StorePermit;
+use crate::classify::ThrottleCause;
 
 /// Capacity reserved on one key, returned by an admission.
 ///
-/// The reservation is charged when the permit is granted. [`settle`](Permit::settle) it with the
-/// amount really used: a smaller amount is refunded at once, a larger one is booked as debt at the
-/// settle instant. Dropping a permit without settling keeps the whole reservation charged, which
-/// is the safe choice when the usage is unknown.
+/// The reservation is charged when the permit is granted: one request (if the key limits
+/// requests) and the reserved tokens (on each token dimension). [`settle`](Permit::settle) it
+/// with the tokens really used: a smaller amount is refunded at once, a larger one is booked as
+/// debt at the settle instant.
+///
+/// Dropping a permit without settling settles its [`if_unknown`](Permit::if_unknown) amount:
+/// the reservation by default, or what the protocol said the server can have booked at most
+/// (see [`with_if_unknown`](Permit::with_if_unknown)), the part above the reservation booked as
+/// debt at the drop instant. A caller that leaves before the usage is known must not make the
+/// ledger free tokens the server still counts.
 ///
 /// A permit is not generic over the key type: it holds the key's state, so it can travel with a
 /// response (or a streamed body) anywhere. It is `Send + Sync + 'static`.
 pub struct Permit {
     holder: Holder,
-    seq: u64,
     reserved: u64,
+    if_unknown: u64,
 }
 
 /// What a permit holds besides its amounts.
 enum Holder {
-    /// Nothing is charged (cost 0, or a key without limit): only the admission instant.
+    /// Nothing is charged (a key without limit): only the admission instant.
     Free(Instant),
-    /// A charge on a key: the key's state, and the admission as an offset on the key's clock
-    /// (see `Settings::offset`). Dropping the permit unsettled drops this reference and nothing
-    /// else: the reservation stands. The key counts its outstanding permits by these references
-    /// (see `KeyShared`). The offset, not an [`Instant`], is what the engine compares (throttle
-    /// echoes), and an admission does not convert it back unless
-    /// [`admitted_at`](Permit::admitted_at) asks.
+    /// A charge on a key of the in-process store: the key's state, and the admission as an
+    /// offset on the key's clock (see `Settings::offset`), at which every dimension's entry is
+    /// dated. The key counts its outstanding permits by these references (see `KeyShared`).
     Charged { shared: Arc<KeyShared>, at: u64 },
+    /// A charge in another store.
+    Store(Box<dyn StorePermit>),
+    /// Settled: nothing left to do when dropped.
+    Settled,
 }
 
 impl Permit {
-    pub(crate) fn charged(shared: Arc<KeyShared>, seq: u64, reserved: u64, at: u64) -> Self {
+    pub(crate) fn charged(shared: Arc<KeyShared>, reserved: u64, at: u64) -> Self {
         Permit {
             holder: Holder::Charged { shared, at },
-            seq,
             reserved,
+            if_unknown: reserved,
         }
     }
 
-    /// A permit that charges nothing: cost 0, or a key without limit.
+    /// A permit that charges nothing: a key without limit.
     pub(crate) fn free(reserved: u64, at: Instant) -> Self {
         Permit {
             holder: Holder::Free(at),
-            seq: 0,
             reserved,
+            if_unknown: reserved,
         }
     }
 
-    /// The amount reserved at admission.
+    /// A permit of another [`QuotaStore`](super::QuotaStore): `charge` settles it there.
+    pub fn from_store(reserved: u64, charge: Box<dyn StorePermit>) -> Self {
+        Permit {
+            holder: Holder::Store(charge),
+            reserved,
+            if_unknown: reserved,
+        }
+    }
+
+    /// The tokens reserved at admission.
     #[inline]
     pub fn reserved(&self) -> u64 {
         self.reserved
+    }
+
+    /// The tokens an unsettled drop settles (at least the reservation).
+    #[inline]
+    pub fn if_unknown(&self) -> u64 {
+        self.if_unknown
+    }
+
+    /// The same permit, settling `worst_case` tokens (at least the reservation) if it is dropped
+    /// unsettled: the most the server can have booked for the call when its usage never
+    /// arrives. For Bedrock that is `input + cache + burndown × max output`, up to five times
+    /// the reserved output on recent Claude models, not the reservation.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bedrock_throttle::budget::Budget;
+    ///
+    /// let budget: Budget<&str> = Budget::builder().tokens(10_000).build()?;
+    /// let permit = budget.acquire("claude", 1_100).await?.with_if_unknown(5_100);
+    /// drop(permit); // the caller went away: the usage will never be known
+    /// assert_eq!(budget.stats(&"claude").unwrap().tokens.unwrap().used, 5_100);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[inline]
+    pub fn with_if_unknown(mut self, worst_case: u64) -> Self {
+        self.if_unknown = worst_case.max(self.reserved);
+        self
     }
 
     /// The instant (tokio's clock) at which the reservation was charged.
@@ -64,35 +112,44 @@ impl Permit {
         match &self.holder {
             Holder::Free(at) => *at,
             Holder::Charged { shared, at } => shared.settings().instant(*at),
+            Holder::Store(charge) => charge.admitted_at(),
+            Holder::Settled => Instant::now(),
         }
     }
 
-    /// Throttle feedback for this permit's key, as [`Budget::throttled`](super::Budget::throttled):
-    /// the key's effective limit is lowered and its window treated as exhausted up to it, not
-    /// counting this permit's own reservation (the server did not book it; settling the permit
-    /// refunds it without reopening the window). If the limit was already lowered after this
+    /// Throttle feedback for this permit's key, as
+    /// [`Budget::throttled`](super::Budget::throttled): each dimension the cause names has its
+    /// effective limit lowered and its window treated as exhausted up to it, not counting this
+    /// permit's own reservation (the server did not book it; settling the permit refunds it
+    /// without reopening the window). If a dimension's limit was already lowered after this
     /// permit's admission, it is not lowered again (the throttle is an echo of the one that
     /// lowered it; see the [module documentation](super#feedback)). Useful where the throttle is
     /// seen far from the budget (a streamed body that fails mid-stream). Does nothing for a free
     /// permit.
-    pub fn throttled(&self) {
-        if let Holder::Charged { shared, at } = &self.holder {
-            shared.throttled_now(*at, self.reserved);
+    pub fn throttled(&self, cause: ThrottleCause) {
+        let dims = Dimension::of_cause(cause);
+        if dims.is_empty() {
+            return;
+        }
+        match &self.holder {
+            Holder::Charged { shared, at } => shared.throttled_now(dims, *at, self.reserved),
+            Holder::Store(charge) => charge.throttled(dims, self.reserved),
+            Holder::Free(_) | Holder::Settled => {}
         }
     }
 
-    /// Settles the reservation with the amount really used.
+    /// Settles the reservation with the tokens really used.
     ///
     /// Below the reservation, the difference is refunded at once and waiting requests that now
     /// fit are admitted. Above it, the overshoot is booked as debt at this instant: later
     /// admissions wait it out.
     #[inline]
-    pub fn settle(self, actual: u64) {
+    pub fn settle(mut self, actual: u64) {
         let reserved = self.reserved;
-        self.settle_as(actual, reserved);
+        self.finish(actual, reserved);
     }
 
-    /// Settles the reservation with the amount really used, for a server whose own reservation
+    /// Settles the reservation with the tokens really used, for a server whose own reservation
     /// for the call was `server_reserved`.
     ///
     /// A server that reserves at admission and settles at the end keeps
@@ -112,30 +169,51 @@ impl Permit {
     /// use std::time::Duration;
     /// use bedrock_throttle::budget::Budget;
     ///
-    /// let budget: Budget<&str> = Budget::builder().limit(1_000).window(Duration::from_secs(60)).build()?;
+    /// let budget: Budget<&str> = Budget::builder().tokens(1_000).window(Duration::from_secs(60)).build()?;
     /// // We reserved 500 (the input over-estimated); the server reserved 400 and the call used 450.
     /// let permit = budget.acquire("claude", 500).await?;
     /// tokio::time::advance(Duration::from_secs(10)).await;
     /// permit.settle_as(450, 400);
-    /// assert_eq!(budget.stats(&"claude").unwrap().used, 450);
+    /// let used = |b: &Budget<&str>| b.stats(&"claude").unwrap().tokens.unwrap().used;
+    /// assert_eq!(used(&budget), 450);
     /// // 400 leave with the admission at t = 60 s; the 50 booked at t = 10 s stay until t = 70 s.
     /// tokio::time::advance(Duration::from_secs(50)).await;
-    /// assert_eq!(budget.stats(&"claude").unwrap().used, 50);
+    /// assert_eq!(used(&budget), 50);
     /// # Ok(())
     /// # }
     /// ```
     #[inline]
-    pub fn settle_as(self, actual: u64, server_reserved: u64) {
-        let Holder::Charged { shared, .. } = self.holder else {
-            return;
-        };
+    pub fn settle_as(mut self, actual: u64, server_reserved: u64) {
+        self.finish(actual, server_reserved);
+    }
+
+    #[inline]
+    fn finish(&mut self, actual: u64, server_reserved: u64) {
         let at_admission = actual.min(server_reserved).min(self.reserved);
         let refund = self.reserved - at_admission;
         let debt = actual - at_admission;
-        if refund > 0 || debt > 0 {
-            shared.settle(self.seq, refund, debt);
+        match std::mem::replace(&mut self.holder, Holder::Settled) {
+            Holder::Charged { shared, at } => {
+                if refund > 0 || debt > 0 {
+                    shared.settle(at, refund, debt);
+                }
+            }
+            Holder::Store(charge) => charge.settle(self.reserved, refund, debt),
+            Holder::Free(_) | Holder::Settled => {}
         }
-        // Dropping the reference ends the permit.
+    }
+}
+
+impl Drop for Permit {
+    #[inline]
+    fn drop(&mut self) {
+        if matches!(self.holder, Holder::Free(_) | Holder::Settled) {
+            return;
+        }
+        // The usage is unknown: settle what the server can have booked at most, the
+        // reservation at the admission and the rest as debt now.
+        let (worst, reserved) = (self.if_unknown, self.reserved);
+        self.finish(worst, reserved);
     }
 }
 
@@ -143,8 +221,12 @@ impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("reserved", &self.reserved)
+            .field("if_unknown", &self.if_unknown)
             .field("admitted_at", &self.admitted_at())
-            .field("charged", &matches!(self.holder, Holder::Charged { .. }))
+            .field(
+                "charged",
+                &matches!(self.holder, Holder::Charged { .. } | Holder::Store(_)),
+            )
             .finish()
     }
 }

@@ -1,9 +1,14 @@
-//! The state of one key: its window ledger, its waiter queue and its AIMD state, behind one small
-//! mutex. Nothing here is generic over the key type, so permits can hold it type-erased.
+//! The state of one key: a window ledger per limited dimension, one waiter queue and the AIMD
+//! state of each dimension, behind one small mutex. Nothing here is generic over the key type,
+//! so permits can hold it type-erased.
 //!
 //! Time inside a key is a `u64` count of nanoseconds since the budget's epoch (see
 //! [`Settings::offset`]): ledger entries are 16 bytes, expiry is one integer comparison, and the
 //! conversion back to [`Instant`] is exact, so nothing is rounded.
+//!
+//! Every dimension of a key is admitted at the same instant: an admission books one entry on
+//! each limited dimension, all dated at one offset (the latest of the clock and every ledger's
+//! last entry), so no charge is older than the request.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,20 +18,25 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::error::AdmissionError;
-use super::{Aimd, KeyStats};
+use super::quota::{Dimension, Quota};
+use super::{Aimd, DimensionStats, KeyStats};
 
 /// A key's waiter queue and outcome table keep at most this capacity once empty.
 const KEEP_CAPACITY: usize = 64;
 
+const DIMENSIONS: usize = Dimension::ALL.len();
+
 /// Settings shared by every key of a budget.
 #[derive(Debug)]
 pub(crate) struct Settings {
-    /// The window length W.
+    /// The window length W (requests and tokens).
     pub(crate) window: Duration,
-    /// W in nanoseconds, at least 1.
-    window_nanos: u64,
-    /// How long an entry counts, in nanoseconds: W + the expiry margin.
-    span_nanos: u64,
+    /// The day window (tokens per day).
+    pub(crate) day: Duration,
+    /// Each dimension's window in nanoseconds, at least 1 (for the AIMD recovery rate).
+    window_nanos: [u64; DIMENSIONS],
+    /// How long an entry counts on each dimension, in nanoseconds: its window + the margin.
+    span_nanos: [u64; DIMENSIONS],
     /// The feedback policy, if any.
     pub(crate) aimd: Option<Aimd>,
     /// The origin of the keys' time offsets.
@@ -34,14 +44,16 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    /// `window + margin` must fit in a `u64` of nanoseconds (the builder refuses more than a
-    /// year).
-    pub(crate) fn new(window: Duration, margin: Duration, aimd: Option<Aimd>) -> Self {
+    /// `window + margin` and `day + margin` must fit in a `u64` of nanoseconds (the builder
+    /// refuses more than a year).
+    pub(crate) fn new(window: Duration, day: Duration, margin: Duration, aimd: Option<Aimd>) -> Self {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let windows = [window, window, day];
         Settings {
             window,
-            window_nanos: nanos(window).max(1),
-            span_nanos: nanos(window.saturating_add(margin)),
+            day,
+            window_nanos: windows.map(|w| nanos(w).max(1)),
+            span_nanos: windows.map(|w| nanos(w.saturating_add(margin))),
             aimd,
             epoch: Instant::now(),
         }
@@ -61,6 +73,11 @@ impl Settings {
     /// The instant of an offset; exact inverse of [`offset`](Self::offset) after the epoch.
     pub(crate) fn instant(&self, offset: u64) -> Instant {
         self.epoch + Duration::from_nanos(offset)
+    }
+
+    #[inline]
+    fn span(&self, dimension: Dimension) -> u64 {
+        self.span_nanos[dimension.index()]
     }
 }
 
@@ -88,19 +105,17 @@ struct Entry {
     amount: u64,
 }
 
-/// The charges of the window, in time order.
+/// The charges of one dimension's window, in time order.
 #[derive(Debug, Default)]
 struct Ledger {
     entries: VecDeque<Entry>,
-    /// The sequence number of `entries[0]`.
-    first_seq: u64,
     /// The sum of the entries' amounts (u128: debt is not bounded by the limit).
     used: u128,
 }
 
 /// One waiting request. Kept small: a waiter costs this slot plus its future. A slot is live
 /// while it has a waker; cancelled or failed, it is a tombstone until it reaches the front or is
-/// compacted.
+/// compacted. Its cost on each dimension follows from its token cost ([`Dimension::cost`]).
 #[derive(Debug)]
 struct Slot {
     ticket: u64,
@@ -117,9 +132,9 @@ impl Slot {
 /// What a waiter finds when it looks again.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Admitted: the entry's sequence number and the admission offset.
-    Granted { seq: u64, at: u64 },
-    /// Refused while waiting (the limit fell below its cost).
+    /// Admitted at this offset (every dimension's entry is dated there).
+    Granted { at: u64 },
+    /// Refused while waiting (a limit fell below its cost).
     Failed(AdmissionError),
 }
 
@@ -137,8 +152,73 @@ enum Reach {
     Never,
 }
 
+/// One limited dimension of a key: its configured limit, its feedback state, its ledger.
+#[derive(Debug)]
+struct Dim {
+    which: Dimension,
+    limit: u64,
+    lowered: Option<Lowered>,
+    ledger: Ledger,
+}
+
+impl Dim {
+    fn new(which: Dimension, limit: u64) -> Self {
+        Dim {
+            which,
+            limit,
+            lowered: None,
+            ledger: Ledger::default(),
+        }
+    }
+}
+
+/// The limited dimensions of a key, in [`Dimension::ALL`] order. A key with one dimension (the
+/// common case: tokens, or requests) keeps it inline, so its admissions chase no pointer.
+#[derive(Debug)]
+enum Dims {
+    One(Dim),
+    Many(Box<[Dim]>),
+}
+
+impl Dims {
+    /// The dimensions of `quota`; `None` for an unlimited quota.
+    fn of(quota: &Quota) -> Option<Self> {
+        let mut dims: Vec<Dim> = quota.limits().map(|(d, l)| Dim::new(d, l)).collect();
+        match dims.len() {
+            0 => None,
+            1 => dims.pop().map(Dims::One),
+            _ => Some(Dims::Many(dims.into_boxed_slice())),
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[Dim] {
+        match self {
+            Dims::One(d) => std::slice::from_ref(d),
+            Dims::Many(ds) => ds,
+        }
+    }
+
+    #[inline]
+    fn as_mut_slice(&mut self) -> &mut [Dim] {
+        match self {
+            Dims::One(d) => std::slice::from_mut(d),
+            Dims::Many(ds) => ds,
+        }
+    }
+
+    fn has(&self, which: Dimension) -> bool {
+        self.as_slice().iter().any(|d| d.which == which)
+    }
+}
+
 /// The waiting side of a key, allocated the first time a request waits on it: a key that never
 /// waits does not pay for it.
+///
+/// The queue discipline is FIFO: the head is served first, and nobody overtakes it. Every
+/// operation on the order of service goes through this type (push at arrival, the head, removal
+/// of a cancelled waiter), which is where another discipline (fair shares between tenants,
+/// priority lanes) plugs in.
 #[derive(Debug)]
 struct Waiting {
     /// Waiters in arrival order (ascending tickets); the front is always live.
@@ -173,6 +253,11 @@ impl Waiting {
             .filter(|&idx| self.queue[idx].live())
     }
 
+    /// The costs of the live waiters, in the order they will be served.
+    fn live_costs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.queue.iter().filter(|s| s.live()).map(|s| s.cost)
+    }
+
     /// Pops tombstones off the front, and compacts when they are most of the queue.
     fn clean(&mut self) {
         while self.queue.front().is_some_and(|s| !s.live()) {
@@ -193,12 +278,9 @@ impl Waiting {
 
 #[derive(Debug)]
 pub(crate) struct KeyState {
-    /// The configured limit.
-    limit: u64,
-    lowered: Option<Lowered>,
-    ledger: Ledger,
+    dims: Dims,
     waiting: Option<Box<Waiting>>,
-    /// The limit was set at run time: the key is never evicted, so the setting is not lost.
+    /// The quota was set at run time: the key is never evicted, so the setting is not lost.
     pinned: bool,
     /// Set when the key is removed from the map: whoever finds it looks the key up again.
     pub(crate) evicted: bool,
@@ -218,8 +300,8 @@ pub(crate) enum WaiterPoll {
 /// What a new arrival gets.
 #[derive(Debug)]
 pub(crate) enum Begin {
-    /// Admitted now: sequence number and offset of the entry.
-    Admitted(u64, u64),
+    /// Admitted now, dated at this offset.
+    Admitted(u64),
     /// Refused.
     Refused(AdmissionError),
     /// Queued with this ticket.
@@ -227,25 +309,24 @@ pub(crate) enum Begin {
 }
 
 impl KeyShared {
-    pub(crate) fn new(limit: u64, settings: Arc<Settings>) -> Self {
-        KeyShared {
+    /// The state of a key with `quota`; `None` for an unlimited quota (such keys keep no state).
+    pub(crate) fn new(quota: &Quota, settings: Arc<Settings>) -> Option<Self> {
+        Some(KeyShared {
             state: Mutex::new(KeyState {
-                limit,
-                lowered: None,
-                ledger: Ledger::default(),
+                dims: Dims::of(quota)?,
                 waiting: None,
                 pinned: false,
                 evicted: false,
             }),
             settings,
-        }
+        })
     }
 
     pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }
 
-    /// Locks the state. A panic while holding the lock cannot leave the ledger half-updated in a
+    /// Locks the state. A panic while holding the lock cannot leave a ledger half-updated in a
     /// way that breaks the window guarantee (every update is a single push, pop or subtraction),
     /// so a poisoned lock is used as is.
     #[inline]
@@ -253,35 +334,33 @@ impl KeyShared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An arrival at offset `now`: admit now, refuse, or queue.
+    /// An arrival of `tokens` at offset `now`: admit now, refuse, or queue.
     #[inline]
     pub(crate) fn begin(
         &self,
         state: &mut KeyState,
-        cost: u64,
+        tokens: u64,
         now: u64,
         waker: Option<&Waker>,
         max_wait: Option<Duration>,
         max_queue: Option<usize>,
     ) -> Begin {
-        if cost > state.limit {
-            return Begin::Refused(AdmissionError::CostAboveLimit {
-                cost,
-                limit: state.limit,
-            });
+        if let Some(error) = state.above_limit(tokens) {
+            return Begin::Refused(error);
         }
-        state.ledger.expire(self.settings.span_nanos, now);
+        if state.costs_nothing(tokens) {
+            // Nothing to charge (a token budget asked for zero tokens): no reason to queue.
+            return Begin::Admitted(now);
+        }
+        state.expire(&self.settings, now);
         if state.has_waiters() {
             // Those ahead go first; some may fit now.
             self.drain(state, now, false);
         }
-        if !state.has_waiters()
-            && state.ledger.used + u128::from(cost) <= u128::from(state.effective(self, now))
-        {
-            let (seq, at) = state.ledger.push(now, cost);
-            return Begin::Admitted(seq, at);
+        if !state.has_waiters() && state.fits(self, now, tokens) {
+            return Begin::Admitted(state.charge(now, tokens));
         }
-        self.begin_slow(state, cost, now, waker, max_wait, max_queue)
+        self.begin_slow(state, tokens, now, waker, max_wait, max_queue)
     }
 
     /// An arrival that does not fit now.
@@ -319,7 +398,6 @@ impl KeyShared {
                 });
             }
         }
-        let used = state.ledger.used;
         let waiting = state
             .waiting
             .get_or_insert_with(|| Box::new(Waiting::new()));
@@ -333,7 +411,7 @@ impl KeyShared {
         if waiting.queue.len() == 1 {
             waiting.notified_head = ticket;
         }
-        tracing::debug!(cost, depth, used = %used, "admission waits for capacity");
+        tracing::debug!(cost, depth, "admission waits for capacity");
         Begin::Queued(ticket)
     }
 
@@ -354,9 +432,10 @@ impl KeyShared {
             .as_deref_mut()
             .and_then(|w| Some((w.find(ticket)?, w)))
         else {
-            // Cannot happen: a ticket is either queued or has an outcome until it is collected.
+            // A ticket is either queued or has an outcome until it is collected.
+            debug_assert!(false, "a waiter's ticket is neither queued nor decided");
             return WaiterPoll::Done(Outcome::Failed(AdmissionError::QueueFull {
-                depth: state.waiting.as_ref().map_or(0, |w| w.live_waiters()),
+                depth: 0,
                 would_wait: None,
             }));
         };
@@ -373,13 +452,14 @@ impl KeyShared {
         match state.schedule(self, now, std::iter::empty(), cost) {
             Some(at) => WaiterPoll::Head(self.settings.instant(at)),
             None => {
-                // Cannot happen: costs above the limit are failed when the limit changes.
-                let limit = state.limit;
+                // Costs above a limit are failed when the quota changes.
+                debug_assert!(false, "a queued cost above its limit");
+                let error = state.above_limit(cost).unwrap_or(AdmissionError::QueueFull {
+                    depth: 0,
+                    would_wait: None,
+                });
                 state.remove_waiter(self, ticket, now);
-                WaiterPoll::Done(Outcome::Failed(AdmissionError::CostAboveLimit {
-                    cost,
-                    limit,
-                }))
+                WaiterPoll::Done(Outcome::Failed(error))
             }
         }
     }
@@ -409,14 +489,17 @@ impl KeyShared {
         Err(at.map(|at| self.settings.instant(at)))
     }
 
-    /// A waiter is dropped: it leaves no trace. A grant it never collected is refunded whole.
-    pub(crate) fn cancel(&self, ticket: u64, reserved: u64) {
+    /// A waiter is dropped: it leaves no trace. A grant it never collected is refunded whole, on
+    /// every dimension (the request was never sent).
+    pub(crate) fn cancel(&self, ticket: u64, tokens: u64) {
         let now = self.settings.offset(Instant::now());
         let mut guard = self.lock();
         let state = &mut *guard;
         match state.take_outcome(ticket) {
-            Some(Outcome::Granted { seq, .. }) => {
-                state.ledger.refund(seq, reserved);
+            Some(Outcome::Granted { at }) => {
+                for dim in state.dims.as_mut_slice() {
+                    dim.ledger.refund(at, dim.which.cost(tokens));
+                }
                 self.drain(state, now, true);
             }
             Some(Outcome::Failed(_)) => {}
@@ -424,15 +507,20 @@ impl KeyShared {
         }
     }
 
-    /// Settles a permit under one lock: `refund` comes off its admission entry, `debt` is a new
-    /// entry at the settle instant. Waiters are admitted only after both, so a refund never lets
-    /// in a request that the debt booked with it would have kept out. The clock is read only if
-    /// there is debt to date or someone waits (the refund may let them in).
-    pub(crate) fn settle(&self, seq: u64, refund: u64, debt: u64) {
+    /// Settles a permit admitted at offset `at` under one lock: `refund` comes off its admission
+    /// entry on each token dimension, `debt` is a new entry at the settle instant. Waiters are
+    /// admitted only after both, so a refund never lets in a request that the debt booked with
+    /// it would have kept out. The clock is read only if there is debt to date or someone waits
+    /// (the refund may let them in).
+    pub(crate) fn settle(&self, at: u64, refund: u64, debt: u64) {
         let mut guard = self.lock();
         let state = &mut *guard;
         if refund > 0 {
-            state.ledger.refund(seq, refund);
+            for dim in state.dims.as_mut_slice() {
+                if dim.which.settles() {
+                    dim.ledger.refund(at, refund);
+                }
+            }
         }
         let drain = refund > 0 && state.has_waiters();
         if debt == 0 && !drain {
@@ -440,8 +528,12 @@ impl KeyShared {
         }
         let now = self.settings.offset(Instant::now());
         if debt > 0 {
-            state.ledger.expire(self.settings.span_nanos, now);
-            state.ledger.push(now, debt);
+            for dim in state.dims.as_mut_slice() {
+                if dim.which.settles() {
+                    dim.ledger.expire(self.settings.span(dim.which), now);
+                    dim.ledger.push(now, debt);
+                }
+            }
         }
         if drain {
             self.drain(state, now, true);
@@ -449,74 +541,110 @@ impl KeyShared {
     }
 
     /// Feedback through the permit of a request admitted at offset `admitted_at` that reserved
-    /// `reserved`: the state is live (a permit is outstanding, so it is not evicted).
-    pub(crate) fn throttled_now(&self, admitted_at: u64, reserved: u64) {
+    /// `reserved` tokens: the state is live (a permit is outstanding, so it is not evicted).
+    pub(crate) fn throttled_now(&self, dims: &[Dimension], admitted_at: u64, reserved: u64) {
         let now = Instant::now();
         let mut state = self.lock();
-        self.throttled(&mut state, now, Some((admitted_at, reserved)));
+        self.throttled(&mut state, now, dims, Some((admitted_at, reserved)));
     }
 
-    /// Feedback: the effective limit goes down, and the window is exhausted up to it.
+    /// Feedback on `dims`: each one's effective limit goes down, and its window is exhausted up
+    /// to it. Dimensions the key does not limit are ignored.
     ///
-    /// With the throttled request's permit (`admitted_at` as an offset, `reserved`):
-    /// - a request admitted before the last decrease does not lower the limit again: it was sent
-    ///   under the old limit, and its throttle is an echo of the one that caused the decrease
-    ///   (requests in flight together are throttled together). One decrease per congestion
-    ///   event, as TCP does once per round trip;
+    /// With the throttled request's permit (`admitted_at` as an offset, `reserved` tokens):
+    /// - a request admitted before the dimension's last decrease does not lower its limit again:
+    ///   it was sent under the old limit, and its throttle is an echo of the one that caused the
+    ///   decrease (requests in flight together are throttled together). One decrease per
+    ///   congestion event, as TCP does once per round trip;
     /// - its own reservation is counted as gone when filling: the server did not book it, and
     ///   its settlement will refund it, which must not reopen the window it just exhausted.
-    pub(crate) fn throttled(&self, state: &mut KeyState, now: Instant, permit: Option<(u64, u64)>) {
+    pub(crate) fn throttled(
+        &self,
+        state: &mut KeyState,
+        now: Instant,
+        dims: &[Dimension],
+        permit: Option<(u64, u64)>,
+    ) {
         let now = self.settings.offset(now);
-        state.ledger.expire(self.settings.span_nanos, now);
-        let before = state.effective(self, now);
-        let echo = matches!(
-            (permit, state.lowered),
-            (Some((admitted, _)), Some(lowered)) if admitted < lowered.since
-        );
-        if let Some(aimd) = self.settings.aimd
-            && !echo
+        let settings = &*self.settings;
+        for dim in state
+            .dims
+            .as_mut_slice()
+            .iter_mut()
+            .filter(|d| dims.contains(&d.which))
         {
-            let floor = aimd.floor_amount(state.limit);
-            let lowered = ((before as f64 * aimd.decrease) as u64)
-                .max(floor)
-                .min(state.limit);
-            state.lowered = Some(Lowered {
-                base: lowered,
-                since: now,
-            });
+            dim.ledger.expire(settings.span(dim.which), now);
+            let before = dim.effective(settings, now);
+            let echo = matches!(
+                (permit, dim.lowered),
+                (Some((admitted, _)), Some(lowered)) if admitted < lowered.since
+            );
+            if let Some(aimd) = settings.aimd
+                && !echo
+            {
+                let floor = aimd.floor_amount(dim.limit);
+                let lowered = ((before as f64 * aimd.decrease) as u64)
+                    .max(floor)
+                    .min(dim.limit);
+                dim.lowered = Some(Lowered {
+                    base: lowered,
+                    since: now,
+                });
+            }
+            let after = dim.effective(settings, now);
+            let own = permit.map_or(0, |(_, reserved)| u128::from(dim.which.cost(reserved)));
+            let fill = u128::from(after).saturating_sub(dim.ledger.used.saturating_sub(own));
+            if fill > 0 {
+                dim.ledger.push(now, fill as u64);
+            }
+            tracing::debug!(
+                dimension = %dim.which,
+                limit = dim.limit,
+                effective_before = before,
+                effective_after = after,
+                synthetic = %fill,
+                "throttle feedback: window exhausted, effective limit lowered"
+            );
         }
-        let after = state.effective(self, now);
-        let own = permit.map_or(0, |(_, reserved)| u128::from(reserved));
-        let fill = u128::from(after).saturating_sub(state.ledger.used.saturating_sub(own));
-        if fill > 0 {
-            state.ledger.push(now, fill as u64);
-        }
-        tracing::debug!(
-            limit = state.limit,
-            effective_before = before,
-            effective_after = after,
-            synthetic = %fill,
-            "throttle feedback: window exhausted, effective limit lowered"
-        );
     }
 
-    /// Changes the configured limit; waiters whose cost no longer fits at all fail.
-    pub(crate) fn set_limit(&self, state: &mut KeyState, limit: u64, now: Instant) {
+    /// Changes the quota; waiters whose cost no longer fits at all fail. A dimension the new
+    /// quota adds starts with an empty window; one it drops is forgotten. `quota` is limited on
+    /// at least one dimension.
+    pub(crate) fn set_quota(&self, state: &mut KeyState, quota: &Quota, now: Instant) {
         let now = self.settings.offset(now);
-        let old = state.limit;
-        state.limit = limit;
-        state.pinned = true;
-        if limit < old
-            && let Some(waiting) = state.waiting.as_deref_mut()
+        let mut old: Vec<Dim> = match std::mem::replace(&mut state.dims, Dims::Many(Box::new([])))
         {
+            Dims::One(d) => vec![d],
+            Dims::Many(ds) => ds.into_vec(),
+        };
+        let mut dims = Vec::with_capacity(3);
+        for (which, limit) in quota.limits() {
+            match old.iter().position(|d| d.which == which) {
+                Some(i) => {
+                    let mut dim = old.swap_remove(i);
+                    dim.limit = limit;
+                    dims.push(dim);
+                }
+                None => dims.push(Dim::new(which, limit)),
+            }
+        }
+        state.dims = if dims.len() == 1 {
+            Dims::One(dims.pop().expect("one dimension"))
+        } else {
+            debug_assert!(!dims.is_empty(), "set_quota needs a limited quota");
+            Dims::Many(dims.into_boxed_slice())
+        };
+        state.pinned = true;
+        let KeyState { dims, waiting, .. } = state;
+        if let Some(waiting) = waiting.as_deref_mut() {
             let mut failed = 0;
-            for slot in waiting.queue.iter_mut().filter(|s| s.cost > limit) {
+            for slot in waiting.queue.iter_mut().filter(|s| s.live()) {
+                let Some(error) = above_limit(dims.as_slice(), slot.cost) else {
+                    continue;
+                };
                 if let Some(w) = slot.waker.take() {
                     failed += 1;
-                    let error = AdmissionError::CostAboveLimit {
-                        cost: slot.cost,
-                        limit,
-                    };
                     waiting.outcomes.insert(slot.ticket, Outcome::Failed(error));
                     w.wake();
                 }
@@ -526,7 +654,7 @@ impl KeyShared {
                 waiting.clean();
             }
         }
-        tracing::debug!(old, new = limit, "limit changed");
+        tracing::debug!(%quota, "quota changed");
         self.drain(state, now, true);
     }
 
@@ -534,8 +662,21 @@ impl KeyShared {
     /// the map), and the state must be live: the map and the caller account for two references.
     pub(crate) fn stats(this: &Arc<Self>, state: &mut KeyState, now: Instant) -> KeyStats {
         let now = this.settings.offset(now);
-        state.ledger.expire(this.settings.span_nanos, now);
-        let effective_limit = state.effective(this, now);
+        state.expire(&this.settings, now);
+        let mut stats = KeyStats::default();
+        for dim in state.dims.as_mut_slice() {
+            let effective_limit = dim.effective(&this.settings, now);
+            let dimension = DimensionStats {
+                used: u64::try_from(dim.ledger.used).unwrap_or(u64::MAX),
+                limit: dim.limit,
+                effective_limit,
+            };
+            match dim.which {
+                Dimension::Requests => stats.requests = Some(dimension),
+                Dimension::Tokens => stats.tokens = Some(dimension),
+                Dimension::TokensPerDay => stats.tokens_per_day = Some(dimension),
+            }
+        }
         // A waiter granted but not yet polled holds its permit-to-be: it counts as outstanding.
         let (waiters, holding) = state.waiting.as_ref().map_or((0, 0), |w| {
             let failed = w
@@ -545,14 +686,10 @@ impl KeyShared {
                 .count();
             (w.live_waiters(), w.live_waiters() + failed)
         });
-        KeyStats {
-            used: u64::try_from(state.ledger.used).unwrap_or(u64::MAX),
-            limit: state.limit,
-            effective_limit,
-            waiters,
-            // Every reference but the map's, the caller's and the waiting futures' is a permit.
-            outstanding: Arc::strong_count(this).saturating_sub(2 + holding),
-        }
+        stats.waiters = waiters;
+        // Every reference but the map's, the caller's and the waiting futures' is a permit.
+        stats.outstanding = Arc::strong_count(this).saturating_sub(2 + holding);
+        stats
     }
 
     /// Whether the key can be forgotten: marks it evicted if so. `this` must be the map's own
@@ -564,18 +701,22 @@ impl KeyShared {
         if state.evicted {
             return true;
         }
-        state.ledger.expire(this.settings.span_nanos, now);
-        let effective = state.effective(this, now);
+        state.expire(&this.settings, now);
+        let settings = &*this.settings;
+        let quiet = state
+            .dims
+            .as_mut_slice()
+            .iter_mut()
+            .all(|d| d.ledger.entries.is_empty() && d.effective(settings, now) == d.limit);
         // Under the lock, the count cannot rise above 1 by a permit or a waiter: both are made
         // under this lock, from a reference cloned out of the map. A clone taken but not yet
         // locked raises the count (the key is then kept) or finds the key evicted and retries.
-        let idle = state.ledger.entries.is_empty()
+        let idle = quiet
             && state
                 .waiting
                 .as_ref()
                 .is_none_or(|w| w.queue.is_empty() && w.outcomes.is_empty())
             && !state.pinned
-            && effective == state.limit
             && Arc::strong_count(this) == 1;
         if idle {
             state.evicted = true;
@@ -587,28 +728,38 @@ impl KeyShared {
     /// arms its timer; with `notify_head`, wakes the head even if it was told before (capacity
     /// came back earlier than its timer).
     fn drain(&self, state: &mut KeyState, now: u64, notify_head: bool) {
-        state.ledger.expire(self.settings.span_nanos, now);
-        let effective = state.effective(self, now);
-        let KeyState {
-            ledger, waiting, ..
-        } = state;
-        let Some(waiting) = waiting.as_deref_mut() else {
+        state.expire(&self.settings, now);
+        if !state.has_waiters() {
             return;
-        };
-        while let Some(head) = waiting.queue.front_mut() {
-            if ledger.used + u128::from(head.cost) <= u128::from(effective) {
-                let (seq, at) = ledger.push(now, head.cost);
+        }
+        loop {
+            let Some(head) = state.waiting.as_deref().and_then(|w| w.queue.front()) else {
+                return;
+            };
+            let cost = head.cost;
+            if state.fits(self, now, cost) {
+                let at = state.charge(now, cost);
+                let Some(waiting) = state.waiting.as_deref_mut() else {
+                    return;
+                };
+                let Some(head) = waiting.queue.front_mut() else {
+                    return;
+                };
                 let ticket = head.ticket;
                 let waker = head.waker.take();
                 waiting.tombstones += 1;
-                waiting
-                    .outcomes
-                    .insert(ticket, Outcome::Granted { seq, at });
+                waiting.outcomes.insert(ticket, Outcome::Granted { at });
                 if let Some(w) = waker {
                     w.wake();
                 }
                 waiting.clean();
             } else {
+                let Some(waiting) = state.waiting.as_deref_mut() else {
+                    return;
+                };
+                let Some(head) = waiting.queue.front() else {
+                    return;
+                };
                 let ticket = head.ticket;
                 if notify_head || ticket != waiting.notified_head {
                     waiting.notified_head = ticket;
@@ -616,36 +767,39 @@ impl KeyShared {
                         w.wake_by_ref();
                     }
                 }
-                break;
+                return;
             }
         }
     }
 }
 
 impl Ledger {
-    /// Books a charge at offset `at`; returns the entry's sequence number and offset. Entries
-    /// stay in time order even if two callers read the clock in the other order: a charge never
-    /// goes before the last entry, it joins it (a later instant: it counts longer, never shorter).
+    /// Books a charge at offset `at`. Entries stay in time order even if two callers read the
+    /// clock in the other order: a charge never goes before the last entry, it joins it (a later
+    /// instant: it counts longer, never shorter).
     #[inline]
-    fn push(&mut self, at: u64, amount: u64) -> (u64, u64) {
+    fn push(&mut self, at: u64, amount: u64) {
         self.used += u128::from(amount);
-        let len = self.entries.len() as u64;
         if let Some(last) = self.entries.back_mut()
             && last.at >= at
             && let Some(sum) = last.amount.checked_add(amount)
         {
             last.amount = sum;
-            return (self.first_seq + len - 1, last.at);
+            return;
         }
         let at = self.entries.back().map_or(at, |last| at.max(last.at));
-        let seq = self.first_seq + len;
         if self.entries.capacity() == 0 {
             // A key used once (most keys, before they go idle) holds one 16-byte entry, not the
             // four a first push would allocate.
             self.entries.reserve_exact(1);
         }
         self.entries.push_back(Entry { at, amount });
-        (seq, at)
+    }
+
+    /// The offset of the last entry, if any.
+    #[inline]
+    fn last_at(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.at)
     }
 
     /// Drops the entries that no longer count at `now`: those with `at + span <= now`.
@@ -660,21 +814,165 @@ impl Ledger {
             }
             self.used -= u128::from(front.amount);
             self.entries.pop_front();
-            self.first_seq += 1;
         }
     }
 
-    /// Gives back `amount` of the entry `seq`. Several permits may share an entry (charges at one
-    /// instant are merged), but each refunds at most its own reservation, so the entry never
-    /// goes below the charges that remain.
-    fn refund(&mut self, seq: u64, amount: u64) {
-        if seq < self.first_seq {
-            return; // Already expired: the charge no longer counts anyway.
+    /// Gives back `amount` of the entry at offset `at`. Several permits may share an entry
+    /// (charges at one instant are merged), but each refunds at most its own reservation, so the
+    /// entry never goes below the charges that remain. An entry that has expired is not found:
+    /// its charge no longer counts anyway.
+    #[inline]
+    fn refund(&mut self, at: u64, amount: u64) {
+        if amount == 0 {
+            return;
         }
-        if let Some(entry) = self.entries.get_mut((seq - self.first_seq) as usize) {
-            let amount = amount.min(entry.amount);
-            entry.amount -= amount;
-            self.used -= u128::from(amount);
+        // The most recent entry is the likeliest (a short call settles before later charges).
+        let idx = match self.entries.back() {
+            Some(last) if last.at == at => self.entries.len() - 1,
+            _ => match self.entries.binary_search_by_key(&at, |e| e.at) {
+                Ok(idx) => idx,
+                Err(_) => return,
+            },
+        };
+        let entry = &mut self.entries[idx];
+        let amount = amount.min(entry.amount);
+        entry.amount -= amount;
+        self.used -= u128::from(amount);
+    }
+}
+
+impl Dim {
+    /// The effective limit at offset `now`, forgetting a lowering that has fully recovered.
+    #[inline]
+    fn effective(&mut self, settings: &Settings, now: u64) -> u64 {
+        if self.lowered.is_none() {
+            return self.limit;
+        }
+        let effective = self.effective_at(settings, now);
+        if effective >= self.limit {
+            self.lowered = None;
+        }
+        effective
+    }
+
+    fn effective_at(&self, settings: &Settings, t: u64) -> u64 {
+        let (Some(lowered), Some(aimd)) = (self.lowered, settings.aimd) else {
+            return self.limit;
+        };
+        let elapsed = u128::from(t.saturating_sub(lowered.since));
+        let per_window = u128::from(aimd.recover_amount(self.limit));
+        let window = u128::from(settings.window_nanos[self.which.index()]);
+        let recovered = per_window.saturating_mul(elapsed) / window;
+        let effective = u128::from(lowered.base).saturating_add(recovered);
+        effective.min(u128::from(self.limit)) as u64
+    }
+
+    /// The first offset at which the effective limit is at least `amount`.
+    fn reach(&self, settings: &Settings, amount: u128) -> Reach {
+        if amount > u128::from(self.limit) {
+            return Reach::Never;
+        }
+        let (Some(lowered), Some(aimd)) = (self.lowered, settings.aimd) else {
+            return Reach::Now;
+        };
+        if amount <= u128::from(lowered.base) {
+            return Reach::Now;
+        }
+        let missing = amount - u128::from(lowered.base);
+        let per_window = u128::from(aimd.recover_amount(self.limit));
+        let window = u128::from(settings.window_nanos[self.which.index()]);
+        let nanos = (missing * window).div_ceil(per_window);
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
+        Reach::At(lowered.since.saturating_add(nanos))
+    }
+}
+
+/// The first dimension of `dims` on which `tokens` costs more than the whole limit.
+fn above_limit(dims: &[Dim], tokens: u64) -> Option<AdmissionError> {
+    dims.iter().find_map(|d| {
+        let cost = d.which.cost(tokens);
+        (cost > d.limit).then_some(AdmissionError::CostAboveLimit {
+            dimension: d.which,
+            cost,
+            limit: d.limit,
+        })
+    })
+}
+
+/// One dimension's ledger as the schedule simulates it: the real entries not yet expired, and
+/// the admissions the simulation has made.
+struct DimSim {
+    /// The next real entry to expire.
+    real: usize,
+    used: u128,
+    simulated: VecDeque<Entry>,
+}
+
+impl DimSim {
+    fn new(dim: &Dim) -> Self {
+        DimSim {
+            real: 0,
+            used: dim.ledger.used,
+            simulated: VecDeque::new(),
+        }
+    }
+
+    /// The offset at which the next entry (real or simulated) expires, and whether it is real.
+    fn next_expiry(&self, dim: &Dim, span: u64) -> Option<(u64, bool)> {
+        let real = dim.ledger.entries.get(self.real).map(|e| e.at.saturating_add(span));
+        let sim = self.simulated.front().map(|e| e.at.saturating_add(span));
+        match (real, sim) {
+            (Some(r), Some(s)) if s < r => Some((s, false)),
+            (Some(r), _) => Some((r, true)),
+            (None, Some(s)) => Some((s, false)),
+            (None, None) => None,
+        }
+    }
+
+    fn expire_next(&mut self, dim: &Dim, real: bool) {
+        if real {
+            self.used -= u128::from(dim.ledger.entries[self.real].amount);
+            self.real += 1;
+        } else if let Some(e) = self.simulated.pop_front() {
+            self.used -= u128::from(e.amount);
+        }
+    }
+
+    /// The first offset from `t` at which `cost` fits on this dimension, expiring entries up to
+    /// it. `None` if it never fits. Fitting is monotone in time (entries only expire, the limit
+    /// only recovers), so any later offset fits too.
+    fn earliest(&mut self, dim: &Dim, settings: &Settings, t: u64, cost: u64) -> Option<u64> {
+        if cost == 0 {
+            return Some(t);
+        }
+        let span = settings.span(dim.which);
+        let mut t = t;
+        loop {
+            let next = self.next_expiry(dim, span);
+            let candidate = match dim.reach(settings, self.used + u128::from(cost)) {
+                Reach::Now => Some(t),
+                Reach::At(at) => Some(t.max(at)),
+                Reach::Never => None,
+            };
+            if let Some(candidate) = candidate
+                && next.is_none_or(|(n, _)| candidate < n)
+            {
+                return Some(candidate);
+            }
+            let (n, real) = next?;
+            t = t.max(n);
+            self.expire_next(dim, real);
+        }
+    }
+
+    /// Expires every entry that no longer counts at `t`.
+    fn advance_to(&mut self, dim: &Dim, settings: &Settings, t: u64) {
+        let span = settings.span(dim.which);
+        while let Some((n, real)) = self.next_expiry(dim, span) {
+            if n > t {
+                return;
+            }
+            self.expire_next(dim, real);
         }
     }
 }
@@ -683,6 +981,53 @@ impl KeyState {
     #[inline]
     fn has_waiters(&self) -> bool {
         self.waiting.as_ref().is_some_and(|w| !w.queue.is_empty())
+    }
+
+    /// The refusal of a token cost above a whole limit, if it is.
+    #[inline]
+    fn above_limit(&self, tokens: u64) -> Option<AdmissionError> {
+        above_limit(self.dims.as_slice(), tokens)
+    }
+
+    #[inline]
+    fn expire(&mut self, settings: &Settings, now: u64) {
+        for dim in self.dims.as_mut_slice() {
+            dim.ledger.expire(settings.span(dim.which), now);
+        }
+    }
+
+    /// Whether `tokens` fits on every dimension at `now` (the ledgers expired at `now`).
+    #[inline]
+    fn fits(&mut self, key: &KeyShared, now: u64, tokens: u64) -> bool {
+        let settings = &*key.settings;
+        self.dims.as_mut_slice().iter_mut().all(|d| {
+            let cost = d.which.cost(tokens);
+            cost == 0 || d.ledger.used + u128::from(cost) <= u128::from(d.effective(settings, now))
+        })
+    }
+
+    /// Whether `tokens` costs nothing on any dimension of the key.
+    #[inline]
+    fn costs_nothing(&self, tokens: u64) -> bool {
+        tokens == 0 && !self.dims.has(Dimension::Requests)
+    }
+
+    /// Books an admission of `tokens` on every dimension, all at one offset: the latest of `now`
+    /// and every ledger's last entry. Returns that offset.
+    #[inline]
+    fn charge(&mut self, now: u64, tokens: u64) -> u64 {
+        let dims = self.dims.as_mut_slice();
+        let at = dims
+            .iter()
+            .filter_map(|d| d.ledger.last_at())
+            .fold(now, u64::max);
+        for dim in dims {
+            let cost = dim.which.cost(tokens);
+            if cost > 0 {
+                dim.ledger.push(at, cost);
+            }
+        }
+        at
     }
 
     fn take_outcome(&mut self, ticket: u64) -> Option<Outcome> {
@@ -694,52 +1039,9 @@ impl KeyState {
         outcome
     }
 
-    /// The effective limit at offset `now`, forgetting a lowering that has fully recovered.
-    #[inline]
-    fn effective(&mut self, key: &KeyShared, now: u64) -> u64 {
-        if self.lowered.is_none() {
-            return self.limit;
-        }
-        let effective = self.effective_at(key, now);
-        if effective >= self.limit {
-            self.lowered = None;
-        }
-        effective
-    }
-
-    fn effective_at(&self, key: &KeyShared, t: u64) -> u64 {
-        let (Some(lowered), Some(aimd)) = (self.lowered, key.settings.aimd) else {
-            return self.limit;
-        };
-        let elapsed = u128::from(t.saturating_sub(lowered.since));
-        let per_window = u128::from(aimd.recover_amount(self.limit));
-        let recovered = per_window.saturating_mul(elapsed) / u128::from(key.settings.window_nanos);
-        let effective = u128::from(lowered.base).saturating_add(recovered);
-        effective.min(u128::from(self.limit)) as u64
-    }
-
-    /// The first offset at which the effective limit is at least `amount`.
-    fn reach(&self, key: &KeyShared, amount: u128) -> Reach {
-        if amount > u128::from(self.limit) {
-            return Reach::Never;
-        }
-        let (Some(lowered), Some(aimd)) = (self.lowered, key.settings.aimd) else {
-            return Reach::Now;
-        };
-        if amount <= u128::from(lowered.base) {
-            return Reach::Now;
-        }
-        let missing = amount - u128::from(lowered.base);
-        let per_window = u128::from(aimd.recover_amount(self.limit));
-        let window = u128::from(key.settings.window_nanos);
-        let nanos = (missing * window).div_ceil(per_window);
-        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
-        Reach::At(lowered.since.saturating_add(nanos))
-    }
-
-    /// When (an offset) a request of `cost` would be admitted behind waiters costing `ahead`, if
-    /// each is admitted as soon as it fits. `None` if it never fits. The ledger must be expired at
-    /// `now`.
+    /// When (an offset) a request of `cost` tokens would be admitted behind waiters costing
+    /// `ahead`, if each is admitted as soon as it fits on every dimension. `None` if it never
+    /// fits. The ledgers must be expired at `now`.
     fn schedule(
         &self,
         key: &KeyShared,
@@ -747,52 +1049,29 @@ impl KeyState {
         ahead: impl Iterator<Item = u64>,
         cost: u64,
     ) -> Option<u64> {
-        let span = key.settings.span_nanos;
-        let entries = &self.ledger.entries;
-        let mut used = self.ledger.used;
-        let mut real = 0; // next real entry to expire
-        let mut simulated: VecDeque<Entry> = VecDeque::new();
+        let settings = &*key.settings;
+        let dims = self.dims.as_slice();
+        let mut sims: Vec<DimSim> = dims.iter().map(DimSim::new).collect();
         let mut t = now;
         for c in ahead.chain(std::iter::once(cost)) {
-            loop {
-                let next_real = entries.get(real).map(|e| e.at.saturating_add(span));
-                let next_sim = simulated.front().map(|e| e.at.saturating_add(span));
-                let next = match (next_real, next_sim) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let candidate = match self.reach(key, used + u128::from(c)) {
-                    Reach::Now => Some(t),
-                    Reach::At(at) => Some(t.max(at)),
-                    Reach::Never => None,
-                };
-                if let Some(candidate) = candidate
-                    && next.is_none_or(|n| candidate < n)
-                {
-                    t = candidate;
-                    break;
-                }
-                let next = next?;
-                t = t.max(next);
-                if next_real == Some(next) {
-                    used -= u128::from(entries[real].amount);
-                    real += 1;
-                } else if let Some(e) = simulated.pop_front() {
-                    used -= u128::from(e.amount);
-                }
+            // Each dimension's earliest fit from `t`; the request goes at the latest of them,
+            // where every dimension fits (fitting is monotone in time).
+            for (dim, sim) in dims.iter().zip(&mut sims) {
+                t = t.max(sim.earliest(dim, settings, t, dim.which.cost(c))?);
             }
-            simulated.push_back(Entry { at: t, amount: c });
-            used += u128::from(c);
+            for (dim, sim) in dims.iter().zip(&mut sims) {
+                sim.advance_to(dim, settings, t);
+                let amount = dim.which.cost(c);
+                sim.simulated.push_back(Entry { at: t, amount });
+                sim.used += u128::from(amount);
+            }
         }
         Some(t)
     }
 
     /// How long a request of `cost` arriving at `now` would wait behind every live waiter.
     fn wait_behind_all(&self, key: &KeyShared, now: u64, cost: u64) -> Duration {
-        let ahead = self
-            .waiting
-            .iter()
-            .flat_map(|w| w.queue.iter().filter(|s| s.live()).map(|s| s.cost));
+        let ahead = self.waiting.iter().flat_map(|w| w.live_costs());
         match self.schedule(key, now, ahead, cost) {
             Some(at) => Duration::from_nanos(at - now),
             None => Duration::MAX,
@@ -814,143 +1093,9 @@ impl KeyState {
             key.drain(self, now, false);
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context, Poll, Waker};
-    use std::time::Duration;
-
-    use tokio::time::advance;
-
-    use super::{Entry, Ledger};
-    use crate::budget::{AdmissionError, Budget};
-
-    const W: Duration = Duration::from_secs(60);
-
-    fn budget(limit: u64) -> Budget<&'static str> {
-        Budget::builder().limit(limit).window(W).build().unwrap()
-    }
-
-    fn entries(b: &Budget<&'static str>, key: &'static str) -> Vec<(u64, u64)> {
-        let keys = b.inner.keys.pin();
-        let state = keys.get(&key).unwrap().lock();
-        state
-            .ledger
-            .entries
-            .iter()
-            .map(|e| (e.at, e.amount))
-            .collect()
-    }
-
-    #[test]
-    fn a_late_clock_read_joins_the_later_entry() {
-        let mut ledger = Ledger::default();
-        assert_eq!(ledger.push(100, 1), (0, 100));
-        // Read the clock at 50 but got the lock after the charge at 100: it counts from 100.
-        assert_eq!(ledger.push(50, 2), (0, 100));
-        assert_eq!(ledger.push(150, 4), (1, 150));
-        let all: Vec<_> = ledger.entries.iter().map(|e| (e.at, e.amount)).collect();
-        assert_eq!(all, [(100, 3), (150, 4)]);
-        assert_eq!(ledger.used, 7);
-        // A sum that would overflow an entry gets an entry of its own, at the same instant.
-        assert_eq!(ledger.push(150, u64::MAX), (2, 150));
-        assert_eq!(ledger.entries.len(), 3);
-    }
-
-    #[test]
-    fn expiry_is_exact_and_never_early() {
-        let mut ledger = Ledger::default();
-        ledger.entries.push_back(Entry { at: 0, amount: 1 });
-        ledger.entries.push_back(Entry { at: 10, amount: 2 });
-        ledger.used = 3;
-        // `now` below the span: nothing can have expired (an entry at 0 counts until `span`).
-        ledger.expire(100, 99);
-        assert_eq!(ledger.used, 3);
-        ledger.expire(100, 100);
-        assert_eq!((ledger.used, ledger.first_seq), (2, 1));
-        ledger.expire(100, 109);
-        assert_eq!(ledger.used, 2);
-        ledger.expire(100, 110);
-        assert_eq!(
-            (ledger.used, ledger.first_seq, ledger.entries.len()),
-            (0, 2, 0)
-        );
-        // A refund for an expired entry changes nothing.
-        ledger.refund(1, 2);
-        assert_eq!(ledger.used, 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn permits_sharing_an_entry_refund_only_their_own_part() {
-        let b = budget(10);
-        let p = b.try_acquire("k", 4).unwrap();
-        let q = b.try_acquire("k", 5).unwrap();
-        assert_eq!(entries(&b, "k").len(), 1, "same instant, one entry");
-        assert_eq!(p.admitted_at(), q.admitted_at());
-        p.settle(0);
-        assert_eq!(b.stats(&"k").unwrap().used, 5);
-        q.settle(2);
-        assert_eq!(b.stats(&"k").unwrap().used, 2);
-        assert_eq!(entries(&b, "k")[0].1, 2);
-        // Debt at a later instant is an entry of its own.
-        advance(Duration::from_secs(1)).await;
-        b.try_acquire("k", 1).unwrap().settle(3);
-        assert_eq!(entries(&b, "k").len(), 2);
-        assert_eq!(b.stats(&"k").unwrap().used, 5);
-        advance(W).await;
-        assert_eq!(b.stats(&"k").unwrap().used, 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn outstanding_counts_permits_and_granted_waiters_only() {
-        let b = budget(10);
-        let p = b.try_acquire("k", 10).unwrap();
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut small = b.acquire("k", 4);
-        let mut big = b.acquire("k", 8);
-        assert!(Pin::new(&mut small).poll(&mut cx).is_pending());
-        assert!(Pin::new(&mut big).poll(&mut cx).is_pending());
-        let s = b.stats(&"k").unwrap();
-        assert_eq!((s.outstanding, s.waiters), (1, 2));
-        // The big one fails (not collected yet), the small one is granted by the refund.
-        b.set_limit(&"k", 6).unwrap();
-        p.settle(2);
-        let s = b.stats(&"k").unwrap();
-        assert_eq!((s.outstanding, s.waiters, s.used), (1, 0, 6));
-        match Pin::new(&mut big).poll(&mut cx) {
-            Poll::Ready(Err(e)) => {
-                assert_eq!(e, AdmissionError::CostAboveLimit { cost: 8, limit: 6 })
-            }
-            other => panic!("expected the failure, got {other:?}"),
-        }
-        let granted = match Pin::new(&mut small).poll(&mut cx) {
-            Poll::Ready(Ok(permit)) => permit,
-            other => panic!("expected the grant, got {other:?}"),
-        };
-        assert_eq!(b.stats(&"k").unwrap().outstanding, 1);
-        drop(granted);
-        drop((small, big));
-        assert_eq!(b.stats(&"k").unwrap().outstanding, 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_burst_of_waiters_gives_its_queue_memory_back() {
-        let b = budget(1);
-        let p = b.try_acquire("k", 1).unwrap();
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut waiters: Vec<_> = (0..1_000).map(|_| b.acquire("k", 1)).collect();
-        for w in &mut waiters {
-            assert!(Pin::new(w).poll(&mut cx).is_pending());
-        }
-        drop(waiters);
-        drop(p);
-        let keys = b.inner.keys.pin();
-        let state = keys.get(&"k").unwrap().lock();
-        let waiting = state.waiting.as_ref().unwrap();
-        assert!(waiting.queue.is_empty());
-        assert!(waiting.queue.capacity() <= super::KEEP_CAPACITY);
+    /// Whether the key limits `dimension`.
+    pub(crate) fn limits(&self, dimension: Dimension) -> bool {
+        self.dims.has(dimension)
     }
 }

@@ -13,8 +13,10 @@
 //!   back. That also makes the request cloneable for retries inside the stack.
 //! - **Signed requests.** The stack sees requests after SigV4 signing: it never changes a header
 //!   or the body, and a signature is only valid for 5 minutes after its `x-amz-date`. The adapter
-//!   bounds the whole stack call so that a resend never leaves after the signature expired; when the
-//!   bound is hit it fails with [`ErrorKind::ThrottlingError`], so the SDK backs off and re-signs.
+//!   tells the stack by when an attempt must leave ([`SignatureDeadline`]); an attempt still
+//!   waiting for admission then fails with [`LeftQueue`] (its place in line kept), which reaches
+//!   the SDK as [`ErrorKind::ThrottlingError`], so the SDK re-signs and sends it again. The
+//!   adapter also bounds the whole stack call, as a backstop.
 //! - **Errors.** The SDK only understands [`ConnectorError`]. Admission refusals of the crate's
 //!   limiters become `ConnectorError::other(e, Some(ThrottlingError))` (a wait too long, a full
 //!   queue) or `Some(ClientError)` (a request larger than the whole quota, which can never pass).
@@ -37,6 +39,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::BoxError;
+use crate::admit::LeftQueue;
 use crate::budget::AdmissionError;
 
 /// How long after its `x-amz-date` a SigV4 signature stays valid.
@@ -161,20 +164,31 @@ impl HttpConnector for TowerConnector {
     }
 }
 
+/// The instant (tokio's clock) by which an attempt must leave the stack for its signature to
+/// be still valid when it reaches AWS: a request extension set by [`LayeredHttpClient`] on
+/// SigV4-signed requests, read by the admission layer's plan (an attempt still waiting then
+/// leaves the queue and keeps its place for the re-signed attempt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureDeadline(pub tokio::time::Instant);
+
 async fn send(
     service: BoxCloneSyncService<HttpRequest, HttpResponse, BoxError>,
     mut request: HttpRequest,
     margin: Duration,
 ) -> Result<HttpResponse, ConnectorError> {
     buffer_body(&mut request).await?;
-    let deadline = signature_deadline(&request, margin);
-    let call = service.oneshot(request);
-    let Some(deadline) = deadline else {
-        return call.await.map_err(into_connector_error);
+    let Some(deadline) = signature_deadline(&request, margin) else {
+        return service.oneshot(request).await.map_err(into_connector_error);
     };
     let left = deadline
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO);
+    request.add_extension(SignatureDeadline(tokio::time::Instant::now() + left));
+    // The admission layer leaves its queue at the deadline; this bound is the backstop for the
+    // rest of the stack (a retry's backoff, a slow send), half the margin later so that it
+    // never races the admission layer's own exit.
+    let left = left + margin / 2;
+    let call = service.oneshot(request);
     match tokio::time::timeout(left, call).await {
         Ok(result) => result.map_err(into_connector_error),
         Err(_) => Err(ConnectorError::other(
@@ -260,6 +274,10 @@ fn parse_amz_date(value: &str) -> Option<SystemTime> {
 pub fn into_connector_error(error: BoxError) -> ConnectorError {
     let error = match error.downcast::<ConnectorError>() {
         Ok(connector) => return *connector,
+        Err(other) => other,
+    };
+    let error = match error.downcast::<LeftQueue>() {
+        Ok(left) => return ConnectorError::other(left, Some(ErrorKind::ThrottlingError)),
         Err(other) => other,
     };
     match error.downcast::<AdmissionError>() {

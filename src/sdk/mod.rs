@@ -75,8 +75,9 @@ mod setup;
 
 pub use connector::{
     ConnectorService, DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient, SIGNATURE_VALIDITY,
-    SignatureExpiring, into_connector_error, signature_deadline,
+    SignatureDeadline, SignatureExpiring, into_connector_error, signature_deadline,
 };
 pub use setup::{
-    BedrockStack, BedrockThrottle, BedrockThrottleBuilder, Quota, SetupError, default_https_client,
+    BedrockStack, BedrockThrottle, BedrockThrottleBuilder, ResignOnly, SetupError,
+    default_https_client,
 };

@@ -6,62 +6,21 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
-use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
+use aws_smithy_runtime_api::client::retries::classifiers::{
+    ClassifyRetry, RetryAction, RetryClassifierPriority,
+};
+use aws_smithy_types::retry::{ErrorKind, RetryConfig};
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 
-use super::connector::{DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient};
+use super::connector::{DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient, SIGNATURE_VALIDITY};
+use crate::admit::{AdmissionLayer, LeftQueue};
 use crate::bedrock::{Bedrock, BedrockKey, BedrockResponseLayer};
-use crate::budget::{Budget, ConfigError};
-use crate::rate_limit::RateLimitLayer;
+use crate::budget::{Budget, ConfigError, Quota};
 use crate::retry::{Backoff, RetryBudget, ThrottleRetryLayer};
-use crate::token_budget::TokenBudgetLayer;
-
-/// The quota of one model in one region, per window (a minute for real Bedrock). Every limit is
-/// optional: an absent one is not enforced by the crate.
-///
-/// ```
-/// use bedrock_throttle::sdk::Quota;
-/// let quota = Quota::tokens(200_000).with_requests(50);
-/// assert_eq!(quota.tokens, Some(200_000));
-/// assert_eq!(quota.requests, Some(50));
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Quota {
-    /// Tokens per window (Bedrock's "tokens per minute").
-    pub tokens: Option<u64>,
-    /// Requests per window (Bedrock's "requests per minute"; no longer enforced by Bedrock for
-    /// most models, so optional).
-    pub requests: Option<u64>,
-}
-
-impl Quota {
-    /// A tokens-per-window quota.
-    pub const fn tokens(tokens: u64) -> Self {
-        Self {
-            tokens: Some(tokens),
-            requests: None,
-        }
-    }
-    /// A requests-per-window quota.
-    pub const fn requests(requests: u64) -> Self {
-        Self {
-            tokens: None,
-            requests: Some(requests),
-        }
-    }
-    /// The same quota with a requests-per-window limit.
-    pub const fn with_requests(mut self, requests: u64) -> Self {
-        self.requests = Some(requests);
-        self
-    }
-    /// The same quota with a tokens-per-window limit.
-    pub const fn with_tokens(mut self, tokens: u64) -> Self {
-        self.tokens = Some(tokens);
-        self
-    }
-}
 
 /// An error in the setup's configuration.
 #[derive(Debug)]
@@ -129,8 +88,13 @@ impl From<crate::retry::ConfigError> for SetupError {
 /// [`Permit::settle_as`](crate::budget::Permit::settle_as).)
 const MIN_EXPIRY_MARGIN: Duration = Duration::from_millis(25);
 
-/// The most time a request may spend inside the stack: the signature window less its margin.
-const MAX_HOLD: Duration = Duration::from_secs(300 - 30);
+/// The most time one attempt may spend inside the stack: the signature window less its margin.
+const MAX_HOLD: Duration = SIGNATURE_VALIDITY.saturating_sub(DEFAULT_SIGNATURE_MARGIN);
+
+/// The SDK attempts the setup allows by default: the first, and re-signed attempts of a request
+/// that waits longer than one signature's validity (each keeps its place in line). Fifteen
+/// re-signs cover more than an hour of waiting; the operation timeout, if set, ends it sooner.
+const DEFAULT_SDK_ATTEMPTS: u32 = 16;
 
 /// Builds a [`BedrockThrottle`]: per-model quotas and the few knobs that matter.
 #[derive(Debug, Clone)]
@@ -139,7 +103,8 @@ pub struct BedrockThrottleBuilder {
     quotas: HashMap<String, Quota>,
     default_quota: Quota,
     window: Duration,
-    max_wait: Duration,
+    day: Duration,
+    max_wait: Option<Duration>,
     expiry_margin: Option<Duration>,
     max_attempts: NonZeroU32,
     backoff: Backoff,
@@ -156,13 +121,14 @@ impl Default for BedrockThrottleBuilder {
             quotas: HashMap::new(),
             default_quota: Quota::default(),
             window: Duration::from_secs(60),
-            max_wait: Duration::from_secs(120),
+            day: crate::budget::DAY,
+            max_wait: None,
             expiry_margin: None,
             max_attempts: NonZeroU32::new(3).expect("3 is not zero"),
             backoff: Backoff::default(),
             retry_budget: None,
             retry_deadline: Duration::from_secs(240),
-            sdk_max_attempts: 1,
+            sdk_max_attempts: DEFAULT_SDK_ATTEMPTS,
             inner: None,
         }
     }
@@ -197,10 +163,20 @@ impl BedrockThrottleBuilder {
         self
     }
 
-    /// The longest a request may wait for admission before it fails with a throttling error the
-    /// SDK can see (default 120 s; must fit in the signature window).
+    /// The window of the tokens-per-day limits: 24 hours for real Bedrock (the default);
+    /// shorter for a scaled emulator.
+    pub fn day(mut self, day: Duration) -> Self {
+        self.day = day;
+        self
+    }
+
+    /// The longest a request may wait for admission before it fails at once with the computed
+    /// wait ([`AdmissionError::WaitTooLong`](crate::budget::AdmissionError::WaitTooLong)).
+    /// Default: no bound, so a long backlog completes; the caller's own deadline (the SDK's
+    /// operation timeout) ends a wait. A wait longer than a signature's validity is fine: the
+    /// request is re-signed and keeps its place.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = max_wait;
+        self.max_wait = Some(max_wait);
         self
     }
 
@@ -236,11 +212,13 @@ impl BedrockThrottleBuilder {
         self
     }
 
-    /// Attempts of the SDK's own retry loop around the stack (default 1: the stack retries, the
-    /// SDK does not, so attempts do not multiply). Raise it to let the SDK re-sign and resend a
-    /// request that could not be admitted in time.
-    pub fn sdk_max_attempts(mut self, attempts: u32) -> Self {
-        self.sdk_max_attempts = attempts.max(1);
+    /// Attempts of the SDK's own retry loop around the stack (default 16). The SDK retries
+    /// nothing but a request that left the queue before its signature expired
+    /// ([`LeftQueue`]): it re-signs it, and the new attempt takes its old place in line. Every
+    /// other retry is the stack's, so attempts do not multiply. Each attempt may wait up to
+    /// the signature's validity less its margin (4.5 minutes).
+    pub fn sdk_max_attempts(mut self, attempts: NonZeroU32) -> Self {
+        self.sdk_max_attempts = attempts.get();
         self
     }
 
@@ -252,88 +230,116 @@ impl BedrockThrottleBuilder {
     }
 
     /// Validates the configuration and builds the limiters and the layered HTTP client.
+    ///
+    /// # Errors
+    ///
+    /// [`SetupError::Budget`] for a zero limit, window or day, or a window too long;
+    /// [`SetupError::WaitsExceedSignatureWindow`] for a retry deadline that one signature
+    /// cannot cover.
     pub fn build(self) -> Result<BedrockThrottle, SetupError> {
-        let hold = self.max_wait.max(self.retry_deadline);
-        if hold > MAX_HOLD {
+        if self.retry_deadline > MAX_HOLD {
             return Err(SetupError::WaitsExceedSignatureWindow {
-                wait: hold,
+                wait: self.retry_deadline,
                 limit: MAX_HOLD,
             });
-        }
-        let zero = |q: &Quota| q.tokens == Some(0) || q.requests == Some(0);
-        if zero(&self.default_quota) || self.quotas.values().any(zero) {
-            return Err(SetupError::Budget(ConfigError::ZeroLimit));
         }
         let margin = self
             .expiry_margin
             .unwrap_or((self.window / 60).max(MIN_EXPIRY_MARGIN));
+        if self
+            .quotas
+            .values()
+            .chain([&self.default_quota])
+            .any(|q| q.zero_dimension().is_some())
+        {
+            return Err(SetupError::Budget(ConfigError::ZeroLimit));
+        }
         let quotas = Arc::new(self.quotas);
-        let limit = |pick: fn(&Quota) -> Option<u64>| {
-            let quotas = Arc::clone(&quotas);
-            let default = pick(&self.default_quota);
-            move |key: &BedrockKey| quotas.get(key.model()).map_or(default, pick)
-        };
-        let budget = |pick: fn(&Quota) -> Option<u64>| {
-            Budget::<BedrockKey>::builder()
-                .window(self.window)
-                .max_wait(self.max_wait)
-                .expiry_margin(margin)
-                .limit_fn(limit(pick))
-                .build()
-        };
-        let requests = budget(|q| q.requests)?;
-        let tokens = budget(|q| q.tokens)?;
+        let default = self.default_quota;
+        let mut budget = Budget::<BedrockKey>::builder()
+            .window(self.window)
+            .day(self.day)
+            .expiry_margin(margin)
+            .quota_fn(move |key: &BedrockKey| Some(quotas.get(key.model()).copied().unwrap_or(default)));
+        if let Some(max_wait) = self.max_wait {
+            budget = budget.max_wait(max_wait);
+        }
+        let budget = budget.build()?;
 
         let mut retry = ThrottleRetryLayer::new(self.bedrock.clone())
             .clone_with(self.bedrock.clone())
             .max_attempts(self.max_attempts)
             .backoff(self.backoff)
             .deadline(self.retry_deadline);
-        if let Some(budget) = self.retry_budget {
-            retry = retry.budget(budget);
+        if let Some(retry_budget) = self.retry_budget {
+            retry = retry.budget(retry_budget);
         }
         let stack = ServiceBuilder::new()
             .layer(retry)
-            .layer(
-                RateLimitLayer::new(requests.clone(), self.bedrock.clone())
-                    .classify(self.bedrock.clone()),
-            )
-            .layer(
-                TokenBudgetLayer::new(
-                    tokens.clone(),
-                    self.bedrock.clone(),
-                    self.bedrock.clone(),
-                    self.bedrock.clone(),
-                )
-                .classify(self.bedrock.clone()),
-            )
+            .layer(AdmissionLayer::new(budget.clone(), self.bedrock.clone()))
             .layer(self.bedrock.response_layer())
             .into_inner();
         let inner = self.inner.unwrap_or_else(default_https_client);
         let http_client = SharedHttpClient::new(
             LayeredHttpClient::new(inner, stack).signature_margin(DEFAULT_SIGNATURE_MARGIN),
         );
+        // The SDK's retries are only for re-signing: no backoff to speak of (the place in line
+        // is kept, and waiting is the stack's job), and a retry quota of its own that cannot
+        // run out, so a long backlog does not exhaust the process-wide one.
+        let retry_config = RetryConfig::standard()
+            .with_max_attempts(self.sdk_max_attempts)
+            .with_initial_backoff(Duration::from_millis(1))
+            .with_max_backoff(Duration::from_millis(10));
+        let retry_partition = RetryPartition::custom("bedrock-throttle")
+            .token_bucket(TokenBucket::unlimited())
+            .build();
         Ok(BedrockThrottle {
             http_client,
-            retry_config: RetryConfig::standard().with_max_attempts(self.sdk_max_attempts),
-            requests,
-            tokens,
+            retry_config,
+            retry_partition,
+            budget,
         })
     }
 }
 
-/// The layer stack the setup lays over the inner client, outermost first: retry, requests
-/// limit, token budget, Bedrock response handling.
+/// The layer stack the setup lays over the inner client, outermost first: retry, admission,
+/// Bedrock response handling.
 pub type BedrockStack = Stack<
     BedrockResponseLayer,
-    Stack<
-        TokenBudgetLayer<BedrockKey, Bedrock, Bedrock, Bedrock, Bedrock>,
-        Stack<
-            RateLimitLayer<BedrockKey, Bedrock, Bedrock>,
-            Stack<ThrottleRetryLayer<Bedrock, Bedrock>, Identity>,
-        >,
-    >,
+    Stack<AdmissionLayer<Budget<BedrockKey>, Bedrock>, Stack<ThrottleRetryLayer<Bedrock, Bedrock>, Identity>>,
 >;
+
+/// The SDK retry classifier of the setup: retries an attempt that left the queue before its
+/// signature expired (it is re-signed and keeps its place), forbids every other retry (the
+/// stack has made them already).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResignOnly;
+
+impl ClassifyRetry for ResignOnly {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(error)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let left_queue = error
+            .as_connector_error()
+            .and_then(|e| std::error::Error::source(e))
+            .is_some_and(|source| source.is::<LeftQueue>());
+        if left_queue {
+            RetryAction::retryable_error(ErrorKind::ThrottlingError)
+        } else {
+            RetryAction::RetryForbidden
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "bedrock-throttle: re-sign only"
+    }
+
+    fn priority(&self) -> RetryClassifierPriority {
+        // Last, so that its verdict stands over the SDK's own classifiers.
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
+    }
+}
 
 /// The SDK's own hyper 1 HTTPS client (rustls with ring), which also speaks plain `http://`.
 pub fn default_https_client() -> SharedHttpClient {
@@ -344,13 +350,14 @@ pub fn default_https_client() -> SharedHttpClient {
 }
 
 /// A configured throttle for one Bedrock client: the layered HTTP client, the SDK retry
-/// configuration that goes with it, and the limiters (for inspection).
+/// configuration that goes with it, and the budget (for inspection). Clones share the budget:
+/// configure every client of one quota with the same throttle.
 #[derive(Debug, Clone)]
 pub struct BedrockThrottle {
     http_client: SharedHttpClient,
     retry_config: RetryConfig,
-    requests: Budget<BedrockKey>,
-    tokens: Budget<BedrockKey>,
+    retry_partition: RetryPartition,
+    budget: Budget<BedrockKey>,
 }
 
 impl BedrockThrottle {
@@ -365,13 +372,15 @@ impl BedrockThrottle {
     }
 
     /// The SDK retry configuration that goes with the stack: standard mode with
-    /// [`sdk_max_attempts`](BedrockThrottleBuilder::sdk_max_attempts) attempts (1 by default),
-    /// so the SDK's retries do not multiply the stack's.
+    /// [`sdk_max_attempts`](BedrockThrottleBuilder::sdk_max_attempts) attempts, used only to
+    /// re-sign ([`ResignOnly`]).
     pub fn retry_config(&self) -> RetryConfig {
         self.retry_config.clone()
     }
 
-    /// Sets the HTTP client and the retry configuration on a Bedrock Runtime config builder.
+    /// Sets the HTTP client, the retry configuration, a retry partition of its own (with a
+    /// retry quota that never runs out) and the [`ResignOnly`] classifier on a Bedrock Runtime
+    /// config builder.
     pub fn configure(
         &self,
         builder: aws_sdk_bedrockruntime::config::Builder,
@@ -379,15 +388,12 @@ impl BedrockThrottle {
         builder
             .http_client(self.http_client())
             .retry_config(self.retry_config())
+            .retry_partition(self.retry_partition.clone())
+            .retry_classifier(ResignOnly)
     }
 
-    /// The requests-per-window limiter (shared by every attempt of every clone).
-    pub fn requests_budget(&self) -> &Budget<BedrockKey> {
-        &self.requests
-    }
-
-    /// The tokens-per-window limiter (shared by every attempt of every clone).
-    pub fn tokens_budget(&self) -> &Budget<BedrockKey> {
-        &self.tokens
+    /// The budget of every model's quota (shared by every attempt of every clone).
+    pub fn budget(&self) -> &Budget<BedrockKey> {
+        &self.budget
     }
 }

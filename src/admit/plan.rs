@@ -1,0 +1,215 @@
+//! What the protocol tells admission about one attempt, and the closures that plug in.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::budget::Permit;
+use crate::classify::{Classification, Classify, EstimateTokens, OkIsSuccess, QuotaKey, Settle};
+
+/// The identity of a request across the attempts that re-send it unchanged (the AWS SDK's
+/// `amz-sdk-invocation-id`): an attempt that had to leave the queue before admission (its
+/// signature expiring) and comes back with the same arrival takes its old place again.
+pub type ArrivalId = Arc<str>;
+
+/// The answer to the one question admission asks per attempt: which quota key, what it costs,
+/// and what its settlement will need.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Plan<K, M> {
+    /// The quota key the attempt draws on.
+    pub key: K,
+    /// The tokens to reserve (every attempt also counts one request).
+    pub tokens: u64,
+    /// The tokens to settle if the usage never arrives (the caller leaves, the body is dropped,
+    /// the call fails after it may have been booked): the most the server can have booked. At
+    /// least `tokens`.
+    pub if_unknown: u64,
+    /// What the settlement needs (for Bedrock: the operation, the burndown, the max output
+    /// reserved). It travels inside the response future; nothing goes through the request or
+    /// response.
+    pub memo: M,
+    /// The instant by which the attempt must leave, if any (a signed request whose signature
+    /// expires). An attempt still waiting then leaves the queue with
+    /// [`LeftQueue`](super::LeftQueue), keeping its place for its [`arrival`](Self::arrival).
+    pub leave_by: Option<Instant>,
+    /// The identity of the request across re-sent attempts, if it has one.
+    pub arrival: Option<ArrivalId>,
+}
+
+impl<K> Plan<K, ()> {
+    /// A plan of `tokens` on `key`, with nothing to remember.
+    pub fn new(key: K, tokens: u64) -> Self {
+        Plan {
+            key,
+            tokens,
+            if_unknown: tokens,
+            memo: (),
+            leave_by: None,
+            arrival: None,
+        }
+    }
+}
+
+impl<K, M> Plan<K, M> {
+    /// The same plan with a memo for the settlement.
+    pub fn with_memo<M2>(self, memo: M2) -> Plan<K, M2> {
+        Plan {
+            key: self.key,
+            tokens: self.tokens,
+            if_unknown: self.if_unknown,
+            memo,
+            leave_by: self.leave_by,
+            arrival: self.arrival,
+        }
+    }
+
+    /// The same plan, settling `tokens` (at least the reservation) if the usage never arrives.
+    pub fn with_if_unknown(mut self, tokens: u64) -> Self {
+        self.if_unknown = tokens.max(self.tokens);
+        self
+    }
+
+    /// The same plan, leaving the queue at `leave_by` if still waiting then.
+    pub fn with_leave_by(mut self, leave_by: Option<Instant>) -> Self {
+        self.leave_by = leave_by;
+        self
+    }
+
+    /// The same plan, with an identity across re-sent attempts.
+    pub fn with_arrival(mut self, arrival: Option<ArrivalId>) -> Self {
+        self.arrival = arrival;
+        self
+    }
+}
+
+/// Protocol knowledge for admission: plans each attempt, settles it from the response, and
+/// classifies its result. [`Bedrock`](crate::bedrock::Bedrock) implements it for Bedrock
+/// Runtime; [`Closures`] builds one from closures.
+pub trait Protocol<Req, Res, E> {
+    /// The quota key type.
+    type Key: Clone + Eq + Hash + Send + Sync + 'static;
+    /// What the settlement needs to know from the plan.
+    type Memo: Send + 'static;
+    /// The response handed to the caller (the same type, unless the body was wrapped to settle
+    /// when it ends).
+    type Output;
+
+    /// The one question per attempt. May mark the request (a protocol that must), but nothing
+    /// admission needs later travels that way: it is in the plan.
+    fn plan(&self, request: &mut Req) -> Plan<Self::Key, Self::Memo>;
+
+    /// Settles `permit` from `response`, now or when its body ends. A permit dropped unsettled
+    /// settles its [`Plan::if_unknown`].
+    fn settle(&self, response: Res, permit: Permit, memo: Self::Memo) -> Self::Output;
+
+    /// Classifies the result of the attempt (once: the admission layer feeds throttles back to
+    /// the store by cause).
+    fn classify(&self, result: Result<&Res, &E>) -> Classification;
+}
+
+/// A [`Protocol`] made of closures, one per role: the quota key ([`QuotaKey`]), the token
+/// estimate ([`EstimateTokens`]), the settlement ([`Settle`]) and the classification
+/// ([`Classify`]). [`RateLimitLayer`](super::RateLimitLayer) and
+/// [`TokenBudgetLayer`](super::TokenBudgetLayer) build theirs.
+#[derive(Clone, Copy)]
+pub struct Closures<KF, E = NoTokens, ST = KeepReservation, C = OkIsSuccess> {
+    pub(crate) key: KF,
+    pub(crate) estimate: E,
+    pub(crate) settle: ST,
+    pub(crate) classify: C,
+}
+
+impl<KF> Closures<KF> {
+    /// A protocol that keys requests with `key`, reserves no tokens, and calls every `Ok` a
+    /// success.
+    pub fn new(key: KF) -> Self {
+        Closures {
+            key,
+            estimate: NoTokens,
+            settle: KeepReservation,
+            classify: OkIsSuccess,
+        }
+    }
+}
+
+impl<KF, E, ST, C> Closures<KF, E, ST, C> {
+    /// Reserves `estimate` tokens per request and settles with `settle`.
+    pub fn tokens<E2, ST2>(self, estimate: E2, settle: ST2) -> Closures<KF, E2, ST2, C> {
+        Closures {
+            key: self.key,
+            estimate,
+            settle,
+            classify: self.classify,
+        }
+    }
+
+    /// Classifies results with `classify`, for throttle feedback.
+    pub fn classify<C2>(self, classify: C2) -> Closures<KF, E, ST, C2> {
+        Closures {
+            key: self.key,
+            estimate: self.estimate,
+            settle: self.settle,
+            classify,
+        }
+    }
+}
+
+impl<KF, E, ST, C> fmt::Debug for Closures<KF, E, ST, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Closures").finish_non_exhaustive()
+    }
+}
+
+/// The estimate of a protocol that counts requests only: zero tokens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTokens;
+
+impl<Req> EstimateTokens<Req> for NoTokens {
+    fn estimate_tokens(&self, _request: &Req) -> u64 {
+        0
+    }
+}
+
+/// The settlement of a protocol that learns nothing from responses: the reservation stands.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeepReservation;
+
+impl<Res> Settle<Res> for KeepReservation {
+    type Output = Res;
+    fn settle(&self, response: Res, permit: Permit) -> Res {
+        let reserved = permit.reserved();
+        permit.settle(reserved);
+        response
+    }
+}
+
+impl<Req, Res, Err, KF, E, ST, C> Protocol<Req, Res, Err> for Closures<KF, E, ST, C>
+where
+    KF: QuotaKey<Req>,
+    E: EstimateTokens<Req>,
+    ST: Settle<Res>,
+    C: Classify<Res, Err>,
+{
+    type Key = KF::Key;
+    type Memo = ();
+    type Output = ST::Output;
+
+    #[inline]
+    fn plan(&self, request: &mut Req) -> Plan<KF::Key, ()> {
+        let key = self.key.quota_key(request);
+        Plan::new(key, self.estimate.estimate_tokens(request))
+    }
+
+    #[inline]
+    fn settle(&self, response: Res, permit: Permit, _memo: ()) -> ST::Output {
+        self.settle.settle(response, permit)
+    }
+
+    #[inline]
+    fn classify(&self, result: Result<&Res, &Err>) -> Classification {
+        self.classify.classify(result)
+    }
+}

@@ -1,0 +1,116 @@
+//! The [`Admission`] service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::future::{Leaving, ResponseFuture, Waiter};
+use super::park::ParkingLot;
+use super::plan::{Plan, Protocol};
+use crate::BoxError;
+use crate::budget::QuotaStore;
+use crate::macros::define_inner_service_accessors;
+
+/// Admits each attempt on its key's quota before calling the inner service, and settles it
+/// from the response. Built by [`AdmissionLayer`](super::AdmissionLayer) (or
+/// [`RateLimitLayer`](super::RateLimitLayer), [`TokenBudgetLayer`](super::TokenBudgetLayer));
+/// see the [module documentation](super).
+///
+/// Inner errors pass through unchanged, boxed; admission failures are
+/// [`AdmissionError`](crate::budget::AdmissionError)s and [`LeftQueue`](super::LeftQueue).
+pub struct Admission<S, St, P> {
+    inner: S,
+    store: St,
+    protocol: Arc<P>,
+    lot: Arc<ParkingLot>,
+}
+
+impl<S, St, P> Admission<S, St, P> {
+    pub(crate) fn from_parts(inner: S, store: St, protocol: Arc<P>, lot: Arc<ParkingLot>) -> Self {
+        Admission {
+            inner,
+            store,
+            protocol,
+            lot,
+        }
+    }
+
+    define_inner_service_accessors!();
+
+    /// The shared store.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+}
+
+impl<S: Clone, St: Clone, P> Clone for Admission<S, St, P> {
+    fn clone(&self) -> Self {
+        Admission {
+            inner: self.inner.clone(),
+            store: self.store.clone(),
+            protocol: Arc::clone(&self.protocol),
+            lot: Arc::clone(&self.lot),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St: fmt::Debug, P> fmt::Debug for Admission<S, St, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admission")
+            .field("inner", &self.inner)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, St, P> Service<Req> for Admission<S, St, P>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    St: QuotaStore<P::Key>,
+    P: Protocol<Req, S::Response, S::Error>,
+{
+    type Response = P::Output;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, St, P>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Req) -> Self::Future {
+        let Plan {
+            key,
+            tokens,
+            if_unknown,
+            memo,
+            leave_by,
+            arrival,
+        } = self.protocol.plan(&mut request);
+        // An earlier attempt of the same request may have kept its place in line.
+        let kept = arrival.as_ref().and_then(|arrival| self.lot.take(arrival));
+        let waiter = match kept {
+            Some(rx) => Waiter::Kept(rx),
+            None => Waiter::Fresh(self.store.acquire(key, tokens)),
+        };
+        let leaving = leave_by.map(|by| {
+            Box::new(Leaving {
+                by,
+                arrival,
+                lot: Arc::clone(&self.lot),
+                arrived: Instant::now(),
+                sleep: None,
+            })
+        });
+        let plan = Plan::new((), tokens)
+            .with_if_unknown(if_unknown)
+            .with_memo(memo);
+        // Take the service that was driven to readiness, leave a clone in its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(waiter, inner, request, plan, leaving, Arc::clone(&self.protocol))
+    }
+}
