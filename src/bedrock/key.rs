@@ -142,8 +142,7 @@ pub(crate) fn split_path(path: &str) -> (Operation, Option<&str>) {
 
 /// Percent-decodes `encoded` once, as `percent_encoding::percent_decode_str` does (a `%` not
 /// followed by two hex digits stays as it is; invalid UTF-8 is replaced), without its
-/// byte-at-a-time `Vec::push` (`Bedrock` caches the result per model id; `parse_path` callers
-/// decode every time).
+/// byte-at-a-time `Vec::push` (`Bedrock` caches the result per model id).
 pub(crate) fn percent_decode(encoded: &str) -> Cow<'_, str> {
     let bytes = encoded.as_bytes();
     let Some(first) = bytes.iter().position(|&b| b == b'%') else {
@@ -372,6 +371,11 @@ mod tests {
         );
         assert_eq!(split_uri("http://h"), (Some("h"), ""));
         assert_eq!(split_uri("/model/x/invoke"), (None, "/model/x/invoke"));
+    }
+
+    fn parse_path(path: &str) -> (Operation, Option<Cow<'_, str>>) {
+        let (operation, encoded) = split_path(path);
+        (operation, encoded.map(percent_decode))
     }
 
     #[test]

@@ -9,13 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bedrock_throttle::budget::{Acquire, AdmissionError, Aimd, Budget, ConfigError};
+use bedrock_throttle::budget::{
+    Acquire, AdmissionError, Aimd, Budget, ConfigError, Dimension, Quota,
+};
+use bedrock_throttle::classify::ThrottleCause;
 use tokio::time::{Instant, advance, sleep};
 
 const W: Duration = Duration::from_secs(60);
 
 fn budget(limit: u64) -> Budget<&'static str> {
-    Budget::builder().limit(limit).window(W).build().unwrap()
+    Budget::builder().tokens(limit).window(W).build().unwrap()
 }
 
 /// Polls a future once with a no-op waker.
@@ -39,14 +42,14 @@ async fn admits_at_once_within_the_limit() {
     let q = b.try_acquire("k", 6).unwrap();
     let s = b.stats(&"k").unwrap();
     assert_eq!(
-        (s.used, s.limit, s.effective_limit, s.waiters, s.outstanding),
+        (s.tokens.unwrap().used, s.tokens.unwrap().limit, s.tokens.unwrap().effective_limit, s.waiters, s.outstanding),
         (10, 10, 10, 0, 2)
     );
     drop(p);
     drop(q);
     assert_eq!(b.stats(&"k").unwrap().outstanding, 0);
     assert_eq!(
-        b.stats(&"k").unwrap().used,
+        b.stats(&"k").unwrap().tokens.unwrap().used,
         10,
         "unsettled permits keep their charge"
     );
@@ -72,7 +75,7 @@ async fn waits_exactly_until_the_window_slides() {
 #[tokio::test(start_paused = true)]
 async fn zero_cost_and_unlimited_keys_are_free() {
     let b: Budget<u32> = Budget::builder()
-        .limit_fn(|k| if *k == 0 { None } else { Some(5) })
+        .quota_fn(|k| if *k == 0 { None } else { Some(Quota::tokens(5)) })
         .build()
         .unwrap();
     for _ in 0..100 {
@@ -82,20 +85,21 @@ async fn zero_cost_and_unlimited_keys_are_free() {
     b.try_acquire(1, 5).unwrap();
     let p = b.try_acquire(1, 0).unwrap();
     assert_eq!(p.reserved(), 0);
-    assert_eq!(b.stats(&1).unwrap().used, 5);
+    assert_eq!(b.stats(&1).unwrap().tokens.unwrap().used, 5);
 }
 
 #[tokio::test(start_paused = true)]
 async fn per_key_limits_take_precedence() {
     let b: Budget<&str> = Budget::builder()
-        .limit(10)
-        .limit_for("big", 100)
+        .tokens(10)
+        .quota_for("big", Quota::tokens(100))
         .build()
         .unwrap();
     b.try_acquire("big", 100).unwrap();
     assert!(matches!(
         b.try_acquire("small", 11),
         Err(AdmissionError::CostAboveLimit {
+            dimension: Dimension::Tokens,
             cost: 11,
             limit: 10
         })
@@ -158,18 +162,19 @@ async fn cost_above_limit_fails_at_once() {
     assert_eq!(
         err,
         AdmissionError::CostAboveLimit {
+            dimension: Dimension::Tokens,
             cost: 11,
             limit: 10
         }
     );
     assert!(err.to_string().contains("never be admitted"));
-    assert_eq!(b.stats(&"k").unwrap().used, 0);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn wait_too_long_carries_the_computed_wait() {
     let b: Budget<&str> = Budget::builder()
-        .limit(10)
+        .tokens(10)
         .max_wait(Duration::from_secs(90))
         .build()
         .unwrap();
@@ -205,7 +210,7 @@ async fn wait_too_long_carries_the_computed_wait() {
 #[tokio::test(start_paused = true)]
 async fn wait_bound_holds_when_feedback_lengthens_the_wait() {
     let b: Budget<&str> = Budget::builder()
-        .limit(10)
+        .tokens(10)
         .max_wait(Duration::from_secs(80))
         .aimd(Aimd {
             decrease: 0.5,
@@ -225,7 +230,7 @@ async fn wait_bound_holds_when_feedback_lengthens_the_wait() {
     // Throttled at t=30: the effective limit drops to 5 (already below the 6 in the window, so
     // no fill) and recovers 1 per window, so the waiter (6) could only be admitted at t=90,
     // past its deadline (t=80). It gives up at t=60, when its timer fires and it learns so.
-    b.throttled(&"k");
+    b.throttled(&"k", ThrottleCause::Tokens);
     let err = waiter.await.unwrap().unwrap_err();
     assert_eq!(
         err,
@@ -240,7 +245,7 @@ async fn wait_bound_holds_when_feedback_lengthens_the_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn queue_full_is_refused_with_the_wait() {
-    let b: Budget<&str> = Budget::builder().limit(10).max_queue(2).build().unwrap();
+    let b: Budget<&str> = Budget::builder().tokens(10).max_queue(2).build().unwrap();
     b.try_acquire("k", 10).unwrap();
     let mut fa = b.acquire("k", 10);
     let mut fb = b.acquire("k", 10);
@@ -264,7 +269,7 @@ async fn queue_full_is_refused_with_the_wait() {
 #[tokio::test(start_paused = true)]
 async fn a_huge_max_wait_means_no_bound() {
     let b: Budget<&str> = Budget::builder()
-        .limit(1)
+        .tokens(1)
         .max_wait(Duration::MAX)
         .build()
         .unwrap();
@@ -276,7 +281,7 @@ async fn a_huge_max_wait_means_no_bound() {
 
 #[tokio::test(start_paused = true)]
 async fn max_queue_zero_never_waits() {
-    let b: Budget<&str> = Budget::builder().limit(10).max_queue(0).build().unwrap();
+    let b: Budget<&str> = Budget::builder().tokens(10).max_queue(0).build().unwrap();
     b.try_acquire("k", 10).unwrap();
     assert!(matches!(
         b.acquire("k", 1).await,
@@ -302,7 +307,7 @@ async fn a_cancelled_waiter_leaves_no_trace() {
     // The 4 behind moves up and is admitted as soon as the window slides.
     assert_eq!(behind.await.unwrap().unwrap() - t0, W);
     let s = b.stats(&"k").unwrap();
-    assert_eq!((s.used, s.waiters), (4, 0));
+    assert_eq!((s.tokens.unwrap().used, s.waiters), (4, 0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -313,12 +318,12 @@ async fn a_waiter_granted_then_dropped_is_refunded() {
     assert!(poll_once(&mut waiter).is_pending());
     // The refund admits the waiter (granted, not yet polled) ...
     p.settle(2);
-    assert_eq!(b.stats(&"k").unwrap().used, 8);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 8);
     assert_eq!(b.stats(&"k").unwrap().outstanding, 1);
     // ... and dropping it before it sees its permit gives the 6 back.
     drop(waiter);
     let s = b.stats(&"k").unwrap();
-    assert_eq!((s.used, s.outstanding, s.waiters), (2, 0, 0));
+    assert_eq!((s.tokens.unwrap().used, s.outstanding, s.waiters), (2, 0, 0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -339,11 +344,11 @@ async fn refund_wakes_the_head_at_once_and_debt_delays_it() {
     let d = b.try_acquire("k", 2).unwrap(); // used 3 + 5 + 2 = 10
     advance(Duration::from_secs(5)).await;
     d.settle(9);
-    assert_eq!(b.stats(&"k").unwrap().used, 17);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 17);
     // 1 more fits once the 3 (t=0), the 5 and the 2 (t=5) have expired: at t=65.
     b.acquire("k", 1).await.unwrap();
     assert_eq!(Instant::now() - t0, Duration::from_secs(65));
-    assert_eq!(b.stats(&"k").unwrap().used, 8);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 8);
     // 3 more needs the debt (7, booked at t=10, not back-dated to t=5) to expire: t=70.
     b.acquire("k", 3).await.unwrap();
     assert_eq!(Instant::now() - t0, Duration::from_secs(70));
@@ -359,31 +364,31 @@ async fn set_limit_raise_wakes_waiters_and_lower_fails_those_above() {
     };
     settle_tasks().await;
     let t0 = Instant::now();
-    b.set_limit(&"k", 15).unwrap();
+    b.set_quota(&"k", Quota::tokens(15)).unwrap();
     assert_eq!(small.await.unwrap().unwrap(), t0, "admitted at once");
-    assert_eq!(b.stats(&"k").unwrap().limit, 15);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().limit, 15);
 
     let big = {
         let b = b.clone();
         tokio::spawn(async move { b.acquire("k", 12).await })
     };
     settle_tasks().await;
-    b.set_limit(&"k", 8).unwrap();
+    b.set_quota(&"k", Quota::tokens(8)).unwrap();
     assert_eq!(
         big.await.unwrap().unwrap_err(),
-        AdmissionError::CostAboveLimit { cost: 12, limit: 8 }
+        AdmissionError::CostAboveLimit { dimension: Dimension::Tokens, cost: 12, limit: 8 }
     );
-    assert_eq!(b.set_limit(&"k", 0), Err(ConfigError::ZeroLimit));
+    assert_eq!(b.set_quota(&"k", Quota::tokens(0)), Err(ConfigError::ZeroLimit));
     // A key set at run time keeps its limit across idleness.
     advance(2 * W).await;
     assert_eq!(b.evict_idle(), 0);
-    assert_eq!(b.stats(&"k").unwrap().limit, 8);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().limit, 8);
 }
 
 #[tokio::test(start_paused = true)]
 async fn feedback_exhausts_the_window_and_lowers_then_recovers_the_limit() {
     let b: Budget<&str> = Budget::builder()
-        .limit(100)
+        .tokens(100)
         .aimd(Aimd {
             decrease: 0.5,
             recover_per_window: 0.1,
@@ -393,10 +398,10 @@ async fn feedback_exhausts_the_window_and_lowers_then_recovers_the_limit() {
         .unwrap();
     b.try_acquire("k", 10).unwrap();
     let t0 = Instant::now();
-    b.throttled(&"k");
+    b.throttled(&"k", ThrottleCause::Tokens);
     let s = b.stats(&"k").unwrap();
     assert_eq!(
-        (s.used, s.effective_limit),
+        (s.tokens.unwrap().used, s.tokens.unwrap().effective_limit),
         (50, 50),
         "limit halved, window full up to it"
     );
@@ -405,17 +410,17 @@ async fn feedback_exhausts_the_window_and_lowers_then_recovers_the_limit() {
     let p = b.acquire("k", 20).await.unwrap();
     assert_eq!(p.admitted_at() - t0, W);
     // Recovery: +10 per window from 50, computed at any instant.
-    assert_eq!(b.stats(&"k").unwrap().effective_limit, 60);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().effective_limit, 60);
     advance(W / 2).await;
-    assert_eq!(b.stats(&"k").unwrap().effective_limit, 65);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().effective_limit, 65);
     // A second throttle multiplies the current effective limit, not below the floor (20).
-    b.throttled(&"k");
-    assert_eq!(b.stats(&"k").unwrap().effective_limit, 32);
-    b.throttled(&"k");
-    b.throttled(&"k");
-    assert_eq!(b.stats(&"k").unwrap().effective_limit, 20);
+    b.throttled(&"k", ThrottleCause::Tokens);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().effective_limit, 32);
+    b.throttled(&"k", ThrottleCause::Tokens);
+    b.throttled(&"k", ThrottleCause::Tokens);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().effective_limit, 20);
     advance(W).await;
-    assert_eq!(b.stats(&"k").unwrap().effective_limit, 30);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().effective_limit, 30);
     let t1 = Instant::now();
     let full = b.try_acquire("k", 30).unwrap();
     // 5 more needs an effective limit of 35: recovery gets there in half a window.
@@ -425,7 +430,7 @@ async fn feedback_exhausts_the_window_and_lowers_then_recovers_the_limit() {
     drop((p, full, q));
     advance(10 * W).await;
     let s = b.stats(&"k").unwrap();
-    assert_eq!((s.effective_limit, s.used), (100, 0));
+    assert_eq!((s.tokens.unwrap().effective_limit, s.tokens.unwrap().used), (100, 0));
     assert_eq!(b.evict_idle(), 1);
 }
 
@@ -441,25 +446,25 @@ async fn throttles_of_requests_sent_before_a_decrease_do_not_lower_the_limit_aga
     // Three requests in flight together are throttled together: one decrease (to 70). Each
     // settles at 0 (the server booked nothing), which does not reopen the window.
     for permit in early {
-        permit.throttled();
+        permit.throttled(ThrottleCause::Tokens);
         permit.settle(0);
     }
     let s = b.stats(&"k").unwrap();
     assert_eq!(
-        (s.effective_limit, s.used),
+        (s.tokens.unwrap().effective_limit, s.tokens.unwrap().used),
         (70, 70),
         "one decrease, filled up to it"
     );
     // A request admitted after the decrease and throttled is news: the limit goes down again.
     advance(W).await;
     let late = b.try_acquire("k", 5).unwrap();
-    let before = b.stats(&"k").unwrap().effective_limit;
+    let before = b.stats(&"k").unwrap().tokens.unwrap().effective_limit;
     assert_eq!(before, 80, "recovered 10 in a window");
-    late.throttled();
-    assert_eq!(b.stats(&"k").unwrap().effective_limit, 56);
+    late.throttled(ThrottleCause::Tokens);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().effective_limit, 56);
     // Feedback without a permit always lowers.
-    b.throttled(&"k");
-    assert_eq!(b.stats(&"k").unwrap().effective_limit, 39);
+    b.throttled(&"k", ThrottleCause::Tokens);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().effective_limit, 39);
 }
 
 #[tokio::test(start_paused = true)]
@@ -470,36 +475,36 @@ async fn settle_as_keeps_at_most_the_servers_reservation_at_the_admission() {
     let p = b.try_acquire("k", 50).unwrap();
     advance(Duration::from_secs(10)).await;
     p.settle_as(40, 30);
-    assert_eq!(b.stats(&"k").unwrap().used, 40);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 40);
     advance(W - Duration::from_secs(10)).await;
     assert_eq!(
-        b.stats(&"k").unwrap().used,
+        b.stats(&"k").unwrap().tokens.unwrap().used,
         10,
         "the debt outlives the admission"
     );
     advance(Duration::from_secs(10)).await;
-    assert_eq!(b.stats(&"k").unwrap().used, 0);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 0);
     // Used less than the server reserved: a refund, as `settle`.
     let p = b.try_acquire("k", 50).unwrap();
     p.settle_as(20, 30);
-    assert_eq!(b.stats(&"k").unwrap().used, 20);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 20);
     // The server reserved more than we did: nothing moves to the admission beyond our charge.
     let p = b.try_acquire("k", 30).unwrap();
     p.settle_as(45, 60);
-    assert_eq!(b.stats(&"k").unwrap().used, 65);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 65);
     advance(W).await;
-    assert_eq!(b.stats(&"k").unwrap().used, 0);
+    assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_waiter_above_the_lowered_limit_waits_for_recovery() {
     let b: Budget<&str> = Budget::builder()
-        .limit(100)
+        .tokens(100)
         .window(Duration::from_secs(10))
         .build()
         .unwrap();
     let t0 = Instant::now();
-    b.throttled(&"k"); // window full until t=10, effective 70, +10 per 10 s.
+    b.throttled(&"k", ThrottleCause::Tokens); // window full until t=10, effective 70, +10 per 10 s.
     let p = b.acquire("k", 90).await.unwrap();
     // Effective reaches 90 at t = 20 s.
     assert_eq!(p.admitted_at() - t0, Duration::from_secs(20));
@@ -507,10 +512,10 @@ async fn a_waiter_above_the_lowered_limit_waits_for_recovery() {
 
 #[tokio::test(start_paused = true)]
 async fn throttle_without_aimd_only_exhausts() {
-    let b: Budget<&str> = Budget::builder().limit(10).without_aimd().build().unwrap();
-    b.throttled(&"k");
+    let b: Budget<&str> = Budget::builder().tokens(10).without_aimd().build().unwrap();
+    b.throttled(&"k", ThrottleCause::Tokens);
     let s = b.stats(&"k").unwrap();
-    assert_eq!((s.used, s.effective_limit), (10, 10));
+    assert_eq!((s.tokens.unwrap().used, s.tokens.unwrap().effective_limit), (10, 10));
 }
 
 #[tokio::test(start_paused = true)]
@@ -527,13 +532,13 @@ async fn idle_keys_are_evicted_but_never_with_an_outstanding_permit() {
     assert_eq!(b.key_count(), 1);
     // The held permit still accounts to its key: a debt settles on the live state.
     held.settle(10);
-    assert_eq!(b.stats(&"d").unwrap().used, 7);
+    assert_eq!(b.stats(&"d").unwrap().tokens.unwrap().used, 7);
     advance(W).await;
     assert_eq!(b.evict_idle(), 1);
     assert_eq!(b.key_count(), 0);
     // Keys come back with a fresh state.
     b.try_acquire("a", 10).unwrap();
-    assert_eq!(b.stats(&"a").unwrap().used, 10);
+    assert_eq!(b.stats(&"a").unwrap().tokens.unwrap().used, 10);
 }
 
 #[tokio::test(start_paused = true)]
@@ -551,22 +556,22 @@ async fn new_keys_sweep_idle_ones_so_memory_stays_bounded() {
 #[test]
 fn bad_configuration_is_refused() {
     let err = |b: bedrock_throttle::budget::BudgetBuilder<u8>| b.build().unwrap_err();
-    assert_eq!(err(Budget::builder().limit(0)), ConfigError::ZeroLimit);
+    assert_eq!(err(Budget::builder().tokens(0)), ConfigError::ZeroLimit);
     assert_eq!(
-        err(Budget::builder().limit(1).window(Duration::ZERO)),
+        err(Budget::builder().tokens(1).window(Duration::ZERO)),
         ConfigError::ZeroWindow
     );
     assert_eq!(err(Budget::builder()), ConfigError::MissingLimit);
     assert_eq!(
-        err(Budget::builder().limit(1).window(Duration::MAX)),
+        err(Budget::builder().tokens(1).window(Duration::MAX)),
         ConfigError::WindowTooLong
     );
     assert_eq!(
-        err(Budget::builder().limit(1).expiry_margin(Duration::MAX)),
+        err(Budget::builder().tokens(1).expiry_margin(Duration::MAX)),
         ConfigError::WindowTooLong
     );
     assert_eq!(
-        err(Budget::builder().limit(1).limit_for(3, 0)),
+        err(Budget::builder().tokens(1).quota_for(3, Quota::tokens(0))),
         ConfigError::ZeroLimit
     );
     for aimd in [
@@ -595,7 +600,7 @@ fn bad_configuration_is_refused() {
             ..Aimd::default()
         },
     ] {
-        let e = err(Budget::builder().limit(1).aimd(aimd));
+        let e = err(Budget::builder().tokens(1).aimd(aimd));
         assert!(matches!(e, ConfigError::InvalidFactor { .. }), "{aimd:?}");
         assert!(e.to_string().contains("must be"));
     }
@@ -629,7 +634,7 @@ fn ten_thousand_concurrent_waiters_on_a_multi_thread_runtime() {
     let window = Duration::from_millis(50);
     let limit = 1_000;
     let b: Budget<&str> = Budget::builder()
-        .limit(limit)
+        .tokens(limit)
         .window(window)
         .build()
         .unwrap();

@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bedrock_throttle::budget::{AdmissionError, Budget};
+use bedrock_throttle::budget::{AdmissionError, Budget, Dimension};
+use bedrock_throttle::classify::ThrottleCause;
 use proptest::prelude::*;
 use tokio::time::{Instant, advance, sleep, timeout};
 
@@ -82,7 +83,7 @@ struct Log {
 async fn run(ops: Vec<Op>, margin_ms: u64) -> Result<(), TestCaseError> {
     let window = Duration::from_secs(60);
     let budget: Budget<u8> = Budget::builder()
-        .limit(LIMIT)
+        .tokens(LIMIT)
         .window(window)
         .expiry_margin(Duration::from_millis(margin_ms))
         .build()
@@ -96,7 +97,7 @@ async fn run(ops: Vec<Op>, margin_ms: u64) -> Result<(), TestCaseError> {
     for (index, op) in ops.into_iter().enumerate() {
         sleep(Duration::from_millis(op.gap_ms)).await;
         if op.throttle {
-            budget.throttled(&op.key);
+            budget.throttled(&op.key, ThrottleCause::Tokens);
             continue;
         }
         let (budget, log) = (budget.clone(), log.clone());
@@ -111,7 +112,7 @@ async fn run(ops: Vec<Op>, margin_ms: u64) -> Result<(), TestCaseError> {
             };
             let permit = match result {
                 Ok(permit) => permit,
-                Err(AdmissionError::CostAboveLimit { cost, limit })
+                Err(AdmissionError::CostAboveLimit { dimension: Dimension::Tokens, cost, limit })
                     if cost == op.cost && limit == LIMIT && cost > LIMIT =>
                 {
                     return;
@@ -200,8 +201,8 @@ async fn run(ops: Vec<Op>, margin_ms: u64) -> Result<(), TestCaseError> {
     advance(span * 12).await;
     for key in 0..KEYS {
         if let Some(s) = budget.stats(&key) {
-            prop_assert_eq!((s.waiters, s.outstanding, s.used), (0, 0, 0));
-            prop_assert_eq!(s.effective_limit, LIMIT);
+            prop_assert_eq!((s.waiters, s.outstanding, s.tokens.unwrap().used), (0, 0, 0));
+            prop_assert_eq!(s.tokens.unwrap().effective_limit, LIMIT);
         }
         let full = budget.try_acquire(key, LIMIT);
         prop_assert!(full.is_ok(), "{full:?}");

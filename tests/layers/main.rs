@@ -1,4 +1,5 @@
-//! The rate-limit and token-budget layers on plain services, under `tokio::time::pause()`.
+//! The admission layers (rate limit, token budget, joint) on plain services, under
+//! `tokio::time::pause()`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,8 +11,8 @@ use std::time::Duration;
 use bedrock_throttle::BoxError;
 use bedrock_throttle::budget::{AdmissionError, Budget};
 use bedrock_throttle::classify::{Classification, SingleKey, ThrottleCause};
-use bedrock_throttle::rate_limit::RateLimitLayer;
-use bedrock_throttle::token_budget::TokenBudgetLayer;
+use bedrock_throttle::admit::{RateLimitLayer, TokenBudgetLayer};
+use bedrock_throttle::budget::{Dimension, DimensionStats, Quota};
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -19,10 +20,20 @@ const SECOND: Duration = Duration::from_secs(1);
 
 fn per_second<K: Clone + Eq + std::hash::Hash + Send + Sync + 'static>(limit: u64) -> Budget<K> {
     Budget::builder()
-        .limit(limit)
+        .requests(limit)
         .window(SECOND)
         .build()
         .unwrap()
+}
+
+/// The requests dimension of the single key.
+fn requests(budget: &Budget<()>) -> DimensionStats {
+    budget.stats(&()).unwrap().requests.unwrap()
+}
+
+/// The tokens dimension of the single key.
+fn tokens_of(budget: &Budget<()>) -> DimensionStats {
+    budget.stats(&()).unwrap().tokens.unwrap()
 }
 
 fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
@@ -96,7 +107,7 @@ async fn rate_limit_keys_are_independent() {
 #[tokio::test(start_paused = true)]
 async fn admission_errors_downcast_and_inner_errors_pass_unchanged() {
     let budget: Budget<()> = Budget::builder()
-        .limit(1)
+        .requests(1)
         .window(SECOND)
         .max_queue(0)
         .build()
@@ -133,13 +144,13 @@ async fn rate_limit_feedback_on_request_throttles_only() {
     for code in [200, 430, 503] {
         svc.ready().await.unwrap().call(code).await.unwrap();
     }
-    let s = budget.stats(&()).unwrap();
+    let s = requests(&budget);
     assert_eq!((s.used, s.effective_limit), (3, 10));
     // A request throttle lowers the effective limit and exhausts the window up to it, not
     // counting the throttled request itself (which this layer, unlike the server, keeps
     // charged: one over).
     assert_eq!(svc.ready().await.unwrap().call(429).await.unwrap(), 429);
-    let s = budget.stats(&()).unwrap();
+    let s = requests(&budget);
     assert_eq!((s.used, s.effective_limit), (8, 7));
     // The next request waits for the window to slide.
     let start = Instant::now();
@@ -148,19 +159,49 @@ async fn rate_limit_feedback_on_request_throttles_only() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn feedback_causes_are_configurable() {
-    let budget = per_second(10);
+async fn feedback_goes_to_the_dimension_the_cause_names() {
+    let budget: Budget<()> = Budget::builder()
+        .requests(10)
+        .tokens(1_000)
+        .window(SECOND)
+        .build()
+        .unwrap();
+    let classify = |result: Result<&u16, &BoxError>| match result {
+        Ok(429) => Classification::throttled(ThrottleCause::Requests),
+        Ok(430) => Classification::throttled(ThrottleCause::Tokens),
+        Ok(503) => Classification::throttled(ThrottleCause::Capacity),
+        Ok(599) => Classification::throttled(ThrottleCause::Unknown),
+        _ => Classification::success(),
+    };
     let mut svc = ServiceBuilder::new()
         .layer(
-            RateLimitLayer::new(budget.clone(), SingleKey)
-                .classify(status)
-                .feedback_on(|cause| cause == ThrottleCause::Capacity),
+            TokenBudgetLayer::new(budget.clone(), SingleKey, |_: &u16| 10, |_: &u16| Some(10))
+                .classify(classify),
         )
         .service_fn(|code: u16| async move { Ok::<u16, BoxError>(code) });
-    svc.ready().await.unwrap().call(429).await.unwrap();
-    assert_eq!(budget.stats(&()).unwrap().effective_limit, 10);
+    let limits = |b: &Budget<()>| {
+        let s = b.stats(&()).unwrap();
+        (
+            s.dimension(Dimension::Requests).unwrap().effective_limit,
+            s.dimension(Dimension::Tokens).unwrap().effective_limit,
+        )
+    };
+    // Capacity is no quota's business.
     svc.ready().await.unwrap().call(503).await.unwrap();
-    assert_eq!(budget.stats(&()).unwrap().effective_limit, 7);
+    assert_eq!(limits(&budget), (10, 1_000));
+    // A token throttle lowers the tokens dimension only.
+    svc.ready().await.unwrap().call(430).await.unwrap();
+    assert_eq!(limits(&budget), (10, 700));
+    // A requests throttle, the requests dimension only. (This call waited for the exhausted
+    // token window, while the token limit recovered a little: it is not lowered again.)
+    svc.ready().await.unwrap().call(429).await.unwrap();
+    let (requests_limit, tokens_limit) = limits(&budget);
+    assert_eq!(requests_limit, 7);
+    assert!((700..1_000).contains(&tokens_limit), "{tokens_limit}");
+    // Unknown: both, once recovered.
+    advance(SECOND * 10).await;
+    svc.ready().await.unwrap().call(599).await.unwrap();
+    assert_eq!(limits(&budget), (7, 700));
 }
 
 #[tokio::test(start_paused = true)]
@@ -174,7 +215,7 @@ async fn clones_of_layers_and_services_share_the_budget() {
     a.ready().await.unwrap().call(()).await.unwrap();
     b.ready().await.unwrap().call(()).await.unwrap();
     c.ready().await.unwrap().call(()).await.unwrap();
-    assert_eq!(budget.stats(&()).unwrap().used, 3);
+    assert_eq!(requests(&budget).used, 3);
     let start = Instant::now();
     b.ready().await.unwrap().call(()).await.unwrap();
     assert_eq!(
@@ -244,7 +285,7 @@ fn token_layer(budget: &Budget<()>) -> TokenBudgetLayer<(), SingleKey, Estimate,
 
 fn tokens(limit: u64) -> Budget<()> {
     Budget::builder()
-        .limit(limit)
+        .tokens(limit)
         .window(SECOND)
         .build()
         .unwrap()
@@ -264,7 +305,7 @@ async fn token_budget_settles_refunds_at_once() {
         Some(100)
     );
     let s = budget.stats(&()).unwrap();
-    assert_eq!((s.used, s.outstanding), (100, 0));
+    assert_eq!((s.tokens.unwrap().used, s.outstanding), (100, 0));
     // 900 fits at once thanks to the refund.
     let start = Instant::now();
     svc.ready()
@@ -287,7 +328,7 @@ async fn token_budget_books_debt_that_later_admissions_wait_out() {
         .call((100, Some(600)))
         .await
         .unwrap();
-    assert_eq!(budget.stats(&()).unwrap().used, 600);
+    assert_eq!(tokens_of(&budget).used, 600);
     advance(SECOND / 2).await;
     let start = Instant::now();
     // 500 fits exactly.
@@ -309,7 +350,7 @@ async fn unknown_usage_errors_and_cancelled_calls_keep_the_reservation() {
     let mut svc = token_layer(&budget).layer(model());
     // Usage unknown: the reservation stands.
     svc.ready().await.unwrap().call((300, None)).await.unwrap();
-    assert_eq!(budget.stats(&()).unwrap().used, 300);
+    assert_eq!(tokens_of(&budget).used, 300);
 
     // Inner error: the reservation stands, the error passes through.
     let mut failing = token_layer(&budget).layer(service_fn(|_: Call| async {
@@ -323,7 +364,7 @@ async fn unknown_usage_errors_and_cancelled_calls_keep_the_reservation() {
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "upstream failed");
-    assert_eq!(budget.stats(&()).unwrap().used, 500);
+    assert_eq!(tokens_of(&budget).used, 500);
 
     // Dropped mid-flight: the reservation stands, nothing is left outstanding.
     let mut hanging = token_layer(&budget).layer(service_fn(|_: Call| {
@@ -334,7 +375,7 @@ async fn unknown_usage_errors_and_cancelled_calls_keep_the_reservation() {
     assert_eq!(budget.stats(&()).unwrap().outstanding, 1);
     drop(call);
     let s = budget.stats(&()).unwrap();
-    assert_eq!((s.used, s.outstanding), (750, 0));
+    assert_eq!((s.tokens.unwrap().used, s.outstanding), (750, 0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -351,6 +392,7 @@ async fn token_budget_cost_above_limit_is_a_typed_error() {
     assert_eq!(
         err.downcast_ref::<AdmissionError>(),
         Some(&AdmissionError::CostAboveLimit {
+            dimension: Dimension::Tokens,
             cost: 1_001,
             limit: 1_000
         })
@@ -370,7 +412,7 @@ async fn token_budget_feedback_on_token_throttles() {
         .service(model());
     // A request throttle is not this layer's business.
     svc.ready().await.unwrap().call((100, None)).await.unwrap();
-    assert_eq!(budget.stats(&()).unwrap().effective_limit, 1_000);
+    assert_eq!(tokens_of(&budget).effective_limit, 1_000);
     // A token throttle: the effective limit is lowered and the window exhausted up to it (the
     // throttled call's own 100 not counted), then the call settles at 0 (nothing was consumed)
     // and its 100 come back without reopening the window.
@@ -380,7 +422,7 @@ async fn token_budget_feedback_on_token_throttles() {
         .call((100, Some(0)))
         .await
         .unwrap();
-    let s = budget.stats(&()).unwrap();
+    let s = tokens_of(&budget);
     assert_eq!((s.used, s.effective_limit), (700, 700));
     let start = Instant::now();
     svc.ready()
@@ -414,4 +456,116 @@ async fn token_budget_waits_in_fifo_order_across_clones() {
     // The 100s behind the 900 do not overtake it, although they would have fitted earlier.
     assert_eq!(ids, [0, 1, 2, 3]);
     assert_eq!(order[1].1, order[2].1);
+}
+
+// ---------------------------------------------------------------- joint admission
+
+/// A call that takes time: (tokens reserved, tokens used, how long the model takes).
+type Timed = (u64, u64, Duration);
+
+/// Sends the four calls of the overrun scenario through `svc`, all arriving at once, and returns
+/// the instants the model saw them, from the start. With 2 requests and 100 tokens per 60 s:
+/// the first call reserves the whole token window for 50 s and refunds most of it; the others
+/// are small.
+async fn four_calls<S>(svc: S, sent: Arc<std::sync::Mutex<Vec<Instant>>>) -> Vec<Duration>
+where
+    S: Service<Timed, Response = u64, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let start = Instant::now();
+    let long = Duration::from_secs(50);
+    let calls: [Timed; 4] = [
+        (100, 10, long),
+        (10, 10, Duration::ZERO),
+        (10, 10, Duration::ZERO),
+        (10, 10, Duration::ZERO),
+    ];
+    let mut tasks = Vec::new();
+    for call in calls {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move { svc.oneshot(call).await.unwrap() }));
+        tokio::task::yield_now().await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let sent = sent.lock().unwrap().iter().map(|t| *t - start).collect();
+    sent
+}
+
+/// The most requests in any window of length `w` among `sent`.
+fn most_in_a_window(sent: &[Duration], w: Duration) -> usize {
+    sent.iter()
+        .map(|&a| sent.iter().filter(|&&b| b >= a && b < a + w).count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A recording model: notes when each call arrives, takes its time, answers its usage.
+fn recording(
+    sent: Arc<std::sync::Mutex<Vec<Instant>>>,
+) -> impl Service<Timed, Response = u64, Error = std::io::Error, Future: Send> + Clone {
+    service_fn(move |(_, used, takes): Timed| {
+        sent.lock().unwrap().push(Instant::now());
+        async move {
+            tokio::time::sleep(takes).await;
+            Ok::<u64, std::io::Error>(used)
+        }
+    })
+}
+
+/// The scenario of the stacked limiters' overrun. Stacked, a request is charged its request
+/// slot when the rate limiter admits it, then waits in the token budget: the second call's slot
+/// is dated at 0 s but it leaves at 50 s (when the first refunds), and at 60 s two more slots
+/// open: the model sees three requests in the window from 50 s. Admitted together (one budget
+/// with both limits), no window of 60 s at the model holds more than 2.
+#[tokio::test(start_paused = true)]
+async fn joint_admission_never_puts_more_requests_than_the_limit_into_a_window() {
+    const W: Duration = Duration::from_secs(60);
+    let build = |quota: Quota| -> Budget<()> {
+        Budget::builder().quota(quota).window(W).build().unwrap()
+    };
+    let estimate = |c: &Timed| c.0;
+    let settle = |used: &u64| Some(*used);
+
+    // Two limiters stacked, one budget each: the overrun.
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stacked = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(build(Quota::requests(2)), SingleKey))
+        .layer(TokenBudgetLayer::new(build(Quota::tokens(100)), SingleKey, estimate, settle))
+        .service(recording(sent.clone()));
+    let seen = four_calls(stacked, sent).await;
+    let secs = |s: &[Duration]| s.iter().map(Duration::as_secs).collect::<Vec<_>>();
+    assert_eq!(secs(&seen), [0, 50, 60, 60], "stacked");
+    assert_eq!(most_in_a_window(&seen, W), 3);
+
+    // One budget, both limits, admitted together.
+    let budget = build(Quota::tokens(100).with_requests(2));
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let joint = ServiceBuilder::new()
+        .layer(TokenBudgetLayer::new(budget.clone(), SingleKey, estimate, settle))
+        .service(recording(sent.clone()));
+    let seen = four_calls(joint, sent).await;
+    assert_eq!(secs(&seen), [0, 50, 60, 110], "joint");
+    assert_eq!(most_in_a_window(&seen, W), 2);
+    assert_eq!(budget.stats(&()).unwrap().outstanding, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_token_request_still_counts_one_request() {
+    let budget: Budget<()> = Budget::builder()
+        .requests(1)
+        .tokens(100)
+        .window(SECOND)
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new()
+        .layer(TokenBudgetLayer::new(budget.clone(), SingleKey, |_: &()| 0, |_: &()| Some(0)))
+        .service_fn(|_: ()| async { Ok::<(), std::io::Error>(()) });
+    let start = Instant::now();
+    svc.ready().await.unwrap().call(()).await.unwrap();
+    svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(start.elapsed(), SECOND, "the second request waited for the request slot");
+    assert_eq!(requests(&budget).used, 1);
+    assert_eq!(tokens_of(&budget).used, 0);
 }
