@@ -8,9 +8,9 @@
 //! ```
 //!
 //! Two levels of limits, both from this crate:
-//! - **Per tenant (axum side):** `RateLimitLayer` (requests per window) and `TokenBudgetLayer`
-//!   (tokens per window) keyed by the `x-tenant` header, so one noisy tenant cannot eat the
-//!   model's quota. The estimate is the prompt's size plus `max_tokens`; the settlement is the
+//! - **Per tenant (axum side):** a `TokenBudgetLayer` over one budget with a requests and a
+//!   tokens limit per window (admitted together), keyed by the `x-tenant` header, so one noisy
+//!   tenant cannot eat the model's quota. The estimate is the prompt's size plus `max_tokens`; the settlement is the
 //!   `x-quota-tokens` header the handler sets from Bedrock's reported usage.
 //! - **Per model (SDK side):** the Bedrock client is configured by `BedrockThrottle`, so the
 //!   gateway as a whole stays inside the model's quota and retries what Bedrock throttles.
@@ -41,9 +41,8 @@ use bedrock_throttle::bedrock::Bedrock;
 use bedrock_throttle::budget::{AdmissionError, Budget};
 use bedrock_throttle::classify::{Classification, ThrottleCause};
 use bedrock_throttle::emulator::{Emulator, OutputLength, Quota};
-use bedrock_throttle::rate_limit::RateLimitLayer;
+use bedrock_throttle::admit::TokenBudgetLayer;
 use bedrock_throttle::sdk::BedrockThrottle;
-use bedrock_throttle::token_budget::TokenBudgetLayer;
 use serde::Deserialize;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -206,21 +205,15 @@ async fn limiter_error(error: BoxError) -> (StatusCode, String) {
 }
 
 fn router(client: Client, burndown: u64) -> Result<Router, BoxError> {
-    let tokens = Budget::builder()
-        .limit(TENANT_TPM)
-        .window(WINDOW)
-        .max_wait(WINDOW * 10)
-        .build()?;
-    let requests = Budget::builder()
-        .limit(TENANT_RPM)
+    let per_tenant = Budget::builder()
+        .requests(TENANT_RPM)
+        .tokens(TENANT_TPM)
         .window(WINDOW)
         .max_wait(WINDOW * 10)
         .build()?;
     let tenant_limits = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(limiter_error))
-        .layer(RateLimitLayer::new(requests, tenant))
-        .map_err(|e: BoxError| e)
-        .layer(TokenBudgetLayer::new(tokens, tenant, estimate, settle).classify(classify));
+        .layer(TokenBudgetLayer::new(per_tenant, tenant, estimate, settle).classify(classify));
     Ok(Router::new()
         .route("/chat", post(chat))
         .route_layer(tenant_limits)
@@ -239,7 +232,7 @@ async fn main() -> Result<(), BoxError> {
         .await?;
     let throttle = BedrockThrottle::builder()
         .bedrock(Bedrock::new().region("us-east-1"))
-        .quota(MODEL, bedrock_throttle::sdk::Quota::tokens(MODEL_TPM))
+        .quota(MODEL, bedrock_throttle::budget::Quota::tokens(MODEL_TPM))
         .window(WINDOW)
         .build()?;
     let config = throttle.configure(

@@ -209,7 +209,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             0 => config(wire),
             1 => config(wire).retry_config(RetryConfig::adaptive()),
             _ => {
-                let mut quota = bedrock_throttle::sdk::Quota::tokens(o.tpm);
+                let mut quota = bedrock_throttle::budget::Quota::tokens(o.tpm);
                 if let Some(rpm) = o.rpm {
                     quota = quota.with_requests(rpm);
                 }
@@ -217,7 +217,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .bedrock(bedrock.clone())
                     .quota(o.model.clone(), quota)
                     .window(o.window)
-                    .max_wait((o.window * 10).min(Duration::from_secs(120)))
                     .http_client(wire)
                     .build()?;
                 throttle.configure(config(default_https_client()))

@@ -1,4 +1,4 @@
-//! The three layers on a plain `tower::Service`, no Bedrock involved.
+//! The admission and retry layers on a plain `tower::Service`, no Bedrock involved.
 //!
 //! ```text
 //! cargo run --example stack
@@ -9,12 +9,12 @@
 //! of 60 jobs (about 3x its token capacity) goes through
 //!
 //! ```text
-//! ThrottleRetryLayer ─► RateLimitLayer (20 req/s per tenant) ─► TokenBudgetLayer (3,000 tok/s per tenant) ─► backend
+//! ThrottleRetryLayer ─► TokenBudgetLayer (per tenant: 10 requests and 3,000 tokens per second, admitted together) ─► backend
 //! ```
 //!
-//! and every job completes without the backend refusing one, because the limiters admit exactly
-//! what the windows allow and queue the rest in FIFO order. Then the same burst goes to the
-//! backend with the retry layer alone, for comparison.
+//! and every job completes without the backend refusing one, because admission lets in exactly
+//! what the windows allow, on both dimensions at once, and queues the rest in FIFO order. Then
+//! the same burst goes to the backend with the retry layer alone, for comparison.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -22,11 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bedrock_throttle::admit::TokenBudgetLayer;
 use bedrock_throttle::budget::Budget;
 use bedrock_throttle::classify::{Classification, ThrottleCause};
-use bedrock_throttle::rate_limit::RateLimitLayer;
 use bedrock_throttle::retry::{Backoff, ThrottleRetryLayer};
-use bedrock_throttle::token_budget::TokenBudgetLayer;
 use tokio::time::Instant;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
@@ -107,8 +106,8 @@ impl Service<Job> for Backend {
     }
 }
 
-/// How the outer layers read results (their inner errors are boxed): `Busy` is a token
-/// throttle, other errors (an admission refusal of our own limiters) are fatal.
+/// How the retry layer reads results (its inner errors are boxed): `Busy` is a token throttle,
+/// other errors (an admission refusal) are fatal.
 fn classify(result: Result<&Done, &BoxError>) -> Classification {
     match result {
         Ok(_) => Classification::success(),
@@ -117,7 +116,7 @@ fn classify(result: Result<&Done, &BoxError>) -> Classification {
     }
 }
 
-/// How the token budget reads the backend's own results.
+/// How the admission layer reads the backend's own results.
 fn classify_backend(result: Result<&Done, &Busy>) -> Classification {
     match result {
         Ok(_) => Classification::success(),
@@ -169,9 +168,13 @@ where
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    // Per tenant: 3,000 tokens and 10 requests per window (half the backend each).
-    let tokens = Budget::builder().limit(3_000).window(WINDOW).build()?;
-    let requests = Budget::builder().limit(10).window(WINDOW).build()?;
+    // Per tenant: 10 requests and 3,000 tokens per window (half the backend each), admitted
+    // together: a request leaves only when both fit.
+    let budget = Budget::builder()
+        .requests(10)
+        .tokens(3_000)
+        .window(WINDOW)
+        .build()?;
     let backend = Backend::default();
     let tenant = |job: &Job| job.tenant;
     let stack = ServiceBuilder::new()
@@ -181,10 +184,9 @@ async fn main() -> Result<(), BoxError> {
             2.0,
             Duration::from_secs(1),
         )?))
-        .layer(RateLimitLayer::new(requests, tenant).classify(classify))
         .layer(
             TokenBudgetLayer::new(
-                tokens.clone(),
+                budget.clone(),
                 tenant,
                 |job: &Job| job.max_tokens,
                 |done: &Done| Some(done.tokens),
@@ -192,7 +194,7 @@ async fn main() -> Result<(), BoxError> {
             .classify(classify_backend),
         )
         .service(backend.clone());
-    burst(stack, "three layers", &backend).await;
+    burst(stack, "admission + retry", &backend).await;
 
     tokio::time::sleep(WINDOW).await;
     let plain = Backend::default();

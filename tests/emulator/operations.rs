@@ -506,8 +506,8 @@ async fn validation_and_not_found_parse() {
         .strict_models(true)
         .model_info(
             arn,
-            bedrock_throttle::bedrock::models::ModelInfo::new(
-                bedrock_throttle::bedrock::models::ModelFamily::AnthropicClaude,
+            bedrock_throttle::bedrock::ModelInfo::new(
+                bedrock_throttle::bedrock::ModelFamily::AnthropicClaude,
                 1_000,
                 5,
             ),

@@ -88,7 +88,7 @@ async fn no_throttle_reaches_the_caller_when_demand_exceeds_the_quota() {
         .await
         .unwrap();
     let throttle = throttle(window)
-        .quota(SONNET4, bedrock_throttle::sdk::Quota::tokens(tpm))
+        .quota(SONNET4, bedrock_throttle::budget::Quota::tokens(tpm))
         .max_wait(Duration::from_secs(30))
         .build()
         .unwrap();
@@ -129,7 +129,7 @@ async fn settlement_matches_the_emulator_ledger() {
         .await
         .unwrap();
     let throttle = throttle(window)
-        .quota(SONNET4, bedrock_throttle::sdk::Quota::tokens(10_000_000))
+        .quota(SONNET4, bedrock_throttle::budget::Quota::tokens(10_000_000))
         .build()
         .unwrap();
     let client = client(&emulator, &throttle);
@@ -139,9 +139,9 @@ async fn settlement_matches_the_emulator_ledger() {
             .await
             .unwrap();
         let stats = emulator.stats().model(SONNET4).counters;
-        let ours = throttle.tokens_budget().stats(&key()).unwrap();
+        let ours = throttle.budget().stats(&key()).unwrap();
         assert_eq!(stats.tokens_settled - settled_before, input + 5 * output);
-        assert_eq!(ours.used, stats.tokens_settled, "after call {i}");
+        assert_eq!(ours.tokens.unwrap().used, stats.tokens_settled, "after call {i}");
         assert_eq!(ours.outstanding, 0);
         settled_before = stats.tokens_settled;
     }
@@ -159,8 +159,8 @@ async fn settlement_matches_the_emulator_ledger() {
     drop(stream);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let stats = emulator.stats().model(SONNET4).counters;
-    let ours = throttle.tokens_budget().stats(&key()).unwrap();
-    assert_eq!(ours.used, stats.tokens_settled);
+    let ours = throttle.budget().stats(&key()).unwrap();
+    assert_eq!(ours.tokens.unwrap().used, stats.tokens_settled);
 }
 
 /// A stream whose first frame is an exception is retried inside the stack: the caller gets
@@ -226,7 +226,7 @@ async fn a_stream_failing_after_events_reaches_the_caller() {
         .await
         .unwrap();
     let throttle = throttle(Duration::from_secs(60))
-        .quota(SONNET4, bedrock_throttle::sdk::Quota::tokens(1_000_000))
+        .quota(SONNET4, bedrock_throttle::budget::Quota::tokens(1_000_000))
         .build()
         .unwrap();
     let client = client(&emulator, &throttle);
@@ -254,9 +254,9 @@ async fn a_stream_failing_after_events_reaches_the_caller() {
     );
     drop(stream);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let ours = throttle.tokens_budget().stats(&key()).unwrap();
+    let ours = throttle.budget().stats(&key()).unwrap();
     assert_eq!(ours.outstanding, 0, "the permit settled");
-    assert!(ours.used > 0);
+    assert!(ours.tokens.unwrap().used > 0);
     assert_eq!(
         emulator.stats().model(SONNET4).counters.requests,
         1,
@@ -269,7 +269,7 @@ async fn a_stream_failing_after_events_reaches_the_caller() {
 async fn the_wait_cap_gives_a_throttling_error_the_sdk_sees() {
     let emulator = Emulator::builder().start().await.unwrap();
     let throttle = throttle(Duration::from_secs(60))
-        .quota(SONNET4, bedrock_throttle::sdk::Quota::requests(1))
+        .quota(SONNET4, bedrock_throttle::budget::Quota::requests(1))
         .max_wait(Duration::from_millis(100))
         .build()
         .unwrap();
@@ -303,7 +303,7 @@ async fn stalled_stream_protection_does_not_fire_during_waits() {
         .await
         .unwrap();
     let throttle = throttle(window)
-        .quota(SONNET4, bedrock_throttle::sdk::Quota::requests(1))
+        .quota(SONNET4, bedrock_throttle::budget::Quota::requests(1))
         .build()
         .unwrap();
     let config = throttle
@@ -331,7 +331,7 @@ async fn stalled_stream_protection_does_not_fire_during_waits() {
 async fn every_operation_and_bad_bodies() {
     let emulator = Emulator::builder().start().await.unwrap();
     let throttle = throttle(Duration::from_secs(60))
-        .default_quota(bedrock_throttle::sdk::Quota::tokens(1_000_000))
+        .default_quota(bedrock_throttle::budget::Quota::tokens(1_000_000))
         .build()
         .unwrap();
     let client = client(&emulator, &throttle);
@@ -394,6 +394,6 @@ async fn every_operation_and_bad_bodies() {
         emulator.stats().model(SONNET4).counters.requests,
         before + 2
     );
-    let ours = throttle.tokens_budget().stats(&key()).unwrap();
+    let ours = throttle.budget().stats(&key()).unwrap();
     assert_eq!(ours.outstanding, 0);
 }
