@@ -29,7 +29,7 @@ const KEYS: u32 = 1_000;
 
 fn budget() -> Budget<u32> {
     Budget::builder()
-        .limit(BIG)
+        .tokens(BIG)
         .window(Duration::from_millis(1))
         .build()
         .unwrap()
@@ -155,14 +155,16 @@ fn one_thread(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    let mut ours = bedrock_throttle::rate_limit::RateLimit::new(
+    let mut ours = tower::Layer::layer(
+        &bedrock_throttle::admit::RateLimitLayer::new(
+            Budget::builder()
+                .requests(BIG)
+                .window(Duration::from_millis(1))
+                .build()
+                .unwrap(),
+            bedrock_throttle::classify::SingleKey,
+        ),
         tower::service_fn(|_: ()| std::future::ready(Ok::<(), std::io::Error>(()))),
-        Budget::builder()
-            .limit(BIG)
-            .window(Duration::from_millis(1))
-            .build()
-            .unwrap(),
-        bedrock_throttle::classify::SingleKey,
     );
     g.bench_function("bedrock-throttle RateLimit oneshot, one key", |bn| {
         bn.iter(|| (&mut ours).oneshot(()).now_or_never().unwrap().unwrap())

@@ -83,7 +83,7 @@ fn model_key(i: usize) -> String {
 
 fn budget<K: Clone + Eq + std::hash::Hash + Send + Sync + 'static>(limit: u64) -> Budget<K> {
     Budget::builder()
-        .limit(limit)
+        .tokens(limit)
         .window(WINDOW)
         .build()
         .unwrap()

@@ -1,23 +1,24 @@
-//! The cost of the three-layer stack per request, against the bare service.
+//! The cost of the stack per request, against the bare service.
 //!
-//! Stack (outermost first): `ThrottleRetryLayer` → `RateLimitLayer` → `TokenBudgetLayer` → a
-//! no-op `tower::service_fn` that answers at once. Budgets are far above the load, so nothing
-//! ever waits: what is measured is the bookkeeping (key, estimate, admission on two budgets,
-//! settlement, classification, retry budget deposit, request copy for a possible retry).
+//! Stack (outermost first): `ThrottleRetryLayer` → admission (one budget with a requests and a
+//! tokens limit, admitted together) → a no-op `tower::service_fn` that answers at once. Limits
+//! are far above the load, so nothing ever waits: what is measured is the bookkeeping (one plan:
+//! key and estimate; admission on both dimensions; settlement; one classification per layer;
+//! retry budget deposit; request copy for a possible retry).
 //!
 //! Every sample is one loop of `ready().await` + `call().await` on a current-thread tokio runtime,
 //! so each case pays the same async plumbing; overhead = stack − bare.
 //!
 //! Two flavours:
 //! - **closures**: `u64` requests (the request is its own estimate), closures for key, estimate,
-//!   settle and classify;
-//! - **Bedrock**: the [`Bedrock`] protocol on a small `http::Request<Bytes>` Converse body (key
-//!   from the URI, estimate from the body, settlement from the JSON response body's `usage`,
-//!   classification from the status). The response body is drained in both the bare and the
-//!   stacked case, since settlement happens when it ends.
+//!   settle and classify ([`TokenBudgetLayer`]);
+//! - **Bedrock**: the [`Bedrock`] protocol ([`AdmissionLayer`]) on a small `http::Request<Bytes>`
+//!   Converse body (key from the URI, estimate from the body, settlement from the JSON response
+//!   body's `usage`, classification from the status). The response body is drained in both the
+//!   bare and the stacked case, since settlement happens when it ends.
 //!
-//! A third group times the Bedrock pieces alone (`quota_key`, `estimate_tokens`, `clone_request`,
-//! `Usage::from_json` on the same request and response), to show where the Bedrock overhead goes.
+//! A third group times the Bedrock pieces alone (`plan_of`, `clone_request`, `Usage::from_json`
+//! on the same request and response), to show where the Bedrock overhead goes.
 //!
 //! The budgets use a 1 ms window, so each key's ledger stays short however many iterations
 //! criterion runs (with a 60 s window every admission would stay in the ledger for a minute).
@@ -27,12 +28,11 @@
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
+use bedrock_throttle::admit::{AdmissionLayer, TokenBudgetLayer};
 use bedrock_throttle::bedrock::{Bedrock, Usage};
 use bedrock_throttle::budget::Budget;
-use bedrock_throttle::classify::{Classification, CloneRequest, EstimateTokens, QuotaKey};
-use bedrock_throttle::rate_limit::RateLimitLayer;
+use bedrock_throttle::classify::{Classification, CloneRequest};
 use bedrock_throttle::retry::ThrottleRetryLayer;
-use bedrock_throttle::token_budget::TokenBudgetLayer;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Full};
@@ -54,7 +54,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn budget<K: Clone + Eq + std::hash::Hash + Send + Sync + 'static>() -> Budget<K> {
     Budget::builder()
-        .limit(BIG)
+        .requests(BIG)
+        .tokens(BIG)
         .window(WINDOW)
         .build()
         .expect("valid budget")
@@ -107,7 +108,6 @@ fn closures(c: &mut Criterion) {
     };
     let stack = ServiceBuilder::new()
         .layer(ThrottleRetryLayer::new(classify))
-        .layer(RateLimitLayer::new(budget::<u32>(), |_: &u64| 7u32))
         .layer(TokenBudgetLayer::new(
             budget::<u32>(),
             |_: &u64| 7u32,
@@ -116,7 +116,7 @@ fn closures(c: &mut Criterion) {
         ))
         .service(bare);
 
-    g.bench_function("three-layer stack", |b| {
+    g.bench_function("retry + admission", |b| {
         b.to_async(&rt)
             .iter_custom(|iters| run(stack.clone(), iters, || 100u64, |_| async {}))
     });
@@ -157,14 +157,10 @@ fn bedrock(c: &mut Criterion) {
     let bedrock = Bedrock::new();
     let stack = ServiceBuilder::new()
         .layer(ThrottleRetryLayer::new(bedrock.clone()).clone_with(bedrock.clone()))
-        .layer(RateLimitLayer::new(budget(), bedrock.clone()).classify(bedrock.clone()))
-        .layer(
-            TokenBudgetLayer::new(budget(), bedrock.clone(), bedrock.clone(), bedrock.clone())
-                .classify(bedrock.clone()),
-        )
+        .layer(AdmissionLayer::new(budget(), bedrock.clone()))
         .service(bare);
 
-    g.bench_function("three-layer stack (Bedrock)", |b| {
+    g.bench_function("retry + admission (Bedrock)", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             run(
                 stack.clone(),
@@ -186,8 +182,7 @@ fn config() -> Criterion {
         .sample_size(30)
 }
 
-/// The Bedrock work of one request through the stack, piece by piece (each layer computes the
-/// key for itself: the rate limit, the token budget, and the estimate once more).
+/// The Bedrock work of one request through the stack, piece by piece (one plan per attempt).
 fn bedrock_pieces(c: &mut Criterion) {
     let mut g = c.benchmark_group("stack/bedrock pieces");
     g.throughput(Throughput::Elements(1));
@@ -195,11 +190,8 @@ fn bedrock_pieces(c: &mut Criterion) {
     let request = http::Request::post(URI)
         .body(Bytes::from_static(REQUEST_BODY.as_bytes()))
         .expect("a valid request");
-    g.bench_function("quota_key", |b| {
-        b.iter(|| bedrock.quota_key(std::hint::black_box(&request)))
-    });
-    g.bench_function("estimate_tokens", |b| {
-        b.iter(|| bedrock.estimate_tokens(std::hint::black_box(&request)))
+    g.bench_function("plan_of", |b| {
+        b.iter(|| bedrock.plan_of(std::hint::black_box(&request)))
     });
     g.bench_function("clone_request", |b| {
         b.iter(|| bedrock.clone_request(std::hint::black_box(&request)))
