@@ -60,8 +60,8 @@ use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::retry::RetryPartition;
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
 use aws_smithy_types::retry::RetryConfig;
-use bedrock_throttle::emulator::{Emulator, Enforcement, OutputLength};
 use bedrock_throttle::budget::Quota;
+use bedrock_throttle::emulator::{Emulator, Enforcement, OutputLength};
 use bedrock_throttle::sdk::{BedrockThrottle, default_https_client};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -149,9 +149,9 @@ where
                             let Some(leave) = leaving.as_deref_mut() else {
                                 return Poll::Pending;
                             };
-                            let sleep = leave
-                                .sleep
-                                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(leave.by)));
+                            let sleep = leave.sleep.get_or_insert_with(|| {
+                                Box::pin(tokio::time::sleep_until(leave.by))
+                            });
                             ready!(sleep.as_mut().poll(cx));
                             // Time to leave: keep the place for the re-sent attempt.
                             let waited = Instant::now().saturating_duration_since(leave.arrived);
@@ -159,11 +159,16 @@ where
                             let Some(leave) = leaving.take() else {
                                 unreachable!("leaving was just borrowed")
                             };
-                            let waiter = std::mem::replace(waiter, Waiter::Kept(oneshot::channel().1));
+                            let waiter =
+                                std::mem::replace(waiter, Waiter::Kept(oneshot::channel().1));
                             if let Some(arrival) = leave.arrival {
                                 leave.lot.keep(arrival, waiter);
                             }
-                            tracing::debug!(?waited, kept, "attempt leaves the queue before its signature expires");
+                            tracing::debug!(
+                                ?waited,
+                                kept,
+                                "attempt leaves the queue before its signature expires"
+                            );
                             this.state.set(State::Done);
                             return Poll::Ready(Err(LeftQueue::new(waited, kept).into()));
                         }

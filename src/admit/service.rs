@@ -111,6 +111,13 @@ where
         // Take the service that was driven to readiness, leave a clone in its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(waiter, inner, request, plan, leaving, Arc::clone(&self.protocol))
+        ResponseFuture::new(
+            waiter,
+            inner,
+            request,
+            plan,
+            leaving,
+            Arc::clone(&self.protocol),
+        )
     }
 }

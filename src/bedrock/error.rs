@@ -207,7 +207,10 @@ pub(crate) fn classify_error(status: u16, error: &BedrockError) -> Outcome {
 
 /// The delay a server asked for: `x-amz-retry-after` in milliseconds, else `Retry-After` in
 /// seconds. Values that are not plain non-negative integers are ignored.
-pub(crate) fn retry_after(x_amz_retry_after: Option<&str>, retry_after: Option<&str>) -> Option<Duration> {
+pub(crate) fn retry_after(
+    x_amz_retry_after: Option<&str>,
+    retry_after: Option<&str>,
+) -> Option<Duration> {
     let parse = |v: &str| v.trim().parse::<u64>().ok();
     x_amz_retry_after
         .and_then(parse)

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use super::error::{BedrockError, classify_error, retry_after};
 use super::estimate::{EstimatorConfig, RequestEstimate};
 use super::key::{
-    BedrockKey, BedrockRequest, BodyBytes, Operation, percent_decode, region_from_host,
-    split_path,
+    BedrockKey, BedrockRequest, BodyBytes, Operation, percent_decode, region_from_host, split_path,
 };
 use super::models::{ModelInfo, ModelTable};
 use super::seen_cache::{SeenCache, SeenModel};
@@ -518,9 +517,17 @@ mod sdk {
     impl<R: Reservation + Sync> super::SettleResponse<R> for HttpResponse {
         type Output = HttpResponse;
 
-        fn settle_response(mut self, bedrock: &Bedrock, reservation: R, memo: Memo) -> HttpResponse {
-            let settlement =
-                bedrock.settlement(self.status().as_u16(), |name| self.headers().get(name), memo);
+        fn settle_response(
+            mut self,
+            bedrock: &Bedrock,
+            reservation: R,
+            memo: Memo,
+        ) -> HttpResponse {
+            let settlement = bedrock.settlement(
+                self.status().as_u16(),
+                |name| self.headers().get(name),
+                memo,
+            );
             match settlement {
                 Settlement::Now(amount) => amount.settle(reservation),
                 Settlement::Observe(mut observed) => match self.body().bytes() {
@@ -577,8 +584,9 @@ mod sdk {
 
     /// Errors: a [`ConnectorError`] as in [`classify_connector_error`]; the crate's own
     /// [`AdmissionError`](crate::budget::AdmissionError) is fatal (the limiter already decided
-    /// the request cannot be admitted in time: retrying would only wait again); anything else is
-    /// transient.
+    /// the request cannot be admitted in time: retrying would only wait again), and so is
+    /// [`LeftQueue`](crate::admit::LeftQueue) (the signature is about to expire: only a re-signed
+    /// attempt can go on, which is the SDK's job); anything else is transient.
     impl Classify<HttpResponse, BoxError> for Bedrock {
         fn classify(&self, result: Result<&HttpResponse, &BoxError>) -> Classification {
             match result {
@@ -586,7 +594,9 @@ mod sdk {
                 Err(error) => {
                     if let Some(error) = error.downcast_ref::<ConnectorError>() {
                         classify_connector_error(error)
-                    } else if error.is::<crate::budget::AdmissionError>() {
+                    } else if error.is::<crate::budget::AdmissionError>()
+                        || error.is::<crate::admit::LeftQueue>()
+                    {
                         Classification::fatal()
                     } else {
                         Classification::transient()

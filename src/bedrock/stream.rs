@@ -70,8 +70,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::error::BedrockError;
-use crate::macros::define_inner_service_accessors;
 use super::usage::header_str;
+use crate::macros::define_inner_service_accessors;
 
 /// The most bytes of an error body read into memory (Bedrock's are a few hundred bytes).
 pub(crate) const ERROR_BODY_LIMIT: usize = 64 << 10;

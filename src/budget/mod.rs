@@ -217,8 +217,8 @@ pub use self::acquire::Acquire;
 pub use self::error::{AdmissionError, ConfigError};
 pub use self::permit::Permit;
 pub use self::quota::{Dimension, Quota};
-pub use self::store::{QuotaStore, StorePermit};
 use self::state::{Begin, KeyShared, KeyState, Settings};
+pub use self::store::{QuotaStore, StorePermit};
 
 /// The feedback policy: how far the effective limit falls on a throttle and how fast it comes
 /// back (additive increase, multiplicative decrease).

@@ -46,7 +46,12 @@ pub(crate) struct Settings {
 impl Settings {
     /// `window + margin` and `day + margin` must fit in a `u64` of nanoseconds (the builder
     /// refuses more than a year).
-    pub(crate) fn new(window: Duration, day: Duration, margin: Duration, aimd: Option<Aimd>) -> Self {
+    pub(crate) fn new(
+        window: Duration,
+        day: Duration,
+        margin: Duration,
+        aimd: Option<Aimd>,
+    ) -> Self {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let windows = [window, window, day];
         Settings {
@@ -454,10 +459,12 @@ impl KeyShared {
             None => {
                 // Costs above a limit are failed when the quota changes.
                 debug_assert!(false, "a queued cost above its limit");
-                let error = state.above_limit(cost).unwrap_or(AdmissionError::QueueFull {
-                    depth: 0,
-                    would_wait: None,
-                });
+                let error = state
+                    .above_limit(cost)
+                    .unwrap_or(AdmissionError::QueueFull {
+                        depth: 0,
+                        would_wait: None,
+                    });
                 state.remove_waiter(self, ticket, now);
                 WaiterPoll::Done(Outcome::Failed(error))
             }
@@ -613,8 +620,7 @@ impl KeyShared {
     /// at least one dimension.
     pub(crate) fn set_quota(&self, state: &mut KeyState, quota: &Quota, now: Instant) {
         let now = self.settings.offset(now);
-        let mut old: Vec<Dim> = match std::mem::replace(&mut state.dims, Dims::Many(Box::new([])))
-        {
+        let mut old: Vec<Dim> = match std::mem::replace(&mut state.dims, Dims::Many(Box::new([]))) {
             Dims::One(d) => vec![d],
             Dims::Many(ds) => ds.into_vec(),
         };
@@ -919,7 +925,11 @@ impl DimSim {
 
     /// The offset at which the next entry (real or simulated) expires, and whether it is real.
     fn next_expiry(&self, dim: &Dim, span: u64) -> Option<(u64, bool)> {
-        let real = dim.ledger.entries.get(self.real).map(|e| e.at.saturating_add(span));
+        let real = dim
+            .ledger
+            .entries
+            .get(self.real)
+            .map(|e| e.at.saturating_add(span));
         let sim = self.simulated.front().map(|e| e.at.saturating_add(span));
         match (real, sim) {
             (Some(r), Some(s)) if s < r => Some((s, false)),
@@ -1219,7 +1229,10 @@ mod tests {
         b.set_quota(&"k", crate::budget::Quota::tokens(6)).unwrap();
         p.settle(2);
         let s = b.stats(&"k").unwrap();
-        assert_eq!((s.outstanding, s.waiters, s.tokens.unwrap().used), (1, 0, 6));
+        assert_eq!(
+            (s.outstanding, s.waiters, s.tokens.unwrap().used),
+            (1, 0, 6)
+        );
         match Pin::new(&mut big).poll(&mut cx) {
             Poll::Ready(Err(e)) => assert_eq!(
                 e,

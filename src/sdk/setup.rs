@@ -88,9 +88,6 @@ impl From<crate::retry::ConfigError> for SetupError {
 /// [`Permit::settle_as`](crate::budget::Permit::settle_as).)
 const MIN_EXPIRY_MARGIN: Duration = Duration::from_millis(25);
 
-/// The most time one attempt may spend inside the stack: the signature window less its margin.
-const MAX_HOLD: Duration = SIGNATURE_VALIDITY.saturating_sub(DEFAULT_SIGNATURE_MARGIN);
-
 /// The SDK attempts the setup allows by default: the first, and re-signed attempts of a request
 /// that waits longer than one signature's validity (each keeps its place in line). Fifteen
 /// re-signs cover more than an hour of waiting; the operation timeout, if set, ends it sooner.
@@ -111,6 +108,7 @@ pub struct BedrockThrottleBuilder {
     retry_budget: Option<RetryBudget>,
     retry_deadline: Duration,
     sdk_max_attempts: u32,
+    signature_margin: Duration,
     inner: Option<SharedHttpClient>,
 }
 
@@ -129,6 +127,7 @@ impl Default for BedrockThrottleBuilder {
             retry_budget: None,
             retry_deadline: Duration::from_secs(240),
             sdk_max_attempts: DEFAULT_SDK_ATTEMPTS,
+            signature_margin: DEFAULT_SIGNATURE_MARGIN,
             inner: None,
         }
     }
@@ -216,9 +215,19 @@ impl BedrockThrottleBuilder {
     /// nothing but a request that left the queue before its signature expired
     /// ([`LeftQueue`]): it re-signs it, and the new attempt takes its old place in line. Every
     /// other retry is the stack's, so attempts do not multiply. Each attempt may wait up to
-    /// the signature's validity less its margin (4.5 minutes).
+    /// the signature's validity less its [margin](Self::signature_margin) (4.5 minutes by
+    /// default).
     pub fn sdk_max_attempts(mut self, attempts: NonZeroU32) -> Self {
         self.sdk_max_attempts = attempts.get();
+        self
+    }
+
+    /// How long before its signature expires an attempt must have left the stack (default
+    /// 30 s: the request still has to reach AWS). An attempt still waiting for admission then
+    /// leaves the queue and is re-signed by the SDK, keeping its place; the retry deadline must
+    /// fit in what remains of the 5-minute signature window.
+    pub fn signature_margin(mut self, margin: Duration) -> Self {
+        self.signature_margin = margin;
         self
     }
 
@@ -235,12 +244,13 @@ impl BedrockThrottleBuilder {
     ///
     /// [`SetupError::Budget`] for a zero limit, window or day, or a window too long;
     /// [`SetupError::WaitsExceedSignatureWindow`] for a retry deadline that one signature
-    /// cannot cover.
+    /// cannot cover (with the [`signature_margin`](Self::signature_margin)).
     pub fn build(self) -> Result<BedrockThrottle, SetupError> {
-        if self.retry_deadline > MAX_HOLD {
+        let hold = SIGNATURE_VALIDITY.saturating_sub(self.signature_margin);
+        if self.retry_deadline > hold {
             return Err(SetupError::WaitsExceedSignatureWindow {
                 wait: self.retry_deadline,
-                limit: MAX_HOLD,
+                limit: hold,
             });
         }
         let margin = self
@@ -260,7 +270,9 @@ impl BedrockThrottleBuilder {
             .window(self.window)
             .day(self.day)
             .expiry_margin(margin)
-            .quota_fn(move |key: &BedrockKey| Some(quotas.get(key.model()).copied().unwrap_or(default)));
+            .quota_fn(move |key: &BedrockKey| {
+                Some(quotas.get(key.model()).copied().unwrap_or(default))
+            });
         if let Some(max_wait) = self.max_wait {
             budget = budget.max_wait(max_wait);
         }
@@ -281,7 +293,7 @@ impl BedrockThrottleBuilder {
             .into_inner();
         let inner = self.inner.unwrap_or_else(default_https_client);
         let http_client = SharedHttpClient::new(
-            LayeredHttpClient::new(inner, stack).signature_margin(DEFAULT_SIGNATURE_MARGIN),
+            LayeredHttpClient::new(inner, stack).signature_margin(self.signature_margin),
         );
         // The SDK's retries are only for re-signing: no backoff to speak of (the place in line
         // is kept, and waiting is the stack's job), and a retry quota of its own that cannot
@@ -306,7 +318,10 @@ impl BedrockThrottleBuilder {
 /// Bedrock response handling.
 pub type BedrockStack = Stack<
     BedrockResponseLayer,
-    Stack<AdmissionLayer<Budget<BedrockKey>, Bedrock>, Stack<ThrottleRetryLayer<Bedrock, Bedrock>, Identity>>,
+    Stack<
+        AdmissionLayer<Budget<BedrockKey>, Bedrock>,
+        Stack<ThrottleRetryLayer<Bedrock, Bedrock>, Identity>,
+    >,
 >;
 
 /// The SDK retry classifier of the setup: retries an attempt that left the queue before its

@@ -42,7 +42,13 @@ async fn admits_at_once_within_the_limit() {
     let q = b.try_acquire("k", 6).unwrap();
     let s = b.stats(&"k").unwrap();
     assert_eq!(
-        (s.tokens.unwrap().used, s.tokens.unwrap().limit, s.tokens.unwrap().effective_limit, s.waiters, s.outstanding),
+        (
+            s.tokens.unwrap().used,
+            s.tokens.unwrap().limit,
+            s.tokens.unwrap().effective_limit,
+            s.waiters,
+            s.outstanding
+        ),
         (10, 10, 10, 0, 2)
     );
     drop(p);
@@ -75,7 +81,13 @@ async fn waits_exactly_until_the_window_slides() {
 #[tokio::test(start_paused = true)]
 async fn zero_cost_and_unlimited_keys_are_free() {
     let b: Budget<u32> = Budget::builder()
-        .quota_fn(|k| if *k == 0 { None } else { Some(Quota::tokens(5)) })
+        .quota_fn(|k| {
+            if *k == 0 {
+                None
+            } else {
+                Some(Quota::tokens(5))
+            }
+        })
         .build()
         .unwrap();
     for _ in 0..100 {
@@ -323,7 +335,10 @@ async fn a_waiter_granted_then_dropped_is_refunded() {
     // ... and dropping it before it sees its permit gives the 6 back.
     drop(waiter);
     let s = b.stats(&"k").unwrap();
-    assert_eq!((s.tokens.unwrap().used, s.outstanding, s.waiters), (2, 0, 0));
+    assert_eq!(
+        (s.tokens.unwrap().used, s.outstanding, s.waiters),
+        (2, 0, 0)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -376,9 +391,16 @@ async fn set_limit_raise_wakes_waiters_and_lower_fails_those_above() {
     b.set_quota(&"k", Quota::tokens(8)).unwrap();
     assert_eq!(
         big.await.unwrap().unwrap_err(),
-        AdmissionError::CostAboveLimit { dimension: Dimension::Tokens, cost: 12, limit: 8 }
+        AdmissionError::CostAboveLimit {
+            dimension: Dimension::Tokens,
+            cost: 12,
+            limit: 8
+        }
     );
-    assert_eq!(b.set_quota(&"k", Quota::tokens(0)), Err(ConfigError::ZeroLimit));
+    assert_eq!(
+        b.set_quota(&"k", Quota::tokens(0)),
+        Err(ConfigError::ZeroLimit)
+    );
     // A key set at run time keeps its limit across idleness.
     advance(2 * W).await;
     assert_eq!(b.evict_idle(), 0);
@@ -430,7 +452,10 @@ async fn feedback_exhausts_the_window_and_lowers_then_recovers_the_limit() {
     drop((p, full, q));
     advance(10 * W).await;
     let s = b.stats(&"k").unwrap();
-    assert_eq!((s.tokens.unwrap().effective_limit, s.tokens.unwrap().used), (100, 0));
+    assert_eq!(
+        (s.tokens.unwrap().effective_limit, s.tokens.unwrap().used),
+        (100, 0)
+    );
     assert_eq!(b.evict_idle(), 1);
 }
 
@@ -515,7 +540,10 @@ async fn throttle_without_aimd_only_exhausts() {
     let b: Budget<&str> = Budget::builder().tokens(10).without_aimd().build().unwrap();
     b.throttled(&"k", ThrottleCause::Tokens);
     let s = b.stats(&"k").unwrap();
-    assert_eq!((s.tokens.unwrap().used, s.tokens.unwrap().effective_limit), (10, 10));
+    assert_eq!(
+        (s.tokens.unwrap().used, s.tokens.unwrap().effective_limit),
+        (10, 10)
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -112,9 +112,11 @@ async fn run(ops: Vec<Op>, margin_ms: u64) -> Result<(), TestCaseError> {
             };
             let permit = match result {
                 Ok(permit) => permit,
-                Err(AdmissionError::CostAboveLimit { dimension: Dimension::Tokens, cost, limit })
-                    if cost == op.cost && limit == LIMIT && cost > LIMIT =>
-                {
+                Err(AdmissionError::CostAboveLimit {
+                    dimension: Dimension::Tokens,
+                    cost,
+                    limit,
+                }) if cost == op.cost && limit == LIMIT && cost > LIMIT => {
                     return;
                 }
                 Err(e) => {
@@ -201,7 +203,10 @@ async fn run(ops: Vec<Op>, margin_ms: u64) -> Result<(), TestCaseError> {
     advance(span * 12).await;
     for key in 0..KEYS {
         if let Some(s) = budget.stats(&key) {
-            prop_assert_eq!((s.waiters, s.outstanding, s.tokens.unwrap().used), (0, 0, 0));
+            prop_assert_eq!(
+                (s.waiters, s.outstanding, s.tokens.unwrap().used),
+                (0, 0, 0)
+            );
             prop_assert_eq!(s.tokens.unwrap().effective_limit, LIMIT);
         }
         let full = budget.try_acquire(key, LIMIT);

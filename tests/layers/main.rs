@@ -9,10 +9,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bedrock_throttle::BoxError;
-use bedrock_throttle::budget::{AdmissionError, Budget};
-use bedrock_throttle::classify::{Classification, SingleKey, ThrottleCause};
 use bedrock_throttle::admit::{RateLimitLayer, TokenBudgetLayer};
+use bedrock_throttle::budget::{AdmissionError, Budget};
 use bedrock_throttle::budget::{Dimension, DimensionStats, Quota};
+use bedrock_throttle::classify::{Classification, SingleKey, ThrottleCause};
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -483,7 +483,9 @@ where
     let mut tasks = Vec::new();
     for call in calls {
         let svc = svc.clone();
-        tasks.push(tokio::spawn(async move { svc.oneshot(call).await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { svc.oneshot(call).await.unwrap() },
+        ));
         tokio::task::yield_now().await;
     }
     for t in tasks {
@@ -522,9 +524,8 @@ fn recording(
 #[tokio::test(start_paused = true)]
 async fn joint_admission_never_puts_more_requests_than_the_limit_into_a_window() {
     const W: Duration = Duration::from_secs(60);
-    let build = |quota: Quota| -> Budget<()> {
-        Budget::builder().quota(quota).window(W).build().unwrap()
-    };
+    let build =
+        |quota: Quota| -> Budget<()> { Budget::builder().quota(quota).window(W).build().unwrap() };
     let estimate = |c: &Timed| c.0;
     let settle = |used: &u64| Some(*used);
 
@@ -532,7 +533,12 @@ async fn joint_admission_never_puts_more_requests_than_the_limit_into_a_window()
     let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
     let stacked = ServiceBuilder::new()
         .layer(RateLimitLayer::new(build(Quota::requests(2)), SingleKey))
-        .layer(TokenBudgetLayer::new(build(Quota::tokens(100)), SingleKey, estimate, settle))
+        .layer(TokenBudgetLayer::new(
+            build(Quota::tokens(100)),
+            SingleKey,
+            estimate,
+            settle,
+        ))
         .service(recording(sent.clone()));
     let seen = four_calls(stacked, sent).await;
     let secs = |s: &[Duration]| s.iter().map(Duration::as_secs).collect::<Vec<_>>();
@@ -543,7 +549,12 @@ async fn joint_admission_never_puts_more_requests_than_the_limit_into_a_window()
     let budget = build(Quota::tokens(100).with_requests(2));
     let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
     let joint = ServiceBuilder::new()
-        .layer(TokenBudgetLayer::new(budget.clone(), SingleKey, estimate, settle))
+        .layer(TokenBudgetLayer::new(
+            budget.clone(),
+            SingleKey,
+            estimate,
+            settle,
+        ))
         .service(recording(sent.clone()));
     let seen = four_calls(joint, sent).await;
     assert_eq!(secs(&seen), [0, 50, 60, 110], "joint");
@@ -560,12 +571,21 @@ async fn a_zero_token_request_still_counts_one_request() {
         .build()
         .unwrap();
     let mut svc = ServiceBuilder::new()
-        .layer(TokenBudgetLayer::new(budget.clone(), SingleKey, |_: &()| 0, |_: &()| Some(0)))
+        .layer(TokenBudgetLayer::new(
+            budget.clone(),
+            SingleKey,
+            |_: &()| 0,
+            |_: &()| Some(0),
+        ))
         .service_fn(|_: ()| async { Ok::<(), std::io::Error>(()) });
     let start = Instant::now();
     svc.ready().await.unwrap().call(()).await.unwrap();
     svc.ready().await.unwrap().call(()).await.unwrap();
-    assert_eq!(start.elapsed(), SECOND, "the second request waited for the request slot");
+    assert_eq!(
+        start.elapsed(),
+        SECOND,
+        "the second request waited for the request slot"
+    );
     assert_eq!(requests(&budget).used, 1);
     assert_eq!(tokens_of(&budget).used, 0);
 }
