@@ -1,15 +1,16 @@
 //! What a layer needs to know about a request or a response, as small pluggable traits.
 //!
-//! The layers are generic: they never parse a request themselves. Each piece of protocol knowledge
-//! comes from one small trait that a closure implements, so a user can plug in their own, and the
-//! [`bedrock`](crate::bedrock) module implements all of them for Bedrock Runtime.
+//! The layers are generic: they never parse a request themselves. The admission layer asks one
+//! [`Protocol`](crate::admit::Protocol) (which [`Bedrock`](crate::bedrock::Bedrock) implements);
+//! for plain services, each piece of knowledge comes from one small trait that a closure
+//! implements, and [`Closures`](crate::admit::Closures) makes a protocol of them.
 //!
 //! | trait | used by | answers |
 //! |---|---|---|
 //! | [`QuotaKey`] | rate limit, token budget | which quota does this request draw on? |
 //! | [`EstimateTokens`] | token budget | how many tokens to reserve before the call? |
 //! | [`Settle`] | token budget | how many tokens did the call really use? |
-//! | [`Classify`] | all three | did the call succeed, get throttled (and why), or fail? |
+//! | [`Classify`] | admission, retry | did the call succeed, get throttled (and why), or fail? |
 //! | [`CloneRequest`] | retry | can this request be sent again? |
 //!
 //! ```
@@ -200,9 +201,11 @@ where
 
 /// Settles a reservation from a response: how many tokens the call really used.
 ///
-/// Implemented by any `Fn(&Res) -> Option<u64>`: `Some(n)` settles `n`, `None` lets the reservation
-/// stand. A protocol whose usage arrives at the end of a streamed body implements this trait
-/// directly, moving the [`Permit`] into the body so it settles when the stream ends or is dropped.
+/// Implemented by any `Fn(&Res) -> Option<u64>`: `Some(n)` settles `n`, `None` lets the permit
+/// drop unsettled (it settles its [`if_unknown`](Permit::if_unknown): the reservation, for a
+/// protocol of closures). A protocol whose usage arrives at the end of a streamed body
+/// implements this trait directly, moving the [`Permit`] into the body so it settles when the
+/// stream ends or is dropped.
 pub trait Settle<Res> {
     /// The response handed to the caller (the same type, unless the body was wrapped).
     type Output;
@@ -219,7 +222,7 @@ where
         if let Some(used) = self(&response) {
             permit.settle(used);
         }
-        // Otherwise the permit drops unsettled and its reservation stands.
+        // Otherwise the permit drops unsettled and settles its `if_unknown`.
         response
     }
 }

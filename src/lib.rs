@@ -10,34 +10,35 @@
 //!
 //! | layer | what it guarantees |
 //! |---|---|
-//! | [`RateLimitLayer`](rate_limit::RateLimitLayer) | at most `limit` requests per key in ANY window of length `W`; callers wait in FIFO order instead of failing |
-//! | [`TokenBudgetLayer`](token_budget::TokenBudgetLayer) | tokens admitted per key in any window never exceed `limit`: reserve an estimate before the call, settle the real usage after it (refund, or debt that later admissions wait out) |
+//! | [`TokenBudgetLayer`](admit::TokenBudgetLayer) | per key, the requests and tokens admitted in ANY window of length `W` never exceed the key's limits (every dimension of its [`Quota`](budget::Quota) admitted at once); callers wait in FIFO order instead of failing; reserve an estimate before the call, settle the real usage after it (refund, or debt that later admissions wait out) |
+//! | [`RateLimitLayer`](admit::RateLimitLayer) | the same for requests only: at most `limit` requests per key in any window |
+//! | [`AdmissionLayer`](admit::AdmissionLayer) | the layer both are built on, for any [`Protocol`](admit::Protocol) (the [`bedrock`] one plans, settles and classifies Bedrock calls) |
 //! | [`ThrottleRetryLayer`](retry::ThrottleRetryLayer) | retries throttles that waiting can cure and transient failures, with full-jitter exponential backoff, a per-cause attempt cap, a retry budget shared by clones and a deadline; gives back the last result unchanged |
 //!
-//! All three work on any `tower::Service`. What they need to know about a request or response
-//! (its quota key, its token estimate, its usage, the classification of a result) comes from
-//! the small traits of [`classify`], which closures implement; the [`bedrock`] module implements
-//! them all for Bedrock Runtime. Clones of a layer or service share their state (an `Arc`
-//! inside), so a stack rebuilt per attempt, as the AWS SDK does, still has one limiter.
+//! All of them work on any `tower::Service`. Admission asks its protocol one question per
+//! attempt (a [`Plan`](admit::Plan): the quota key, the tokens, a memo for the settlement);
+//! closures plug in for every role (the small traits of [`classify`]). Clones of a layer or
+//! service share their state (an `Arc` inside), so a stack rebuilt per attempt, as the AWS SDK
+//! does, still has one limiter.
 //!
 //! # How to stack them
 //!
 //! ```text
-//! caller ──► ThrottleRetryLayer ──► RateLimitLayer ──► TokenBudgetLayer ──► service
+//! caller ──► ThrottleRetryLayer ──► admission (TokenBudgetLayer / AdmissionLayer) ──► service
 //! ```
 //!
 //! Retry goes outermost, so every attempt passes admission again and is charged again, as the
-//! server charges it. The limiters see each result before the retry layer does: a throttled
-//! result tells them the window is exhausted (and lowers the key's effective limit for a while),
-//! so queued requests wait instead of piling onto a throttled quota.
+//! server charges it. Admission sees each result before the retry layer does: a throttled
+//! result tells the budget that the dimension the server named is exhausted (and lowers its
+//! effective limit for a while), so queued requests wait instead of piling onto a throttled
+//! quota.
 //!
 //! ```
 //! use std::time::Duration;
+//! use bedrock_throttle::admit::TokenBudgetLayer;
 //! use bedrock_throttle::budget::Budget;
 //! use bedrock_throttle::classify::{Classification, ThrottleCause};
-//! use bedrock_throttle::rate_limit::RateLimitLayer;
 //! use bedrock_throttle::retry::ThrottleRetryLayer;
-//! use bedrock_throttle::token_budget::TokenBudgetLayer;
 //! use bedrock_throttle::BoxError;
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //!
@@ -46,8 +47,12 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), BoxError> {
-//! let requests = Budget::builder().limit(60).window(Duration::from_secs(60)).build()?;
-//! let tokens = Budget::builder().limit(100_000).window(Duration::from_secs(60)).build()?;
+//! // 60 requests and 100,000 tokens per minute for each tenant, admitted together.
+//! let budget = Budget::builder()
+//!     .requests(60)
+//!     .tokens(100_000)
+//!     .window(Duration::from_secs(60))
+//!     .build()?;
 //! let tenant = |p: &Prompt| p.tenant;
 //! // The backend answers with the tokens it used; a real one may refuse (a throttle).
 //! let classify = |r: Result<&u64, &BoxError>| match r {
@@ -56,20 +61,22 @@
 //! };
 //! let mut service = ServiceBuilder::new()
 //!     .layer(ThrottleRetryLayer::new(classify))
-//!     .layer(RateLimitLayer::new(requests, tenant))
-//!     .layer(TokenBudgetLayer::new(tokens.clone(), tenant, |p: &Prompt| p.max_tokens, |used: &u64| Some(*used)))
+//!     .layer(TokenBudgetLayer::new(budget.clone(), tenant, |p: &Prompt| p.max_tokens, |used: &u64| Some(*used)))
 //!     .service_fn(|p: Prompt| async move { Ok::<u64, std::io::Error>(p.max_tokens / 2) });
 //!
 //! let used = service.ready().await?.call(Prompt { tenant: "acme", max_tokens: 4_000 }).await?;
 //! assert_eq!(used, 2_000);
-//! assert_eq!(tokens.stats(&"acme").unwrap().used, 2_000); // 4,000 reserved, 2,000 refunded
+//! let stats = budget.stats(&"acme").unwrap();
+//! assert_eq!(stats.tokens.unwrap().used, 2_000); // 4,000 reserved, 2,000 refunded
+//! assert_eq!(stats.requests.unwrap().used, 1);
 //! # Ok(()) }
 //! ```
 //!
 //! # With the AWS SDK for Rust
 //!
-//! [`sdk::BedrockThrottle`] takes per-model quotas and returns the layered HTTP client and the
-//! SDK retry configuration that goes with it; see the [`sdk`] module. The
+//! [`sdk::BedrockThrottle`] takes per-model quotas and configures the SDK client: the layered
+//! HTTP client (retry → admission → Bedrock response handling) and an SDK retry configuration
+//! that only re-signs requests whose wait outlived their signature; see the [`sdk`] module. The
 //! [`emulator`] is a local Bedrock Runtime that enforces quotas with the real wire format, for
 //! tests, benchmarks and load tests without spending quota.
 //!
@@ -77,7 +84,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (none) | | the admission engine ([`budget`]), the three layers, [`classify`] |
+//! | (none) | | the admission engine ([`budget`]), the layers ([`admit`], [`retry`]), [`classify`] |
 //! | `bedrock` | via `sdk` | [`bedrock`]: model tables, body parsing and token estimates, usage, error classification, event streams |
 //! | `sdk` | yes | [`sdk`]: the layered `HttpClient` for the AWS SDK and the one-call setup (pulls in `aws-sdk-bedrockruntime`) |
 //! | `emulator` | no | [`emulator`]: the local Bedrock Runtime server and the `bedrock-emulator` binary |

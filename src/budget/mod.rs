@@ -1,15 +1,21 @@
-//! The admission engine: a keyed sliding-window budget with FIFO waiting, exact settlement and
-//! throttle feedback. It knows nothing of Tower; the [`rate_limit`](crate::rate_limit) and
-//! [`token_budget`](crate::token_budget) layers are thin wrappers around it.
+//! The admission engine: a keyed sliding-window budget over every dimension of a quota, with
+//! FIFO waiting, exact settlement and throttle feedback. It knows nothing of Tower; the
+//! [admission layer](crate::admit) is a thin wrapper around it (through [`QuotaStore`], the seam
+//! a shared store plugs into).
 //!
 //! # What it guarantees
 //!
-//! Each key (a model in a region, say) has a limit per window `W` (60 s by default). Every
-//! admission is an *entry* in the key's ledger, timestamped with tokio's clock when it is
-//! admitted, and counts for `W` (plus an optional [expiry margin](BudgetBuilder::expiry_margin)).
-//! A request is admitted only when its cost fits under the limit together with every entry still
-//! in the window. So **the amount admitted on a key in any window of length `W` never exceeds its
-//! limit** (the effective limit, while feedback has lowered it).
+//! Each key (a model in a region, say) has a [`Quota`]: a limit on requests and on tokens per
+//! window `W` (60 s by default), and on tokens per [day](BudgetBuilder::day), each optional
+//! ([`Dimension`]). Every admission counts one request and its tokens, as an *entry* in each
+//! limited dimension's ledger, all timestamped with tokio's clock at the same instant, when the
+//! request is admitted; an entry counts for its dimension's window (plus an optional
+//! [expiry margin](BudgetBuilder::expiry_margin)). A request is admitted only when its cost fits
+//! under the limit of EVERY dimension together with the entries still in that window. So **the
+//! amount admitted on a key in any window of length `W` never exceeds its limit, on any
+//! dimension** (the effective limit, while feedback has lowered it), and no charge is dated
+//! before the request could leave: a request that waits for tokens has not yet taken a request
+//! slot.
 //!
 //! Why a sliding window and not a token bucket or a fixed minute? Bedrock does not document how
 //! it counts its per-minute quotas. A client that never puts more than the limit in *any* window
@@ -28,8 +34,13 @@
 //!   own record, and the client would admit too early against a token bucket or any server that
 //!   books late. Debt cannot be refused (it has been spent), so a window may hold more than the
 //!   limit after an under-estimate; later admissions wait until it has expired.
-//! - a permit **dropped unsettled** keeps its whole reservation (conservative: the usage is
-//!   unknown).
+//! - a permit **dropped unsettled** settles its [`if_unknown`](Permit::if_unknown) amount, the
+//!   most the server can have booked when the usage never arrives: the reservation by default,
+//!   more where the protocol says so ([`Permit::with_if_unknown`]; Bedrock books output at five
+//!   times its count on recent Claude models, so a call whose caller left can cost far more than
+//!   its reservation).
+//!
+//! Settlement corrects the token dimensions; the request stays counted (it was sent).
 //!
 //! The split between what stays at the admission and what is booked at settlement must never
 //! free tokens before the server does. A server that reserved *less* than this ledger (Bedrock
@@ -44,7 +55,7 @@
 //! Waiters queue strictly FIFO per key: a large request at the head is not overtaken by small
 //! ones behind it, and keys never block each other. Only the head of a queue has a timer, set to
 //! the instant at which enough entries expire (or the effective limit recovers enough) for it to
-//! fit; it is woken earlier when a refund or a limit raise frees capacity. There is no polling
+//! fit on every dimension; it is woken earlier when a refund or a limit raise frees capacity. There is no polling
 //! loop. A request whose cost exceeds the key's whole limit fails at once
 //! ([`AdmissionError::CostAboveLimit`]); [`max_wait`](BudgetBuilder::max_wait) and
 //! [`max_queue`](BudgetBuilder::max_queue) bound the waiting, failing with the wait the request
@@ -58,8 +69,10 @@
 //! # Feedback
 //!
 //! When the server throttles anyway (the quota is shared with other clients, or set too high),
-//! [`Budget::throttled`] lowers the key's *effective* limit multiplicatively ([`Aimd::decrease`],
-//! not below [`Aimd::floor`]) and treats the key's window as exhausted up to that lowered limit
+//! [`Budget::throttled`] lowers the *effective* limit of the dimension the throttle names
+//! ([`Dimension::of_cause`]: requests, tokens, tokens per day, both per-window dimensions when
+//! the server did not say) multiplicatively ([`Aimd::decrease`], not below [`Aimd::floor`]) and
+//! treats that dimension's window as exhausted up to the lowered limit
 //! (a synthetic entry fills the gap, so queued requests wait for entries to expire, or for the
 //! limit to recover, instead of hitting the quota again). The effective limit then recovers
 //! linearly, by [`Aimd::recover_per_window`] of the limit per elapsed window, computed lazily
@@ -100,7 +113,8 @@
 //!
 //! An admission that does not wait reads the clock once, probes the key map once (one hash of
 //! the key), takes one reference to the key's state (the permit keeps it), takes the key's
-//! uncontended lock, and books one ledger entry. Settling at the reserved amount, or dropping the
+//! uncontended lock, and books one ledger entry per limited dimension (a key with one dimension
+//! keeps it inline; more are one allocation per key, not per admission). Settling at the reserved amount, or dropping the
 //! permit, only drops that reference (and [`Permit::settle`] is inlined into the caller, so that
 //! is all the caller runs); a refund takes the lock (and reads the clock only if requests wait,
 //! as they may now fit); a debt reads the clock for its entry. Nothing is allocated per
@@ -109,8 +123,10 @@
 //!   creation, and an amount); the conversion back to [`Instant`] is exact, nothing is rounded.
 //!   Charges at the same instant share one entry (under a paused clock, or a burst within one
 //!   clock tick), and a charge never goes before the last entry: a clock read that loses the race
-//!   to the lock joins the later entry, which counts it longer, never shorter. A permit keeps its
-//!   admission as such an offset too; [`Permit::admitted_at`] converts it when asked.
+//!   to the lock joins the later entry, which counts it longer, never shorter. An admission
+//!   dates every dimension's entry at the same offset (the latest of the clock and each ledger's
+//!   last entry); the permit keeps that offset, finds its entry by it when it refunds (the last
+//!   entry first, else a binary search), and [`Permit::admitted_at`] converts it when asked.
 //! - There is no separate counter of outstanding permits: a permit *is* a reference to the key's
 //!   state, so eviction checks that the map holds the only reference, and [`Budget::stats`]
 //!   derives the count from the reference count (exact when nothing is in flight on the key;
@@ -170,14 +186,14 @@
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let budget: Budget<&str> = Budget::builder()
-//!     .limit(1_000)
+//!     .tokens(1_000)
 //!     .window(Duration::from_secs(60))
 //!     .build()?;
 //!
 //! // Reserve an estimate, then settle with the real usage: the difference comes back at once.
 //! let permit = budget.acquire("claude", 800).await?;
 //! permit.settle(300);
-//! assert_eq!(budget.stats(&"claude").unwrap().used, 300);
+//! assert_eq!(budget.stats(&"claude").unwrap().tokens.unwrap().used, 300);
 //!
 //! // 700 fits now; 800 more would wait for the window to slide, so `try_acquire` refuses it.
 //! budget.try_acquire("claude", 700)?.settle(700);

@@ -491,8 +491,7 @@ where
     for t in tasks {
         t.await.unwrap();
     }
-    let sent = sent.lock().unwrap().iter().map(|t| *t - start).collect();
-    sent
+    sent.lock().unwrap().iter().map(|t| *t - start).collect()
 }
 
 /// The most requests in any window of length `w` among `sent`.
