@@ -1,15 +1,15 @@
 //! What the Bedrock protocol knowledge costs per call: reading a request body to estimate its
 //! tokens, and reading the usage back from a response.
 //!
-//! - **Estimate**: `Bedrock::estimate_tokens` on an `http::Request<Bytes>` (quota key from the
-//!   URI, then one pass over the body) for Converse bodies of about 1 KB, 32 KB (ASCII and
+//! - **Estimate**: `Bedrock::plan_of` on an `http::Request<Bytes>` (quota key from the URI,
+//!   then one pass over the body) for Converse bodies of about 1 KB, 32 KB (ASCII and
 //!   mostly non-ASCII text) and 1 MB, and a 32 KB InvokeModel Anthropic Messages body. The
 //!   bodies look like real chat traffic: a system prompt, a tool specification, a tool call and
 //!   its result, and alternating user and assistant turns of prose with newlines and quotes.
 //! - **Usage**: `Usage::from_json` on Converse responses (the usage comes after the output, so
 //!   the whole output is skipped), `Usage::from_headers` on InvokeModel response headers, and a
-//!   ConverseStream event stream (real frames written with `write_message_to`) passed through the
-//!   settling body, frame by frame and in 1 KiB chunks that split frames.
+//!   ConverseStream event stream (real frames, from the shared `tests/support/eventstream.rs`
+//!   builder) passed through the settling body, frame by frame and in 1 KiB chunks that split frames.
 //!
 //! Run: `cargo bench --all-features --bench bedrock`.
 
@@ -18,16 +18,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use aws_smithy_eventstream::frame::write_message_to;
-use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-use bedrock_throttle::bedrock::{Bedrock, EVENT_STREAM_CONTENT_TYPE, Reservation, Usage};
-use bedrock_throttle::classify::EstimateTokens;
+use bedrock_throttle::bedrock::{Bedrock, EstimateBasis, Memo, Reservation, Usage};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use serde_json::{Value, json};
+
+#[path = "../tests/support/eventstream.rs"]
+mod eventstream;
+use eventstream::event;
 
 const HOST: &str = "https://bedrock-runtime.us-east-1.amazonaws.com";
 const SONNET_4: &str = "us.anthropic.claude-sonnet-4-20250514-v1%3A0";
@@ -252,18 +253,15 @@ fn estimate(c: &mut Criterion) {
     for (name, request) in &cases {
         let len = request.body().len();
         // Each body must be read field by field, not fall back to the whole-body rule.
-        let call = bedrock.call_of(request);
-        let estimate = bedrock.estimate(&call, Some(request.body()));
-        assert_eq!(
-            estimate.basis,
-            bedrock_throttle::bedrock::EstimateBasis::Parsed,
-            "{name}"
-        );
+        let (key, operation) = bedrock.target(request.uri().host(), request.uri().path());
+        let estimate = bedrock.estimate(&key, operation, Some(request.body()));
+        assert_eq!(estimate.basis, EstimateBasis::Parsed, "{name}");
+        assert_eq!(bedrock.plan_of(request).tokens, estimate.total());
         g.throughput(Throughput::Bytes(len as u64));
         g.bench_with_input(
             BenchmarkId::new(*name, format!("{len} B")),
             request,
-            |b, r| b.iter(|| bedrock.estimate_tokens(black_box(r))),
+            |b, r| b.iter(|| bedrock.plan_of(black_box(r))),
         );
     }
     g.finish();
@@ -284,62 +282,44 @@ fn converse_response(output_bytes: usize) -> Vec<u8> {
     .expect("serializable")
 }
 
-fn event(event_type: &str, payload: Value) -> Message {
-    Message::new(serde_json::to_vec(&payload).expect("serializable"))
-        .add_header(Header::new(
-            ":event-type",
-            HeaderValue::String(event_type.to_owned().into()),
-        ))
-        .add_header(Header::new(
-            ":content-type",
-            HeaderValue::String("application/json".into()),
-        ))
-        .add_header(Header::new(
-            ":message-type",
-            HeaderValue::String("event".into()),
-        ))
-}
-
 /// A ConverseStream response of `deltas` text deltas, as frames on the wire.
 fn converse_stream(deltas: usize) -> Vec<Bytes> {
     let mut seed = 11;
     let mut messages = vec![
         event(
             "messageStart",
-            json!({"p": "abcdefghijklmn", "role": "assistant"}),
+            json!({"p": "abcdefghijklmn", "role": "assistant"}).to_string(),
         ),
         event(
             "contentBlockStart",
-            json!({"contentBlockIndex": 0, "p": "abcd", "start": {}}),
+            json!({"contentBlockIndex": 0, "p": "abcd", "start": {}}).to_string(),
         ),
     ];
     for _ in 0..deltas {
         messages.push(event(
             "contentBlockDelta",
             json!({"contentBlockIndex": 0, "delta": {"text": prose(24, false, &mut seed)},
-                   "p": "abcdefghijklmnopqrstu"}),
+                   "p": "abcdefghijklmnopqrstu"})
+            .to_string(),
         ));
     }
     messages.extend([
         event(
             "contentBlockStop",
-            json!({"contentBlockIndex": 0, "p": "abcdefgh"}),
+            json!({"contentBlockIndex": 0, "p": "abcdefgh"}).to_string(),
         ),
-        event("messageStop", json!({"p": "abc", "stopReason": "end_turn"})),
+        event(
+            "messageStop",
+            json!({"p": "abc", "stopReason": "end_turn"}).to_string(),
+        ),
         event(
             "metadata",
             json!({"metrics": {"latencyMs": 2710}, "p": "abcdefghijkl",
-                   "usage": {"inputTokens": 1834, "outputTokens": 1200, "totalTokens": 3034}}),
+                   "usage": {"inputTokens": 1834, "outputTokens": 1200, "totalTokens": 3034}})
+            .to_string(),
         ),
     ]);
-    messages
-        .iter()
-        .map(|m| {
-            let mut frame = Vec::new();
-            write_message_to(m, &mut frame).expect("a valid frame");
-            Bytes::from(frame)
-        })
-        .collect()
+    messages.iter().map(eventstream::frame).collect()
 }
 
 /// Records what it settled.
@@ -355,7 +335,7 @@ impl Reservation for Probe {
 }
 
 /// Passes `chunks` through the settling body and returns what was settled.
-fn settle_stream(bedrock: &Bedrock, chunks: &[Bytes], settled: &Arc<AtomicU64>) -> u64 {
+fn settle_stream(bedrock: &Bedrock, memo: Memo, chunks: &[Bytes], settled: &Arc<AtomicU64>) -> u64 {
     let stream = futures_util::stream::iter(
         chunks
             .iter()
@@ -363,10 +343,10 @@ fn settle_stream(bedrock: &Bedrock, chunks: &[Bytes], settled: &Arc<AtomicU64>) 
     );
     let response = http::Response::builder()
         .status(200)
-        .header("content-type", EVENT_STREAM_CONTENT_TYPE)
+        .header("content-type", eventstream::CONTENT_TYPE)
         .body(StreamBody::new(stream))
         .expect("a valid response");
-    let response = bedrock.settle_with(response, Probe(settled.clone()));
+    let response = bedrock.settle_with(response, Probe(settled.clone()), memo);
     let mut body = response.into_body();
     while let Some(frame) = body.frame().now_or_never().expect("always ready") {
         black_box(frame.expect("infallible"));
@@ -413,24 +393,27 @@ fn usage(c: &mut Criterion) {
     let frames = converse_stream(200);
     let wire: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
     let chunked: Vec<Bytes> = wire.chunks(1024).map(Bytes::copy_from_slice).collect();
-    // Untagged responses settle with the largest burndown, 5.
+    // The plan's memo carries Claude Sonnet 4's burndown, 5.
+    let memo = bedrock
+        .plan_of(&request("converse-stream", converse_body(1 << 10, false)))
+        .memo;
     let expected = 1834 + 1200 * 5;
-    assert_eq!(settle_stream(&bedrock, &frames, &settled), expected);
-    assert_eq!(settle_stream(&bedrock, &chunked, &settled), expected);
+    assert_eq!(settle_stream(&bedrock, memo, &frames, &settled), expected);
+    assert_eq!(settle_stream(&bedrock, memo, &chunked, &settled), expected);
     g.throughput(Throughput::Bytes(wire.len() as u64));
     g.bench_function(
         BenchmarkId::new(
             "ConverseStream settling body, frame per chunk",
             format!("{} frames, {} B", frames.len(), wire.len()),
         ),
-        |b| b.iter(|| settle_stream(&bedrock, &frames, &settled)),
+        |b| b.iter(|| settle_stream(&bedrock, memo, &frames, &settled)),
     );
     g.bench_function(
         BenchmarkId::new(
             "ConverseStream settling body, 1 KiB chunks",
             format!("{} chunks, {} B", chunked.len(), wire.len()),
         ),
-        |b| b.iter(|| settle_stream(&bedrock, &chunked, &settled)),
+        |b| b.iter(|| settle_stream(&bedrock, memo, &chunked, &settled)),
     );
     g.finish();
 }

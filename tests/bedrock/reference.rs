@@ -13,8 +13,7 @@
 //! wrong type ignored or sending the body to the `anything else` branch.
 
 use base64::Engine;
-use bedrock_throttle::bedrock::Operation;
-use bedrock_throttle::bedrock::models::ModelFamily;
+use bedrock_throttle::bedrock::{ModelFamily, Operation};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
