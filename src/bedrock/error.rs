@@ -1,39 +1,4 @@
 //! What a Bedrock error response means: throttled (and on which quota), transient, or fatal.
-//!
-//! The code comes from `x-amzn-ErrorType` (cut at the first `:`, keep what follows the last `#`),
-//! else the body's `code`, else its `__type`; the message from `message`, `Message` or
-//! `errorMessage`. The message is what tells a requests-per-minute throttle from a
-//! tokens-per-minute one, and both from the daily quota, so the error BODY must be readable when
-//! the classifier runs: [`BedrockResponseLayer`](super::BedrockResponseLayer) reads error bodies
-//! into memory and attaches the parsed [`BedrockError`] to the response.
-//!
-//! | code (or status, when there is no code) | outcome |
-//! |---|---|
-//! | `ThrottlingException` (429): "Too many requests…", "Your request rate is too high…" | `Throttled(Requests)` |
-//! | `ThrottlingException`: "Too many tokens, please wait…" | `Throttled(Tokens)` |
-//! | `ThrottlingException`: "Too many tokens per day…" | `Throttled(TokensPerDay)`: never retried |
-//! | `ThrottlingException`: other text | `Throttled(Unknown)` |
-//! | `ModelNotReadyException` (429) | `Throttled(ModelNotReady)` |
-//! | `ServiceUnavailableException`, 503 | `Throttled(Capacity)` |
-//! | `InternalServerException`, 500, 502, 504, other 5xx | `Transient` |
-//! | `ModelTimeoutException`, 408 | `Transient` |
-//! | `ModelErrorException`, `ModelStreamErrorException`, 424 | `Transient` (a failed model run usually passes; the retry budget bounds the cost) |
-//! | `ValidationException`, `AccessDeniedException`, `ResourceNotFoundException`, `ServiceQuotaExceededException`, other 4xx | `Fatal` |
-//!
-//! `x-amz-retry-after` (milliseconds) becomes the classification's `retry_after`; a standard
-//! `Retry-After` in seconds is honoured when it is absent. Bedrock itself sends neither.
-//!
-//! ```
-//! use bedrock_throttle::bedrock::{BedrockError, classify_error};
-//! use bedrock_throttle::classify::{Outcome, ThrottleCause};
-//!
-//! let error = BedrockError::from_parts(
-//!     Some("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"),
-//!     br#"{"message":"Too many tokens per day, please wait before trying again."}"#,
-//! );
-//! assert_eq!(error.code(), Some("ThrottlingException"));
-//! assert_eq!(classify_error(429, &error), Outcome::Throttled(ThrottleCause::TokensPerDay));
-//! ```
 
 use std::fmt;
 use std::time::Duration;
@@ -47,6 +12,43 @@ use crate::classify::{Outcome, ThrottleCause};
 /// [`BedrockResponseLayer`](super::BedrockResponseLayer) attaches one to every non-2xx
 /// response (and to the error response it makes from a stream's first exception frame), as a
 /// response extension the classifier reads.
+///
+/// # What a Bedrock error response means: throttled (and on which quota), transient, or fatal
+///
+/// The code comes from `x-amzn-ErrorType` (cut at the first `:`, keep what follows the last `#`),
+/// else the body's `code`, else its `__type`; the message from `message`, `Message` or
+/// `errorMessage`. The message is what tells a requests-per-minute throttle from a
+/// tokens-per-minute one, and both from the daily quota, so the error BODY must be readable when
+/// the classifier runs: [`BedrockResponseLayer`](super::BedrockResponseLayer) reads error bodies
+/// into memory and attaches the parsed [`BedrockError`] to the response.
+///
+/// | code (or status, when there is no code) | outcome |
+/// |---|---|
+/// | `ThrottlingException` (429): "Too many requests…", "Your request rate is too high…" | `Throttled(Requests)` |
+/// | `ThrottlingException`: "Too many tokens, please wait…" | `Throttled(Tokens)` |
+/// | `ThrottlingException`: "Too many tokens per day…" | `Throttled(TokensPerDay)`: never retried |
+/// | `ThrottlingException`: other text | `Throttled(Unknown)` |
+/// | `ModelNotReadyException` (429) | `Throttled(ModelNotReady)` |
+/// | `ServiceUnavailableException`, 503 | `Throttled(Capacity)` |
+/// | `InternalServerException`, 500, 502, 504, other 5xx | `Transient` |
+/// | `ModelTimeoutException`, 408 | `Transient` |
+/// | `ModelErrorException`, `ModelStreamErrorException`, 424 | `Transient` (a failed model run usually passes; the retry budget bounds the cost) |
+/// | `ValidationException`, `AccessDeniedException`, `ResourceNotFoundException`, `ServiceQuotaExceededException`, other 4xx | `Fatal` |
+///
+/// `x-amz-retry-after` (milliseconds) becomes the classification's `retry_after`; a standard
+/// `Retry-After` in seconds is honoured when it is absent. Bedrock itself sends neither.
+///
+/// ```
+/// use bedrock_throttle::bedrock::{BedrockError, classify_response_parts};
+/// use bedrock_throttle::classify::ThrottleCause;
+///
+/// let header = "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/";
+/// let body = br#"{"message":"Too many tokens per day, please wait before trying again."}"#;
+/// let error = BedrockError::from_parts(Some(header), body);
+/// assert_eq!(error.code(), Some("ThrottlingException"));
+/// let c = classify_response_parts(429, |name| (name == "x-amzn-errortype").then_some(header), body);
+/// assert_eq!(c.throttle_cause(), Some(ThrottleCause::TokensPerDay));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct BedrockError {
     code: Option<String>,
@@ -125,12 +127,7 @@ impl std::error::Error for BedrockError {}
 
 /// The error code in an `x-amzn-ErrorType` or `__type` value: cut at the first `:`, keep what
 /// follows the last `#`.
-///
-/// ```
-/// use bedrock_throttle::bedrock::error_code;
-/// assert_eq!(error_code("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"), "ThrottlingException");
-/// assert_eq!(error_code("com.amazon.coral.service#ValidationException"), "ValidationException");
-/// ```
+/// (`error_codes_are_cut_as_the_sdks_cut_them` below.)
 pub(crate) fn error_code(raw: &str) -> &str {
     let cut = raw.split(':').next().unwrap_or(raw);
     cut.rsplit('#').next().unwrap_or(cut).trim()
@@ -141,14 +138,7 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
 }
 
 /// Which quota a `ThrottlingException` message speaks of (matched by prefix, ignoring case).
-///
-/// ```
-/// use bedrock_throttle::bedrock::throttle_cause;
-/// use bedrock_throttle::classify::ThrottleCause;
-/// assert_eq!(throttle_cause(Some("Too many tokens, please wait before trying again.")), ThrottleCause::Tokens);
-/// assert_eq!(throttle_cause(Some("Your request rate is too high. Reduce the frequency of requests.")), ThrottleCause::Requests);
-/// assert_eq!(throttle_cause(Some("Rate exceeded")), ThrottleCause::Unknown);
-/// ```
+/// (`throttle_messages_name_their_quota` below.)
 pub(crate) fn throttle_cause(message: Option<&str>) -> ThrottleCause {
     let Some(message) = message.map(str::trim_start) else {
         return ThrottleCause::Unknown;
@@ -221,6 +211,32 @@ pub(crate) fn retry_after(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_codes_are_cut_as_the_sdks_cut_them() {
+        assert_eq!(
+            error_code("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+            "ThrottlingException"
+        );
+        assert_eq!(
+            error_code("com.amazon.coral.service#ValidationException"),
+            "ValidationException"
+        );
+    }
+
+    #[test]
+    fn throttle_messages_name_their_quota() {
+        let cause = |m| throttle_cause(Some(m));
+        assert_eq!(
+            cause("Too many tokens, please wait before trying again."),
+            ThrottleCause::Tokens
+        );
+        assert_eq!(
+            cause("Your request rate is too high. Reduce the frequency of requests."),
+            ThrottleCause::Requests
+        );
+        assert_eq!(cause("Rate exceeded"), ThrottleCause::Unknown);
+    }
 
     #[test]
     fn codes() {

@@ -1,54 +1,4 @@
 //! How many tokens to reserve for a request before it is sent.
-//!
-//! Bedrock reserves `input + max_tokens` when a request starts and throttles on that reservation,
-//! so a client that wants to stay under the quota must reserve at least as much. The input side
-//! cannot be known without the model's tokenizer, so it is estimated from the body with a
-//! deliberately conservative heuristic; settlement later replaces the estimate with the exact
-//! usage Bedrock reports, so over-estimating costs a little throughput for one call, while
-//! under-estimating would let a burst overrun the quota.
-//!
-//! # The heuristic (defaults, all configurable in [`EstimatorConfig`])
-//! | what | tokens | why |
-//! |---|---|---|
-//! | each text string (messages, system, tool results, prompts, embeddings input) | `ceil(utf8_bytes / 3)` | tokenizers average ~4 bytes per token on English prose and ~3 on code; a CJK character is 3 UTF-8 bytes and rarely more than one token |
-//! | each message | 8 | chat templates add role markers and separators (3–5 tokens on Claude and Llama) |
-//! | each image | 1,600 | Claude resizes images to at most ~1.15 megapixels, ≈1,600 tokens (`w·h/750`) |
-//! | documents and videos with inline bytes | `ceil(decoded_bytes / 3)` | bytes that the service extracts text from; base64 is never decoded, its length is converted |
-//! | tool definitions (`toolConfig`, `tools`), tool calls (`toolUse`, `input`), JSON tool results, guard content, reasoning | `ceil(serialized_bytes / 3)` of the compact JSON | the model sees them serialized |
-//! | a body this module cannot read (invalid JSON, wrong types, an unknown model family, none of the family's prompt fields: Claude `messages`, Nova `messages`, Titan `inputText`, Llama/Mistral `prompt`, embeddings `inputText`/`texts`) | at least `ceil(body_bytes / 3)` | every byte could be prompt |
-//! | a body that is not in memory (a streaming SDK body) | 16,384 | nothing to read; see [`EstimatorConfig::with_unknown_body_tokens`] |
-//!
-//! Text is counted per string, each rounded up, because a tokenizer never merges two strings.
-//! The result is at least 1. With the defaults the estimate is never below the counting rule of
-//! this crate's emulator (`ceil(chars/4)` per string, 3 per message, 1,000 per image,
-//! `ceil(bytes/4)` per document, `ceil(body_bytes/4)` for bodies it cannot read): every term above
-//! dominates its counterpart there, and duplicate JSON keys are counted every time they appear.
-//! S3-referenced images count as images; S3-referenced documents and videos have no size in the
-//! request and are not counted (settlement corrects it).
-//!
-//! Converse bodies have one format for every model, so they are read whatever the family (an
-//! unmapped ARN included); only the max output then depends on the model table.
-//!
-//! Max output tokens come from the family's field (see [`models`](super::models)); when absent,
-//! the model's maximum from the [`ModelTable`](super::models::ModelTable) is reserved, exactly as
-//! Bedrock does. Embeddings reserve no output (Cohere Embed v4's `max_tokens` truncates input),
-//! CountTokens and requests without a model reserve nothing.
-//!
-//! The body is parsed once, straight from the bytes, without building a `serde_json::Value`:
-//! only the fields that matter are visited, strings are borrowed, everything else is skipped.
-//!
-//! ```
-//! use bedrock_throttle::bedrock::models::ModelTable;
-//! use bedrock_throttle::bedrock::{EstimatorConfig, Operation};
-//!
-//! let info = ModelTable::new().lookup("anthropic.claude-sonnet-4-20250514-v1:0");
-//! let body = br#"{"messages":[{"role":"user","content":[{"text":"Hello, Claude!"}]}],
-//!                 "inferenceConfig":{"maxTokens":256}}"#;
-//! let estimate = EstimatorConfig::default().estimate(Operation::Converse, info, Some(body));
-//! assert_eq!(estimate.max_output_tokens, 256);
-//! assert_eq!(estimate.input_tokens, 8 + 5); // one message + ceil(14 bytes / 3)
-//! assert_eq!(estimate.total(), 269);
-//! ```
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -60,7 +10,58 @@ mod json;
 use super::key::Operation;
 use super::models::{MaxTokenFields, ModelFamily, ModelInfo, max_output_from_fields};
 
-/// The knobs of the input-token heuristic. See the [module docs](self) for why each default.
+/// The knobs of the input-token heuristic. See the [type docs](Self) for why each default.
+///
+/// # How many tokens to reserve for a request before it is sent
+///
+/// Bedrock reserves `input + max_tokens` when a request starts and throttles on that reservation,
+/// so a client that wants to stay under the quota must reserve at least as much. The input side
+/// cannot be known without the model's tokenizer, so it is estimated from the body with a
+/// deliberately conservative heuristic; settlement later replaces the estimate with the exact
+/// usage Bedrock reports, so over-estimating costs a little throughput for one call, while
+/// under-estimating would let a burst overrun the quota.
+///
+/// # The heuristic (defaults, all configurable in [`EstimatorConfig`])
+/// | what | tokens | why |
+/// |---|---|---|
+/// | each text string (messages, system, tool results, prompts, embeddings input) | `ceil(utf8_bytes / 3)` | tokenizers average ~4 bytes per token on English prose and ~3 on code; a CJK character is 3 UTF-8 bytes and rarely more than one token |
+/// | each message | 8 | chat templates add role markers and separators (3–5 tokens on Claude and Llama) |
+/// | each image | 1,600 | Claude resizes images to at most ~1.15 megapixels, ≈1,600 tokens (`w·h/750`) |
+/// | documents and videos with inline bytes | `ceil(decoded_bytes / 3)` | bytes that the service extracts text from; base64 is never decoded, its length is converted |
+/// | tool definitions (`toolConfig`, `tools`), tool calls (`toolUse`, `input`), JSON tool results, guard content, reasoning | `ceil(serialized_bytes / 3)` of the compact JSON | the model sees them serialized |
+/// | a body this module cannot read (invalid JSON, wrong types, an unknown model family, none of the family's prompt fields: Claude `messages`, Nova `messages`, Titan `inputText`, Llama/Mistral `prompt`, embeddings `inputText`/`texts`) | at least `ceil(body_bytes / 3)` | every byte could be prompt |
+/// | a body that is not in memory (a streaming SDK body) | 16,384 | nothing to read; see [`EstimatorConfig::with_unknown_body_tokens`] |
+///
+/// Text is counted per string, each rounded up, because a tokenizer never merges two strings.
+/// The result is at least 1. With the defaults the estimate is never below the counting rule of
+/// this crate's emulator (`ceil(chars/4)` per string, 3 per message, 1,000 per image,
+/// `ceil(bytes/4)` per document, `ceil(body_bytes/4)` for bodies it cannot read): every term above
+/// dominates its counterpart there, and duplicate JSON keys are counted every time they appear.
+/// S3-referenced images count as images; S3-referenced documents and videos have no size in the
+/// request and are not counted (settlement corrects it).
+///
+/// Converse bodies have one format for every model, so they are read whatever the family (an
+/// unmapped ARN included); only the max output then depends on the model table.
+///
+/// Max output tokens come from the family's field (see [`ModelTable`](super::ModelTable)); when absent,
+/// the model's maximum from the [`ModelTable`](super::models::ModelTable) is reserved, exactly as
+/// Bedrock does. Embeddings reserve no output (Cohere Embed v4's `max_tokens` truncates input),
+/// CountTokens and requests without a model reserve nothing.
+///
+/// The body is parsed once, straight from the bytes, without building a `serde_json::Value`:
+/// only the fields that matter are visited, strings are borrowed, everything else is skipped.
+///
+/// ```
+/// use bedrock_throttle::bedrock::{EstimatorConfig, ModelTable, Operation};
+///
+/// let info = ModelTable::new().lookup("anthropic.claude-sonnet-4-20250514-v1:0");
+/// let body = br#"{"messages":[{"role":"user","content":[{"text":"Hello, Claude!"}]}],
+///                 "inferenceConfig":{"maxTokens":256}}"#;
+/// let estimate = EstimatorConfig::default().estimate(Operation::Converse, info, Some(body));
+/// assert_eq!(estimate.max_output_tokens, 256);
+/// assert_eq!(estimate.input_tokens, 8 + 5); // one message + ceil(14 bytes / 3)
+/// assert_eq!(estimate.total(), 269);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EstimatorConfig {
     bytes_per_token: NonZeroU32,

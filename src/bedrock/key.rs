@@ -1,8 +1,4 @@
 //! Which quota a request draws on: the region and the decoded model id, read from the URI.
-//!
-//! Bedrock's quotas are per (region, model) and shared by InvokeModel, Converse and their
-//! streaming variants, so the operation is NOT part of the key. A cross-region inference profile
-//! (`us.anthropic...`) draws on its own quota, so its id is kept as is, prefix included.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -18,6 +14,12 @@ use std::sync::Arc;
 /// let key = BedrockKey::new("us-east-1", "us.anthropic.claude-sonnet-4-5-20250929-v1:0");
 /// assert_eq!(key.to_string(), "us-east-1/us.anthropic.claude-sonnet-4-5-20250929-v1:0");
 /// ```
+///
+/// # Which quota a request draws on: the region and the decoded model id, read from the URI
+///
+/// Bedrock's quotas are per (region, model) and shared by InvokeModel, Converse and their
+/// streaming variants, so the operation is NOT part of the key. A cross-region inference profile
+/// (`us.anthropic...`) draws on its own quota, so its id is kept as is, prefix included.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BedrockKey {
     /// The AWS region, e.g. `us-east-1`.
@@ -176,14 +178,7 @@ pub(crate) fn percent_decode(encoded: &str) -> Cow<'_, str> {
 /// Recognizes `bedrock-runtime.{region}.amazonaws.com`, `bedrock-runtime-fips.{region}...`,
 /// the dual-stack `bedrock-runtime.{region}.api.aws`, China (`.amazonaws.com.cn`) and VPC
 /// endpoint names (`vpce-....bedrock-runtime.{region}.vpce.amazonaws.com`). A port is ignored.
-///
-/// ```
-/// use bedrock_throttle::bedrock::region_from_host;
-///
-/// assert_eq!(region_from_host("bedrock-runtime.eu-west-3.amazonaws.com"), Some("eu-west-3"));
-/// assert_eq!(region_from_host("bedrock-runtime-fips.us-gov-west-1.amazonaws.com:443"), Some("us-gov-west-1"));
-/// assert_eq!(region_from_host("127.0.0.1:8080"), None);
-/// ```
+/// (`regions_from_hosts` below.)
 pub(crate) fn region_from_host(host: &str) -> Option<&str> {
     let host = strip_port(host);
     let host = host.strip_suffix('.').unwrap_or(host);
@@ -334,6 +329,19 @@ mod sdk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regions_from_hosts() {
+        assert_eq!(
+            region_from_host("bedrock-runtime.eu-west-3.amazonaws.com"),
+            Some("eu-west-3")
+        );
+        assert_eq!(
+            region_from_host("bedrock-runtime-fips.us-gov-west-1.amazonaws.com:443"),
+            Some("us-gov-west-1")
+        );
+        assert_eq!(region_from_host("127.0.0.1:8080"), None);
+    }
 
     #[test]
     fn percent_decoding_matches_percent_encoding() {

@@ -1,23 +1,9 @@
 //! Model ids and what they imply: the body family, where `max_tokens` sits, the model's maximum
-//! output, and the output-token burndown rate Bedrock applies to the quota.
-//!
-//! Everything here is a default that users can override per model id or ARN with a
-//! [`ModelTable`]: application inference profile ARNs and provisioned models do not reveal their
-//! family, and AWS adds models faster than any table.
-//!
-//! ```
-//! use bedrock_throttle::bedrock::models::{ModelFamily, ModelTable};
-//!
-//! let table = ModelTable::default();
-//! let info = table.lookup("us.anthropic.claude-sonnet-4-5-20250929-v1:0");
-//! assert_eq!(info.family, ModelFamily::AnthropicClaude);
-//! assert_eq!(info.output_burndown, 5);
-//! assert_eq!(info.max_output_tokens, 64_000);
-//! ```
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+#[cfg(feature = "emulator")]
 use serde_json::Value;
 
 /// The request/response body family of a model, which decides where `max_tokens` sits.
@@ -71,12 +57,6 @@ const GEO_PREFIXES: &[&str] = &[
 ];
 
 /// Strips a cross-region inference profile prefix (`us.`, `eu.`, `global.` ...) from a model id.
-///
-/// ```
-/// use bedrock_throttle::bedrock::models::base_model_id;
-/// assert_eq!(base_model_id("eu.amazon.nova-pro-v1:0"), "amazon.nova-pro-v1:0");
-/// assert_eq!(base_model_id("anthropic.claude-3-haiku-20240307-v1:0"), "anthropic.claude-3-haiku-20240307-v1:0");
-/// ```
 pub(crate) fn base_model_id(model_id: &str) -> &str {
     GEO_PREFIXES
         .iter()
@@ -173,6 +153,23 @@ fn claude_max_output(rest: &str) -> u64 {
 
 /// The model knowledge in use: the built-in defaults plus the user's overrides, by exact model
 /// id or ARN. Cheap to clone.
+///
+/// # Model ids and what they imply: the body family, where `max_tokens` sits, the model's maximum
+/// output, and the output-token burndown rate Bedrock applies to the quota.
+///
+/// Everything here is a default that users can override per model id or ARN with a
+/// [`ModelTable`]: application inference profile ARNs and provisioned models do not reveal their
+/// family, and AWS adds models faster than any table.
+///
+/// ```
+/// use bedrock_throttle::bedrock::{ModelFamily, ModelTable};
+///
+/// let table = ModelTable::default();
+/// let info = table.lookup("us.anthropic.claude-sonnet-4-5-20250929-v1:0");
+/// assert_eq!(info.family, ModelFamily::AnthropicClaude);
+/// assert_eq!(info.output_burndown, 5);
+/// assert_eq!(info.max_output_tokens, 64_000);
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ModelTable {
     overrides: Arc<HashMap<String, ModelInfo>>,
@@ -187,7 +184,7 @@ impl ModelTable {
     /// Overrides what is known of one model id or ARN (exact match, after percent-decoding).
     ///
     /// ```
-    /// use bedrock_throttle::bedrock::models::{ModelFamily, ModelInfo, ModelTable};
+    /// use bedrock_throttle::bedrock::{ModelFamily, ModelInfo, ModelTable};
     ///
     /// let arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123";
     /// let table = ModelTable::new().with_model(arn, ModelInfo::new(ModelFamily::AnthropicClaude, 64_000, 5));
@@ -230,6 +227,7 @@ pub(crate) struct MaxTokenFields {
     pub max_tokens_camel: Option<u64>,
 }
 
+#[cfg(feature = "emulator")]
 impl MaxTokenFields {
     /// Reads every known field of a parsed body.
     pub(crate) fn from_value(body: &Value) -> Self {
@@ -281,11 +279,13 @@ pub(crate) fn max_output_from_fields(family: ModelFamily, fields: &MaxTokenField
 /// Returns `None` when the body does not say (the caller then reserves the model's maximum), and
 /// `Some(0)` for embeddings. Cohere Embed v4's `max_tokens` truncates INPUT, so embeddings never
 /// read it. A value that is not a non-negative integer counts as absent.
+#[cfg(feature = "emulator")]
 pub(crate) fn invoke_max_output_tokens(family: ModelFamily, body: &Value) -> Option<u64> {
     max_output_from_fields(family, &MaxTokenFields::from_value(body))
 }
 
 /// Reads `inferenceConfig.maxTokens` of a Converse / ConverseStream body.
+#[cfg(feature = "emulator")]
 pub(crate) fn converse_max_output_tokens(body: &Value) -> Option<u64> {
     body.get("inferenceConfig")?.get("maxTokens")?.as_u64()
 }
@@ -293,6 +293,18 @@ pub(crate) fn converse_max_output_tokens(body: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_prefixes_are_stripped() {
+        assert_eq!(
+            base_model_id("eu.amazon.nova-pro-v1:0"),
+            "amazon.nova-pro-v1:0"
+        );
+        assert_eq!(
+            base_model_id("anthropic.claude-3-haiku-20240307-v1:0"),
+            "anthropic.claude-3-haiku-20240307-v1:0"
+        );
+    }
     use serde_json::json;
 
     #[test]

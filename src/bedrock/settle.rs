@@ -1,35 +1,4 @@
 //! Settling a reservation from the response, even when the usage only arrives at the end of a
-//! streamed body.
-//!
-//! The usage of a Converse call is in its JSON body, and that of a stream in its last event, so
-//! settlement cannot happen when the response head arrives. The reservation therefore travels
-//! with the body: [`SettlingBody`] passes every frame through unchanged while observing it, and
-//! settles when the body ends, fails, or is dropped.
-//!
-//! | response | settles |
-//! |---|---|
-//! | not 2xx | 0, at once: Bedrock rejects before it reserves (the classifier feeds the throttle back to the limiter) |
-//! | CountTokens, ApplyGuardrail, unknown paths | 0, at once: they draw on no token quota |
-//! | usage headers (InvokeModel) | the usage, at once |
-//! | event stream | the final usage at the end; if the stream ends or is dropped without it, `max(worst case, usage seen so far)` with output counted from the deltas |
-//! | any other body (Converse JSON) | the body's `usage` at the end (read from a copy of at most 4 MiB); the worst case if there is none or the body is dropped early |
-//!
-//! The output burndown is that of the request's model, from the plan's [`Memo`](super::Memo).
-//! The worst case is what the server can have booked at most when the usage never arrives:
-//! `input + cache + burndown × max output` (the permit's
-//! [`if_unknown`](crate::budget::Permit::if_unknown)). Not the reservation: a call whose caller
-//! left can have produced its whole output, which Bedrock books at five times its count on
-//! recent Claude models.
-//!
-//! Where the settled amount is booked matters as much as how much it is. Bedrock keeps at most
-//! its own reservation (`input + cache reads + cache writes + max output`, with its exact input
-//! count) at the start of the call and books the rest as debt when the call ends. This crate's
-//! reservation is larger (the input estimate is conservative), so a plain refund would keep more
-//! at the start than Bedrock does, and free it a call's duration before Bedrock's debt expires.
-//! From the max output the plan reserved, the settlement computes Bedrock's reservation from the
-//! reported usage and settles with [`Reservation::settle_as`], which the engine's [`Permit`]
-//! implements by mirroring Bedrock's split
-//! ([`Permit::settle_as`](crate::budget::Permit::settle_as)).
 
 use std::fmt;
 use std::pin::Pin;
@@ -305,7 +274,40 @@ pin_project! {
     /// Every frame passes through unchanged. The reservation settles when the body ends (with
     /// the usage it carried), when it fails or is dropped early (with
     /// `max(worst case, usage seen so far)` for streams, the worst case otherwise), or at
-    /// once when the response head already said everything. See the [module docs](self).
+    /// once when the response head already said everything. See the [type docs](Self).
+    ///
+    /// # Settling a reservation from the response, even when the usage only arrives at the end of a
+    /// streamed body.
+    ///
+    /// The usage of a Converse call is in its JSON body, and that of a stream in its last event, so
+    /// settlement cannot happen when the response head arrives. The reservation therefore travels
+    /// with the body: [`SettlingBody`] passes every frame through unchanged while observing it, and
+    /// settles when the body ends, fails, or is dropped.
+    ///
+    /// | response | settles |
+    /// |---|---|
+    /// | not 2xx | 0, at once: Bedrock rejects before it reserves (the classifier feeds the throttle back to the limiter) |
+    /// | CountTokens, ApplyGuardrail, unknown paths | 0, at once: they draw on no token quota |
+    /// | usage headers (InvokeModel) | the usage, at once |
+    /// | event stream | the final usage at the end; if the stream ends or is dropped without it, `max(worst case, usage seen so far)` with output counted from the deltas |
+    /// | any other body (Converse JSON) | the body's `usage` at the end (read from a copy of at most 4 MiB); the worst case if there is none or the body is dropped early |
+    ///
+    /// The output burndown is that of the request's model, from the plan's [`Memo`](super::Memo).
+    /// The worst case is what the server can have booked at most when the usage never arrives:
+    /// `input + cache + burndown × max output` (the permit's
+    /// [`if_unknown`](crate::budget::Permit::if_unknown)). Not the reservation: a call whose caller
+    /// left can have produced its whole output, which Bedrock books at five times its count on
+    /// recent Claude models.
+    ///
+    /// Where the settled amount is booked matters as much as how much it is. Bedrock keeps at most
+    /// its own reservation (`input + cache reads + cache writes + max output`, with its exact input
+    /// count) at the start of the call and books the rest as debt when the call ends. This crate's
+    /// reservation is larger (the input estimate is conservative), so a plain refund would keep more
+    /// at the start than Bedrock does, and free it a call's duration before Bedrock's debt expires.
+    /// From the max output the plan reserved, the settlement computes Bedrock's reservation from the
+    /// reported usage and settles with [`Reservation::settle_as`], which the engine's [`Permit`]
+    /// implements by mirroring Bedrock's split
+    /// ([`Permit::settle_as`](crate::budget::Permit::settle_as)).
     pub struct SettlingBody<B, R: Reservation = Permit> {
         #[pin]
         inner: B,

@@ -1,60 +1,4 @@
 //! The innermost layer: makes a Bedrock response readable by the synchronous classifier and the
-//! settlement, and turns a stream that fails before its first event into an error response.
-//!
-//! Two jobs, each because a later step cannot do it itself:
-//! 1. **Buffer error bodies.** The message that tells a requests throttle from a tokens throttle
-//!    from the daily quota is in the body, and a classifier cannot await a body. Non-2xx bodies
-//!    (small JSON) are read into memory (up to 64 KiB), parsed into a [`BedrockError`] response
-//!    extension, and put back unchanged.
-//! 2. **First-frame exceptions.** A stream that fails after HTTP 200 does so with an exception
-//!    frame, which no SDK retries. If that frame is the FIRST one, nothing has reached the
-//!    caller: the response is replaced by the equivalent HTTP error (status per exception,
-//!    `x-amzn-ErrorType` in PascalCase, `{"message": ..}` body, the [`BedrockError`] extension),
-//!    so the retry layer and the SDK treat it like any throttle. Otherwise the bytes read are put
-//!    back in front of the rest of the stream, and the caller sees exactly the original bytes.
-//!    After the first frame nothing is touched: later exceptions reach the caller unchanged.
-//!
-//! | exception frame | status | code |
-//! |---|---|---|
-//! | `throttlingException`, `modelNotReadyException` | 429 | `ThrottlingException`, `ModelNotReadyException` |
-//! | `serviceUnavailableException` | 503 | `ServiceUnavailableException` |
-//! | `internalServerException` (and protocol `error` frames) | 500 | `InternalServerException` |
-//! | `modelStreamErrorException`, `modelErrorException` | 424 | `ModelStreamErrorException`, ... |
-//! | `modelTimeoutException` | 408 | `ModelTimeoutException` |
-//! | `validationException`, `serviceQuotaExceededException` | 400 | ... |
-//! | `accessDeniedException` / `resourceNotFoundException` | 403 / 404 | ... |
-//! | anything else | 500 | the type in PascalCase |
-//!
-//! Put it innermost, right above the transport, so every attempt of the retry layer goes
-//! through it:
-//!
-//! ```
-//! use bedrock_throttle::bedrock::{Bedrock, BedrockError};
-//! use bytes::Bytes;
-//! use http_body_util::Full;
-//! use tower::{Service, ServiceBuilder, ServiceExt};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let transport = tower::service_fn(|_req: http::Request<Bytes>| async {
-//!     let response = http::Response::builder()
-//!         .status(429)
-//!         .header("x-amzn-ErrorType", "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/")
-//!         .body(Full::new(Bytes::from_static(br#"{"message":"Too many tokens, please wait before trying again."}"#)))
-//!         .unwrap();
-//!     Ok::<_, std::convert::Infallible>(response)
-//! });
-//! let mut service = ServiceBuilder::new()
-//!     .layer(Bedrock::new().response_layer())
-//!     .service(transport);
-//! let request = http::Request::post("https://bedrock-runtime.us-east-1.amazonaws.com/model/amazon.nova-lite-v1%3A0/converse")
-//!     .body(Bytes::from_static(b"{}"))
-//!     .unwrap();
-//! let response = service.ready().await.unwrap().call(request).await.unwrap();
-//! let error = response.extensions().get::<BedrockError>().unwrap();
-//! assert_eq!(error.message(), Some("Too many tokens, please wait before trying again."));
-//! # }
-//! ```
 
 use std::fmt;
 use std::future::Future;
@@ -82,7 +26,65 @@ pub(crate) const FIRST_FRAME_LIMIT: usize = 1 << 20;
 pub(crate) const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
 
 /// A [`Layer`] that buffers error bodies and rewrites first-frame stream exceptions. See the
-/// [module docs](self).
+/// [type docs](Self).
+///
+/// # The innermost layer: makes a Bedrock response readable by the synchronous classifier and the
+/// settlement, and turns a stream that fails before its first event into an error response.
+///
+/// Two jobs, each because a later step cannot do it itself:
+/// 1. **Buffer error bodies.** The message that tells a requests throttle from a tokens throttle
+///    from the daily quota is in the body, and a classifier cannot await a body. Non-2xx bodies
+///    (small JSON) are read into memory (up to 64 KiB), parsed into a [`BedrockError`] response
+///    extension, and put back unchanged.
+/// 2. **First-frame exceptions.** A stream that fails after HTTP 200 does so with an exception
+///    frame, which no SDK retries. If that frame is the FIRST one, nothing has reached the
+///    caller: the response is replaced by the equivalent HTTP error (status per exception,
+///    `x-amzn-ErrorType` in PascalCase, `{"message": ..}` body, the [`BedrockError`] extension),
+///    so the retry layer and the SDK treat it like any throttle. Otherwise the bytes read are put
+///    back in front of the rest of the stream, and the caller sees exactly the original bytes.
+///    After the first frame nothing is touched: later exceptions reach the caller unchanged.
+///
+/// | exception frame | status | code |
+/// |---|---|---|
+/// | `throttlingException`, `modelNotReadyException` | 429 | `ThrottlingException`, `ModelNotReadyException` |
+/// | `serviceUnavailableException` | 503 | `ServiceUnavailableException` |
+/// | `internalServerException` (and protocol `error` frames) | 500 | `InternalServerException` |
+/// | `modelStreamErrorException`, `modelErrorException` | 424 | `ModelStreamErrorException`, ... |
+/// | `modelTimeoutException` | 408 | `ModelTimeoutException` |
+/// | `validationException`, `serviceQuotaExceededException` | 400 | ... |
+/// | `accessDeniedException` / `resourceNotFoundException` | 403 / 404 | ... |
+/// | anything else | 500 | the type in PascalCase |
+///
+/// Put it innermost, right above the transport, so every attempt of the retry layer goes
+/// through it:
+///
+/// ```
+/// use bedrock_throttle::bedrock::{Bedrock, BedrockError};
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use tower::{Service, ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let transport = tower::service_fn(|_req: http::Request<Bytes>| async {
+///     let response = http::Response::builder()
+///         .status(429)
+///         .header("x-amzn-ErrorType", "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/")
+///         .body(Full::new(Bytes::from_static(br#"{"message":"Too many tokens, please wait before trying again."}"#)))
+///         .unwrap();
+///     Ok::<_, std::convert::Infallible>(response)
+/// });
+/// let mut service = ServiceBuilder::new()
+///     .layer(Bedrock::new().response_layer())
+///     .service(transport);
+/// let request = http::Request::post("https://bedrock-runtime.us-east-1.amazonaws.com/model/amazon.nova-lite-v1%3A0/converse")
+///     .body(Bytes::from_static(b"{}"))
+///     .unwrap();
+/// let response = service.ready().await.unwrap().call(request).await.unwrap();
+/// let error = response.extensions().get::<BedrockError>().unwrap();
+/// assert_eq!(error.message(), Some("Too many tokens, please wait before trying again."));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BedrockResponseLayer {
     _private: (),

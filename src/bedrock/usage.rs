@@ -1,23 +1,4 @@
 //! What a call really used, as Bedrock reports it, and what that costs against the quota.
-//!
-//! Bedrock settles a call at `input + cache_write + output × burndown` (cache reads are not
-//! counted at settlement; the burndown is 5 for Claude 3.7 and later, else 1). The usage comes
-//! from one of four places, depending on the operation:
-//!
-//! | operation | where |
-//! |---|---|
-//! | InvokeModel | headers `x-amzn-bedrock-{input,output,cache-read-input,cache-write-input}-token-count` |
-//! | Converse | body `usage` `{inputTokens, outputTokens, cacheReadInputTokens?, cacheWriteInputTokens?}` |
-//! | ConverseStream | the `metadata` event's `usage` |
-//! | InvokeModelWithResponseStream | the last `chunk`'s `amazon-bedrock-invocationMetrics` |
-//!
-//! ```
-//! use bedrock_throttle::bedrock::Usage;
-//!
-//! // Claude Sonnet 4: 1,000 in + 100 out settles 1,500.
-//! let usage = Usage::from_json(br#"{"usage":{"inputTokens":1000,"outputTokens":100,"totalTokens":1100}}"#).unwrap();
-//! assert_eq!(usage.quota_tokens(5), 1_500);
-//! ```
 
 use std::fmt;
 
@@ -27,6 +8,27 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 /// Token usage of one call.
+///
+/// # What a call really used, as Bedrock reports it, and what that costs against the quota
+///
+/// Bedrock settles a call at `input + cache_write + output × burndown` (cache reads are not
+/// counted at settlement; the burndown is 5 for Claude 3.7 and later, else 1). The usage comes
+/// from one of four places, depending on the operation:
+///
+/// | operation | where |
+/// |---|---|
+/// | InvokeModel | headers `x-amzn-bedrock-{input,output,cache-read-input,cache-write-input}-token-count` |
+/// | Converse | body `usage` `{inputTokens, outputTokens, cacheReadInputTokens?, cacheWriteInputTokens?}` |
+/// | ConverseStream | the `metadata` event's `usage` |
+/// | InvokeModelWithResponseStream | the last `chunk`'s `amazon-bedrock-invocationMetrics` |
+///
+/// ```
+/// use bedrock_throttle::bedrock::Usage;
+///
+/// // Claude Sonnet 4: 1,000 in + 100 out settles 1,500.
+/// let usage = Usage::from_json(br#"{"usage":{"inputTokens":1000,"outputTokens":100,"totalTokens":1100}}"#).unwrap();
+/// assert_eq!(usage.quota_tokens(5), 1_500);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Usage {
     /// Input tokens (not read from or written to the prompt cache).

@@ -101,7 +101,7 @@
 //!
 //! A key is evicted when it is idle: its window is empty, nobody waits, no permit is outstanding,
 //! feedback has not lowered its limit, and its limit was not set at run time with
-//! [`Budget::set_limit`] (such keys are kept, so the setting survives). Idle keys are swept from
+//! [`Budget::set_quota`] (such keys are kept, so the setting survives). Idle keys are swept from
 //! the path that inserts a new key, once the keys inserted since the last sweep number half the
 //! keys in the map (at least 16): a sweep of n keys comes after at least n/2 insertions, so each
 //! new key pays amortised O(1), and the map holds at most about twice the keys that were not idle

@@ -174,11 +174,11 @@ impl Permit {
     /// let permit = budget.acquire("claude", 500).await?;
     /// tokio::time::advance(Duration::from_secs(10)).await;
     /// permit.settle_as(450, 400);
-    /// let used = |b: &Budget<&str>| b.stats(&"claude").unwrap().tokens.unwrap().used;
-    /// assert_eq!(used(&budget), 450);
+    /// let used = || budget.stats(&"claude").unwrap().tokens.unwrap().used;
+    /// assert_eq!(used(), 450);
     /// // 400 leave with the admission at t = 60 s; the 50 booked at t = 10 s stay until t = 70 s.
     /// tokio::time::advance(Duration::from_secs(50)).await;
-    /// assert_eq!(used(&budget), 50);
+    /// assert_eq!(used(), 50);
     /// # Ok(())
     /// # }
     /// ```

@@ -8,7 +8,8 @@
 //!
 //! ```no_run
 //! use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
-//! use bedrock_throttle::sdk::{BedrockThrottle, Quota};
+//! use bedrock_throttle::budget::Quota;
+//! use bedrock_throttle::sdk::BedrockThrottle;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let throttle = BedrockThrottle::builder()
@@ -31,41 +32,58 @@
 //! # How the crate's retries and the SDK's interact
 //!
 //! The SDK runs its retry loop around the HTTP client; the stack runs its own inside it. Left
-//! alone, they multiply (3 SDK attempts × 3 stack attempts = 9 requests for one call). The setup
-//! therefore sets the SDK to **one attempt** (standard mode, `max_attempts = 1`) and lets the
-//! stack retry, because the stack knows more: which quota was hit, whether a stream failed
-//! before its first event, the server's delay, the shared retry budget, and it re-enters the
-//! limiters on every attempt.
+//! alone, they multiply (3 SDK attempts × 3 stack attempts = 9 requests for one call). The stack
+//! makes every retry, because it knows more: which quota was hit, whether a stream failed before
+//! its first event, the server's delay, the shared retry budget, and it re-enters admission on
+//! every attempt. The SDK retries ONE thing, which the stack cannot do: re-signing.
 //!
 //! Every attempt inside the stack resends the same signed request, which AWS accepts for
-//! 5 minutes after signing. The setup refuses waits that could outlast that
-//! ([`SetupError::WaitsExceedSignatureWindow`]), and the adapter cuts a call short 30 s before
-//! the signature expires. Both failures, and a wait longer than
-//! [`max_wait`](BedrockThrottleBuilder::max_wait), reach the SDK as
-//! `ConnectorError::other(_, Some(ErrorKind::ThrottlingError))`: with
-//! [`sdk_max_attempts`](BedrockThrottleBuilder::sdk_max_attempts) above 1 the SDK backs off and
-//! re-signs; with the default the caller gets a dispatch failure whose kind is throttling.
+//! 5 minutes after signing. A request may wait for admission longer than that (a long backlog;
+//! only the caller's own deadline, the SDK's operation timeout, or a
+//! [`max_wait`](BedrockThrottleBuilder::max_wait) the user sets, ends a wait). When its
+//! signature is about to expire (30 s before, [`signature_margin`](BedrockThrottleBuilder::signature_margin)),
+//! the attempt leaves the queue with [`LeftQueue`](crate::admit::LeftQueue), KEEPING ITS PLACE
+//! under the SDK's `amz-sdk-invocation-id` (the same on every attempt of one operation); the
+//! SDK's retry classifier of the setup ([`ResignOnly`]) retries exactly that error, the SDK
+//! re-signs, and the new attempt takes its old place back, behind those who came before it and
+//! ahead of those who came after. Every other failure reaches the caller as the stack left it:
+//! [`ResignOnly`] forbids the SDK's own retries, its retry quota is one of the setup's own that
+//! cannot run out, and its backoff is a few milliseconds (the place in line is kept, and waiting
+//! is the stack's job). [`sdk_max_attempts`](BedrockThrottleBuilder::sdk_max_attempts) bounds the
+//! re-signs (16 attempts: more than an hour of waiting).
 //!
-//! The SDK's `RetryConfig::adaptive()` rate limiter is not needed: the token budget admits
-//! exactly what the quota allows, per model, before the request leaves.
+//! A wait longer than a [`max_wait`](BedrockThrottleBuilder::max_wait), or a retry deadline the
+//! signature cannot cover, reach the SDK as `ConnectorError::other(_, Some(ErrorKind::ThrottlingError))`;
+//! a request larger than the whole quota as `Some(ErrorKind::ClientError)`.
+//!
+//! The SDK's `RetryConfig::adaptive()` rate limiter is not needed: admission lets in exactly
+//! what the quota allows, per model, before the request leaves.
 //!
 //! # Several clients, one quota
 //!
 //! Bedrock's quota belongs to the account, model and region, not to a client. Clients in one
 //! process should share ONE `BedrockThrottle`, told the whole quota: `configure` every client
-//! with it (or clone it; clones share the limiters). Then every admission sees every other
+//! with it (or clone it; clones share the budget). Then every admission sees every other
 //! client's reservations and output debts, as Bedrock does.
 //!
 //! Splitting a quota statically (each instance told a share, e.g. one process per share) keeps
 //! every instance inside its share at each admission, but not the sum inside the quota at every
 //! instant: Bedrock books output burndown (5x on recent Claude models) when a call ends, as debt
 //! beyond the reservation, and one instance's debt can spill past its share into room another
-//! instance is admitting into. A single throttle waits its own debts out. In `BENCHMARKS.md`
-//! (goodput, 3x demand), four clients sharing one throttle saw no throttle; four instances with a
-//! quarter each saw about 0.3% to 0.7% of attempts throttled (retried, none failed) under sliding
-//! and fixed windows. For instances in separate processes, tell each a little less than its
-//! share; a shared store for fleets is not built yet.
+//! instance is admitting into. For instances in separate processes, tell each a little less than
+//! its share; a shared store for fleets is not built yet.
 //!
+//! # What one throttle does not see
+//!
+//! Even one throttle learns a call's output debt later than Bedrock books it: the server books
+//! it when it generates the last token, the crate when the client reads the end of the body.
+//! Admissions in between may use room that the server's debt has already taken, and the server
+//! then throttles them (the stack retries them; the throttle also lowers the effective limit for
+//! a while). The gap is the time the client takes to read the end of a response: small when
+//! responses are read as they arrive, larger for a caller that reads a stream slowly. A caller
+//! that leaves before the end is charged the most the server can have booked (input +
+//! burndown × max output), at once.
+
 //! # The parts
 //!
 //! [`LayeredHttpClient`] is the general adapter: any Tower layer over any inner `HttpClient`.
