@@ -12,6 +12,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::error::LeftQueue;
+use super::observe::{Event, Observe};
 use super::park::ParkingLot;
 use super::plan::{ArrivalId, Plan, Protocol};
 use crate::BoxError;
@@ -56,11 +57,28 @@ pub(crate) struct Leaving {
     pub(crate) sleep: Option<Pin<Box<Sleep>>>,
 }
 
+/// What an observed attempt carries: its key and its arrival, for the events.
+pub(crate) struct Observed<K, O> {
+    pub(crate) key: K,
+    pub(crate) observer: Arc<O>,
+    pub(crate) arrived: Instant,
+}
+
+impl<K, O: Observe<K>> Observed<K, O> {
+    fn tell(&self, event: Event<'_>) {
+        self.observer.observe(&self.key, event);
+    }
+
+    fn waited(&self) -> std::time::Duration {
+        Instant::now().saturating_duration_since(self.arrived)
+    }
+}
+
 pin_project! {
     /// The response future of [`Admission`](super::Admission): waits for admission on every
     /// dimension of the key, calls the inner service, classifies the result once (feeding a
     /// throttle back to the store by cause), and settles from the plan's memo.
-    pub struct ResponseFuture<S, Req, St, P>
+    pub struct ResponseFuture<S, Req, St, P, O = ()>
     where
         S: Service<Req>,
         St: QuotaStore<P::Key>,
@@ -69,6 +87,7 @@ pin_project! {
         #[pin]
         state: State<S, S::Future, Req, St::Acquire, P::Memo>,
         protocol: Arc<P>,
+        observed: Option<Observed<P::Key, O>>,
     }
 }
 
@@ -94,7 +113,7 @@ pin_project! {
     }
 }
 
-impl<S, Req, St, P> ResponseFuture<S, Req, St, P>
+impl<S, Req, St, P, O> ResponseFuture<S, Req, St, P, O>
 where
     S: Service<Req>,
     St: QuotaStore<P::Key>,
@@ -106,6 +125,7 @@ where
         request: Req,
         plan: Plan<(), P::Memo>,
         leaving: Option<Box<Leaving>>,
+        observed: Option<Observed<P::Key, O>>,
         protocol: Arc<P>,
     ) -> Self {
         ResponseFuture {
@@ -118,16 +138,18 @@ where
                 leaving,
             },
             protocol,
+            observed,
         }
     }
 }
 
-impl<S, Req, St, P> Future for ResponseFuture<S, Req, St, P>
+impl<S, Req, St, P, O> Future for ResponseFuture<S, Req, St, P, O>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     St: QuotaStore<P::Key>,
     P: Protocol<Req, S::Response, S::Error>,
+    O: Observe<P::Key>,
 {
     type Output = Result<P::Output, BoxError>;
 
@@ -176,9 +198,29 @@ where
                     let permit = match admitted {
                         Ok(permit) => permit.with_if_unknown(*if_unknown),
                         Err(error) => {
+                            if let Some(observed) = this.observed.as_ref() {
+                                let waited = observed.waited();
+                                observed.tell(Event::Refused {
+                                    error: &error,
+                                    waited,
+                                });
+                            }
                             this.state.set(State::Done);
                             return Poll::Ready(Err(error.into()));
                         }
+                    };
+                    let permit = match this.observed.as_ref() {
+                        Some(observed) => {
+                            let tokens = permit.reserved();
+                            let waited = observed.waited();
+                            observed.tell(Event::Admitted { tokens, waited });
+                            let (key, observer) =
+                                (observed.key.clone(), Arc::clone(&observed.observer));
+                            permit.on_settle(move |reserved, settled| {
+                                observer.observe(&key, Event::Settled { reserved, settled });
+                            })
+                        }
+                        None => permit,
                     };
                     let (Some(mut inner), Some(request)) = (inner.take(), request.take()) else {
                         unreachable!("the service and request are taken once");
@@ -203,6 +245,9 @@ where
                     this.state.set(State::Done);
                     let protocol = &**this.protocol;
                     let classification = protocol.classify(result.as_ref());
+                    if let Some(observed) = this.observed.as_ref() {
+                        observed.tell(Event::Completed { classification });
+                    }
                     if let Some(cause) = classification.throttle_cause() {
                         tracing::debug!(?cause, "admission: throttle feedback");
                         permit.throttled(cause);
@@ -220,7 +265,7 @@ where
     }
 }
 
-impl<S, Req, St, P> fmt::Debug for ResponseFuture<S, Req, St, P>
+impl<S, Req, St, P, O> fmt::Debug for ResponseFuture<S, Req, St, P, O>
 where
     S: Service<Req>,
     St: QuotaStore<P::Key>,

@@ -15,11 +15,12 @@ use crate::classify::OkIsSuccess;
 /// Applies [`Admission`] to a service: each attempt is planned once by the protocol `P`,
 /// admitted on every dimension of its key's quota in the store `St`, and settled from its plan.
 ///
-/// Clones of the layer, and of the services it builds, share the store and the places kept for
-/// re-sent attempts.
-pub struct AdmissionLayer<St, P> {
+/// Clones of the layer, and of the services it builds, share the store, the observer and the
+/// places kept for re-sent attempts.
+pub struct AdmissionLayer<St, P, O = ()> {
     store: St,
     protocol: Arc<P>,
+    observer: Arc<O>,
     lot: Arc<ParkingLot>,
 }
 
@@ -29,8 +30,26 @@ impl<St, P> AdmissionLayer<St, P> {
         AdmissionLayer {
             store,
             protocol: Arc::new(protocol),
+            observer: Arc::new(()),
             lot: Arc::default(),
         }
+    }
+}
+
+impl<St, P, O> AdmissionLayer<St, P, O> {
+    /// Tells `observer` every admission event (see [`Observe`]).
+    pub fn observe<O2>(self, observer: O2) -> AdmissionLayer<St, P, O2> {
+        AdmissionLayer {
+            store: self.store,
+            protocol: self.protocol,
+            observer: Arc::new(observer),
+            lot: self.lot,
+        }
+    }
+
+    /// The observer.
+    pub fn observer(&self) -> &O {
+        &self.observer
     }
 
     /// The shared store.
@@ -44,17 +63,18 @@ impl<St, P> AdmissionLayer<St, P> {
     }
 }
 
-impl<St: Clone, P> Clone for AdmissionLayer<St, P> {
+impl<St: Clone, P, O> Clone for AdmissionLayer<St, P, O> {
     fn clone(&self) -> Self {
         AdmissionLayer {
             store: self.store.clone(),
             protocol: Arc::clone(&self.protocol),
+            observer: Arc::clone(&self.observer),
             lot: Arc::clone(&self.lot),
         }
     }
 }
 
-impl<St: fmt::Debug, P> fmt::Debug for AdmissionLayer<St, P> {
+impl<St: fmt::Debug, P, O> fmt::Debug for AdmissionLayer<St, P, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdmissionLayer")
             .field("store", &self.store)
@@ -62,14 +82,15 @@ impl<St: fmt::Debug, P> fmt::Debug for AdmissionLayer<St, P> {
     }
 }
 
-impl<S, St: Clone, P> Layer<S> for AdmissionLayer<St, P> {
-    type Service = Admission<S, St, P>;
+impl<S, St: Clone, P, O> Layer<S> for AdmissionLayer<St, P, O> {
+    type Service = Admission<S, St, P, O>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Admission::from_parts(
             inner,
             self.store.clone(),
             Arc::clone(&self.protocol),
+            Arc::clone(&self.observer),
             Arc::clone(&self.lot),
         )
     }
@@ -102,6 +123,7 @@ impl<K, KF: Clone, C: Clone> RateLimitLayer<K, KF, C> {
             layer: AdmissionLayer {
                 store: self.layer.store,
                 protocol: Arc::new(protocol),
+                observer: self.layer.observer,
                 lot: self.layer.lot,
             },
         }
@@ -142,6 +164,7 @@ impl<K, KF: Clone, E: Clone, ST: Clone, C: Clone> TokenBudgetLayer<K, KF, E, ST,
             layer: AdmissionLayer {
                 store: self.layer.store,
                 protocol: Arc::new(protocol),
+                observer: self.layer.observer,
                 lot: self.layer.lot,
             },
         }

@@ -91,6 +91,7 @@
 
 mod error;
 mod layer;
+mod observe;
 mod park;
 mod plan;
 mod service;
@@ -99,5 +100,6 @@ pub mod future;
 
 pub use self::error::LeftQueue;
 pub use self::layer::{AdmissionLayer, RateLimitLayer, TokenBudgetLayer};
+pub use self::observe::{Event, Observe};
 pub use self::plan::{ArrivalId, Closures, KeepReservation, NoTokens, Plan, Protocol};
 pub use self::service::Admission;

@@ -7,7 +7,8 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::future::{Leaving, ResponseFuture, Waiter};
+use super::future::{Leaving, Observed, ResponseFuture, Waiter};
+use super::observe::Observe;
 use super::park::ParkingLot;
 use super::plan::{Plan, Protocol};
 use crate::BoxError;
@@ -21,19 +22,27 @@ use crate::macros::define_inner_service_accessors;
 ///
 /// Inner errors pass through unchanged, boxed; admission failures are
 /// [`AdmissionError`](crate::budget::AdmissionError)s and [`LeftQueue`](super::LeftQueue).
-pub struct Admission<S, St, P> {
+pub struct Admission<S, St, P, O = ()> {
     inner: S,
     store: St,
     protocol: Arc<P>,
+    observer: Arc<O>,
     lot: Arc<ParkingLot>,
 }
 
-impl<S, St, P> Admission<S, St, P> {
-    pub(crate) fn from_parts(inner: S, store: St, protocol: Arc<P>, lot: Arc<ParkingLot>) -> Self {
+impl<S, St, P, O> Admission<S, St, P, O> {
+    pub(crate) fn from_parts(
+        inner: S,
+        store: St,
+        protocol: Arc<P>,
+        observer: Arc<O>,
+        lot: Arc<ParkingLot>,
+    ) -> Self {
         Admission {
             inner,
             store,
             protocol,
+            observer,
             lot,
         }
     }
@@ -46,18 +55,19 @@ impl<S, St, P> Admission<S, St, P> {
     }
 }
 
-impl<S: Clone, St: Clone, P> Clone for Admission<S, St, P> {
+impl<S: Clone, St: Clone, P, O> Clone for Admission<S, St, P, O> {
     fn clone(&self) -> Self {
         Admission {
             inner: self.inner.clone(),
             store: self.store.clone(),
             protocol: Arc::clone(&self.protocol),
+            observer: Arc::clone(&self.observer),
             lot: Arc::clone(&self.lot),
         }
     }
 }
 
-impl<S: fmt::Debug, St: fmt::Debug, P> fmt::Debug for Admission<S, St, P> {
+impl<S: fmt::Debug, St: fmt::Debug, P, O> fmt::Debug for Admission<S, St, P, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Admission")
             .field("inner", &self.inner)
@@ -66,16 +76,17 @@ impl<S: fmt::Debug, St: fmt::Debug, P> fmt::Debug for Admission<S, St, P> {
     }
 }
 
-impl<S, Req, St, P> Service<Req> for Admission<S, St, P>
+impl<S, Req, St, P, O> Service<Req> for Admission<S, St, P, O>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     St: QuotaStore<P::Key>,
     P: Protocol<Req, S::Response, S::Error>,
+    O: Observe<P::Key>,
 {
     type Response = P::Output;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req, St, P>;
+    type Future = ResponseFuture<S, Req, St, P, O>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -90,6 +101,11 @@ where
             leave_by,
             arrival,
         } = self.protocol.plan(&mut request);
+        let observed = O::ENABLED.then(|| Observed {
+            key: key.clone(),
+            observer: Arc::clone(&self.observer),
+            arrived: Instant::now(),
+        });
         // An earlier attempt of the same request may have kept its place in line.
         let kept = arrival.as_ref().and_then(|arrival| self.lot.take(arrival));
         let waiter = match kept {
@@ -117,6 +133,7 @@ where
             request,
             plan,
             leaving,
+            observed,
             Arc::clone(&self.protocol),
         )
     }

@@ -29,7 +29,11 @@ pub struct Permit {
     holder: Holder,
     reserved: u64,
     if_unknown: u64,
+    on_settle: Option<SettleHook>,
 }
+
+/// Told `(reserved, settled)` once, when the permit settles or drops.
+type SettleHook = Box<dyn FnOnce(u64, u64) + Send + Sync>;
 
 /// What a permit holds besides its amounts.
 enum Holder {
@@ -51,6 +55,7 @@ impl Permit {
             holder: Holder::Charged { shared, at },
             reserved,
             if_unknown: reserved,
+            on_settle: None,
         }
     }
 
@@ -60,6 +65,7 @@ impl Permit {
             holder: Holder::Free(at),
             reserved,
             if_unknown: reserved,
+            on_settle: None,
         }
     }
 
@@ -69,6 +75,7 @@ impl Permit {
             holder: Holder::Store(charge),
             reserved,
             if_unknown: reserved,
+            on_settle: None,
         }
     }
 
@@ -104,6 +111,13 @@ impl Permit {
     #[inline]
     pub fn with_if_unknown(mut self, worst_case: u64) -> Self {
         self.if_unknown = worst_case.max(self.reserved);
+        self
+    }
+
+    /// The same permit, telling `hook` `(reserved, settled)` once, when it settles or drops (an
+    /// observer of settlements: metrics, a capacity report).
+    pub fn on_settle(mut self, hook: impl FnOnce(u64, u64) + Send + Sync + 'static) -> Self {
+        self.on_settle = Some(Box::new(hook));
         self
     }
 
@@ -189,6 +203,9 @@ impl Permit {
 
     #[inline]
     fn finish(&mut self, actual: u64, server_reserved: u64) {
+        if let Some(hook) = self.on_settle.take() {
+            hook(self.reserved, actual);
+        }
         let at_admission = actual.min(server_reserved).min(self.reserved);
         let refund = self.reserved - at_admission;
         let debt = actual - at_admission;
@@ -207,7 +224,9 @@ impl Permit {
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        if matches!(self.holder, Holder::Free(_) | Holder::Settled) {
+        if matches!(self.holder, Holder::Settled)
+            || (matches!(self.holder, Holder::Free(_)) && self.on_settle.is_none())
+        {
             return;
         }
         // The usage is unknown: settle what the server can have booked at most, the

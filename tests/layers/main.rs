@@ -588,3 +588,75 @@ async fn a_zero_token_request_still_counts_one_request() {
     assert_eq!(requests(&budget).used, 1);
     assert_eq!(tokens_of(&budget).used, 0);
 }
+
+// ---------------------------------------------------------------- observer
+
+#[tokio::test(start_paused = true)]
+async fn the_observer_sees_every_admission_event() {
+    use bedrock_throttle::admit::{AdmissionLayer, Closures, Event};
+    let budget: Budget<()> = Budget::builder()
+        .tokens(100)
+        .window(SECOND)
+        .max_wait(SECOND * 5)
+        .build()
+        .unwrap();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let observer = {
+        let events = events.clone();
+        move |_: &(), event: Event<'_>| {
+            let line = match event {
+                Event::Admitted { tokens, waited } => format!("admitted {tokens} after {waited:?}"),
+                Event::Refused { .. } => "refused".to_owned(),
+                Event::Completed { classification } => {
+                    format!("completed {:?}", classification.throttle_cause())
+                }
+                Event::Settled { reserved, settled } => format!("settled {reserved} -> {settled}"),
+                _ => "other".to_owned(),
+            };
+            events.lock().unwrap().push(line);
+        }
+    };
+    let protocol = Closures::new(SingleKey)
+        .tokens(|c: &Call| c.0, |used: &Option<u64>| *used)
+        .classify(|r: Result<&Option<u64>, &BoxError>| match r {
+            Ok(None) => Classification::throttled(ThrottleCause::Tokens),
+            _ => Classification::success(),
+        });
+    let mut svc = AdmissionLayer::new(budget.clone(), protocol)
+        .observe(observer)
+        .layer(model());
+    svc.ready()
+        .await
+        .unwrap()
+        .call((80, Some(30)))
+        .await
+        .unwrap();
+    // 90 more do not fit until the 30 expire.
+    svc.ready()
+        .await
+        .unwrap()
+        .call((90, Some(90)))
+        .await
+        .unwrap();
+    // A cost above the whole limit is refused at once.
+    assert!(
+        svc.ready()
+            .await
+            .unwrap()
+            .call((101, Some(1)))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        *events.lock().unwrap(),
+        [
+            "admitted 80 after 0ns",
+            "completed None",
+            "settled 80 -> 30",
+            "admitted 90 after 1s",
+            "completed None",
+            "settled 90 -> 90",
+            "refused",
+        ]
+    );
+}
