@@ -213,7 +213,12 @@ where
                         Some(observed) => {
                             let tokens = permit.reserved();
                             let waited = observed.waited();
-                            observed.tell(Event::Admitted { tokens, waited });
+                            let waited_on = permit.waited_on();
+                            observed.tell(Event::Admitted {
+                                tokens,
+                                waited,
+                                waited_on,
+                            });
                             let (key, observer) =
                                 (observed.key.clone(), Arc::clone(&observed.observer));
                             permit.on_settle(move |reserved, settled| {

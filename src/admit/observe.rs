@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::budget::AdmissionError;
+use crate::budget::{AdmissionError, Dimension};
 use crate::classify::Classification;
 
 /// What happened to one attempt, as admission saw it.
@@ -20,6 +20,9 @@ pub enum Event<'a> {
         tokens: u64,
         /// How long it waited in line.
         waited: Duration,
+        /// The dimension that made it wait (whose window was full for the head of the queue
+        /// when it arrived), if it waited.
+        waited_on: Option<Dimension>,
     },
     /// Refused by the store.
     Refused {

@@ -565,6 +565,7 @@ pub(crate) enum Started {
         shared: Arc<KeyShared>,
         ticket: u64,
         at: Instant,
+        blocked: Option<Dimension>,
     },
 }
 
@@ -660,10 +661,11 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
             return match begin {
                 Begin::Admitted(at) => Started::Ready(Ok(Permit::charged(shared, tokens, at))),
                 Begin::Refused(error) => Started::Ready(Err(error)),
-                Begin::Queued(ticket) => Started::Queued {
+                Begin::Queued(ticket, blocked) => Started::Queued {
                     shared,
                     ticket,
                     at: now,
+                    blocked,
                 },
             };
         }

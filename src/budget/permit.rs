@@ -29,6 +29,7 @@ pub struct Permit {
     holder: Holder,
     reserved: u64,
     if_unknown: u64,
+    waited_on: Option<Dimension>,
     on_settle: Option<SettleHook>,
 }
 
@@ -55,6 +56,7 @@ impl Permit {
             holder: Holder::Charged { shared, at },
             reserved,
             if_unknown: reserved,
+            waited_on: None,
             on_settle: None,
         }
     }
@@ -65,6 +67,7 @@ impl Permit {
             holder: Holder::Free(at),
             reserved,
             if_unknown: reserved,
+            waited_on: None,
             on_settle: None,
         }
     }
@@ -75,6 +78,7 @@ impl Permit {
             holder: Holder::Store(charge),
             reserved,
             if_unknown: reserved,
+            waited_on: None,
             on_settle: None,
         }
     }
@@ -83,6 +87,18 @@ impl Permit {
     #[inline]
     pub fn reserved(&self) -> u64 {
         self.reserved
+    }
+
+    /// The dimension that made the request wait, if it waited: the one whose window was full
+    /// for the head of the queue when the request arrived.
+    #[inline]
+    pub fn waited_on(&self) -> Option<Dimension> {
+        self.waited_on
+    }
+
+    pub(crate) fn with_waited_on(mut self, dimension: Option<Dimension>) -> Self {
+        self.waited_on = dimension;
+        self
     }
 
     /// The tokens an unsettled drop settles (at least the reservation).

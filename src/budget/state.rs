@@ -309,8 +309,9 @@ pub(crate) enum Begin {
     Admitted(u64),
     /// Refused.
     Refused(AdmissionError),
-    /// Queued with this ticket.
-    Queued(u64),
+    /// Queued with this ticket, waiting on this dimension (the one that did not fit for the
+    /// head of the queue when it arrived).
+    Queued(u64, Option<Dimension>),
 }
 
 impl KeyShared {
@@ -403,6 +404,12 @@ impl KeyShared {
                 });
             }
         }
+        let head = state
+            .waiting
+            .as_ref()
+            .and_then(|w| w.live_costs().next())
+            .unwrap_or(cost);
+        let blocked = state.blocking(self, now, head);
         let waiting = state
             .waiting
             .get_or_insert_with(|| Box::new(Waiting::new()));
@@ -416,8 +423,8 @@ impl KeyShared {
         if waiting.queue.len() == 1 {
             waiting.notified_head = ticket;
         }
-        tracing::debug!(cost, depth, "admission waits for capacity");
-        Begin::Queued(ticket)
+        tracing::debug!(cost, depth, ?blocked, "admission waits for capacity");
+        Begin::Queued(ticket, blocked)
     }
 
     /// A queued waiter looks at its state.
@@ -1013,6 +1020,17 @@ impl KeyState {
         self.dims.as_mut_slice().iter_mut().all(|d| {
             let cost = d.which.cost(tokens);
             cost == 0 || d.ledger.used + u128::from(cost) <= u128::from(d.effective(settings, now))
+        })
+    }
+
+    /// The first dimension on which `tokens` does not fit at `now`, if any.
+    fn blocking(&mut self, key: &KeyShared, now: u64, tokens: u64) -> Option<Dimension> {
+        let settings = &*key.settings;
+        self.dims.as_mut_slice().iter_mut().find_map(|d| {
+            let cost = d.which.cost(tokens);
+            let fits = cost == 0
+                || d.ledger.used + u128::from(cost) <= u128::from(d.effective(settings, now));
+            (!fits).then_some(d.which)
         })
     }
 

@@ -605,7 +605,11 @@ async fn the_observer_sees_every_admission_event() {
         let events = events.clone();
         move |_: &(), event: Event<'_>| {
             let line = match event {
-                Event::Admitted { tokens, waited } => format!("admitted {tokens} after {waited:?}"),
+                Event::Admitted {
+                    tokens,
+                    waited,
+                    waited_on,
+                } => format!("admitted {tokens} after {waited:?} on {waited_on:?}"),
                 Event::Refused { .. } => "refused".to_owned(),
                 Event::Completed { classification } => {
                     format!("completed {:?}", classification.throttle_cause())
@@ -650,10 +654,10 @@ async fn the_observer_sees_every_admission_event() {
     assert_eq!(
         *events.lock().unwrap(),
         [
-            "admitted 80 after 0ns",
+            "admitted 80 after 0ns on None",
             "completed None",
             "settled 80 -> 30",
-            "admitted 90 after 1s",
+            "admitted 90 after 1s on Some(Tokens)",
             "completed None",
             "settled 90 -> 90",
             "refused",
