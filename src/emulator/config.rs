@@ -351,6 +351,17 @@ pub struct EmulatorConfig {
     pub seed: u64,
     /// Model info for ids the built-in table does not know (ARNs) or gets wrong.
     pub models: HashMap<String, ModelInfo>,
+    /// The most connections served at once (default 4,096). Further connections wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+    /// The most inference and CountTokens requests whose body is being read, validated or
+    /// answered at once (default 1,024). Further requests wait, before their body is read, for
+    /// one to finish: with Bedrock's 25 MB body limit this bounds the memory bodies can take.
+    pub max_in_flight: usize,
+    /// How long a client may take to send a request's headers, including an idle keep-alive
+    /// connection waiting for its next request (default 30 s, hyper's default). A connection
+    /// that takes longer is closed.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -368,9 +379,23 @@ impl Default for EmulatorConfig {
             retry_after: false,
             seed: 0,
             models: HashMap::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
+
+/// Default of [`EmulatorConfig::max_connections`].
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default of [`EmulatorConfig::max_in_flight`].
+const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default of [`EmulatorConfig::header_read_timeout`].
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest simulated delay a configuration may ask for (time to first token).
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(86_400);
+/// The most output tokens a configuration may ask a response to generate.
+pub(crate) const MAX_GENERATED_TOKENS: u64 = 1_000_000;
 
 impl EmulatorConfig {
     /// Parses the JSON form shown on [`EmulatorConfig`].
@@ -427,13 +452,51 @@ impl EmulatorConfig {
                 .map_err(|_| ConfigError::new(format!("config: bad request index `{index}`")))?;
             c.faults.schedule.insert(index, fault.parse()?);
         }
+        if let Some(n) = file.max_connections {
+            c.max_connections = n;
+        }
+        if let Some(n) = file.max_in_flight {
+            c.max_in_flight = n;
+        }
+        if let Some(ms) = file.header_read_timeout_ms {
+            c.header_read_timeout = duration_from_secs(ms / 1000.0)?;
+        }
         c.validate()?;
         Ok(c)
     }
 
-    /// Checks what the types cannot: a positive window, `min <= max`, probabilities in `[0, 1]`
-    /// summing to at most 1, a positive finite speed.
+    /// Checks what the types cannot: a positive window, `min <= max`, output lengths up to
+    /// 1,000,000 tokens, a time to first token up to one day, probabilities in `[0, 1]` summing
+    /// to at most 1, a positive finite speed, positive connection and in-flight limits and
+    /// header-read timeout. A setting outside these bounds is refused, never clamped: a clamped
+    /// setting would make the emulator quietly do something else than asked.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(ConfigError::new("max connections must be at least 1"));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::new("max in-flight requests must be at least 1"));
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "the header read timeout must be longer than zero",
+            ));
+        }
+        let longest = match self.output_length {
+            OutputLength::Fixed(n) => n,
+            OutputLength::Uniform { max, .. } => max,
+        };
+        if longest > MAX_GENERATED_TOKENS {
+            return Err(ConfigError::new(format!(
+                "output length {longest} is above the most the emulator generates \
+                 ({MAX_GENERATED_TOKENS} tokens)"
+            )));
+        }
+        if self.latency.time_to_first_token > MAX_DELAY {
+            return Err(ConfigError::new(
+                "the time to first token is longer than a day",
+            ));
+        }
         if self.window.is_zero() {
             return Err(ConfigError::new("the window must be longer than zero"));
         }
@@ -487,6 +550,11 @@ impl ConfigError {
             message: message.into(),
         }
     }
+
+    /// What is wrong, e.g. `"output length: min 5 > max 1"`.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -496,12 +564,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-impl From<ConfigError> for std::io::Error {
-    fn from(e: ConfigError) -> Self {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -527,6 +589,9 @@ struct FileConfig {
     faults: BTreeMap<String, f64>,
     #[serde(default)]
     fault_schedule: BTreeMap<String, String>,
+    max_connections: Option<usize>,
+    max_in_flight: Option<usize>,
+    header_read_timeout_ms: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -627,7 +692,10 @@ mod tests {
               "seed": 9,
               "models": {"arn:x": {"family": "anthropic", "max_output_tokens": 100, "output_burndown": 5}},
               "faults": {"service-unavailable": 0.25},
-              "fault_schedule": {"2": "stream:throttling@1"}
+              "fault_schedule": {"2": "stream:throttling@1"},
+              "max_connections": 8,
+              "max_in_flight": 4,
+              "header_read_timeout_ms": 1500
             }"#,
         )
         .unwrap();
@@ -648,6 +716,8 @@ mod tests {
         assert_eq!(c.latency.tokens_per_second, Some(100.0));
         assert!(c.strict_models && c.retry_after);
         assert_eq!(c.seed, 9);
+        assert_eq!((c.max_connections, c.max_in_flight), (8, 4));
+        assert_eq!(c.header_read_timeout, Duration::from_millis(1500));
         assert_eq!(c.models["arn:x"].output_burndown, 5);
         assert_eq!(
             c.faults.probabilities,
@@ -675,6 +745,12 @@ mod tests {
             r#"{"models": {"x": {"family": "martian", "max_output_tokens": 1}}}"#,
             r#"{"fault_schedule": {"a": "model-timeout"}}"#,
             r#"{"listen": "nope"}"#,
+            r#"{"max_connections": 0}"#,
+            r#"{"max_in_flight": 0}"#,
+            r#"{"header_read_timeout_ms": 0}"#,
+            r#"{"output_tokens": 1000001}"#,
+            r#"{"output_tokens": {"min": 1, "max": 1000001}}"#,
+            r#"{"time_to_first_token_ms": 86400001}"#,
             r#"not json"#,
         ] {
             assert!(EmulatorConfig::from_json(bad).is_err(), "{bad}");

@@ -119,6 +119,7 @@ pub use config::{
     ConfigError, EmulatorConfig, Enforcement, Fault, Faults, Latency, OutputLength, Quota,
     StreamException,
 };
+pub use error::Error;
 pub use stats::{Counters, FaultCounters, ModelStats, Stats, WindowUsage};
 
 use server::Shared;
@@ -137,7 +138,11 @@ impl Emulator {
     }
 
     /// Starts an emulator with `config` on the current Tokio runtime.
-    pub async fn start(config: EmulatorConfig) -> std::io::Result<EmulatorHandle> {
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the configuration is invalid, [`Error::Bind`] when the listen
+    /// address cannot be bound.
+    pub async fn start(config: EmulatorConfig) -> Result<EmulatorHandle, Error> {
         EmulatorBuilder::from_config(config).start().await
     }
 }
@@ -265,12 +270,39 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The most connections served at once (default 4,096); further ones wait in the listen
+    /// backlog. Zero is refused by [`start`](Self::start).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = max;
+        self
+    }
+
+    /// The most requests read, validated or answered at once (default 1,024); further ones wait
+    /// before their body is read. Zero is refused by [`start`](Self::start).
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.config.max_in_flight = max;
+        self
+    }
+
+    /// How long a client may take to send a request's headers, idle keep-alive time included
+    /// (default 30 s); slower connections are closed. Zero is refused by [`start`](Self::start).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.header_read_timeout = timeout;
+        self
+    }
+
     /// Validates the configuration, binds, and serves on the current Tokio runtime until the
     /// handle is shut down or dropped.
-    pub async fn start(self) -> std::io::Result<EmulatorHandle> {
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the configuration is invalid, [`Error::Bind`] when the listen
+    /// address cannot be bound.
+    pub async fn start(self) -> Result<EmulatorHandle, Error> {
         self.config.validate()?;
-        let listener = tokio::net::TcpListener::bind(self.config.listen).await?;
-        let addr = listener.local_addr()?;
+        let addr = self.config.listen;
+        let bind = |source| Error::Bind { addr, source };
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
         let shared = Arc::new(Shared::new(self.config));
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server::serve(listener, Arc::clone(&shared), rx));

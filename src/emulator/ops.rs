@@ -9,7 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::config::{Fault, Latency, OutputLength};
+use super::config::{Fault, Latency, MAX_DELAY, MAX_GENERATED_TOKENS, OutputLength};
 use super::error::ApiError;
 use super::eventstream::{self, FrameBody, PlannedFrame, padding};
 use super::faults;
@@ -46,10 +46,6 @@ impl Operation {
 
 /// Output tokens produced per stream delta.
 const TOKENS_PER_DELTA: usize = 8;
-/// No response generates more output tokens than this, whatever the configuration.
-const MAX_GENERATED_TOKENS: u64 = 1_000_000;
-/// No simulated delay exceeds this, whatever the configuration.
-const MAX_DELAY: Duration = Duration::from_secs(86_400);
 
 const WORDS: [&str; 16] = [
     "the", "model", "emulates", "bedrock", "output", "tokens", "under", "quota", "with", "steady",

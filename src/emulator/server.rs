@@ -11,12 +11,12 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) config: EmulatorConfig,
     pub(crate) table: ModelTable,
     pub(crate) ledgers: Ledgers,
+    /// Permits for requests being read, validated or answered.
+    in_flight: Arc<Semaphore>,
     next_index: AtomicU64,
     other_requests: AtomicU64,
 }
@@ -64,6 +66,7 @@ impl Shared {
             config.model_quotas.clone(),
         );
         Self {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
             table,
             ledgers,
@@ -105,32 +108,55 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(_) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let shared = Arc::clone(&shared);
-                let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                connections.spawn(async move {
-                    let _ = conn.await;
-                });
-                while connections.try_join_next().is_some() {}
-            }
+        // A free connection slot first: at the limit, new connections wait in the backlog.
+        let permit = tokio::select! {
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
             _ = &mut shutdown => break,
-        }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        let header_read_timeout = shared.config.header_read_timeout;
+        let service = service_fn(move |req| handle(Arc::clone(&shared), req));
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        connections.spawn(async move {
+            // The first byte within the header-read timeout too: hyper's timeout starts only
+            // once it reads an HTTP/1 head, after the protocol detection, so a client that
+            // connects and sends nothing would otherwise hold its connection slot for ever.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = watcher.watch(conn.into_owned()).await;
+            drop(permit);
+        });
+        while connections.try_join_next().is_some() {}
     }
     drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
@@ -169,6 +195,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             )
             .into_response(&shared.other_request_id()));
         }
+    };
+    // Before the body is read: this is what bounds the memory that bodies take.
+    let _permit = match Arc::clone(&shared.in_flight).acquire_owned().await {
+        Ok(permit) => permit,
+        Err(_) => unreachable!("the in-flight semaphore is never closed"),
     };
     let body = match read_body(req).await {
         Ok(b) => b,

@@ -4,6 +4,7 @@
 
 mod binary;
 mod common;
+mod limits;
 mod malformed;
 mod operations;
 mod quota;
