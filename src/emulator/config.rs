@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::bedrock::models::{ModelFamily, ModelInfo};
 
+use super::ops::Operation;
+
 /// Per-model limits. `None` means unlimited in that dimension.
 ///
 /// ```
@@ -188,7 +190,8 @@ impl StreamException {
 /// A failure the emulator can inject instead of the normal response.
 ///
 /// Textual form (used by the binary and the JSON config): `service-unavailable`,
-/// `too-many-connections`, `internal-server`, `model-timeout`, `model-not-ready`, and
+/// `too-many-connections`, `internal-server`, `model-timeout`, `model-not-ready`,
+/// `model-error`, `access-denied`, `service-quota-exceeded`, and
 /// `stream:<exception>@<events>` where `<exception>` is `throttling`, `service-unavailable`,
 /// `internal-server`, `model-stream-error`, `model-timeout` or `validation`.
 ///
@@ -211,9 +214,19 @@ pub enum Fault {
     ModelTimeout,
     /// 429 `ModelNotReadyException`.
     ModelNotReady,
+    /// 424 `ModelErrorException`, with `originalStatusCode` and `resourceName`.
+    ModelError,
+    /// 403 `AccessDeniedException` ("You don't have access to the model with the specified
+    /// model ID.").
+    AccessDenied,
+    /// 400 `ServiceQuotaExceededException`. Modeled for InvokeModel and
+    /// InvokeModelWithResponseStream only: Converse and ConverseStream answer normally.
+    ServiceQuotaExceeded,
     /// HTTP 200, then `after_events` normal events, then an exception frame that ends the stream.
-    /// Applies to the streaming operations only (other operations answer normally). The
-    /// exception comes before the final event at the latest, so the stream never completes.
+    /// Applies to the streaming operations whose event stream models the exception (other
+    /// operations answer normally): every [`StreamException`] in InvokeModelWithResponseStream,
+    /// all but [`StreamException::ModelTimeout`] in ConverseStream. The exception comes before
+    /// the final event at the latest, so the stream never completes.
     StreamException {
         /// Which exception.
         exception: StreamException,
@@ -223,9 +236,20 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Whether this fault applies to a request of a streaming (`true`) or non-streaming operation.
-    pub(crate) fn applies(self, streaming: bool) -> bool {
-        streaming || !matches!(self, Self::StreamException { .. })
+    /// Whether `op`'s service model defines this error, so that a client SDK can parse it
+    /// (the AWS SDK's generated error enums of each operation and event stream): a fault an
+    /// operation does not model would reach clients as an unparseable, untyped error, which no
+    /// real Bedrock response is.
+    pub(crate) fn applies(self, op: Operation) -> bool {
+        match self {
+            Self::ServiceQuotaExceeded => matches!(op, Operation::Invoke | Operation::InvokeStream),
+            Self::StreamException { exception, .. } => match op {
+                Operation::InvokeStream => true,
+                Operation::ConverseStream => exception != StreamException::ModelTimeout,
+                _ => false,
+            },
+            _ => op != Operation::CountTokens,
+        }
     }
 }
 
@@ -236,7 +260,8 @@ impl FromStr for Fault {
         let bad = || {
             ConfigError::new(format!(
                 "unknown fault `{s}`: expected service-unavailable, too-many-connections, \
-                 internal-server, model-timeout, model-not-ready or stream:<exception>@<events>"
+                 internal-server, model-timeout, model-not-ready, model-error, access-denied, \
+                 service-quota-exceeded or stream:<exception>@<events>"
             ))
         };
         let lower = s.trim().to_ascii_lowercase();
@@ -259,6 +284,9 @@ impl FromStr for Fault {
             "internal-server" => Self::InternalServer,
             "model-timeout" => Self::ModelTimeout,
             "model-not-ready" => Self::ModelNotReady,
+            "model-error" => Self::ModelError,
+            "access-denied" => Self::AccessDenied,
+            "service-quota-exceeded" => Self::ServiceQuotaExceeded,
             _ => return Err(bad()),
         })
     }
@@ -272,6 +300,9 @@ impl fmt::Display for Fault {
             Self::InternalServer => f.write_str("internal-server"),
             Self::ModelTimeout => f.write_str("model-timeout"),
             Self::ModelNotReady => f.write_str("model-not-ready"),
+            Self::ModelError => f.write_str("model-error"),
+            Self::AccessDenied => f.write_str("access-denied"),
+            Self::ServiceQuotaExceeded => f.write_str("service-quota-exceeded"),
             Self::StreamException {
                 exception,
                 after_events,
@@ -653,6 +684,9 @@ mod tests {
             "internal-server",
             "model-timeout",
             "model-not-ready",
+            "model-error",
+            "access-denied",
+            "service-quota-exceeded",
             "stream:throttling@0",
             "stream:model-stream-error@3",
             "stream:validation@1",

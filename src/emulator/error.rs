@@ -103,6 +103,8 @@ pub(crate) struct ApiError {
     pub(crate) code: &'static str,
     pub(crate) message: String,
     pub(crate) retry_after: Option<Duration>,
+    /// Modeled members besides `message` (`originalStatusCode`, `resourceName`, ...).
+    pub(crate) members: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -112,7 +114,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            members: serde_json::Map::new(),
         }
+    }
+
+    /// This error with one more modeled member in its body.
+    pub(crate) fn with_member(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.members.insert(name.to_owned(), value.into());
+        self
     }
 
     /// 400 `ValidationException`.
@@ -143,7 +152,9 @@ impl ApiError {
 
     /// The HTTP response.
     pub(crate) fn into_response(self, request_id: &str) -> Response<Body> {
-        let body = serde_json::json!({ "message": self.message }).to_string();
+        let mut members = self.members;
+        members.insert("message".to_owned(), self.message.into());
+        let body = serde_json::Value::Object(members).to_string();
         let mut res = Response::new(full(Bytes::from(body)));
         *res.status_mut() = self.status;
         let h = res.headers_mut();

@@ -99,6 +99,7 @@ mod error;
 mod eventstream;
 mod faults;
 mod ledger;
+mod model_id;
 mod ops;
 mod server;
 mod stats;

@@ -25,6 +25,7 @@ use crate::bedrock::models::{ModelFamily, ModelTable, default_model_info};
 use super::config::EmulatorConfig;
 use super::error::ApiError;
 use super::ledger::Ledgers;
+use super::model_id;
 use super::ops::{self, Operation};
 use super::validate::{MAX_BODY_BYTES, too_large};
 
@@ -86,8 +87,20 @@ impl Shared {
         ops::request_id(&mut ops::request_rng(!self.config.seed, n))
     }
 
-    /// With strict model checking, refuses ids that nothing configures or recognizes.
-    pub(crate) fn check_model(&self, model_id: &str) -> Result<(), ApiError> {
+    /// Refuses ids that break the operation's id pattern, and, with strict model checking,
+    /// ids that nothing configures or recognizes. Runs before any per-model state exists, so
+    /// a client sending random ids cannot grow the stats.
+    fn check_model(&self, model_id: &str, op: Operation) -> Result<(), ApiError> {
+        match op {
+            Operation::Invoke | Operation::InvokeStream => {
+                model_id::check_pattern(model_id, model_id::INVOKE_PATTERN)?;
+            }
+            Operation::Converse | Operation::ConverseStream => {
+                model_id::check_pattern(model_id, model_id::CONVERSE_PATTERN)?;
+            }
+            // The emulator does not know CountTokens' own id pattern: it checks none.
+            Operation::CountTokens => {}
+        }
         let known = !self.config.strict_models
             || self.config.models.contains_key(model_id)
             || self.ledgers.has_quota(model_id)
@@ -95,9 +108,7 @@ impl Shared {
         if known {
             Ok(())
         } else {
-            Err(ApiError::not_found(format!(
-                "Could not resolve the foundation model from the provided model identifier: {model_id}."
-            )))
+            Err(model_id::unknown_model(model_id))
         }
     }
 }
@@ -187,8 +198,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         return Ok(ApiError::unknown_operation().into_response(&shared.other_request_id()));
     };
     let model_id = match percent_decode_str(raw_id).decode_utf8() {
-        Ok(id) if !id.is_empty() => id.into_owned(),
-        _ => {
+        Ok(id) => id.into_owned(),
+        Err(_) => {
             return Ok(ApiError::validation(
                 "1 validation error detected: Value at 'modelId' failed to satisfy constraint: \
                  Member must be a valid model identifier",
@@ -196,6 +207,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             .into_response(&shared.other_request_id()));
         }
     };
+    if let Err(e) = shared.check_model(&model_id, op) {
+        return Ok(e.into_response(&shared.other_request_id()));
+    }
     // Before the body is read: this is what bounds the memory that bodies take.
     let _permit = match Arc::clone(&shared.in_flight).acquire_owned().await {
         Ok(permit) => permit,

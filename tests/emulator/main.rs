@@ -4,6 +4,7 @@
 
 mod binary;
 mod common;
+mod errors;
 mod limits;
 mod malformed;
 mod operations;
