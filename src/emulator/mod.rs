@@ -94,6 +94,7 @@
 //! # }
 //! ```
 
+mod body;
 mod config;
 mod error;
 mod eventstream;
