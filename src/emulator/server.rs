@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -239,11 +239,24 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
         return Err(too_large());
     }
     let limit = usize::try_from(MAX_BODY_BYTES).unwrap_or(usize::MAX);
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(_) => Err(ApiError::validation("The request body could not be read.")),
+    // One buffer of the declared size, each frame copied in and dropped: the body is held
+    // once, not as a list of frames plus a contiguous copy.
+    let mut buf = BytesMut::with_capacity(
+        declared.map_or(0, |n| usize::try_from(n).unwrap_or(0).min(limit)),
+    );
+    let mut body = Limited::new(req.into_body(), limit);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+            Err(_) => return Err(ApiError::validation("The request body could not be read.")),
+        }
     }
+    Ok(buf.freeze())
 }
 
 fn stats_response(shared: &Shared) -> Response<Body> {

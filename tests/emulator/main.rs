@@ -7,6 +7,7 @@ mod common;
 mod errors;
 mod limits;
 mod malformed;
+mod memory;
 mod operations;
 mod quota;
 mod throughput;
