@@ -141,8 +141,7 @@ impl<'de> ArrayReader<'de> for Skip {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Any<O, A>(pub(crate) O, pub(crate) A);
 
-type SeenOf<'de, O, A> =
-    Seen<'de, <O as ObjectReader<'de>>::Out, <A as ArrayReader<'de>>::Out>;
+type SeenOf<'de, O, A> = Seen<'de, <O as ObjectReader<'de>>::Out, <A as ArrayReader<'de>>::Out>;
 
 impl<'de, O: ObjectReader<'de>, A: ArrayReader<'de>> DeserializeSeed<'de> for Any<O, A> {
     type Value = SeenOf<'de, O, A>;
@@ -386,11 +385,9 @@ impl<'de> ArrayReader<'de> for MessagesReader {
                 other => {
                     if out.violation.is_none() {
                         out.violation = Some(match self.0 {
-                            Mode::Invoke { .. } => wrong_type(
-                                &format!("#/messages/{i}"),
-                                "JSONObject",
-                                other.kind(),
-                            ),
+                            Mode::Invoke { .. } => {
+                                wrong_type(&format!("#/messages/{i}"), "JSONObject", other.kind())
+                            }
                             Mode::Converse => constraint(
                                 &format!("messages.{}", i + 1),
                                 "Member must be a structure",
@@ -464,8 +461,9 @@ impl Message {
                     ));
                 }
                 match &self.content {
-                    Some(Part::Array(blocks)) => blocks
-                        .violation_at(mode, &format!("messages.{}.member.content", i + 1)),
+                    Some(Part::Array(blocks)) => {
+                        blocks.violation_at(mode, &format!("messages.{}.member.content", i + 1))
+                    }
                     _ => Some(constraint(
                         &format!("messages.{}.member.content", i + 1),
                         "Member must be a list",
@@ -542,9 +540,7 @@ impl Blocks {
                 BadBlock::NotObject(kind) => {
                     Some(wrong_type(&format!("{at}/{j}"), "JSONObject", kind))
                 }
-                BadBlock::Text(kind) => {
-                    Some(wrong_type(&format!("{at}/{j}/text"), "String", kind))
-                }
+                BadBlock::Text(kind) => Some(wrong_type(&format!("{at}/{j}/text"), "String", kind)),
             },
             Mode::Converse => Some(constraint(
                 &format!("{at}.{}", j + 1),
@@ -574,7 +570,7 @@ impl<'de> ArrayReader<'de> for BlocksReader {
                 Seen::Object(block) => {
                     out.tokens = out.tokens.saturating_add(block.tokens);
                     match block.text {
-                        Some(k) if k == Kind::String => None,
+                        Some(Kind::String) => None,
                         // Invoke rules treat a null text as absent; Converse's do not.
                         Some(Kind::Null) if self.0 != Mode::Converse => None,
                         Some(k) => Some(BadBlock::Text(k)),
@@ -861,8 +857,9 @@ impl<'de> ObjectReader<'de> for CountInputReader {
                     });
                 }
                 "invokeModel" => {
-                    out.invoke_model =
-                        Some(Part::of(map.next_value_seed(Any(InvokeModelInputReader, Skip))?));
+                    out.invoke_model = Some(Part::of(
+                        map.next_value_seed(Any(InvokeModelInputReader, Skip))?,
+                    ));
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -981,7 +978,9 @@ impl<'de> Visitor<'de> for CompactChars {
         let (mut chars, mut n) = (2u64, 0u64);
         while let Some(key) = next_key(&mut map)? {
             let (_, c) = map.next_value_seed(CompactChars)?;
-            chars = chars.saturating_add(string_chars(&key) + 1).saturating_add(c);
+            chars = chars
+                .saturating_add(string_chars(&key) + 1)
+                .saturating_add(c);
             n += 1;
         }
         Ok((Kind::Object, chars.saturating_add(n.saturating_sub(1))))

@@ -373,8 +373,8 @@ pub struct EmulatorConfig {
     pub latency: Latency,
     /// Fault injection.
     pub faults: Faults,
-    /// Answer `ResourceNotFoundException` for model ids that are neither known to the built-in
-    /// table nor configured (quota or model info).
+    /// Refuse model ids that are neither known to the built-in table nor configured (quota or
+    /// model info), as Bedrock does. Off by default: without it any well-formed id is served.
     pub strict_models: bool,
     /// Send `x-amz-retry-after` (milliseconds) on throttles. Real Bedrock does not.
     pub retry_after: bool,
@@ -506,7 +506,9 @@ impl EmulatorConfig {
             return Err(ConfigError::new("max connections must be at least 1"));
         }
         if self.max_in_flight == 0 {
-            return Err(ConfigError::new("max in-flight requests must be at least 1"));
+            return Err(ConfigError::new(
+                "max in-flight requests must be at least 1",
+            ));
         }
         if self.header_read_timeout.is_zero() {
             return Err(ConfigError::new(

@@ -1,4 +1,4 @@
-//! Event-stream frames (`application/vnd.amazon.eventstream`, bedrock-facts §3) and the
+//! Event-stream frames (`application/vnd.amazon.eventstream`: prelude, headers, payload, CRCs) and the
 //! response body that sends a planned sequence of them at their scheduled times.
 //!
 //! The body settles the request's quota when it produces its last frame, before handing it

@@ -1,5 +1,6 @@
 //! Fault injection: which fault (if any) a request gets, and what each fault looks like on the
-//! wire. Messages are the ones seen from real Bedrock (bedrock-facts §2).
+//! wire. Messages are the ones seen from real Bedrock; which faults an operation can get is what
+//! its service model defines (the AWS SDK's generated error types are the reference).
 
 use http::StatusCode;
 

@@ -1,5 +1,6 @@
 //! Quota bookkeeping: the three window algorithms and the per-model ledger that reserves at
-//! admission and settles at the end of a response (bedrock-facts §4).
+//! admission and settles at the end of a response, as Bedrock's documented token burndown does
+//! (reserve `input + max output` at the start, settle `input + output × burndown` at the end).
 //!
 //! Every operation here is synchronous and short: callers hold a model's mutex only for one
 //! call, never across an await, so thousands of requests per second do not queue on it.

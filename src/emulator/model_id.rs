@@ -254,9 +254,14 @@ mod tests {
         let e = unknown_model("vendor.no-such-model-v1:0");
         assert_eq!(
             (e.status.as_u16(), e.code, e.message.as_str()),
-            (400, "ValidationException", "The provided model identifier is invalid.")
+            (
+                400,
+                "ValidationException",
+                "The provided model identifier is invalid."
+            )
         );
-        let e = unknown_model("arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abcdefghijkl");
+        let e =
+            unknown_model("arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abcdefghijkl");
         assert_eq!(
             (e.status.as_u16(), e.code, e.message.as_str()),
             (

@@ -241,9 +241,8 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let limit = usize::try_from(MAX_BODY_BYTES).unwrap_or(usize::MAX);
     // One buffer of the declared size, each frame copied in and dropped: the body is held
     // once, not as a list of frames plus a contiguous copy.
-    let mut buf = BytesMut::with_capacity(
-        declared.map_or(0, |n| usize::try_from(n).unwrap_or(0).min(limit)),
-    );
+    let mut buf =
+        BytesMut::with_capacity(declared.map_or(0, |n| usize::try_from(n).unwrap_or(0).min(limit)));
     let mut body = Limited::new(req.into_body(), limit);
     while let Some(frame) = body.frame().await {
         match frame {

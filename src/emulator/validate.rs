@@ -312,9 +312,12 @@ fn family_shape(family: ModelFamily, top: &Top, mode: Mode) -> Result<Shape, Api
             } else {
                 opt_uint(top.max_tokens, "#/max_tokens")
                     .and_then(|_| {
-                        opt_nested_uint(&top.inference_config, "inferenceConfig", "maxTokens", |c| {
-                            c.max_tokens
-                        })
+                        opt_nested_uint(
+                            &top.inference_config,
+                            "inferenceConfig",
+                            "maxTokens",
+                            |c| c.max_tokens,
+                        )
                     })
                     .and_then(|_| opt_uint(top.max_gen_len, "#/max_gen_len"))
                     .and_then(|_| {
@@ -475,12 +478,15 @@ fn converse_body(top: &Top) -> Result<u64, ApiError> {
     }
     if let Some((kind, _)) = top.tool_config {
         if !matches!(kind, Kind::Null | Kind::Object) {
-            return Err(invalid(constraint("toolConfig", "Member must be a structure")));
+            return Err(invalid(constraint(
+                "toolConfig",
+                "Member must be a structure",
+            )));
         }
     }
     if let Some(Part::Object(c)) = &top.inference_config {
         if let Some(s) = Scalar::given(c.max_tokens) {
-            if !s.uint.is_some_and(|n| n >= 1) {
+            if s.uint.is_none_or(|n| n < 1) {
                 return Err(invalid(constraint(
                     "inferenceConfig.maxTokens",
                     "Member must have value greater than or equal to 1",
@@ -653,7 +659,8 @@ mod tests {
             "metadata": {"user_id": "u"}});
         assert!(invoke(info, full.to_string().as_bytes()).is_ok());
         // Not enforced: legacy text completions, and families whose schema is not enforced here.
-        let text = json!({"prompt": "\n\nHuman: hi\n\nAssistant:", "max_tokens_to_sample": 5, "x": 1});
+        let text =
+            json!({"prompt": "\n\nHuman: hi\n\nAssistant:", "max_tokens_to_sample": 5, "x": 1});
         assert!(invoke(info, text.to_string().as_bytes()).is_ok());
         let llama = default_model_info("meta.llama3-8b-instruct-v1:0");
         assert!(invoke(llama, br#"{"prompt": "hi", "stream": true}"#).is_ok());

@@ -373,7 +373,10 @@ mod tests {
     fn packing_round_trips() {
         assert_eq!(unpack(pack(MAX_EPOCH, MAX_COUNT)), (MAX_EPOCH, MAX_COUNT));
         assert_eq!(unpack(pack(7, 3)), (7, 3));
-        assert!(pack(8, 0) > pack(7, MAX_COUNT), "a later epoch always wins fetch_max");
+        assert!(
+            pack(8, 0) > pack(7, MAX_COUNT),
+            "a later epoch always wins fetch_max"
+        );
     }
 
     /// Many threads deposit and withdraw at once, each with its own clock (so some read a slot

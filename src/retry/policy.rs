@@ -123,7 +123,9 @@ impl Config {
 
         let backoff = self.jitter.delay(&self.backoff, attempt);
         let retry_after = classification.retry_after;
-        let delay = retry_after.map_or(backoff, |server| bounded_hint(server, backoff, &self.backoff));
+        let delay = retry_after.map_or(backoff, |server| {
+            bounded_hint(server, backoff, &self.backoff)
+        });
 
         if let Some(deadline) = self.deadline {
             let now = Instant::now();
@@ -198,7 +200,10 @@ mod tests {
         assert_eq!(bounded_hint(Duration::MAX, ms(300), &b), b.max());
         assert_eq!(bounded_hint(ms(5_000), ms(300), &b), ms(5_000));
         assert_eq!(bounded_hint(ms(100), ms(300), &b), ms(300));
-        assert_eq!(bounded_hint(Duration::ZERO, Duration::ZERO, &b), Duration::ZERO);
+        assert_eq!(
+            bounded_hint(Duration::ZERO, Duration::ZERO, &b),
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -94,14 +94,21 @@ async fn http_faults_parse_as_the_modeled_error_of_every_operation() {
             .into_service_error();
         let ok = matches!(
             (&stream, fault),
-            (IS::ServiceUnavailableException(_), Fault::ServiceUnavailable)
-                | (IS::ServiceUnavailableException(_), Fault::TooManyConnections)
-                | (IS::InternalServerException(_), Fault::InternalServer)
+            (
+                IS::ServiceUnavailableException(_),
+                Fault::ServiceUnavailable
+            ) | (
+                IS::ServiceUnavailableException(_),
+                Fault::TooManyConnections
+            ) | (IS::InternalServerException(_), Fault::InternalServer)
                 | (IS::ModelTimeoutException(_), Fault::ModelTimeout)
                 | (IS::ModelNotReadyException(_), Fault::ModelNotReady)
                 | (IS::ModelErrorException(_), Fault::ModelError)
                 | (IS::AccessDeniedException(_), Fault::AccessDenied)
-                | (IS::ServiceQuotaExceededException(_), Fault::ServiceQuotaExceeded)
+                | (
+                    IS::ServiceQuotaExceededException(_),
+                    Fault::ServiceQuotaExceeded
+                )
         );
         assert!(ok, "{fault}: {stream:?}");
 
@@ -140,9 +147,13 @@ async fn http_faults_parse_as_the_modeled_error_of_every_operation() {
         let converse_stream = converse_stream.unwrap_err().into_service_error();
         let ok = matches!(
             (&converse_stream, fault),
-            (CS::ServiceUnavailableException(_), Fault::ServiceUnavailable)
-                | (CS::ServiceUnavailableException(_), Fault::TooManyConnections)
-                | (CS::InternalServerException(_), Fault::InternalServer)
+            (
+                CS::ServiceUnavailableException(_),
+                Fault::ServiceUnavailable
+            ) | (
+                CS::ServiceUnavailableException(_),
+                Fault::TooManyConnections
+            ) | (CS::InternalServerException(_), Fault::InternalServer)
                 | (CS::ModelTimeoutException(_), Fault::ModelTimeout)
                 | (CS::ModelNotReadyException(_), Fault::ModelNotReady)
                 | (CS::ModelErrorException(_), Fault::ModelError)
@@ -242,7 +253,11 @@ async fn every_modeled_exception_frame_parses_in_each_stream() {
 
 #[tokio::test]
 async fn unknown_and_malformed_model_ids_get_bedrocks_answers() {
-    let e = Emulator::builder().strict_models(true).start().await.unwrap();
+    let e = Emulator::builder()
+        .strict_models(true)
+        .start()
+        .await
+        .unwrap();
     let client = client(&e);
     let converse = |id: &str| {
         client
@@ -258,7 +273,10 @@ async fn unknown_and_malformed_model_ids_get_bedrocks_answers() {
         .unwrap_err()
         .into_service_error();
     assert!(err.is_validation_exception(), "{err:?}");
-    assert_eq!(err.message(), Some("The provided model identifier is invalid."));
+    assert_eq!(
+        err.message(),
+        Some("The provided model identifier is invalid.")
+    );
 
     let arn = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abcdefghijkl";
     let err = converse(arn).await.unwrap_err().into_service_error();
@@ -268,7 +286,10 @@ async fn unknown_and_malformed_model_ids_get_bedrocks_answers() {
         Some("Could not resolve the foundation model from the provided model identifier.")
     );
 
-    let err = converse("not a model/id").await.unwrap_err().into_service_error();
+    let err = converse("not a model/id")
+        .await
+        .unwrap_err()
+        .into_service_error();
     assert!(err.is_validation_exception(), "{err:?}");
     let message = err.message().unwrap();
     assert!(
@@ -288,7 +309,11 @@ async fn unknown_and_malformed_model_ids_get_bedrocks_answers() {
         .unwrap_err()
         .into_service_error();
     assert!(err.is_validation_exception(), "{err:?}");
-    assert!(err.message().unwrap().contains("Value 'bad id' at 'modelId'"));
+    assert!(
+        err.message()
+            .unwrap()
+            .contains("Value 'bad id' at 'modelId'")
+    );
 
     // Without strict models any well-formed id is served, even a misspelt one.
     let lax = Emulator::builder().start().await.unwrap();

@@ -23,10 +23,24 @@ async fn a_client_that_never_sends_its_headers_is_disconnected() {
     let mut buf = Vec::new();
     // Closed by the server (EOF or reset), not left open.
     let _ = idle.read_to_end(&mut buf).await;
-    assert!(start.elapsed() >= Duration::from_secs(5), "{:?}", start.elapsed());
-    assert!(start.elapsed() < Duration::from_secs(6), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
     // Still serving.
-    let ok = send(e.addr(), "POST", &path(SONNET4, "converse"), &converse_body("hi", Some(5))).await;
+    let ok = send(
+        e.addr(),
+        "POST",
+        &path(SONNET4, "converse"),
+        &converse_body("hi", Some(5)),
+    )
+    .await;
     assert_eq!(ok.status, 200);
 }
 
@@ -42,9 +56,19 @@ async fn connections_over_the_limit_wait_for_a_free_one() {
     let _idle = TcpStream::connect(e.addr()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1)).await;
     let start = Instant::now();
-    let r = send(e.addr(), "POST", &path(SONNET4, "converse"), &converse_body("hi", Some(5))).await;
+    let r = send(
+        e.addr(),
+        "POST",
+        &path(SONNET4, "converse"),
+        &converse_body("hi", Some(5)),
+    )
+    .await;
     assert_eq!(r.status, 200);
-    assert!(start.elapsed() >= Duration::from_secs(9), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -97,7 +121,11 @@ async fn start_up_errors_are_typed_and_say_what_to_do() {
         assert!(std::error::Error::source(&err).is_some());
     }
     let taken = Emulator::builder().start().await.unwrap();
-    let err = Emulator::builder().listen(taken.addr()).start().await.unwrap_err();
+    let err = Emulator::builder()
+        .listen(taken.addr())
+        .start()
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Bind { .. }), "{err}");
     assert_eq!(err.addr(), Some(taken.addr()));
     assert_eq!(

@@ -55,11 +55,21 @@ const BODY_BYTES: usize = 24_000_000;
 /// Runs the ignored test `name` in a child process and returns the `KEY=VALUE` lines it printed.
 fn child(name: &str) -> Vec<(String, u64)> {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .output()
         .expect("run the child test");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
         .lines()
         .filter_map(|l| l.split_once("MEASURED ").map(|(_, m)| m))
@@ -86,8 +96,19 @@ async fn measure(what: &str, op: &str, claude: bool) {
     let e = Emulator::builder().start().await.unwrap();
     let body = small_messages(BODY_BYTES, claude);
     // Warm up the connection path with a small request, then measure the large one.
-    let small = send(e.addr(), "POST", &path(SONNET4, op), &small_messages(1000, claude)).await;
-    assert_eq!(small.status, 200, "{}", String::from_utf8_lossy(&small.body));
+    let small = send(
+        e.addr(),
+        "POST",
+        &path(SONNET4, op),
+        &small_messages(1000, claude),
+    )
+    .await;
+    assert_eq!(
+        small.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&small.body)
+    );
     reset_peak();
     let before = peak_kib();
     let r = send(e.addr(), "POST", &path(SONNET4, op), &body).await;

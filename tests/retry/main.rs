@@ -474,8 +474,7 @@ async fn no_retry_starts_that_would_pass_the_deadline() {
     for (deadline, expected) in cases {
         let (inner, log) = scripted::<u8>(always(step), Duration::from_secs(1));
         // A cap of 2 s lets the 2 s hint through whole (hints are bounded by the cap).
-        let backoff =
-            Backoff::new(Duration::from_millis(1), 1.0, Duration::from_secs(2)).unwrap();
+        let backoff = Backoff::new(Duration::from_millis(1), 1.0, Duration::from_secs(2)).unwrap();
         let mut service = layer()
             .backoff(backoff)
             .max_attempts(nz(8))
