@@ -197,8 +197,13 @@ fn invoke_mode(family: ModelFamily) -> Mode {
 
 /// Validates an InvokeModel / InvokeModelWithResponseStream body for the model's family.
 pub(crate) fn invoke(info: ModelInfo, body: &[u8]) -> Result<Parsed, ApiError> {
+    invoke_with_schema(info, body, info.family == ModelFamily::AnthropicClaude)
+}
+
+/// [`invoke`], enforcing the Claude Messages schema's keys only when `schema`.
+fn invoke_with_schema(info: ModelInfo, body: &[u8], schema: bool) -> Result<Parsed, ApiError> {
     let mode = invoke_mode(info.family);
-    let schema = (info.family == ModelFamily::AnthropicClaude).then_some(CLAUDE_MESSAGES_KEYS);
+    let schema = schema.then_some(CLAUDE_MESSAGES_KEYS);
     let top = parse(
         body,
         TopReader {
@@ -589,10 +594,181 @@ pub(crate) fn count_tokens(body: &[u8]) -> Result<u64, ApiError> {
 }
 
 #[cfg(test)]
+#[path = "validate_reference.rs"]
+mod reference;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::bedrock::models::default_model_info;
-    use serde_json::json;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// JSON values built from the keys and values the validators look at.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            prop_oneof![
+                Just(0i64),
+                Just(1),
+                Just(5),
+                Just(-1),
+                Just(64_001),
+                Just(i64::MAX)
+            ]
+            .prop_map(Value::from),
+            Just(json!(u64::MAX)),
+            prop_oneof![Just(2.5f64), Just(10.0), Just(-0.5), Just(1e300)].prop_map(Value::from),
+            prop_oneof![
+                Just("user"),
+                Just("assistant"),
+                Just("hi"),
+                Just("abcdé\"\\\n\u{1}x"),
+                Just("aGVsbG8gd29ybGQ="),
+                Just("!!"),
+                Just("bedrock-2023-05-31"),
+                Just(""),
+            ]
+            .prop_map(Value::from),
+        ];
+        let keys = prop_oneof![
+            Just("messages"),
+            Just("system"),
+            Just("anthropic_version"),
+            Just("max_tokens"),
+            Just("max_tokens_to_sample"),
+            Just("max_gen_len"),
+            Just("maxTokens"),
+            Just("dimensions"),
+            Just("prompt"),
+            Just("inputText"),
+            Just("texts"),
+            Just("inferenceConfig"),
+            Just("textGenerationConfig"),
+            Just("maxTokenCount"),
+            Just("max_new_tokens"),
+            Just("toolConfig"),
+            Just("input"),
+            Just("converse"),
+            Just("invokeModel"),
+            Just("body"),
+            Just("role"),
+            Just("content"),
+            Just("text"),
+            Just("toolResult"),
+            Just("toolUse"),
+            Just("image"),
+            Just("document"),
+            Just("source"),
+            Just("bytes"),
+            Just("stream"),
+        ];
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
+                prop::collection::vec((keys.clone(), inner), 0..6).prop_map(|entries| {
+                    Value::Object(
+                        entries
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    /// A body that is an object of the top-level keys, with a valid-looking core so that the
+    /// rules past the first check are reached too.
+    fn body() -> impl Strategy<Value = Value> {
+        (value(), prop::collection::vec((0usize..6, value()), 0..6)).prop_map(|(base, extra)| {
+            let mut v = match base {
+                Value::Object(m) => Value::Object(m),
+                other => json!({ "messages": [{"role": "user", "content": other}] }),
+            };
+            let keys = [
+                "anthropic_version",
+                "max_tokens",
+                "messages",
+                "system",
+                "inferenceConfig",
+                "prompt",
+            ];
+            for (k, x) in extra {
+                v[keys[k]] = x;
+            }
+            v
+        })
+    }
+
+    fn same(
+        new: Result<Parsed, ApiError>,
+        old: Result<reference::Parsed, ApiError>,
+    ) -> Result<(), String> {
+        match (new, old) {
+            (Ok(n), Ok(o)) => {
+                let n = (n.input, n.max_output, format!("{:?}", n.shape));
+                let o = (o.input, o.max_output, format!("{:?}", o.shape));
+                if n == o {
+                    Ok(())
+                } else {
+                    Err(format!("new {n:?}, old {o:?}"))
+                }
+            }
+            (Err(n), Err(o))
+                if (n.status, n.code, &n.message) == (o.status, o.code, &o.message) =>
+            {
+                Ok(())
+            }
+            (n, o) => Err(format!(
+                "new {:?}, old {:?}",
+                n.map(|p| p.input),
+                o.map(|p| p.input)
+            )),
+        }
+    }
+
+    const MODELS: [&str; 8] = [
+        "us.anthropic.claude-sonnet-4-20250514-v1:0",
+        "amazon.titan-text-express-v1",
+        "amazon.titan-embed-text-v2:0",
+        "cohere.embed-v4:0",
+        "us.amazon.nova-pro-v1:0",
+        "meta.llama3-8b-instruct-v1:0",
+        "mistral.mistral-large-2407-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/x",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The streaming reader answers every body exactly as the `Value`-tree validation did
+        /// (the Claude Messages schema check, which is new, set aside).
+        #[test]
+        fn the_streaming_reader_answers_as_the_value_tree_did(v in body(), raw in value()) {
+            for text in [v.to_string(), raw.to_string()] {
+                let bytes = text.as_bytes();
+                for model in MODELS {
+                    let info = default_model_info(model);
+                    same(invoke_with_schema(info, bytes, false), reference::invoke(info, bytes))
+                        .map_err(|e| TestCaseError::fail(format!("invoke {model} {text}: {e}")))?;
+                    same(converse(info, bytes), reference::converse(info, bytes))
+                        .map_err(|e| TestCaseError::fail(format!("converse {model} {text}: {e}")))?;
+                }
+                let count = |r: Result<u64, ApiError>| r.map_err(|e| (e.status, e.code, e.message));
+                prop_assert_eq!(count(count_tokens(bytes)), count(reference::count_tokens(bytes)), "{}", text);
+                prop_assert_eq!(
+                    crate::emulator::tokens::converse_input_tokens(&raw),
+                    reference::converse_input_tokens(&raw)
+                );
+                prop_assert_eq!(
+                    crate::emulator::tokens::invoke_input_tokens(&raw, 40),
+                    reference::invoke_input_tokens(&raw, 40)
+                );
+            }
+        }
+    }
 
     const SONNET: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 
