@@ -1,8 +1,8 @@
 //! One streaming pass over a request body that keeps only what validation and token counting
 //! need: no JSON tree is built.
 //!
-//! A `serde_json::Value` costs tens of bytes per node on top of the text (a 24 MB body of small
-//! messages took about 900 MB), so a few large requests at once could exhaust a machine. Here
+//! A `serde_json::Value` costs tens of bytes per node on top of the text, dozens of times the
+//! size of a body of small messages, so a few large requests at once could exhaust a machine. Here
 //! every array is read element by element and each element is folded into a small summary
 //! (counts, token sums, the first violation) before the next is read; keys are borrowed from
 //! the body; strings are only held while their element is read. Extra memory is bounded by
