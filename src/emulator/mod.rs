@@ -21,7 +21,10 @@
 //!   suggests (or an unknown family). With it, an id that is neither in the built-in table
 //!   nor configured is refused as Bedrock refuses it: 400 `ValidationException` "The provided
 //!   model identifier is invalid.", or for an ARN 404 `ResourceNotFoundException` "Could not
-//!   resolve the foundation model from the provided model identifier.".
+//!   resolve the foundation model from the provided model identifier.". Either way the
+//!   emulator keeps counters for at most 10,000 distinct ids (configured ones always fit);
+//!   past that, further unconfigured ids are refused the same way, so random ids cannot grow
+//!   its memory.
 //! - **Quotas** per model id (requests, tokens, tokens per day; each optional), enforced as
 //!   Bedrock does: at the start a request reserves `input + max output tokens` (the family's
 //!   max-tokens field, `inferenceConfig.maxTokens` for Converse, or the model's maximum when

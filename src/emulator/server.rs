@@ -101,10 +101,12 @@ impl Shared {
             // The emulator does not know CountTokens' own id pattern: it checks none.
             Operation::CountTokens => {}
         }
-        let known = !self.config.strict_models
-            || self.config.models.contains_key(model_id)
-            || self.ledgers.has_quota(model_id)
-            || default_model_info(model_id).family != ModelFamily::Unknown;
+        let configured =
+            self.config.models.contains_key(model_id) || self.ledgers.has_quota(model_id);
+        let known = configured
+            || (!self.config.strict_models
+                || default_model_info(model_id).family != ModelFamily::Unknown)
+                && self.ledgers.has_room_for(model_id);
         if known {
             Ok(())
         } else {
