@@ -348,7 +348,10 @@ pub struct Faults {
 ///   "models": { "arn:aws:bedrock:us-east-1:1:application-inference-profile/x":
 ///               { "family": "anthropic", "max_output_tokens": 64000, "output_burndown": 5 } },
 ///   "faults": { "service-unavailable": 0.01, "stream:throttling@2": 0.005 },
-///   "fault_schedule": { "3": "model-timeout", "7": "stream:throttling@0" }
+///   "fault_schedule": { "3": "model-timeout", "7": "stream:throttling@0" },
+///   "max_connections": 4096,
+///   "max_in_flight": 1024,
+///   "header_read_timeout_ms": 30000
 /// }
 /// "#)?;
 /// assert_eq!(config.default_quota.tpm, Some(200_000));
@@ -391,7 +394,8 @@ pub struct EmulatorConfig {
     pub max_in_flight: usize,
     /// How long a client may take to send a request's headers, including an idle keep-alive
     /// connection waiting for its next request (default 30 s, hyper's default). A connection
-    /// that takes longer is closed.
+    /// that takes longer is closed. For HTTP/2 it bounds the wait for the connection's first
+    /// byte only (hyper has no per-stream header timeout).
     pub header_read_timeout: Duration,
 }
 

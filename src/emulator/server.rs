@@ -87,9 +87,11 @@ impl Shared {
         ops::request_id(&mut ops::request_rng(!self.config.seed, n))
     }
 
-    /// Refuses ids that break the operation's id pattern, and, with strict model checking,
-    /// ids that nothing configures or recognizes. Runs before any per-model state exists, so
-    /// a client sending random ids cannot grow the stats.
+    /// Refuses ids that break the operation's id pattern; with strict model checking, ids that
+    /// nothing configures or recognizes; and unconfigured ids once [`MAX_MODELS`] ids have
+    /// counters. Runs before any per-model state exists, so random ids cannot grow the stats.
+    ///
+    /// [`MAX_MODELS`]: super::ledger::MAX_MODELS
     fn check_model(&self, model_id: &str, op: Operation) -> Result<(), ApiError> {
         match op {
             Operation::Invoke | Operation::InvokeStream => {
