@@ -26,7 +26,11 @@ OPTIONS:
     --tokens-per-second N      generation speed [default: instantaneous]
     --fault FAULT=P            inject FAULT with probability P (repeatable)
     --fault-at INDEX=FAULT     inject FAULT into inference request INDEX (repeatable)
-    --strict-models            unknown model ids get ResourceNotFoundException
+    --strict-models            refuse model ids the emulator does not know, as Bedrock does
+                               (WITHOUT it, ANY model id is served, even a misspelt one)
+    --max-connections N        connections served at once [default: 4096]
+    --max-in-flight N          requests read, validated or answered at once [default: 1024]
+    --header-read-timeout-ms MS  time a client may take to send its headers [default: 30000]
     --retry-after              send x-amz-retry-after on throttles
     --seed N                   seed of the generators [default: 0]
     -h, --help                 print this help
@@ -34,8 +38,12 @@ OPTIONS:
 
 FAULTS:
     service-unavailable, too-many-connections, internal-server, model-timeout,
-    model-not-ready, stream:<exception>@<events> with <exception> one of throttling,
-    service-unavailable, internal-server, model-stream-error, model-timeout, validation
+    model-not-ready, model-error, access-denied, service-quota-exceeded,
+    stream:<exception>@<events> with <exception> one of throttling, service-unavailable,
+    internal-server, model-stream-error, model-timeout, validation. A fault is injected
+    only into operations whose Bedrock model defines it (service-quota-exceeded: InvokeModel
+    and InvokeModelWithResponseStream; stream:model-timeout: InvokeModelWithResponseStream);
+    other operations answer normally.
 
 The first line on stdout is `listening on http://ADDR`. Stats: GET /_emulator/stats.
 SIGINT or SIGTERM shut it down gracefully.
@@ -163,7 +171,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<EmulatorC
             | "--tokens-per-second"
             | "--fault"
             | "--fault-at"
-            | "--seed" => {
+            | "--seed"
+            | "--max-connections"
+            | "--max-in-flight"
+            | "--header-read-timeout-ms" => {
                 let value = match inline {
                     Some(v) => v,
                     None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
@@ -200,6 +211,20 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<EmulatorC
             "--tpm" => config.default_quota.tpm = Some(number()?),
             "--tpd" => config.default_quota.tpd = Some(number()?),
             "--seed" => config.seed = number()?,
+            "--max-connections" => {
+                config.max_connections =
+                    usize::try_from(number()?).map_err(|_| bad("too large:"))?;
+            }
+            "--max-in-flight" => {
+                config.max_in_flight = usize::try_from(number()?).map_err(|_| bad("too large:"))?;
+            }
+            "--header-read-timeout-ms" => {
+                let ms: f64 = value
+                    .parse()
+                    .map_err(|_| bad("expected milliseconds, got"))?;
+                config.header_read_timeout =
+                    Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| bad("bad duration"))?;
+            }
             "--window-secs" => {
                 let secs: f64 = value.parse().map_err(|_| bad("expected seconds, got"))?;
                 config.window =
@@ -280,6 +305,11 @@ mod tests {
             "--retry-after",
             "--seed",
             "5",
+            "--max-connections",
+            "7",
+            "--max-in-flight=3",
+            "--header-read-timeout-ms",
+            "250",
         ])
         .unwrap()
         .unwrap();
@@ -300,6 +330,8 @@ mod tests {
         assert_eq!(c.faults.schedule[&2], Fault::ModelTimeout);
         assert!(c.strict_models && c.retry_after);
         assert_eq!(c.seed, 5);
+        assert_eq!((c.max_connections, c.max_in_flight), (7, 3));
+        assert_eq!(c.header_read_timeout, Duration::from_millis(250));
     }
 
     #[test]
@@ -313,6 +345,9 @@ mod tests {
             &["--fault", "model-timeout"],
             &["--fault", "model-timeout=2"],
             &["--config", "/nonexistent/file.json"],
+            &["--max-connections", "0"],
+            &["--max-in-flight", "0"],
+            &["--header-read-timeout-ms", "0"],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }

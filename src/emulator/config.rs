@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::bedrock::models::{ModelFamily, ModelInfo};
 
+use super::ops::Operation;
+
 /// Per-model limits. `None` means unlimited in that dimension.
 ///
 /// ```
@@ -188,7 +190,8 @@ impl StreamException {
 /// A failure the emulator can inject instead of the normal response.
 ///
 /// Textual form (used by the binary and the JSON config): `service-unavailable`,
-/// `too-many-connections`, `internal-server`, `model-timeout`, `model-not-ready`, and
+/// `too-many-connections`, `internal-server`, `model-timeout`, `model-not-ready`,
+/// `model-error`, `access-denied`, `service-quota-exceeded`, and
 /// `stream:<exception>@<events>` where `<exception>` is `throttling`, `service-unavailable`,
 /// `internal-server`, `model-stream-error`, `model-timeout` or `validation`.
 ///
@@ -211,9 +214,19 @@ pub enum Fault {
     ModelTimeout,
     /// 429 `ModelNotReadyException`.
     ModelNotReady,
+    /// 424 `ModelErrorException`, with `originalStatusCode` and `resourceName`.
+    ModelError,
+    /// 403 `AccessDeniedException` ("You don't have access to the model with the specified
+    /// model ID.").
+    AccessDenied,
+    /// 400 `ServiceQuotaExceededException`. Modeled for InvokeModel and
+    /// InvokeModelWithResponseStream only: Converse and ConverseStream answer normally.
+    ServiceQuotaExceeded,
     /// HTTP 200, then `after_events` normal events, then an exception frame that ends the stream.
-    /// Applies to the streaming operations only (other operations answer normally). The
-    /// exception comes before the final event at the latest, so the stream never completes.
+    /// Applies to the streaming operations whose event stream models the exception (other
+    /// operations answer normally): every [`StreamException`] in InvokeModelWithResponseStream,
+    /// all but [`StreamException::ModelTimeout`] in ConverseStream. The exception comes before
+    /// the final event at the latest, so the stream never completes.
     StreamException {
         /// Which exception.
         exception: StreamException,
@@ -223,9 +236,20 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Whether this fault applies to a request of a streaming (`true`) or non-streaming operation.
-    pub(crate) fn applies(self, streaming: bool) -> bool {
-        streaming || !matches!(self, Self::StreamException { .. })
+    /// Whether `op`'s service model defines this error, so that a client SDK can parse it
+    /// (the AWS SDK's generated error enums of each operation and event stream): a fault an
+    /// operation does not model would reach clients as an unparseable, untyped error, which no
+    /// real Bedrock response is.
+    pub(crate) fn applies(self, op: Operation) -> bool {
+        match self {
+            Self::ServiceQuotaExceeded => matches!(op, Operation::Invoke | Operation::InvokeStream),
+            Self::StreamException { exception, .. } => match op {
+                Operation::InvokeStream => true,
+                Operation::ConverseStream => exception != StreamException::ModelTimeout,
+                _ => false,
+            },
+            _ => op != Operation::CountTokens,
+        }
     }
 }
 
@@ -236,7 +260,8 @@ impl FromStr for Fault {
         let bad = || {
             ConfigError::new(format!(
                 "unknown fault `{s}`: expected service-unavailable, too-many-connections, \
-                 internal-server, model-timeout, model-not-ready or stream:<exception>@<events>"
+                 internal-server, model-timeout, model-not-ready, model-error, access-denied, \
+                 service-quota-exceeded or stream:<exception>@<events>"
             ))
         };
         let lower = s.trim().to_ascii_lowercase();
@@ -259,6 +284,9 @@ impl FromStr for Fault {
             "internal-server" => Self::InternalServer,
             "model-timeout" => Self::ModelTimeout,
             "model-not-ready" => Self::ModelNotReady,
+            "model-error" => Self::ModelError,
+            "access-denied" => Self::AccessDenied,
+            "service-quota-exceeded" => Self::ServiceQuotaExceeded,
             _ => return Err(bad()),
         })
     }
@@ -272,6 +300,9 @@ impl fmt::Display for Fault {
             Self::InternalServer => f.write_str("internal-server"),
             Self::ModelTimeout => f.write_str("model-timeout"),
             Self::ModelNotReady => f.write_str("model-not-ready"),
+            Self::ModelError => f.write_str("model-error"),
+            Self::AccessDenied => f.write_str("access-denied"),
+            Self::ServiceQuotaExceeded => f.write_str("service-quota-exceeded"),
             Self::StreamException {
                 exception,
                 after_events,
@@ -317,7 +348,10 @@ pub struct Faults {
 ///   "models": { "arn:aws:bedrock:us-east-1:1:application-inference-profile/x":
 ///               { "family": "anthropic", "max_output_tokens": 64000, "output_burndown": 5 } },
 ///   "faults": { "service-unavailable": 0.01, "stream:throttling@2": 0.005 },
-///   "fault_schedule": { "3": "model-timeout", "7": "stream:throttling@0" }
+///   "fault_schedule": { "3": "model-timeout", "7": "stream:throttling@0" },
+///   "max_connections": 4096,
+///   "max_in_flight": 1024,
+///   "header_read_timeout_ms": 30000
 /// }
 /// "#)?;
 /// assert_eq!(config.default_quota.tpm, Some(200_000));
@@ -342,8 +376,8 @@ pub struct EmulatorConfig {
     pub latency: Latency,
     /// Fault injection.
     pub faults: Faults,
-    /// Answer `ResourceNotFoundException` for model ids that are neither known to the built-in
-    /// table nor configured (quota or model info).
+    /// Refuse model ids that are neither known to the built-in table nor configured (quota or
+    /// model info), as Bedrock does. Off by default: without it any well-formed id is served.
     pub strict_models: bool,
     /// Send `x-amz-retry-after` (milliseconds) on throttles. Real Bedrock does not.
     pub retry_after: bool,
@@ -351,6 +385,18 @@ pub struct EmulatorConfig {
     pub seed: u64,
     /// Model info for ids the built-in table does not know (ARNs) or gets wrong.
     pub models: HashMap<String, ModelInfo>,
+    /// The most connections served at once (default 4,096). Further connections wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+    /// The most inference and CountTokens requests whose body is being read, validated or
+    /// answered at once (default 1,024). Further requests wait, before their body is read, for
+    /// one to finish: with Bedrock's 25 MB body limit this bounds the memory bodies can take.
+    pub max_in_flight: usize,
+    /// How long a client may take to send a request's headers, including an idle keep-alive
+    /// connection waiting for its next request (default 30 s, hyper's default). A connection
+    /// that takes longer is closed. For HTTP/2 it bounds the wait for the connection's first
+    /// byte only (hyper has no per-stream header timeout).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -368,9 +414,23 @@ impl Default for EmulatorConfig {
             retry_after: false,
             seed: 0,
             models: HashMap::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
+
+/// Default of [`EmulatorConfig::max_connections`].
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default of [`EmulatorConfig::max_in_flight`].
+const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default of [`EmulatorConfig::header_read_timeout`].
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest simulated delay a configuration may ask for (time to first token).
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(86_400);
+/// The most output tokens a configuration may ask a response to generate.
+pub(crate) const MAX_GENERATED_TOKENS: u64 = 1_000_000;
 
 impl EmulatorConfig {
     /// Parses the JSON form shown on [`EmulatorConfig`].
@@ -427,13 +487,53 @@ impl EmulatorConfig {
                 .map_err(|_| ConfigError::new(format!("config: bad request index `{index}`")))?;
             c.faults.schedule.insert(index, fault.parse()?);
         }
+        if let Some(n) = file.max_connections {
+            c.max_connections = n;
+        }
+        if let Some(n) = file.max_in_flight {
+            c.max_in_flight = n;
+        }
+        if let Some(ms) = file.header_read_timeout_ms {
+            c.header_read_timeout = duration_from_secs(ms / 1000.0)?;
+        }
         c.validate()?;
         Ok(c)
     }
 
-    /// Checks what the types cannot: a positive window, `min <= max`, probabilities in `[0, 1]`
-    /// summing to at most 1, a positive finite speed.
+    /// Checks what the types cannot: a positive window, `min <= max`, output lengths up to
+    /// 1,000,000 tokens, a time to first token up to one day, probabilities in `[0, 1]` summing
+    /// to at most 1, a positive finite speed, positive connection and in-flight limits and
+    /// header-read timeout. A setting outside these bounds is refused, never clamped: a clamped
+    /// setting would make the emulator quietly do something else than asked.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(ConfigError::new("max connections must be at least 1"));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::new(
+                "max in-flight requests must be at least 1",
+            ));
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "the header read timeout must be longer than zero",
+            ));
+        }
+        let longest = match self.output_length {
+            OutputLength::Fixed(n) => n,
+            OutputLength::Uniform { max, .. } => max,
+        };
+        if longest > MAX_GENERATED_TOKENS {
+            return Err(ConfigError::new(format!(
+                "output length {longest} is above the most the emulator generates \
+                 ({MAX_GENERATED_TOKENS} tokens)"
+            )));
+        }
+        if self.latency.time_to_first_token > MAX_DELAY {
+            return Err(ConfigError::new(
+                "the time to first token is longer than a day",
+            ));
+        }
         if self.window.is_zero() {
             return Err(ConfigError::new("the window must be longer than zero"));
         }
@@ -487,6 +587,11 @@ impl ConfigError {
             message: message.into(),
         }
     }
+
+    /// What is wrong, e.g. `"output length: min 5 > max 1"`.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -496,12 +601,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-impl From<ConfigError> for std::io::Error {
-    fn from(e: ConfigError) -> Self {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -527,6 +626,9 @@ struct FileConfig {
     faults: BTreeMap<String, f64>,
     #[serde(default)]
     fault_schedule: BTreeMap<String, String>,
+    max_connections: Option<usize>,
+    max_in_flight: Option<usize>,
+    header_read_timeout_ms: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -588,6 +690,9 @@ mod tests {
             "internal-server",
             "model-timeout",
             "model-not-ready",
+            "model-error",
+            "access-denied",
+            "service-quota-exceeded",
             "stream:throttling@0",
             "stream:model-stream-error@3",
             "stream:validation@1",
@@ -627,7 +732,10 @@ mod tests {
               "seed": 9,
               "models": {"arn:x": {"family": "anthropic", "max_output_tokens": 100, "output_burndown": 5}},
               "faults": {"service-unavailable": 0.25},
-              "fault_schedule": {"2": "stream:throttling@1"}
+              "fault_schedule": {"2": "stream:throttling@1"},
+              "max_connections": 8,
+              "max_in_flight": 4,
+              "header_read_timeout_ms": 1500
             }"#,
         )
         .unwrap();
@@ -648,6 +756,8 @@ mod tests {
         assert_eq!(c.latency.tokens_per_second, Some(100.0));
         assert!(c.strict_models && c.retry_after);
         assert_eq!(c.seed, 9);
+        assert_eq!((c.max_connections, c.max_in_flight), (8, 4));
+        assert_eq!(c.header_read_timeout, Duration::from_millis(1500));
         assert_eq!(c.models["arn:x"].output_burndown, 5);
         assert_eq!(
             c.faults.probabilities,
@@ -675,6 +785,12 @@ mod tests {
             r#"{"models": {"x": {"family": "martian", "max_output_tokens": 1}}}"#,
             r#"{"fault_schedule": {"a": "model-timeout"}}"#,
             r#"{"listen": "nope"}"#,
+            r#"{"max_connections": 0}"#,
+            r#"{"max_in_flight": 0}"#,
+            r#"{"header_read_timeout_ms": 0}"#,
+            r#"{"output_tokens": 1000001}"#,
+            r#"{"output_tokens": {"min": 1, "max": 1000001}}"#,
+            r#"{"time_to_first_token_ms": 86400001}"#,
             r#"not json"#,
         ] {
             assert!(EmulatorConfig::from_json(bad).is_err(), "{bad}");

@@ -1,12 +1,98 @@
-//! Errors in Bedrock's wire format (bedrock-facts §2): the code in `x-amzn-ErrorType` with the
-//! coral suffix, `x-amzn-RequestId`, and a JSON body with only `message`.
+//! The emulator's errors: [`Error`], what starting an emulator can fail with, and the errors it
+//! sends in Bedrock's wire format (the code in `x-amzn-ErrorType` with the coral suffix,
+//! `x-amzn-RequestId`, and a JSON body with `message` and the exception's modeled members).
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
 use super::server::{Body, full};
+
+use super::config::ConfigError;
+
+/// Why an emulator could not start.
+///
+/// ```
+/// use bedrock_throttle::emulator::{Emulator, Error};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = Emulator::builder().max_connections(0).start().await.unwrap_err();
+/// assert!(matches!(err, Error::Config(_)));
+/// assert!(err.config_error().is_some());
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration cannot be used; nothing was bound.
+    Config(ConfigError),
+    /// The listen address could not be bound (in use, not local, no permission).
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The configuration error, when the configuration was refused.
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::Bind { .. } => None,
+        }
+    }
+
+    /// The address that could not be bound, when binding failed.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Bind { addr, .. } => Some(*addr),
+            Self::Config(_) => None,
+        }
+    }
+
+    /// The operating system's error, when binding failed.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            Self::Bind { source, .. } => Some(source),
+            Self::Config(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(
+                f,
+                "invalid emulator configuration: {e}; fix the setting and start again"
+            ),
+            Self::Bind { addr, source } => write!(
+                f,
+                "cannot listen on {addr}: {source}; choose another address (port 0 picks a free one)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::Bind { source, .. } => Some(source),
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
 
 const ERROR_TYPE_SUFFIX: &str = ":http://internal.amazon.com/coral/com.amazon.bedrock/";
 
@@ -17,6 +103,8 @@ pub(crate) struct ApiError {
     pub(crate) code: &'static str,
     pub(crate) message: String,
     pub(crate) retry_after: Option<Duration>,
+    /// Modeled members besides `message` (`originalStatusCode`, `resourceName`, ...).
+    pub(crate) members: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -26,7 +114,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            members: serde_json::Map::new(),
         }
+    }
+
+    /// This error with one more modeled member in its body.
+    pub(crate) fn with_member(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.members.insert(name.to_owned(), value.into());
+        self
     }
 
     /// 400 `ValidationException`.
@@ -57,7 +152,9 @@ impl ApiError {
 
     /// The HTTP response.
     pub(crate) fn into_response(self, request_id: &str) -> Response<Body> {
-        let body = serde_json::json!({ "message": self.message }).to_string();
+        let mut members = self.members;
+        members.insert("message".to_owned(), self.message.into());
+        let body = serde_json::Value::Object(members).to_string();
         let mut res = Response::new(full(Bytes::from(body)));
         *res.status_mut() = self.status;
         let h = res.headers_mut();

@@ -1,4 +1,4 @@
-//! Event-stream frames (`application/vnd.amazon.eventstream`, bedrock-facts §3) and the
+//! Event-stream frames (`application/vnd.amazon.eventstream`: prelude, headers, payload, CRCs) and the
 //! response body that sends a planned sequence of them at their scheduled times.
 //!
 //! The body settles the request's quota when it produces its last frame, before handing it
@@ -55,10 +55,10 @@ pub(crate) fn event(event_type: &'static str, mut fields: Map<String, Value>, pa
     )
 }
 
-/// An exception frame: `:message-type=exception`, `:exception-type`, payload `{"message"}`.
-pub(crate) fn exception(exception_type: &'static str, message: &str) -> Bytes {
-    let payload =
-        serde_json::to_vec(&serde_json::json!({ "message": message })).unwrap_or_default();
+/// An exception frame: `:message-type=exception`, `:exception-type`, payload: the exception's
+/// members (`message`, and e.g. `originalStatusCode` for `modelStreamErrorException`).
+pub(crate) fn exception(exception_type: &'static str, members: Map<String, Value>) -> Bytes {
+    let payload = serde_json::to_vec(&Value::Object(members)).unwrap_or_default();
     encode(
         vec![
             string(":exception-type", exception_type),
@@ -211,7 +211,9 @@ mod tests {
         assert_eq!(v["role"], "assistant");
         assert!(!v["p"].as_str().unwrap().is_empty());
 
-        let msg = read_message_from(exception("throttlingException", "slow down")).unwrap();
+        let mut members = Map::new();
+        members.insert("message".into(), "slow down".into());
+        let msg = read_message_from(exception("throttlingException", members)).unwrap();
         let v: Value = serde_json::from_slice(msg.payload()).unwrap();
         assert_eq!(v, serde_json::json!({"message": "slow down"}));
     }

@@ -1,19 +1,24 @@
 //! Fault injection: which fault (if any) a request gets, and what each fault looks like on the
-//! wire. Messages are the ones seen from real Bedrock (bedrock-facts §2).
+//! wire. Messages are the ones seen from real Bedrock; which faults an operation can get is what
+//! its service model defines (the AWS SDK's generated error types are the reference).
 
 use http::StatusCode;
 
+use serde_json::{Map, Value};
+
 use super::config::{Fault, Faults, StreamException};
 use super::error::ApiError;
+use super::ops::Operation;
 use super::stats::FaultCounters;
 
 /// The fault for inference request number `index`: the schedule first, else one uniform draw
-/// against the cumulative probabilities. A fault that does not apply to the operation (a stream
-/// exception on a non-streaming call) is not injected.
+/// against the cumulative probabilities. A fault the operation's service model does not define
+/// (a stream exception on a non-streaming call, `modelTimeoutException` in ConverseStream,
+/// `ServiceQuotaExceededException` in Converse) is not injected.
 pub(crate) fn pick(
     faults: &Faults,
     index: u64,
-    streaming: bool,
+    op: Operation,
     rng: &mut fastrand::Rng,
 ) -> Option<Fault> {
     let fault = match faults.schedule.get(&index) {
@@ -28,11 +33,11 @@ pub(crate) fn pick(
             })
         }
     };
-    fault.filter(|f| f.applies(streaming))
+    fault.filter(|f| f.applies(op))
 }
 
-/// The HTTP error of a non-stream fault (`None` for stream exceptions).
-pub(crate) fn http_error(fault: Fault) -> Option<ApiError> {
+/// The HTTP error of a non-stream fault for `model_id` (`None` for stream exceptions).
+pub(crate) fn http_error(fault: Fault, model_id: &str) -> Option<ApiError> {
     let (status, code, message) = match fault {
         Fault::ServiceUnavailable => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -59,13 +64,52 @@ pub(crate) fn http_error(fault: Fault) -> Option<ApiError> {
             "ModelNotReadyException",
             "Model is not ready to serve inference requests. The model is being loaded, try again later.",
         ),
+        Fault::ModelError => {
+            return Some(
+                ApiError::new(
+                    StatusCode::FAILED_DEPENDENCY,
+                    "ModelErrorException",
+                    "The model encountered an error while processing the request. Try your \
+                     request again.",
+                )
+                .with_member("originalStatusCode", 500)
+                .with_member("resourceName", model_id),
+            );
+        }
+        Fault::AccessDenied => (
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            "You don't have access to the model with the specified model ID.",
+        ),
+        Fault::ServiceQuotaExceeded => (
+            StatusCode::BAD_REQUEST,
+            "ServiceQuotaExceededException",
+            "Your request exceeds the service quota for your account. You can view your quotas \
+             at Viewing service quotas. You can resubmit your request later.",
+        ),
         Fault::StreamException { .. } => return None,
     };
     Some(ApiError::new(status, code, message))
 }
 
-/// The `:exception-type` and message of a stream exception frame.
-pub(crate) fn stream_exception(e: StreamException) -> (&'static str, &'static str) {
+/// `originalStatusCode` and `originalMessage` of an injected `modelStreamErrorException`: what
+/// the model's own endpoint answered, in the exception's modeled members.
+const MODEL_STREAM_ORIGINAL: (u16, &str) = (500, "The model stream was interrupted.");
+
+/// The `:exception-type` and payload members of a stream exception frame.
+pub(crate) fn stream_exception(e: StreamException) -> (&'static str, Map<String, Value>) {
+    let (kind, message) = stream_exception_message(e);
+    let mut members = Map::new();
+    members.insert("message".to_owned(), message.into());
+    if e == StreamException::ModelStreamError {
+        let (status, original) = MODEL_STREAM_ORIGINAL;
+        members.insert("originalStatusCode".to_owned(), status.into());
+        members.insert("originalMessage".to_owned(), original.into());
+    }
+    (kind, members)
+}
+
+fn stream_exception_message(e: StreamException) -> (&'static str, &'static str) {
     match e {
         StreamException::Throttling => (
             "throttlingException",
@@ -103,6 +147,9 @@ pub(crate) fn count(counters: &mut FaultCounters, fault: Fault, after_events: us
         Fault::InternalServer => counters.internal_server += 1,
         Fault::ModelTimeout => counters.model_timeout += 1,
         Fault::ModelNotReady => counters.model_not_ready += 1,
+        Fault::ModelError => counters.model_error += 1,
+        Fault::AccessDenied => counters.access_denied += 1,
+        Fault::ServiceQuotaExceeded => counters.service_quota_exceeded += 1,
         Fault::StreamException { .. } if after_events == 0 => {
             counters.stream_exception_before_events += 1;
         }
@@ -113,6 +160,33 @@ pub(crate) fn count(counters: &mut FaultCounters, fault: Fault, after_events: us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_modeled_faults_apply() {
+        let timeout = Fault::StreamException {
+            exception: StreamException::ModelTimeout,
+            after_events: 0,
+        };
+        assert!(timeout.applies(Operation::InvokeStream));
+        assert!(!timeout.applies(Operation::ConverseStream));
+        assert!(!timeout.applies(Operation::Invoke));
+        let quota = Fault::ServiceQuotaExceeded;
+        assert!(quota.applies(Operation::Invoke) && quota.applies(Operation::InvokeStream));
+        assert!(!quota.applies(Operation::Converse) && !quota.applies(Operation::ConverseStream));
+        for op in [
+            Operation::Invoke,
+            Operation::InvokeStream,
+            Operation::Converse,
+            Operation::ConverseStream,
+        ] {
+            for f in [Fault::ModelError, Fault::AccessDenied, Fault::ModelTimeout] {
+                assert!(f.applies(op), "{f} in {op:?}");
+            }
+        }
+        let (_, members) = stream_exception(StreamException::ModelStreamError);
+        assert_eq!(members["originalStatusCode"], 500);
+        assert!(members["originalMessage"].is_string());
+    }
 
     #[test]
     fn schedule_wins_and_respects_streaming() {
@@ -128,12 +202,15 @@ mod tests {
         faults.probabilities.push((Fault::InternalServer, 1.0));
         let mut rng = fastrand::Rng::with_seed(3);
         assert_eq!(
-            pick(&faults, 0, false, &mut rng),
+            pick(&faults, 0, Operation::Converse, &mut rng),
             Some(Fault::InternalServer)
         );
-        assert_eq!(pick(&faults, 1, false, &mut rng), Some(Fault::ModelTimeout));
-        assert_eq!(pick(&faults, 2, false, &mut rng), None);
-        assert!(pick(&faults, 2, true, &mut rng).is_some());
+        assert_eq!(
+            pick(&faults, 1, Operation::Converse, &mut rng),
+            Some(Fault::ModelTimeout)
+        );
+        assert_eq!(pick(&faults, 2, Operation::Invoke, &mut rng), None);
+        assert!(pick(&faults, 2, Operation::ConverseStream, &mut rng).is_some());
     }
 
     #[test]
@@ -144,7 +221,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         let (mut a, mut b, mut none) = (0, 0, 0);
         for i in 0..4000 {
-            match pick(&faults, i, false, &mut rng) {
+            match pick(&faults, i, Operation::Invoke, &mut rng) {
                 Some(Fault::InternalServer) => a += 1,
                 Some(Fault::ModelNotReady) => b += 1,
                 None => none += 1,

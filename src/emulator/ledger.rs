@@ -1,5 +1,6 @@
 //! Quota bookkeeping: the three window algorithms and the per-model ledger that reserves at
-//! admission and settles at the end of a response (bedrock-facts §4).
+//! admission and settles at the end of a response, as Bedrock's documented token burndown does
+//! (reserve `input + max output` at the start, settle `input + output × burndown` at the end).
 //!
 //! Every operation here is synchronous and short: callers hold a model's mutex only for one
 //! call, never across an await, so thousands of requests per second do not queue on it.
@@ -461,7 +462,15 @@ pub(crate) struct Ledgers {
     default_quota: Quota,
     model_quotas: HashMap<String, Quota>,
     map: RwLock<HashMap<String, Arc<Mutex<ModelLedger>>>>,
+    /// The most model ids with a ledger ([`MAX_MODELS`]).
+    max_models: usize,
 }
+
+/// The most distinct model ids the emulator keeps a ledger for. Without strict model checking
+/// any well-formed id is served, so without a bound a client sending random ids would grow the
+/// ledgers (and the stats) without end; past the bound, ids without a ledger are refused as
+/// unknown ids are. Configured ids (a quota or model info) always have room.
+pub(crate) const MAX_MODELS: usize = 10_000;
 
 impl Ledgers {
     pub(crate) fn new(
@@ -477,6 +486,7 @@ impl Ledgers {
             default_quota,
             model_quotas,
             map: RwLock::new(HashMap::new()),
+            max_models: MAX_MODELS,
         }
     }
 
@@ -508,6 +518,12 @@ impl Ledgers {
     }
 
     /// Whether a quota is configured for exactly this id.
+    /// Whether a request for `model_id` may use a ledger: it has one, or there is room for one.
+    pub(crate) fn has_room_for(&self, model_id: &str) -> bool {
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        map.len() < self.max_models || map.contains_key(model_id)
+    }
+
     pub(crate) fn has_quota(&self, model_id: &str) -> bool {
         self.model_quotas.contains_key(model_id)
     }
@@ -723,5 +739,21 @@ mod tests {
         // 1 s of bookings every 0.1 ms, grouped by 1 ms.
         assert!(s.entries.len() <= 1001, "{}", s.entries.len());
         assert_eq!(s.sum, 10_000);
+    }
+
+    #[test]
+    fn the_number_of_model_ledgers_is_bounded() {
+        let mut ledgers = Ledgers::new(
+            Enforcement::SlidingWindow,
+            Duration::from_secs(60),
+            Quota::unlimited(),
+            HashMap::new(),
+        );
+        ledgers.max_models = 2;
+        assert!(ledgers.has_room_for("a"));
+        ledgers.get("a");
+        ledgers.get("b");
+        assert!(ledgers.has_room_for("a") && ledgers.has_room_for("b"));
+        assert!(!ledgers.has_room_for("c"));
     }
 }

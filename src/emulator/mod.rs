@@ -13,6 +13,18 @@
 //! - **Operations** on the real paths: InvokeModel, InvokeModelWithResponseStream, Converse,
 //!   ConverseStream, CountTokens. The model id is the percent-decoded path segment.
 //!   `Authorization` (SigV4 or Bearer) is accepted without checking.
+//! - **Model ids**: an id that breaks the operation's id pattern gets Bedrock's
+//!   "1 validation error detected: Value '...' at 'modelId' failed to satisfy constraint:
+//!   Member must satisfy regular expression pattern: ..." `ValidationException`.
+//!   **Without [`strict_models`](EmulatorBuilder::strict_models) (`--strict-models`) the
+//!   emulator serves ANY other id**, even a misspelt one, as a model of the family its name
+//!   suggests (or an unknown family). With it, an id that is neither in the built-in table
+//!   nor configured is refused as Bedrock refuses it: 400 `ValidationException` "The provided
+//!   model identifier is invalid.", or for an ARN 404 `ResourceNotFoundException` "Could not
+//!   resolve the foundation model from the provided model identifier.". Either way the
+//!   emulator keeps counters for at most 10,000 distinct ids (configured ones always fit);
+//!   past that, further unconfigured ids are refused the same way, so random ids cannot grow
+//!   its memory.
 //! - **Quotas** per model id (requests, tokens, tokens per day; each optional), enforced as
 //!   Bedrock does: at the start a request reserves `input + max output tokens` (the family's
 //!   max-tokens field, `inferenceConfig.maxTokens` for Converse, or the model's maximum when
@@ -29,18 +41,41 @@
 //!   the `x-amzn-bedrock-*` headers; Converse bodies; event-stream frames with CRCs, `"p"`
 //!   padding, and `amazon-bedrock-invocationMetrics` on the last chunk.
 //! - **Errors** as Bedrock sends them: `x-amzn-ErrorType: Code:http://internal.amazon.com/coral/com.amazon.bedrock/`,
-//!   `x-amzn-RequestId`, body `{"message": ...}`. `ValidationException` for malformed bodies,
-//!   wrong types, missing fields, non-UTF-8, max tokens above the model's maximum, and bodies
-//!   over 25,000,000 bytes (refused without buffering them). Unknown paths get a 404.
+//!   `x-amzn-RequestId`, body `{"message": ...}` plus the exception's modeled members.
+//!   `ValidationException` for malformed bodies, wrong types, missing fields, non-UTF-8, max
+//!   tokens above the model's maximum, bodies over 25,000,000 bytes (refused without buffering
+//!   them), and, for the Anthropic Claude Messages API (the one family whose schema the
+//!   emulator enforces), keys the schema does not permit: `Malformed input request: #:
+//!   extraneous key [stream] is not permitted, please reformat your input and try again.`,
+//!   every violation listed one after the other as Bedrock lists them. Unknown paths get a 404.
 //! - **Faults** by probability or by request index ([`Fault`]): 503 (both messages), 500, 408,
-//!   `ModelNotReadyException`, and exception frames before the first event or after some. A
-//!   faulted request is not charged, except that a stream that fails after some events settles
-//!   what it produced (`input + produced output × burndown`).
+//!   `ModelNotReadyException`, `ModelErrorException`, `AccessDeniedException`,
+//!   `ServiceQuotaExceededException`, and exception frames (every member the stream's model
+//!   defines, `modelStreamErrorException` with `originalStatusCode` and `originalMessage`)
+//!   before the first event or after some. A fault is injected only into operations whose
+//!   service model defines it, so every error parses as a typed error in the SDKs: no
+//!   `modelTimeoutException` frame in ConverseStream, no `ServiceQuotaExceededException` from
+//!   Converse. A faulted request is not charged, except that a stream that fails after some
+//!   events settles what it produced (`input + produced output × burndown`).
+//! - **Bounded resources**: a request body is read once into one buffer and validated in one
+//!   streaming pass, without building a JSON tree, so a request costs about its body's size;
+//!   connections and in-flight requests are limited ([`max_connections`](EmulatorBuilder::max_connections),
+//!   [`max_in_flight`](EmulatorBuilder::max_in_flight)), and a client that does not send its
+//!   headers in time is disconnected ([`header_read_timeout`](EmulatorBuilder::header_read_timeout)).
 //! - **Stats** at `GET /_emulator/stats` (and [`EmulatorHandle::stats`]): per model, requests,
 //!   admissions, throttles by dimension, faults, tokens reserved and settled, current and peak
 //!   window usage ([`Stats`]). `POST /_emulator/reset` zeroes the counters.
 //!
 //! A response whose client disconnects settles `input + output produced so far × burndown`.
+//!
+//! # An oracle, not a mirror
+//!
+//! The emulator checks the crate's client side, so it must not share the code it checks: it
+//! shares DATA with the client (the model table: families, maximum output tokens, burndown),
+//! never the logic that reads fields from request
+//! bodies, usage from responses, errors or event streams. It has its own body reader, its own
+//! max-tokens reading, its own token rule ([`tokens`]) and its own frame writer, so a bug in
+//! the client's parsing shows up as a disagreement instead of being repeated on both sides.
 //!
 //! # Example
 //!
@@ -94,11 +129,13 @@
 //! # }
 //! ```
 
+mod body;
 mod config;
 mod error;
 mod eventstream;
 mod faults;
 mod ledger;
+mod model_id;
 mod ops;
 mod server;
 mod stats;
@@ -119,6 +156,7 @@ pub use config::{
     ConfigError, EmulatorConfig, Enforcement, Fault, Faults, Latency, OutputLength, Quota,
     StreamException,
 };
+pub use error::Error;
 pub use stats::{Counters, FaultCounters, ModelStats, Stats, WindowUsage};
 
 use server::Shared;
@@ -137,7 +175,11 @@ impl Emulator {
     }
 
     /// Starts an emulator with `config` on the current Tokio runtime.
-    pub async fn start(config: EmulatorConfig) -> std::io::Result<EmulatorHandle> {
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the configuration is invalid, [`Error::Bind`] when the listen
+    /// address cannot be bound.
+    pub async fn start(config: EmulatorConfig) -> Result<EmulatorHandle, Error> {
         EmulatorBuilder::from_config(config).start().await
     }
 }
@@ -239,8 +281,13 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Refuses unknown model ids with `ResourceNotFoundException` (known: recognized by the
-    /// built-in table, or given a quota or model info).
+    /// Refuses model ids the emulator does not know, as Bedrock refuses ids that are no model
+    /// in the region: 400 `ValidationException` "The provided model identifier is invalid."
+    /// (404 `ResourceNotFoundException` for an ARN). Known: recognized by the built-in table,
+    /// or given a quota or model info.
+    ///
+    /// Off by default: **without it, the emulator serves any id** that satisfies the
+    /// operation's id pattern, even a misspelt one.
     pub fn strict_models(mut self, strict: bool) -> Self {
         self.config.strict_models = strict;
         self
@@ -265,12 +312,39 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The most connections served at once (default 4,096); further ones wait in the listen
+    /// backlog. Zero is refused by [`start`](Self::start).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = max;
+        self
+    }
+
+    /// The most requests read, validated or answered at once (default 1,024); further ones wait
+    /// before their body is read. Zero is refused by [`start`](Self::start).
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.config.max_in_flight = max;
+        self
+    }
+
+    /// How long a client may take to send a request's headers, idle keep-alive time included
+    /// (default 30 s); slower connections are closed. Zero is refused by [`start`](Self::start).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.header_read_timeout = timeout;
+        self
+    }
+
     /// Validates the configuration, binds, and serves on the current Tokio runtime until the
     /// handle is shut down or dropped.
-    pub async fn start(self) -> std::io::Result<EmulatorHandle> {
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the configuration is invalid, [`Error::Bind`] when the listen
+    /// address cannot be bound.
+    pub async fn start(self) -> Result<EmulatorHandle, Error> {
         self.config.validate()?;
-        let listener = tokio::net::TcpListener::bind(self.config.listen).await?;
-        let addr = listener.local_addr()?;
+        let addr = self.config.listen;
+        let bind = |source| Error::Bind { addr, source };
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
         let shared = Arc::new(Shared::new(self.config));
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server::serve(listener, Arc::clone(&shared), rx));

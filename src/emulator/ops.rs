@@ -9,7 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::config::{Fault, Latency, OutputLength};
+use super::config::{Fault, Latency, MAX_DELAY, MAX_GENERATED_TOKENS, OutputLength};
 use super::error::ApiError;
 use super::eventstream::{self, FrameBody, PlannedFrame, padding};
 use super::faults;
@@ -38,18 +38,10 @@ impl Operation {
             _ => return None,
         })
     }
-
-    fn streaming(self) -> bool {
-        matches!(self, Self::InvokeStream | Self::ConverseStream)
-    }
 }
 
 /// Output tokens produced per stream delta.
 const TOKENS_PER_DELTA: usize = 8;
-/// No response generates more output tokens than this, whatever the configuration.
-const MAX_GENERATED_TOKENS: u64 = 1_000_000;
-/// No simulated delay exceeds this, whatever the configuration.
-const MAX_DELAY: Duration = Duration::from_secs(86_400);
 
 const WORDS: [&str; 16] = [
     "the", "model", "emulates", "bedrock", "output", "tokens", "under", "quota", "with", "steady",
@@ -185,9 +177,6 @@ pub(crate) async fn inference(
         lock(&ledger).counters.rejected += 1;
         e.into_response(&request_id)
     };
-    if let Err(e) = shared.check_model(&model_id) {
-        return reject(e);
-    }
     let info = shared.table.lookup(&model_id);
     let parsed = match op {
         Operation::Converse | Operation::ConverseStream => validate::converse(info, &body),
@@ -204,8 +193,8 @@ pub(crate) async fn inference(
     };
     drop(body);
 
-    let fault = faults::pick(&shared.config.faults, index, op.streaming(), &mut rng);
-    if let Some(error) = fault.and_then(faults::http_error) {
+    let fault = faults::pick(&shared.config.faults, index, op, &mut rng);
+    if let Some(error) = fault.and_then(|f| faults::http_error(f, &model_id)) {
         if let Some(f) = fault {
             faults::count(&mut lock(&ledger).counters.faults, f, 0);
         }
@@ -286,9 +275,7 @@ pub(crate) fn count_tokens(
 ) -> Response<Body> {
     let ledger = shared.ledgers.get(model_id);
     lock(&ledger).counters.count_tokens_requests += 1;
-    let result = shared
-        .check_model(model_id)
-        .and_then(|()| validate::count_tokens(body));
+    let result = validate::count_tokens(body);
     match result {
         Ok(n) => json_response(&json!({ "inputTokens": n }), request_id),
         Err(e) => {
@@ -636,10 +623,10 @@ fn stream_response(
             .and_then(|i| events.get(i))
             .map_or(0, |e| e.produced);
         events.truncate(k);
-        let (kind, message) = faults::stream_exception(exception);
+        let (kind, members) = faults::stream_exception(exception);
         events.push(Event {
             at,
-            bytes: eventstream::exception(kind, message),
+            bytes: eventstream::exception(kind, members),
             produced,
         });
         // Not charged when nothing was sent; what was produced otherwise.

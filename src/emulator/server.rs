@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -25,6 +25,7 @@ use crate::bedrock::models::{ModelFamily, ModelTable, default_model_info};
 use super::config::EmulatorConfig;
 use super::error::ApiError;
 use super::ledger::Ledgers;
+use super::model_id;
 use super::ops::{self, Operation};
 use super::validate::{MAX_BODY_BYTES, too_large};
 
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) config: EmulatorConfig,
     pub(crate) table: ModelTable,
     pub(crate) ledgers: Ledgers,
+    /// Permits for requests being read, validated or answered.
+    in_flight: Arc<Semaphore>,
     next_index: AtomicU64,
     other_requests: AtomicU64,
 }
@@ -64,6 +67,7 @@ impl Shared {
             config.model_quotas.clone(),
         );
         Self {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
             table,
             ledgers,
@@ -83,18 +87,32 @@ impl Shared {
         ops::request_id(&mut ops::request_rng(!self.config.seed, n))
     }
 
-    /// With strict model checking, refuses ids that nothing configures or recognizes.
-    pub(crate) fn check_model(&self, model_id: &str) -> Result<(), ApiError> {
-        let known = !self.config.strict_models
-            || self.config.models.contains_key(model_id)
-            || self.ledgers.has_quota(model_id)
-            || default_model_info(model_id).family != ModelFamily::Unknown;
+    /// Refuses ids that break the operation's id pattern; with strict model checking, ids that
+    /// nothing configures or recognizes; and unconfigured ids once [`MAX_MODELS`] ids have
+    /// counters. Runs before any per-model state exists, so random ids cannot grow the stats.
+    ///
+    /// [`MAX_MODELS`]: super::ledger::MAX_MODELS
+    fn check_model(&self, model_id: &str, op: Operation) -> Result<(), ApiError> {
+        match op {
+            Operation::Invoke | Operation::InvokeStream => {
+                model_id::check_pattern(model_id, model_id::INVOKE_PATTERN)?;
+            }
+            Operation::Converse | Operation::ConverseStream => {
+                model_id::check_pattern(model_id, model_id::CONVERSE_PATTERN)?;
+            }
+            // The emulator does not know CountTokens' own id pattern: it checks none.
+            Operation::CountTokens => {}
+        }
+        let configured =
+            self.config.models.contains_key(model_id) || self.ledgers.has_quota(model_id);
+        let known = configured
+            || (!self.config.strict_models
+                || default_model_info(model_id).family != ModelFamily::Unknown)
+                && self.ledgers.has_room_for(model_id);
         if known {
             Ok(())
         } else {
-            Err(ApiError::not_found(format!(
-                "Could not resolve the foundation model from the provided model identifier: {model_id}."
-            )))
+            Err(model_id::unknown_model(model_id))
         }
     }
 }
@@ -105,32 +123,55 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(_) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let shared = Arc::clone(&shared);
-                let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                connections.spawn(async move {
-                    let _ = conn.await;
-                });
-                while connections.try_join_next().is_some() {}
-            }
+        // A free connection slot first: at the limit, new connections wait in the backlog.
+        let permit = tokio::select! {
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
             _ = &mut shutdown => break,
-        }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        let header_read_timeout = shared.config.header_read_timeout;
+        let service = service_fn(move |req| handle(Arc::clone(&shared), req));
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        connections.spawn(async move {
+            // The first byte within the header-read timeout too: hyper's timeout starts only
+            // once it reads an HTTP/1 head, after the protocol detection, so a client that
+            // connects and sends nothing would otherwise hold its connection slot for ever.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = watcher.watch(conn.into_owned()).await;
+            drop(permit);
+        });
+        while connections.try_join_next().is_some() {}
     }
     drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
@@ -161,14 +202,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         return Ok(ApiError::unknown_operation().into_response(&shared.other_request_id()));
     };
     let model_id = match percent_decode_str(raw_id).decode_utf8() {
-        Ok(id) if !id.is_empty() => id.into_owned(),
-        _ => {
+        Ok(id) => id.into_owned(),
+        Err(_) => {
             return Ok(ApiError::validation(
                 "1 validation error detected: Value at 'modelId' failed to satisfy constraint: \
                  Member must be a valid model identifier",
             )
             .into_response(&shared.other_request_id()));
         }
+    };
+    if let Err(e) = shared.check_model(&model_id, op) {
+        return Ok(e.into_response(&shared.other_request_id()));
+    }
+    // Before the body is read: this is what bounds the memory that bodies take.
+    let _permit = match Arc::clone(&shared.in_flight).acquire_owned().await {
+        Ok(permit) => permit,
+        Err(_) => unreachable!("the in-flight semaphore is never closed"),
     };
     let body = match read_body(req).await {
         Ok(b) => b,
@@ -194,11 +243,23 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
         return Err(too_large());
     }
     let limit = usize::try_from(MAX_BODY_BYTES).unwrap_or(usize::MAX);
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(_) => Err(ApiError::validation("The request body could not be read.")),
+    // One buffer of the declared size, each frame copied in and dropped: the body is held
+    // once, not as a list of frames plus a contiguous copy.
+    let mut buf =
+        BytesMut::with_capacity(declared.map_or(0, |n| usize::try_from(n).unwrap_or(0).min(limit)));
+    let mut body = Limited::new(req.into_body(), limit);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+            Err(_) => return Err(ApiError::validation("The request body could not be read.")),
+        }
     }
+    Ok(buf.freeze())
 }
 
 fn stats_response(shared: &Shared) -> Response<Body> {

@@ -108,6 +108,12 @@ pub struct FaultCounters {
     pub model_timeout: u64,
     /// 429 `ModelNotReadyException`.
     pub model_not_ready: u64,
+    /// 424 `ModelErrorException`.
+    pub model_error: u64,
+    /// 403 `AccessDeniedException`.
+    pub access_denied: u64,
+    /// 400 `ServiceQuotaExceededException`.
+    pub service_quota_exceeded: u64,
     /// Exception frames sent before the first event.
     pub stream_exception_before_events: u64,
     /// Exception frames sent after some events.
@@ -122,6 +128,9 @@ impl FaultCounters {
             + self.internal_server
             + self.model_timeout
             + self.model_not_ready
+            + self.model_error
+            + self.access_denied
+            + self.service_quota_exceeded
             + self.stream_exception_before_events
             + self.stream_exception_after_events
     }
@@ -134,6 +143,9 @@ impl AddAssign for FaultCounters {
         self.internal_server += o.internal_server;
         self.model_timeout += o.model_timeout;
         self.model_not_ready += o.model_not_ready;
+        self.model_error += o.model_error;
+        self.access_denied += o.access_denied;
+        self.service_quota_exceeded += o.service_quota_exceeded;
         self.stream_exception_before_events += o.stream_exception_before_events;
         self.stream_exception_after_events += o.stream_exception_after_events;
     }

@@ -35,8 +35,10 @@
 //! assert_eq!(invoke_input_tokens(&json!({"foo": 1}), 9), 3);
 //! ```
 
-use base64::Engine as _;
 use serde_json::Value;
+
+use super::body::{self, Mode, Seen, TopReader};
+use super::validate;
 
 /// Tokens of one image.
 pub const IMAGE_TOKENS: u64 = 1000;
@@ -48,98 +50,35 @@ pub fn text_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
 }
 
-fn bytes_tokens(len: usize) -> u64 {
-    (len as u64).div_ceil(4)
-}
-
-fn json_tokens(v: &Value) -> u64 {
-    // Serializing a `Value` cannot fail (keys are strings).
-    serde_json::to_string(v).map_or(0, |s| text_tokens(&s))
-}
-
-fn str_field(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_str).map_or(0, text_tokens)
-}
-
-fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice)
-}
-
 /// Input tokens of a Converse / ConverseStream body.
+///
+/// The server counts request bodies in one streaming pass without building a [`Value`]; this
+/// function runs the same pass over `body`'s JSON text, so both always agree.
 pub fn converse_input_tokens(body: &Value) -> u64 {
-    let mut n = 0u64;
-    for block in array(body, "system") {
-        n += str_field(block, "text");
+    let text = body.to_string();
+    let reader = TopReader {
+        mode: Mode::Converse,
+        allowed: None,
+    };
+    match body::read(&text, reader) {
+        Ok(Seen::Object(top)) => validate::converse_tokens(&top),
+        _ => 1,
     }
-    for message in array(body, "messages") {
-        n += MESSAGE_OVERHEAD_TOKENS;
-        for block in array(message, "content") {
-            n += str_field(block, "text");
-            if let Some(result) = block.get("toolResult") {
-                for item in array(result, "content") {
-                    n += str_field(item, "text");
-                }
-            }
-            if let Some(input) = block.get("toolUse").and_then(|u| u.get("input")) {
-                n += json_tokens(input);
-            }
-            if block.get("image").is_some() {
-                n += IMAGE_TOKENS;
-            }
-            if let Some(source) = block.get("document").and_then(|d| d.get("source")) {
-                n += document_tokens(source);
-            }
-        }
-    }
-    if let Some(tools) = body.get("toolConfig") {
-        n += json_tokens(tools);
-    }
-    n.max(1)
-}
-
-fn document_tokens(source: &Value) -> u64 {
-    if let Some(b64) = source.get("bytes").and_then(Value::as_str) {
-        let len = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_or(b64.len(), |bytes| bytes.len());
-        return bytes_tokens(len);
-    }
-    str_field(source, "text")
 }
 
 /// Input tokens of an InvokeModel / InvokeModelWithResponseStream body, given the parsed JSON
 /// and the body's length in bytes.
 pub fn invoke_input_tokens(body: &Value, body_len: usize) -> u64 {
-    let n = if let Some(messages) = body.get("messages").and_then(Value::as_array) {
-        let mut n = text_or_blocks(body.get("system"));
-        for message in messages {
-            n += MESSAGE_OVERHEAD_TOKENS + text_or_blocks(message.get("content"));
-        }
-        n
-    } else if let Some(text) = body.get("inputText").and_then(Value::as_str) {
-        text_tokens(text)
-    } else if let Some(text) = body.get("prompt").and_then(Value::as_str) {
-        text_tokens(text)
-    } else if let Some(texts) = body.get("texts").and_then(Value::as_array) {
-        texts
-            .iter()
-            .filter_map(Value::as_str)
-            .map(text_tokens)
-            .sum()
-    } else {
-        bytes_tokens(body_len)
+    let text = body.to_string();
+    let reader = TopReader {
+        mode: Mode::Invoke {
+            content_may_be_string: true,
+        },
+        allowed: None,
     };
-    n.max(1)
-}
-
-/// A string, or an array of blocks whose `text` counts.
-fn text_or_blocks(v: Option<&Value>) -> u64 {
-    match v {
-        Some(Value::String(s)) => text_tokens(s),
-        Some(Value::Array(blocks)) => blocks.iter().map(|b| str_field(b, "text")).sum(),
-        _ => 0,
+    match body::read(&text, reader) {
+        Ok(Seen::Object(top)) => validate::invoke_tokens(&top, body_len),
+        _ => (body_len as u64).div_ceil(4).max(1),
     }
 }
 

@@ -114,6 +114,10 @@ fn nanos(d: Duration) -> u64 {
 
 /// Where the jitter comes from: the thread-local generator (no lock), or one seeded generator
 /// shared by every clone of a layer, for reproducible tests.
+///
+/// Only the seeded variant takes a lock, and only to draw one number. A seed asks for one
+/// reproducible sequence across every clone, which is inherently one shared state; production
+/// layers (no seed) never touch a mutex here.
 #[derive(Debug, Clone, Default)]
 pub(crate) enum Jitter {
     #[default]

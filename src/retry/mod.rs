@@ -15,10 +15,13 @@
 //! - **Attempts:** at most 3 per call (first included), 5 when the model is not ready yet;
 //!   both configurable, per cause.
 //! - **Backoff:** before retry `n`, a random delay in `0 ..= min(1 s × 2^(n-1), 20 s)`
-//!   ([`Backoff`]). A delay suggested by the server (`retry_after` in the classification) is a
-//!   lower bound: the layer waits `max(retry_after, backoff)`. The server's "not before" is
-//!   honoured, and the backoff keeps growing under it, so a server that always says "1 s" during
-//!   a long storm does not make every client come back every second.
+//!   ([`Backoff`]). A delay suggested by the server (`retry_after` in the classification, read
+//!   from `x-amz-retry-after`) is honoured up to the backoff's largest cap, as the AWS SDK
+//!   does: the layer waits `max(min(retry_after, max), backoff)`. Below the cap the server's
+//!   "not before" holds and the backoff keeps growing under it, so a server that always says
+//!   "1 s" during a long storm does not make every client come back every second; above it the
+//!   cap wins, so no hint (not even 2^64 ms) can park a call for ever. With a deadline, a retry
+//!   whose bounded delay would end past it is not started at all.
 //! - **Budget:** over a sliding window, retries are at most `floor + ratio × first attempts`
 //!   ([`RetryBudget`]), counted across every clone of the layer and its services.
 //! - **Deadline:** with [`deadline`](ThrottleRetryLayer::deadline), a retry is started only if

@@ -123,9 +123,9 @@ impl Config {
 
         let backoff = self.jitter.delay(&self.backoff, attempt);
         let retry_after = classification.retry_after;
-        // The server's delay is a lower bound; the backoff keeps growing under it, so a server
-        // that keeps answering "retry after 1 s" during a long storm does not pin us to 1 s.
-        let delay = retry_after.map_or(backoff, |server| server.max(backoff));
+        let delay = retry_after.map_or(backoff, |server| {
+            bounded_hint(server, backoff, &self.backoff)
+        });
 
         if let Some(deadline) = self.deadline {
             let now = Instant::now();
@@ -172,9 +172,39 @@ impl Config {
     }
 }
 
+/// The delay before a retry when the server suggested `server`: at least the jittered
+/// `backoff` (so a server that keeps answering "retry after 1 s" during a long storm does not
+/// pin every client to 1 s), and at most the backoff's largest cap.
+///
+/// The cap is what the AWS SDK for Rust does: its standard retry strategy
+/// (`aws-smithy-runtime` 1.16, `client/retries/strategy/standard.rs`,
+/// `StandardRetryStrategy::calculate_backoff`) takes `retry_after.min(max_backoff)` under
+/// retry behaviour 2.0, and `retry_after.clamp(t_i, t_i + 5 s)` under 2.1, where `t_i` is the
+/// jittered exponential backoff, itself capped at `max_backoff`. Either way a hint can never
+/// make a client wait without bound: a hint is a server's guess, and one that says "2^64 ms"
+/// (a bug, or a hostile proxy) must not park a call for ever. Waiting longer than the cap is the
+/// caller's choice to make, by raising the backoff's `max`.
+fn bounded_hint(server: Duration, backoff: Duration, config: &Backoff) -> Duration {
+    server.min(config.max()).max(backoff)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hints_are_bounded_by_the_cap_and_floored_by_the_backoff() {
+        let b = Backoff::default();
+        let ms = Duration::from_millis;
+        assert_eq!(bounded_hint(ms(u64::MAX), ms(300), &b), b.max());
+        assert_eq!(bounded_hint(Duration::MAX, ms(300), &b), b.max());
+        assert_eq!(bounded_hint(ms(5_000), ms(300), &b), ms(5_000));
+        assert_eq!(bounded_hint(ms(100), ms(300), &b), ms(300));
+        assert_eq!(
+            bounded_hint(Duration::ZERO, Duration::ZERO, &b),
+            Duration::ZERO
+        );
+    }
 
     #[test]
     fn defaults() {

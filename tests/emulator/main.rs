@@ -4,7 +4,10 @@
 
 mod binary;
 mod common;
+mod errors;
+mod limits;
 mod malformed;
+mod memory;
 mod operations;
 mod quota;
 mod throughput;

@@ -498,7 +498,11 @@ async fn validation_and_not_found_parse() {
         .await
         .unwrap_err()
         .into_service_error();
-    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    assert!(err.is_validation_exception(), "{err:?}");
+    assert_eq!(
+        err.message(),
+        Some("The provided model identifier is invalid.")
+    );
 
     // An ARN declared with its model info is known.
     let arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc";

@@ -473,7 +473,13 @@ async fn no_retry_starts_that_would_pass_the_deadline() {
     ];
     for (deadline, expected) in cases {
         let (inner, log) = scripted::<u8>(always(step), Duration::from_secs(1));
-        let mut service = layer().max_attempts(nz(8)).deadline(deadline).layer(inner);
+        // A cap of 2 s lets the 2 s hint through whole (hints are bounded by the cap).
+        let backoff = Backoff::new(Duration::from_millis(1), 1.0, Duration::from_secs(2)).unwrap();
+        let mut service = layer()
+            .backoff(backoff)
+            .max_attempts(nz(8))
+            .deadline(deadline)
+            .layer(inner);
         let start = Instant::now();
         let reply = call(&mut service, 0).await.unwrap();
         assert_eq!(log.attempts(), expected, "deadline {deadline:?}");
@@ -515,9 +521,9 @@ async fn with_random_delays_every_attempt_ends_within_the_deadline() {
 // ----- server delay -----
 
 #[tokio::test(start_paused = true)]
-async fn a_suggested_delay_is_honoured() {
-    // Longer than any backoff cap (20 s).
-    let after = Duration::from_secs(30);
+async fn a_suggested_delay_is_honoured_up_to_the_cap() {
+    // Between the backoff and its cap (20 s): waited whole.
+    let after = Duration::from_secs(15);
     let (inner, log) = scripted::<u8>(
         always(Step::ThrottleFor(ThrottleCause::Requests, after)),
         Duration::ZERO,
@@ -530,21 +536,67 @@ async fn a_suggested_delay_is_honoured() {
     assert_eq!(starts.len(), 3);
     for pair in starts.windows(2) {
         assert!(pair[1] - pair[0] >= after, "{:?}", pair[1] - pair[0]);
+        assert!(pair[1] - pair[0] <= Duration::from_secs(20));
     }
 
-    // Shorter than the backoff: still waited at least that long.
-    let after = Duration::from_millis(1500);
+    // Longer than the cap: the cap wins, as in the AWS SDK.
+    let cap = Duration::from_millis(10);
     let (inner, log) = scripted::<u8>(
-        vec![Step::ThrottleFor(ThrottleCause::Capacity, after), Step::Ok],
+        vec![
+            Step::ThrottleFor(ThrottleCause::Capacity, Duration::from_millis(1500)),
+            Step::Ok,
+        ],
         Duration::ZERO,
     );
     let mut service = ThrottleRetryLayer::new(classify)
         .budget(unlimited())
-        .backoff(Backoff::new(Duration::from_millis(10), 2.0, Duration::from_millis(10)).unwrap())
+        .backoff(Backoff::new(Duration::from_millis(10), 2.0, cap).unwrap())
         .layer(inner);
     call(&mut service, 0).await.unwrap();
     let starts = log.starts();
-    assert!(starts[1] - starts[0] >= after);
+    assert_eq!(starts.len(), 2);
+    assert_eq!(starts[1] - starts[0], cap);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_absurd_hint_never_parks_a_call() {
+    // 2^64 ms (u64::MAX ms, about 585 million years).
+    let absurd = Duration::from_millis(u64::MAX);
+    let step = Step::ThrottleFor(ThrottleCause::Tokens, absurd);
+
+    // Without a deadline: bounded by the default cap, 20 s per retry.
+    let (inner, log) = scripted::<u8>(always(step), Duration::ZERO);
+    let mut service = ThrottleRetryLayer::new(classify)
+        .budget(unlimited())
+        .layer(inner);
+    let start = Instant::now();
+    let reply = call(&mut service, 0).await.unwrap();
+    assert_eq!(reply.attempt, 3);
+    assert_eq!(log.attempts(), 3);
+    assert_eq!(Instant::now() - start, Duration::from_secs(40));
+
+    // With a deadline shorter than the cap: no retry starts, the caller gets the throttle now.
+    let (inner, log) = scripted::<u8>(always(step), Duration::from_millis(100));
+    let mut service = ThrottleRetryLayer::new(classify)
+        .budget(unlimited())
+        .deadline(Duration::from_secs(5))
+        .layer(inner);
+    let start = Instant::now();
+    let reply = call(&mut service, 0).await.unwrap();
+    assert_eq!((reply.attempt, log.attempts()), (1, 1));
+    assert_eq!(Instant::now() - start, Duration::from_millis(100));
+
+    // With a deadline longer than the cap: retries wait the cap and end within the deadline.
+    let (inner, log) = scripted::<u8>(always(step), Duration::from_millis(100));
+    let deadline = Duration::from_secs(30);
+    let mut service = ThrottleRetryLayer::new(classify)
+        .budget(unlimited())
+        .deadline(deadline)
+        .layer(inner);
+    let start = Instant::now();
+    let reply = call(&mut service, 0).await.unwrap();
+    assert_eq!((reply.attempt, log.attempts()), (2, 2));
+    assert!(Instant::now() - start <= deadline);
 }
 
 // ----- cloning -----
