@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-#[cfg(feature = "emulator")]
+#[cfg(test)]
 use serde_json::Value;
 
 /// The request/response body family of a model, which decides where `max_tokens` sits.
@@ -227,7 +227,7 @@ pub(crate) struct MaxTokenFields {
     pub max_tokens_camel: Option<u64>,
 }
 
-#[cfg(feature = "emulator")]
+#[cfg(test)]
 impl MaxTokenFields {
     /// Reads every known field of a parsed body.
     pub(crate) fn from_value(body: &Value) -> Self {
@@ -279,13 +279,13 @@ pub(crate) fn max_output_from_fields(family: ModelFamily, fields: &MaxTokenField
 /// Returns `None` when the body does not say (the caller then reserves the model's maximum), and
 /// `Some(0)` for embeddings. Cohere Embed v4's `max_tokens` truncates INPUT, so embeddings never
 /// read it. A value that is not a non-negative integer counts as absent.
-#[cfg(feature = "emulator")]
+#[cfg(test)]
 pub(crate) fn invoke_max_output_tokens(family: ModelFamily, body: &Value) -> Option<u64> {
     max_output_from_fields(family, &MaxTokenFields::from_value(body))
 }
 
 /// Reads `inferenceConfig.maxTokens` of a Converse / ConverseStream body.
-#[cfg(feature = "emulator")]
+#[cfg(test)]
 pub(crate) fn converse_max_output_tokens(body: &Value) -> Option<u64> {
     body.get("inferenceConfig")?.get("maxTokens")?.as_u64()
 }
