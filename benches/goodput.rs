@@ -277,10 +277,7 @@ impl Row {
 
 async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxError> {
     let emulator = Emulator::builder()
-        .model_quota(
-            MODEL,
-            bedrock_throttle::emulator::Quota::unlimited().with_tpm(s.tpm),
-        )
+        .model_quota(MODEL, bedrock_throttle::budget::Quota::tokens(s.tpm))
         .window(s.window)
         .enforcement(case.enforcement)
         .output_length(OutputLength::Uniform { min: 40, max: 400 })

@@ -39,9 +39,10 @@ use axum::routing::post;
 use bedrock_throttle::BoxError;
 use bedrock_throttle::admit::TokenBudgetLayer;
 use bedrock_throttle::bedrock::Bedrock;
+use bedrock_throttle::budget::Quota;
 use bedrock_throttle::budget::{AdmissionError, Budget};
 use bedrock_throttle::classify::{Classification, ThrottleCause};
-use bedrock_throttle::emulator::{Emulator, OutputLength, Quota};
+use bedrock_throttle::emulator::{Emulator, OutputLength};
 use bedrock_throttle::sdk::BedrockThrottle;
 use serde::Deserialize;
 use tower::{ServiceBuilder, ServiceExt};
@@ -225,7 +226,7 @@ fn router(client: Client, burndown: u64) -> Result<Router, BoxError> {
 async fn main() -> Result<(), BoxError> {
     let listen = std::env::args().skip_while(|a| a != "--listen").nth(1);
     let emulator = Emulator::builder()
-        .model_quota(MODEL, Quota::unlimited().with_tpm(MODEL_TPM))
+        .model_quota(MODEL, Quota::tokens(MODEL_TPM))
         .window(WINDOW)
         .output_length(OutputLength::Uniform { min: 20, max: 200 })
         .start()

@@ -23,7 +23,8 @@ use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
 use aws_smithy_types::retry::RetryConfig;
 use bedrock_throttle::bedrock::Bedrock;
-use bedrock_throttle::emulator::{Emulator, EmulatorHandle, Enforcement, OutputLength, Quota};
+use bedrock_throttle::budget::Quota;
+use bedrock_throttle::emulator::{Emulator, EmulatorHandle, Enforcement, OutputLength};
 use bedrock_throttle::sdk::{BedrockThrottle, default_https_client};
 
 const DEFAULT_MODEL: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
@@ -111,9 +112,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The embedded emulator: the quota, a scaled window, Claude-like speed and output lengths.
     let emulator: Option<EmulatorHandle> = if o.endpoint_url.is_none() && !o.live {
-        let mut quota = Quota::unlimited().with_tpm(o.tpm);
+        let mut quota = Quota::tokens(o.tpm);
         if let Some(rpm) = o.rpm {
-            quota = quota.with_rpm(rpm);
+            quota = quota.with_requests(rpm);
         }
         Some(
             Emulator::builder()

@@ -207,9 +207,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<EmulatorC
             "--strict-models" => config.strict_models = true,
             "--retry-after" => config.retry_after = true,
             "--listen" => config.listen = value.parse().map_err(|_| bad("bad address"))?,
-            "--rpm" => config.default_quota.rpm = Some(number()?),
-            "--tpm" => config.default_quota.tpm = Some(number()?),
-            "--tpd" => config.default_quota.tpd = Some(number()?),
+            "--rpm" => config.default_quota.requests = Some(number()?),
+            "--tpm" => config.default_quota.tokens = Some(number()?),
+            "--tpd" => config.default_quota.tokens_per_day = Some(number()?),
             "--seed" => config.seed = number()?,
             "--max-connections" => {
                 config.max_connections =
@@ -316,9 +316,9 @@ mod tests {
         assert_eq!(c.listen.port(), 9);
         assert_eq!(
             (
-                c.default_quota.rpm,
-                c.default_quota.tpm,
-                c.default_quota.tpd
+                c.default_quota.requests,
+                c.default_quota.tokens,
+                c.default_quota.tokens_per_day
             ),
             (Some(1), Some(2), Some(3))
         );

@@ -85,13 +85,25 @@ impl fmt::Display for Dimension {
 /// assert_eq!(quota.tokens_per_day, None);
 /// assert!(!quota.is_unlimited());
 /// ```
+///
+/// With the `bedrock` feature it reads and writes as JSON (`{"requests": 60, "tokens": 200000}`;
+/// `rpm`, `tpm` and `tpd` are accepted as the same fields, as the emulator's configuration
+/// files name them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "bedrock",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Quota {
     /// Requests per window.
+    #[cfg_attr(feature = "bedrock", serde(alias = "rpm"))]
     pub requests: Option<u64>,
     /// Tokens per window.
+    #[cfg_attr(feature = "bedrock", serde(alias = "tpm"))]
     pub tokens: Option<u64>,
     /// Tokens per day window.
+    #[cfg_attr(feature = "bedrock", serde(alias = "tpd"))]
     pub tokens_per_day: Option<u64>,
 }
 

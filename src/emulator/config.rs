@@ -8,58 +8,12 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::bedrock::models::{ModelFamily, ModelInfo};
+use crate::budget::Quota;
 
 use super::ops::Operation;
-
-/// Per-model limits. `None` means unlimited in that dimension.
-///
-/// ```
-/// use bedrock_throttle::emulator::Quota;
-/// let q = Quota::unlimited().with_tpm(10_000).with_rpm(5);
-/// assert_eq!((q.rpm, q.tpm, q.tpd), (Some(5), Some(10_000), None));
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Quota {
-    /// Requests per window.
-    pub rpm: Option<u64>,
-    /// Tokens per window.
-    pub tpm: Option<u64>,
-    /// Tokens per day window (1440 windows).
-    pub tpd: Option<u64>,
-}
-
-impl Quota {
-    /// No limit in any dimension.
-    pub const fn unlimited() -> Self {
-        Self {
-            rpm: None,
-            tpm: None,
-            tpd: None,
-        }
-    }
-
-    /// This quota with a requests-per-window limit.
-    pub const fn with_rpm(mut self, rpm: u64) -> Self {
-        self.rpm = Some(rpm);
-        self
-    }
-
-    /// This quota with a tokens-per-window limit.
-    pub const fn with_tpm(mut self, tpm: u64) -> Self {
-        self.tpm = Some(tpm);
-        self
-    }
-
-    /// This quota with a tokens-per-day limit.
-    pub const fn with_tpd(mut self, tpd: u64) -> Self {
-        self.tpd = Some(tpd);
-        self
-    }
-}
 
 /// How usage is counted against a limit. Bedrock does not document which one it uses; a client
 /// that never exceeds the limit in any window of the configured length passes all three.
@@ -328,14 +282,15 @@ pub struct Faults {
 /// The whole emulator configuration. Build it with [`EmulatorBuilder`](super::EmulatorBuilder)
 /// or parse it with [`EmulatorConfig::from_json`].
 ///
-/// The JSON form (every field optional; unknown fields are an error so typos are loud):
+/// The JSON form (every field optional; unknown fields are an error so typos are loud; a quota's
+/// `rpm`, `tpm` and `tpd` are the same as `requests`, `tokens` and `tokens_per_day`):
 ///
 /// ```
 /// # use bedrock_throttle::emulator::EmulatorConfig;
 /// let config = EmulatorConfig::from_json(r#"
 /// {
 ///   "listen": "127.0.0.1:0",
-///   "default_quota": { "rpm": 100, "tpm": 200000, "tpd": null },
+///   "default_quota": { "requests": 100, "tokens": 200000, "tokens_per_day": null },
 ///   "model_quotas": { "us.anthropic.claude-sonnet-4-5-20250929-v1:0": { "tpm": 50000 } },
 ///   "window_secs": 60,
 ///   "enforcement": "sliding",
@@ -354,7 +309,7 @@ pub struct Faults {
 ///   "header_read_timeout_ms": 30000
 /// }
 /// "#)?;
-/// assert_eq!(config.default_quota.tpm, Some(200_000));
+/// assert_eq!(config.default_quota.tokens, Some(200_000));
 /// # Ok::<(), bedrock_throttle::emulator::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -438,7 +393,7 @@ impl EmulatorConfig {
     /// ```
     /// use bedrock_throttle::emulator::{EmulatorConfig, Enforcement};
     /// let c = EmulatorConfig::from_json(r#"{"default_quota":{"tpm":1000},"enforcement":"fixed"}"#).unwrap();
-    /// assert_eq!(c.default_quota.tpm, Some(1000));
+    /// assert_eq!(c.default_quota.tokens, Some(1000));
     /// assert_eq!(c.enforcement, Enforcement::FixedWindow);
     /// assert!(EmulatorConfig::from_json(r#"{"tmp":1}"#).is_err());
     /// ```
@@ -743,12 +698,12 @@ mod tests {
         assert_eq!(
             c.default_quota,
             Quota {
-                rpm: Some(1),
-                tpm: Some(2),
-                tpd: Some(3)
+                requests: Some(1),
+                tokens: Some(2),
+                tokens_per_day: Some(3)
             }
         );
-        assert_eq!(c.model_quotas["m"].tpm, Some(5));
+        assert_eq!(c.model_quotas["m"].tokens, Some(5));
         assert_eq!(c.window, Duration::from_millis(500));
         assert_eq!(c.enforcement, Enforcement::TokenBucket);
         assert_eq!(c.output_length, OutputLength::Uniform { min: 1, max: 4 });

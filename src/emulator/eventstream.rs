@@ -154,7 +154,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn dropping_the_body_mid_stream_settles_what_was_sent() {
-        use crate::emulator::config::{Enforcement, Quota};
+        use crate::budget::Quota;
+        use crate::emulator::config::Enforcement;
         use crate::emulator::ledger::{Ledgers, lock};
         use http_body_util::BodyExt as _;
 

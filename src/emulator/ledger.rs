@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::config::{Enforcement, Quota};
+use super::config::Enforcement;
 use super::stats::{Counters, ModelStats, Stats, WindowUsage};
+use crate::budget::Quota;
 
 /// Locks a mutex, ignoring poisoning: the ledger's invariants hold between calls, and a panic
 /// elsewhere must not turn every later request into a panic.
@@ -370,9 +371,9 @@ impl ModelLedger {
         let day = window.saturating_mul(1440);
         Self {
             quota,
-            requests: Window::new(enforcement, quota.rpm, window, origin),
-            tokens: Window::new(enforcement, quota.tpm, window, origin),
-            day: Window::new(enforcement, quota.tpd, day, origin),
+            requests: Window::new(enforcement, quota.requests, window, origin),
+            tokens: Window::new(enforcement, quota.tokens, window, origin),
+            day: Window::new(enforcement, quota.tokens_per_day, day, origin),
             counters: Counters::default(),
             peak: WindowUsage::default(),
         }
@@ -386,9 +387,13 @@ impl ModelLedger {
         reservation: u64,
     ) -> Result<Reservation, (Throttle, Option<Duration>)> {
         let checks = [
-            (Throttle::Requests, self.quota.rpm, 1),
-            (Throttle::Tokens, self.quota.tpm, reservation),
-            (Throttle::TokensPerDay, self.quota.tpd, reservation),
+            (Throttle::Requests, self.quota.requests, 1),
+            (Throttle::Tokens, self.quota.tokens, reservation),
+            (
+                Throttle::TokensPerDay,
+                self.quota.tokens_per_day,
+                reservation,
+            ),
         ];
         for (dim, limit, amount) in checks {
             let Some(limit) = limit else { continue };
@@ -627,7 +632,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn sliding_window_slides() {
-        let mut l = ledger(Enforcement::SlidingWindow, Quota::unlimited().with_tpm(100));
+        let mut l = ledger(Enforcement::SlidingWindow, Quota::tokens(100));
         let a = l.admit(Instant::now(), 60).unwrap();
         tokio::time::advance(Duration::from_millis(600)).await;
         assert_eq!(l.admit(Instant::now(), 50).unwrap_err().0, Throttle::Tokens);
@@ -643,10 +648,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn refund_and_overshoot() {
-        let mut l = ledger(
-            Enforcement::SlidingWindow,
-            Quota::unlimited().with_tpm(1000),
-        );
+        let mut l = ledger(Enforcement::SlidingWindow, Quota::tokens(1000));
         let a = l.admit(Instant::now(), 500).unwrap();
         l.settle(Instant::now(), &a, 200, 0);
         assert_eq!(l.usage(Instant::now()).tokens, 200);
@@ -659,7 +661,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn token_bucket_refills_and_goes_negative() {
-        let mut l = ledger(Enforcement::TokenBucket, Quota::unlimited().with_tpm(1000));
+        let mut l = ledger(Enforcement::TokenBucket, Quota::tokens(1000));
         let a = l.admit(Instant::now(), 1000).unwrap();
         assert!(l.admit(Instant::now(), 1).is_err());
         l.settle(Instant::now(), &a, 1500, 100);
@@ -676,7 +678,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fixed_window_resets_on_boundaries() {
-        let mut l = ledger(Enforcement::FixedWindow, Quota::unlimited().with_rpm(2));
+        let mut l = ledger(Enforcement::FixedWindow, Quota::requests(2));
         tokio::time::advance(Duration::from_millis(900)).await;
         assert!(l.admit(Instant::now(), 0).is_ok());
         assert!(l.admit(Instant::now(), 0).is_ok());
@@ -691,7 +693,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn day_window_is_1440_windows() {
-        let mut l = ledger(Enforcement::SlidingWindow, Quota::unlimited().with_tpd(100));
+        let mut l = ledger(
+            Enforcement::SlidingWindow,
+            Quota::unlimited().with_tokens_per_day(100),
+        );
         assert!(l.admit(Instant::now(), 100).is_ok());
         tokio::time::advance(Duration::from_secs(1439)).await;
         assert_eq!(
@@ -707,7 +712,7 @@ mod tests {
         let ledgers = Ledgers::new(
             Enforcement::SlidingWindow,
             Duration::from_secs(1),
-            Quota::unlimited().with_tpm(1_000),
+            Quota::tokens(1_000),
             HashMap::new(),
         );
         let ledger = ledgers.get("m");

@@ -82,11 +82,12 @@
 //! Start it in-process, call it with the real SDK client, read the stats:
 //!
 //! ```
-//! use bedrock_throttle::emulator::{Emulator, Quota};
+//! use bedrock_throttle::budget::Quota;
+//! use bedrock_throttle::emulator::Emulator;
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let emulator = Emulator::builder()
-//!     .default_quota(Quota::unlimited().with_tpm(1_000))
+//!     .default_quota(Quota::tokens(1_000))
 //!     .start()
 //!     .await?;
 //! println!("Bedrock Runtime at {}", emulator.endpoint_url());
@@ -151,10 +152,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::bedrock::models::ModelInfo;
+use crate::budget::Quota;
 
 pub use config::{
-    ConfigError, EmulatorConfig, Enforcement, Fault, Faults, Latency, OutputLength, Quota,
-    StreamException,
+    ConfigError, EmulatorConfig, Enforcement, Fault, Faults, Latency, OutputLength, StreamException,
 };
 pub use error::Error;
 pub use stats::{Counters, FaultCounters, ModelStats, Stats, WindowUsage};
@@ -188,11 +189,12 @@ impl Emulator {
 ///
 /// ```
 /// use std::time::Duration;
-/// use bedrock_throttle::emulator::{Emulator, Enforcement, Fault, OutputLength, Quota};
+/// use bedrock_throttle::emulator::{Emulator, Enforcement, Fault, OutputLength};
+/// use bedrock_throttle::budget::Quota;
 ///
 /// let builder = Emulator::builder()
-///     .default_quota(Quota::unlimited().with_rpm(60).with_tpm(100_000))
-///     .model_quota("us.anthropic.claude-sonnet-4-20250514-v1:0", Quota::unlimited().with_tpm(20_000))
+///     .default_quota(Quota::requests(60).with_tokens(100_000))
+///     .model_quota("us.anthropic.claude-sonnet-4-20250514-v1:0", Quota::tokens(20_000))
 ///     .window(Duration::from_secs(1))
 ///     .enforcement(Enforcement::TokenBucket)
 ///     .output_length(OutputLength::Uniform { min: 10, max: 200 })

@@ -337,7 +337,7 @@ async fn http_faults_parse_as_modeled_errors() {
         .fault_at(2, Fault::InternalServer)
         .fault_at(3, Fault::ModelTimeout)
         .fault_at(4, Fault::ModelNotReady)
-        .default_quota(bedrock_throttle::emulator::Quota::unlimited().with_tpm(1_000))
+        .default_quota(bedrock_throttle::budget::Quota::tokens(1_000))
         .start()
         .await
         .unwrap();
@@ -534,19 +534,19 @@ async fn validation_and_not_found_parse() {
 
 #[tokio::test]
 async fn throttles_parse_with_the_message_of_each_dimension() {
-    use bedrock_throttle::emulator::Quota;
+    use bedrock_throttle::budget::Quota;
     // A long window: nothing expires during the test, whatever the machine's speed.
     for (quota, message) in [
         (
-            Quota::unlimited().with_rpm(1),
+            Quota::requests(1),
             "Too many requests, please wait before trying again.",
         ),
         (
-            Quota::unlimited().with_tpm(200),
+            Quota::tokens(200),
             "Too many tokens, please wait before trying again.",
         ),
         (
-            Quota::unlimited().with_tpd(200),
+            Quota::unlimited().with_tokens_per_day(200),
             "Too many tokens per day, please wait before trying again.",
         ),
     ] {

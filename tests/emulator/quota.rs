@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use bedrock_throttle::emulator::{Emulator, EmulatorHandle, Enforcement, OutputLength, Quota};
+use bedrock_throttle::budget::Quota;
+use bedrock_throttle::emulator::{Emulator, EmulatorHandle, Enforcement, OutputLength};
 use tokio::time::advance;
 
 use crate::common::*;
@@ -57,7 +58,7 @@ const ALL: [Enforcement; 3] = [
 #[tokio::test(start_paused = true)]
 async fn requests_per_window() {
     for enforcement in ALL {
-        let e = emulator(enforcement, Quota::unlimited().with_rpm(2), 1).await;
+        let e = emulator(enforcement, Quota::requests(2), 1).await;
         assert_eq!(call(&e, 10).await.status, 200);
         assert_eq!(call(&e, 10).await.status, 200);
         assert_throttled(&call(&e, 10).await, TOO_MANY_REQUESTS);
@@ -78,7 +79,7 @@ async fn requests_per_window() {
 async fn tokens_per_window_with_burndown() {
     for enforcement in ALL {
         // Each request reserves 4 + 100 = 104 and settles 4 + 40 × 5 = 204.
-        let e = emulator(enforcement, Quota::unlimited().with_tpm(300), 40).await;
+        let e = emulator(enforcement, Quota::tokens(300), 40).await;
         assert_eq!(call(&e, 100).await.status, 200);
         // Usage 204 after settlement: 204 + 104 > 300.
         assert_throttled(&call(&e, 100).await, TOO_MANY_TOKENS);
@@ -105,7 +106,7 @@ async fn tokens_per_window_with_burndown() {
 async fn refund_when_output_is_short() {
     for enforcement in ALL {
         // Reserve 4 + 1000, settle 4 + 2 × 5 = 14: the refund frees the window at once.
-        let e = emulator(enforcement, Quota::unlimited().with_tpm(1_100), 2).await;
+        let e = emulator(enforcement, Quota::tokens(1_100), 2).await;
         assert_eq!(call(&e, 1_000).await.status, 200);
         assert_eq!(
             call(&e, 1_000).await.status,
@@ -125,7 +126,7 @@ async fn tokens_per_day() {
         // The day window is 1440 windows; settles 4 + 10 × 5 = 54 each.
         let e = emulator(
             enforcement,
-            Quota::unlimited().with_tpm(1_000).with_tpd(120),
+            Quota::tokens(1_000).with_tokens_per_day(120),
             10,
         )
         .await;
@@ -165,7 +166,7 @@ async fn sliding_and_fixed_differ_at_the_boundary() {
         (Enforcement::FixedWindow, true),
         (Enforcement::SlidingWindow, false),
     ] {
-        let e = emulator(enforcement, Quota::unlimited().with_rpm(1), 1).await;
+        let e = emulator(enforcement, Quota::requests(1), 1).await;
         advance(Duration::from_millis(900)).await;
         assert_eq!(call(&e, 10).await.status, 200);
         advance(Duration::from_millis(200)).await;
@@ -181,12 +182,7 @@ async fn sliding_and_fixed_differ_at_the_boundary() {
 #[tokio::test(start_paused = true)]
 async fn token_bucket_refills_continuously() {
     // Capacity 1000, refill 1000 per window.
-    let e = emulator(
-        Enforcement::TokenBucket,
-        Quota::unlimited().with_tpm(1_000),
-        0,
-    )
-    .await;
+    let e = emulator(Enforcement::TokenBucket, Quota::tokens(1_000), 0).await;
     // Reserve 4 + 996 = 1000, settle 4 (no output).
     assert_eq!(call(&e, 996).await.status, 200);
     assert_eq!(e.stats().model(SONNET4).window.tokens, 4);
@@ -199,8 +195,8 @@ async fn token_bucket_refills_continuously() {
 async fn quotas_are_per_model_id() {
     let e = Emulator::builder()
         .window(W)
-        .default_quota(Quota::unlimited().with_rpm(1))
-        .model_quota(HAIKU3, Quota::unlimited().with_rpm(2))
+        .default_quota(Quota::requests(1))
+        .model_quota(HAIKU3, Quota::requests(2))
         .start()
         .await
         .unwrap();
@@ -238,7 +234,7 @@ async fn retry_after_when_enabled() {
     let e = Emulator::builder()
         .window(W)
         .enforcement(Enforcement::TokenBucket)
-        .default_quota(Quota::unlimited().with_tpm(1_000))
+        .default_quota(Quota::tokens(1_000))
         .output_length(OutputLength::Fixed(0))
         .retry_after(true)
         .start()
@@ -254,7 +250,7 @@ async fn retry_after_when_enabled() {
 async fn streams_settle_at_the_last_frame_and_pace_output() {
     let e = Emulator::builder()
         .window(W * 10)
-        .default_quota(Quota::unlimited().with_tpm(10_000))
+        .default_quota(Quota::tokens(10_000))
         .output_length(OutputLength::Fixed(16))
         .time_to_first_token(Duration::from_millis(500))
         .tokens_per_second(10.0)

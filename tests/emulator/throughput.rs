@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bedrock_throttle::emulator::{Emulator, OutputLength, Quota};
+use bedrock_throttle::budget::Quota;
+use bedrock_throttle::emulator::{Emulator, OutputLength};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -82,9 +83,9 @@ async fn throughput() {
     let e = Emulator::builder()
         .default_quota(
             Quota::unlimited()
-                .with_rpm(u64::MAX / 2)
-                .with_tpm(u64::MAX / 2)
-                .with_tpd(u64::MAX / 2),
+                .with_requests(u64::MAX / 2)
+                .with_tokens(u64::MAX / 2)
+                .with_tokens_per_day(u64::MAX / 2),
         )
         .output_length(OutputLength::Fixed(32))
         .start()

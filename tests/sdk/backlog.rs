@@ -8,7 +8,8 @@ use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_bedrockruntime::config::{ConfigBag, Intercept, RuntimeComponents};
 use bedrock_throttle::budget::Quota as Limits;
-use bedrock_throttle::emulator::{Emulator, Quota};
+use bedrock_throttle::budget::Quota;
+use bedrock_throttle::emulator::Emulator;
 use tokio::time::Instant;
 
 use crate::support::{SONNET4, converse, sdk_config, throttle};
@@ -42,7 +43,7 @@ impl Intercept for Attempts {
 async fn a_wait_longer_than_the_signature_keeps_its_place() {
     let window = Duration::from_secs(2);
     let emulator = Emulator::builder()
-        .model_quota(SONNET4, Quota::unlimited().with_rpm(1))
+        .model_quota(SONNET4, Quota::requests(1))
         .window(window)
         .start()
         .await

@@ -9,9 +9,8 @@ use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{ConverseStreamOutput, InferenceConfiguration};
 use aws_smithy_types::retry::ErrorKind;
-use bedrock_throttle::emulator::{
-    Emulator, Enforcement, Fault, OutputLength, Quota, StreamException,
-};
+use bedrock_throttle::budget::Quota;
+use bedrock_throttle::emulator::{Emulator, Enforcement, Fault, OutputLength, StreamException};
 
 use crate::support::{SONNET4, client, converse, key, sdk_config, throttle, user};
 
@@ -23,7 +22,7 @@ async fn no_throttle_reaches_the_caller_when_demand_exceeds_the_quota() {
     let window = Duration::from_millis(800);
     let tpm = 12_000;
     let emulator = Emulator::builder()
-        .model_quota(SONNET4, Quota::unlimited().with_tpm(tpm))
+        .model_quota(SONNET4, Quota::tokens(tpm))
         .window(window)
         .enforcement(Enforcement::SlidingWindow)
         .output_length(OutputLength::Uniform { min: 20, max: 200 })
@@ -65,7 +64,7 @@ async fn no_throttle_reaches_the_caller_when_demand_exceeds_the_quota() {
 async fn settlement_matches_the_emulator_ledger() {
     let window = Duration::from_secs(600);
     let emulator = Emulator::builder()
-        .model_quota(SONNET4, Quota::unlimited().with_tpm(10_000_000))
+        .model_quota(SONNET4, Quota::tokens(10_000_000))
         .window(window)
         .output_length(OutputLength::Uniform { min: 1, max: 300 })
         .seed(9)
@@ -245,7 +244,7 @@ async fn the_wait_cap_gives_a_throttling_error_the_sdk_sees() {
 async fn stalled_stream_protection_does_not_fire_during_waits() {
     let window = Duration::from_millis(1500);
     let emulator = Emulator::builder()
-        .model_quota(SONNET4, Quota::unlimited().with_rpm(1))
+        .model_quota(SONNET4, Quota::requests(1))
         .window(window)
         .start()
         .await

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use aws_sdk_bedrockruntime::types::InferenceConfiguration;
 use bedrock_throttle::budget::Quota as Limits;
-use bedrock_throttle::emulator::{Emulator, EmulatorHandle, Enforcement, OutputLength, Quota};
+use bedrock_throttle::budget::Quota;
+use bedrock_throttle::emulator::{Emulator, EmulatorHandle, Enforcement, OutputLength};
 use bedrock_throttle::sdk::BedrockThrottle;
 
 use crate::support::{SONNET4, client, converse, key, throttle, user};
@@ -47,7 +48,7 @@ async fn abandoned_calls_never_leave_the_ledger_below_the_server() {
     // five times its count, whenever the caller leaves.
     let window = Duration::from_secs(600);
     let emulator = Emulator::builder()
-        .model_quota(SONNET4, Quota::unlimited().with_tpm(10_000_000))
+        .model_quota(SONNET4, Quota::tokens(10_000_000))
         .window(window)
         .output_length(OutputLength::Fixed(200))
         .start()
@@ -82,7 +83,7 @@ async fn abandoned_calls_never_leave_the_ledger_below_the_server() {
     }
     // A Converse whose caller leaves before the answer (the model takes 300 ms to answer).
     let slow = Emulator::builder()
-        .model_quota(SONNET4, Quota::unlimited().with_tpm(10_000_000))
+        .model_quota(SONNET4, Quota::tokens(10_000_000))
         .window(window)
         .output_length(OutputLength::Fixed(200))
         .time_to_first_token(Duration::from_millis(300))
@@ -177,7 +178,7 @@ async fn a_thousand_calls_with_caller_timeouts_leave_nothing_behind() {
     const MAX_TOKENS: i32 = 20;
     let window = Duration::from_secs(1);
     let emulator = Emulator::builder()
-        .model_quota(SONNET4, Quota::unlimited().with_tpm(QUOTA))
+        .model_quota(SONNET4, Quota::tokens(QUOTA))
         .window(window)
         .enforcement(Enforcement::SlidingWindow)
         .output_length(OutputLength::Uniform { min: 5, max: 20 })
