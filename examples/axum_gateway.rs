@@ -232,7 +232,7 @@ async fn main() -> Result<(), BoxError> {
         .start()
         .await?;
     let throttle = BedrockThrottle::builder()
-        .bedrock(Bedrock::new().region("us-east-1"))
+        .bedrock(Bedrock::new().with_region("us-east-1"))
         .quota(MODEL, bedrock_throttle::budget::Quota::tokens(MODEL_TPM))
         .window(WINDOW)
         .build()?;

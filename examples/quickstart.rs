@@ -107,7 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_writer(std::io::stderr)
             .init();
     }
-    let bedrock = Bedrock::new().region(o.region.clone());
+    let bedrock = Bedrock::new().with_region(o.region.clone());
     let burndown = bedrock.output_burndown(&o.model);
 
     // The embedded emulator: the quota, a scaled window, Claude-like speed and output lengths.

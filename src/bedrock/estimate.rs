@@ -21,7 +21,7 @@ use super::models::{MaxTokenFields, ModelFamily, ModelInfo, max_output_from_fiel
 /// usage Bedrock reports, so over-estimating costs a little throughput for one call, while
 /// under-estimating would let a burst overrun the quota.
 ///
-/// # The heuristic (defaults, all configurable in [`EstimatorConfig`])
+/// # The heuristic (defaults, all configurable in [`Estimator`])
 /// | what | tokens | why |
 /// |---|---|---|
 /// | each text string (messages, system, tool results, prompts, embeddings input) | `ceil(utf8_bytes / 3)` | tokenizers average ~4 bytes per token on English prose and ~3 on code; a CJK character is 3 UTF-8 bytes and rarely more than one token |
@@ -30,7 +30,7 @@ use super::models::{MaxTokenFields, ModelFamily, ModelInfo, max_output_from_fiel
 /// | documents and videos with inline bytes | `ceil(decoded_bytes / 3)` | bytes that the service extracts text from; base64 is never decoded, its length is converted |
 /// | tool definitions (`toolConfig`, `tools`), tool calls (`toolUse`, `input`), JSON tool results, guard content, reasoning | `ceil(serialized_bytes / 3)` of the compact JSON | the model sees them serialized |
 /// | a body this module cannot read (invalid JSON, wrong types, an unknown model family, none of the family's prompt fields: Claude `messages`, Nova `messages`, Titan `inputText`, Llama/Mistral `prompt`, embeddings `inputText`/`texts`) | at least `ceil(body_bytes / 3)` | every byte could be prompt |
-/// | a body that is not in memory (a streaming SDK body) | 16,384 | nothing to read; see [`EstimatorConfig::with_unknown_body_tokens`] |
+/// | a body that is not in memory (a streaming SDK body) | 16,384 | nothing to read; see [`Estimator::with_unknown_body_tokens`] |
 ///
 /// Text is counted per string, each rounded up, because a tokenizer never merges two strings.
 /// The result is at least 1. With the defaults the estimate is never below the counting rule of
@@ -52,25 +52,25 @@ use super::models::{MaxTokenFields, ModelFamily, ModelInfo, max_output_from_fiel
 /// only the fields that matter are visited, strings are borrowed, everything else is skipped.
 ///
 /// ```
-/// use bedrock_throttle::bedrock::{EstimatorConfig, ModelTable, Operation};
+/// use bedrock_throttle::bedrock::{Estimator, ModelTable, Operation};
 ///
 /// let info = ModelTable::new().lookup("anthropic.claude-sonnet-4-20250514-v1:0");
 /// let body = br#"{"messages":[{"role":"user","content":[{"text":"Hello, Claude!"}]}],
 ///                 "inferenceConfig":{"maxTokens":256}}"#;
-/// let estimate = EstimatorConfig::default().estimate(Operation::Converse, info, Some(body));
+/// let estimate = Estimator::default().estimate(Operation::Converse, info, Some(body));
 /// assert_eq!(estimate.max_output_tokens, 256);
 /// assert_eq!(estimate.input_tokens, 8 + 5); // one message + ceil(14 bytes / 3)
 /// assert_eq!(estimate.total(), 269);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EstimatorConfig {
+pub struct Estimator {
     bytes_per_token: NonZeroU32,
     per_message: u64,
     per_image: u64,
     unknown_body_tokens: u64,
 }
 
-impl Default for EstimatorConfig {
+impl Default for Estimator {
     fn default() -> Self {
         Self {
             bytes_per_token: NonZeroU32::new(3).expect("3 is not zero"),
@@ -81,7 +81,7 @@ impl Default for EstimatorConfig {
     }
 }
 
-impl EstimatorConfig {
+impl Estimator {
     /// The defaults: 3 bytes per token, 8 per message, 1,600 per image, 16,384 for a body that
     /// is not in memory.
     pub fn new() -> Self {
@@ -269,7 +269,7 @@ struct Parsed {
 
 /// Parses `body` once. `None` when it is not valid JSON (the same inputs `serde_json::Value`
 /// rejects: syntax, invalid UTF-8, numbers out of range, nesting deeper than 128).
-fn parse_body(body: &[u8], config: &EstimatorConfig) -> Option<Parsed> {
+fn parse_body(body: &[u8], config: &Estimator) -> Option<Parsed> {
     let mut acc = Acc {
         bytes_per_token: u64::from(config.bytes_per_token.get()),
         per_message: config.per_message,
@@ -1286,7 +1286,7 @@ mod tests {
     use crate::bedrock::models::ModelTable;
 
     fn parse(body: &str) -> Parsed {
-        parse_body(body.as_bytes(), &EstimatorConfig::default()).expect("valid JSON")
+        parse_body(body.as_bytes(), &Estimator::default()).expect("valid JSON")
     }
 
     #[test]
@@ -1395,13 +1395,13 @@ mod tests {
             b"",
         ] {
             assert!(serde_json::from_slice::<serde_json::Value>(body).is_err());
-            assert!(parse_body(body, &EstimatorConfig::default()).is_none());
+            assert!(parse_body(body, &Estimator::default()).is_none());
         }
     }
 
     #[test]
     fn estimate_rules() {
-        let cfg = EstimatorConfig::default();
+        let cfg = Estimator::default();
         let table = ModelTable::new();
         let claude = table.lookup("anthropic.claude-3-haiku-20240307-v1:0");
         // Unknown family: at least the whole body.

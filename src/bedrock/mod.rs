@@ -57,7 +57,7 @@ pub(crate) mod stream;
 pub(crate) mod usage;
 
 pub use self::error::BedrockError;
-pub use self::estimate::{EstimateBasis, EstimatorConfig, RequestEstimate};
+pub use self::estimate::{EstimateBasis, Estimator, RequestEstimate};
 pub use self::key::{BedrockKey, BodyBytes, Operation};
 pub use self::models::{ModelFamily, ModelInfo, ModelTable};
 #[cfg(feature = "sdk")]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::error::{BedrockError, classify_error, retry_after};
-use super::estimate::{EstimatorConfig, RequestEstimate};
+use super::estimate::{Estimator, RequestEstimate};
 use super::key::{
     BedrockKey, BedrockRequest, BodyBytes, Operation, percent_decode, region_from_host, split_path,
 };
@@ -64,8 +64,8 @@ impl Memo {
 ///
 /// let profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc";
 /// let bedrock = Bedrock::new()
-///     .region("eu-west-1") // for custom endpoints (an emulator on 127.0.0.1)
-///     .models(ModelTable::new().with_model(profile, ModelInfo::new(ModelFamily::AnthropicClaude, 64_000, 5)));
+///     .with_region("eu-west-1") // for custom endpoints (an emulator on 127.0.0.1)
+///     .with_models(ModelTable::new().with_model(profile, ModelInfo::new(ModelFamily::AnthropicClaude, 64_000, 5)));
 ///
 /// let request = http::Request::post("http://127.0.0.1:8080/model/amazon.nova-lite-v1%3A0/converse")
 ///     .body(Bytes::from_static(br#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}],"inferenceConfig":{"maxTokens":100}}"#))
@@ -85,7 +85,7 @@ struct Config {
     no_model: Arc<str>,
     models: ModelTable,
     burndown: HashMap<String, u64>,
-    estimator: EstimatorConfig,
+    estimator: Estimator,
     /// Derived from the fields above: model ids by encoded path segment, regions by host.
     /// Cleared by every setter.
     models_seen: SeenCache<SeenModel>,
@@ -100,7 +100,7 @@ impl Default for Bedrock {
                 no_model: Arc::from(""),
                 models: ModelTable::default(),
                 burndown: HashMap::new(),
-                estimator: EstimatorConfig::default(),
+                estimator: Estimator::default(),
                 models_seen: SeenCache::default(),
                 regions_seen: SeenCache::default(),
             }),
@@ -123,41 +123,41 @@ impl Bedrock {
     }
 
     /// The region of requests whose host does not name one (custom endpoints, emulators).
-    pub fn region(mut self, region: impl Into<Arc<str>>) -> Self {
+    pub fn with_region(mut self, region: impl Into<Arc<str>>) -> Self {
         self.config().region = region.into();
         self
     }
 
     /// The model table (family, maximum output, burndown per model id or ARN).
-    pub fn models(mut self, models: ModelTable) -> Self {
+    pub fn with_models(mut self, models: ModelTable) -> Self {
         self.config().models = models;
         self
     }
 
     /// Overrides the output burndown of one model id (exact, decoded), whatever the table says.
-    pub fn burndown(mut self, model: impl Into<String>, burndown: u64) -> Self {
+    pub fn with_burndown(mut self, model: impl Into<String>, burndown: u64) -> Self {
         self.config().burndown.insert(model.into(), burndown);
         self
     }
 
     /// The input-token heuristic.
-    pub fn estimator(mut self, config: EstimatorConfig) -> Self {
+    pub fn with_estimator(mut self, config: Estimator) -> Self {
         self.config().estimator = config;
         self
     }
 
     /// The default region.
-    pub fn default_region(&self) -> &str {
+    pub fn region(&self) -> &str {
         &self.inner.region
     }
 
     /// The model table.
-    pub fn model_table(&self) -> &ModelTable {
+    pub fn models(&self) -> &ModelTable {
         &self.inner.models
     }
 
     /// The estimator configuration.
-    pub fn estimator_config(&self) -> &EstimatorConfig {
+    pub fn estimator(&self) -> &Estimator {
         &self.inner.estimator
     }
 

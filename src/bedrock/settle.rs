@@ -27,8 +27,8 @@ pub trait Reservation: Send + 'static {
     /// Settles with the amount really used.
     fn settle(self, actual: u64);
     /// Settles with the amount really used, knowing that Bedrock's own reservation for the call
-    /// was `server_reserved` (see [`Permit::settle_as`]). The default ignores it.
-    fn settle_as(self, actual: u64, server_reserved: u64)
+    /// was `server_reserved` (see [`Permit::settle_against`]). The default ignores it.
+    fn settle_against(self, actual: u64, server_reserved: u64)
     where
         Self: Sized,
     {
@@ -47,8 +47,8 @@ impl Reservation for Permit {
     fn settle(self, actual: u64) {
         Permit::settle(self, actual);
     }
-    fn settle_as(self, actual: u64, server_reserved: u64) {
-        Permit::settle_as(self, actual, server_reserved);
+    fn settle_against(self, actual: u64, server_reserved: u64) {
+        Permit::settle_against(self, actual, server_reserved);
     }
 }
 
@@ -87,7 +87,7 @@ impl Amount {
 
     pub(crate) fn settle<R: Reservation>(self, reservation: R) {
         match self.server_reserved {
-            Some(server_reserved) => reservation.settle_as(self.actual, server_reserved),
+            Some(server_reserved) => reservation.settle_against(self.actual, server_reserved),
             None => reservation.settle(self.actual),
         }
     }
@@ -305,9 +305,9 @@ pin_project! {
     /// reservation is larger (the input estimate is conservative), so a plain refund would keep more
     /// at the start than Bedrock does, and free it a call's duration before Bedrock's debt expires.
     /// From the max output the plan reserved, the settlement computes Bedrock's reservation from the
-    /// reported usage and settles with [`Reservation::settle_as`], which the engine's [`Permit`]
+    /// reported usage and settles with [`Reservation::settle_against`], which the engine's [`Permit`]
     /// implements by mirroring Bedrock's split
-    /// ([`Permit::settle_as`](crate::budget::Permit::settle_as)).
+    /// ([`Permit::settle_against`](crate::budget::Permit::settle_against)).
     pub struct SettlingBody<B, R: Reservation = Permit> {
         #[pin]
         inner: B,

@@ -12,7 +12,7 @@ use tokio::time::{Instant, Sleep};
 use super::error::AdmissionError;
 use super::permit::Permit;
 use super::quota::Dimension;
-use super::state::{KeyShared, Outcome, WaiterPoll};
+use super::state::{KeyShared, Verdict, WaiterPoll};
 use super::{Budget, Started};
 
 /// The future returned by [`Budget::acquire`]: resolves to a [`Permit`] once the cost fits in
@@ -60,12 +60,12 @@ impl<K> Acquire<K> {
     }
 }
 
-fn finish(q: Queued, outcome: Outcome, cost: u64) -> Result<Permit, AdmissionError> {
+fn finish(q: Queued, outcome: Verdict, cost: u64) -> Result<Permit, AdmissionError> {
     match outcome {
-        Outcome::Granted { at } => {
+        Verdict::Granted { at } => {
             Ok(Permit::charged(q.shared, cost, at).with_waited_on(q.blocked))
         }
-        Outcome::Failed(error) => Err(error),
+        Verdict::Failed(error) => Err(error),
     }
 }
 

@@ -47,7 +47,7 @@
 //! counts the input exactly, the client estimates it conservatively) books as debt, at its
 //! settlement, everything above its own reservation; a plain [`Permit::settle`] would keep that
 //! part at the admission instant, where it expires a call's duration too early. When the
-//! server's own reservation is known, [`Permit::settle_as`] mirrors the server: at most the
+//! server's own reservation is known, [`Permit::settle_against`] mirrors the server: at most the
 //! server's reservation stays at the admission, the rest is debt now.
 //!
 //! # Waiting

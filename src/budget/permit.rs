@@ -203,7 +203,7 @@ impl Permit {
     /// // We reserved 500 (the input over-estimated); the server reserved 400 and the call used 450.
     /// let permit = budget.acquire("claude", 500).await?;
     /// tokio::time::advance(Duration::from_secs(10)).await;
-    /// permit.settle_as(450, 400);
+    /// permit.settle_against(450, 400);
     /// let used = || budget.stats(&"claude").unwrap().tokens.unwrap().used;
     /// assert_eq!(used(), 450);
     /// // 400 leave with the admission at t = 60 s; the 50 booked at t = 10 s stay until t = 70 s.
@@ -213,7 +213,7 @@ impl Permit {
     /// # }
     /// ```
     #[inline]
-    pub fn settle_as(mut self, actual: u64, server_reserved: u64) {
+    pub fn settle_against(mut self, actual: u64, server_reserved: u64) {
         self.finish(actual, server_reserved);
     }
 

@@ -136,7 +136,7 @@ impl Slot {
 
 /// What a waiter finds when it looks again.
 #[derive(Debug)]
-pub(crate) enum Outcome {
+pub(crate) enum Verdict {
     /// Admitted at this offset (every dimension's entry is dated there).
     Granted { at: u64 },
     /// Refused while waiting (a limit fell below its cost).
@@ -233,7 +233,7 @@ struct Waiting {
     /// The head that was last told it is the head (so it arms its timer).
     notified_head: u64,
     /// Results for waiters that were granted or failed and have not looked yet.
-    outcomes: HashMap<u64, Outcome>,
+    outcomes: HashMap<u64, Verdict>,
 }
 
 impl Waiting {
@@ -295,7 +295,7 @@ pub(crate) struct KeyState {
 #[derive(Debug)]
 pub(crate) enum WaiterPoll {
     /// It has its result.
-    Done(Outcome),
+    Done(Verdict),
     /// It is the head: it fits at this instant (absent the unexpected).
     Head(Instant),
     /// It waits behind others: it is woken when it becomes the head.
@@ -446,7 +446,7 @@ impl KeyShared {
         else {
             // A ticket is either queued or has an outcome until it is collected.
             debug_assert!(false, "a waiter's ticket is neither queued nor decided");
-            return WaiterPoll::Done(Outcome::Failed(AdmissionError::QueueFull {
+            return WaiterPoll::Done(Verdict::Failed(AdmissionError::QueueFull {
                 depth: 0,
                 would_wait: None,
             }));
@@ -473,14 +473,14 @@ impl KeyShared {
                         would_wait: None,
                     });
                 state.remove_waiter(self, ticket, now);
-                WaiterPoll::Done(Outcome::Failed(error))
+                WaiterPoll::Done(Verdict::Failed(error))
             }
         }
     }
 
     /// A waiter whose deadline passed gives up, unless it was admitted meanwhile. Returns the
     /// outcome if it has one, else the instant it would have been admitted (if any).
-    pub(crate) fn give_up(&self, ticket: u64, now: Instant) -> Result<Outcome, Option<Instant>> {
+    pub(crate) fn give_up(&self, ticket: u64, now: Instant) -> Result<Verdict, Option<Instant>> {
         let now = self.settings.offset(now);
         let mut guard = self.lock();
         let state = &mut *guard;
@@ -510,13 +510,13 @@ impl KeyShared {
         let mut guard = self.lock();
         let state = &mut *guard;
         match state.take_outcome(ticket) {
-            Some(Outcome::Granted { at }) => {
+            Some(Verdict::Granted { at }) => {
                 for dim in state.dims.as_mut_slice() {
                     dim.ledger.refund(at, dim.which.cost(tokens));
                 }
                 self.drain(state, now, true);
             }
-            Some(Outcome::Failed(_)) => {}
+            Some(Verdict::Failed(_)) => {}
             None => state.remove_waiter(self, ticket, now),
         }
     }
@@ -658,7 +658,7 @@ impl KeyShared {
                 };
                 if let Some(w) = slot.waker.take() {
                     failed += 1;
-                    waiting.outcomes.insert(slot.ticket, Outcome::Failed(error));
+                    waiting.outcomes.insert(slot.ticket, Verdict::Failed(error));
                     w.wake();
                 }
             }
@@ -695,7 +695,7 @@ impl KeyShared {
             let failed = w
                 .outcomes
                 .values()
-                .filter(|o| matches!(o, Outcome::Failed(_)))
+                .filter(|o| matches!(o, Verdict::Failed(_)))
                 .count();
             (w.live_waiters(), w.live_waiters() + failed)
         });
@@ -761,7 +761,7 @@ impl KeyShared {
                 let ticket = head.ticket;
                 let waker = head.waker.take();
                 waiting.tombstones += 1;
-                waiting.outcomes.insert(ticket, Outcome::Granted { at });
+                waiting.outcomes.insert(ticket, Verdict::Granted { at });
                 if let Some(w) = waker {
                     w.wake();
                 }
@@ -1058,7 +1058,7 @@ impl KeyState {
         at
     }
 
-    fn take_outcome(&mut self, ticket: u64) -> Option<Outcome> {
+    fn take_outcome(&mut self, ticket: u64) -> Option<Verdict> {
         let outcomes = &mut self.waiting.as_mut()?.outcomes;
         let outcome = outcomes.remove(&ticket);
         if outcomes.is_empty() && outcomes.capacity() > KEEP_CAPACITY {

@@ -9,6 +9,7 @@ use super::ThrottleRetryLayer;
 use super::future::ResponseFuture;
 use super::policy::{Config, Policy};
 use crate::classify::{Classify, CloneByClone, CloneRequest};
+use crate::macros::define_inner_service_accessors;
 
 /// Retries throttled and transient results of the inner service; see [`ThrottleRetryLayer`] for
 /// the settings and the [module documentation](super) for the guarantees.
@@ -48,20 +49,7 @@ impl<S, C, R> ThrottleRetry<S, C, R> {
         Self { inner, policy }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S, C, R, Req> Service<Req> for ThrottleRetry<S, C, R>

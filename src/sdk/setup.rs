@@ -85,7 +85,7 @@ impl From<crate::retry::ConfigError> for SetupError {
 /// (An earlier floor of 100 ms hid a different cause: settling a call whose usage exceeded
 /// Bedrock's reservation but not ours kept the difference at the admission instant, where it
 /// expired before Bedrock's debt did. Settlement now mirrors Bedrock's split; see
-/// [`Permit::settle_as`](crate::budget::Permit::settle_as).)
+/// [`Permit::settle_against`](crate::budget::Permit::settle_against).)
 const MIN_EXPIRY_MARGIN: Duration = Duration::from_millis(25);
 
 /// The SDK attempts the setup allows by default: the first, and re-signed attempts of a request

@@ -6,8 +6,8 @@ use std::convert::Infallible;
 
 use bedrock_throttle::admit::{Plan, Protocol};
 use bedrock_throttle::bedrock::{
-    Bedrock, BedrockError, BedrockKey, EstimateBasis, EstimatorConfig, Memo, ModelFamily,
-    ModelInfo, ModelTable, Operation, Usage,
+    Bedrock, BedrockError, BedrockKey, EstimateBasis, Estimator, Memo, ModelFamily, ModelInfo,
+    ModelTable, Operation, Usage,
 };
 use bedrock_throttle::classify::CloneRequest;
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use crate::support::*;
 
 #[test]
 fn keys_from_real_looking_uris() {
-    let bedrock = Bedrock::new().region("eu-north-1");
+    let bedrock = Bedrock::new().with_region("eu-north-1");
     let cases = [
         (
             format!("{HOST}/model/{SONNET_4_ENCODED}/converse"),
@@ -70,7 +70,7 @@ fn keys_from_real_looking_uris() {
 /// Which hosts name a region (what `region_from_host` did before it went private).
 #[test]
 fn regions_from_host_names() {
-    let bedrock = Bedrock::new().region("eu-north-1");
+    let bedrock = Bedrock::new().with_region("eu-north-1");
     let path = format!("/model/{NOVA_LITE_ENCODED}/converse");
     for (host, region) in [
         ("bedrock-runtime.eu-west-3.amazonaws.com", "eu-west-3"),
@@ -232,7 +232,7 @@ fn plan_reserves_input_and_max_output_and_remembers_the_worst_case() {
     assert_eq!(nova.if_unknown, nova.tokens);
     // A burndown override reaches the plan.
     let overridden = plan_of_nova(
-        &bedrock.clone().burndown("amazon.nova-lite-v1:0", 3),
+        &bedrock.clone().with_burndown("amazon.nova-lite-v1:0", 3),
         r#"{"messages":[],"inferenceConfig":{"maxTokens":50}}"#,
     );
     assert_eq!(overridden.memo.burndown(), 3);
@@ -398,7 +398,7 @@ fn overrides_apply() {
     assert_eq!(e.max_output_tokens, 64_000);
 
     // Mapped to Claude with a smaller maximum: parsed, the mapped maximum.
-    let mapped = Bedrock::new().models(
+    let mapped = Bedrock::new().with_models(
         ModelTable::new().with_model(arn, ModelInfo::new(ModelFamily::AnthropicClaude, 8_000, 5)),
     );
     let e = mapped.estimate(&key, operation, Some(body.as_bytes()));
@@ -407,7 +407,7 @@ fn overrides_apply() {
     assert_eq!(mapped.output_burndown(arn), 5);
 
     // Burndown override on top of the table.
-    let overridden = mapped.clone().burndown(arn, 2);
+    let overridden = mapped.clone().with_burndown(arn, 2);
     assert_eq!(overridden.output_burndown(arn), 2);
     assert_eq!(
         mapped.output_burndown(arn),
@@ -416,8 +416,8 @@ fn overrides_apply() {
     );
 
     // A custom estimator.
-    let frugal = Bedrock::new().estimator(
-        EstimatorConfig::new()
+    let frugal = Bedrock::new().with_estimator(
+        Estimator::new()
             .with_bytes_per_token(std::num::NonZeroU32::new(4).unwrap())
             .with_per_message(3),
     );
@@ -449,18 +449,18 @@ fn setters_after_requests_are_not_answered_from_the_model_cache() {
     let claude = ModelInfo::new(ModelFamily::AnthropicClaude, 8_000, 5);
     let mapped = plain
         .clone()
-        .models(ModelTable::new().with_model(arn, claude));
+        .with_models(ModelTable::new().with_model(arn, claude));
     assert_eq!(tokens(&mapped), 9 + 100, "a clone with a new table");
     assert_eq!(tokens(&plain), whole_body, "the original keeps its own");
 
     // The same value, unshared, changed in place after its cache was filled.
     let only = Bedrock::new();
     assert_eq!(tokens(&only), whole_body);
-    let only = only.models(ModelTable::new().with_model(arn, claude));
+    let only = only.with_models(ModelTable::new().with_model(arn, claude));
     assert_eq!(tokens(&only), 9 + 100);
     // The burndown cached with the model follows a later override too.
     assert_eq!(only.plan_of(&req).memo.burndown(), 5);
-    let only = only.burndown(arn, 1);
+    let only = only.with_burndown(arn, 1);
     assert_eq!(only.plan_of(&req).memo.burndown(), 1);
 
     // Regions are cached by host: a custom endpoint's requests follow the configured region.
@@ -468,9 +468,9 @@ fn setters_after_requests_are_not_answered_from_the_model_cache() {
         "http://127.0.0.1:8080/model/amazon.nova-lite-v1%3A0/converse",
         r#"{"messages":[]}"#,
     );
-    let only = only.region("eu-west-1");
+    let only = only.with_region("eu-west-1");
     assert_eq!(only.plan_of(&local).key.region(), "eu-west-1");
-    let only = only.region("ap-south-1");
+    let only = only.with_region("ap-south-1");
     assert_eq!(only.plan_of(&local).key.region(), "ap-south-1");
     assert_eq!(
         only.plan_of(&req).key.region(),

@@ -50,7 +50,7 @@ fn streaming(bytes: Vec<u8>, chunk: usize) -> HttpResponse {
 
 #[tokio::test(start_paused = true)]
 async fn plans_of_sdk_requests() {
-    let bedrock = Bedrock::new().region("ca-central-1");
+    let bedrock = Bedrock::new().with_region("ca-central-1");
     let mut req = sdk_request(
         &format!("{HOST}/model/{SONNET_4_ENCODED}/converse?x=1"),
         r#"{"messages":[{"role":"user","content":[{"text":"Hello"}]}],"inferenceConfig":{"maxTokens":9}}"#,

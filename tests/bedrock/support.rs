@@ -88,7 +88,7 @@ impl Reservation for Probe {
     fn settle(self, actual: u64) {
         self.settled.lock().unwrap().push(actual);
     }
-    fn settle_as(self, actual: u64, server_reserved: u64) {
+    fn settle_against(self, actual: u64, server_reserved: u64) {
         self.server_reserved.lock().unwrap().push(server_reserved);
         self.settle(actual);
     }

@@ -499,7 +499,7 @@ async fn settle_as_keeps_at_most_the_servers_reservation_at_the_admission() {
     // 10 are debt at the settle instant (t=10 s), 20 come back at once.
     let p = b.try_acquire("k", 50).unwrap();
     advance(Duration::from_secs(10)).await;
-    p.settle_as(40, 30);
+    p.settle_against(40, 30);
     assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 40);
     advance(W - Duration::from_secs(10)).await;
     assert_eq!(
@@ -511,11 +511,11 @@ async fn settle_as_keeps_at_most_the_servers_reservation_at_the_admission() {
     assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 0);
     // Used less than the server reserved: a refund, as `settle`.
     let p = b.try_acquire("k", 50).unwrap();
-    p.settle_as(20, 30);
+    p.settle_against(20, 30);
     assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 20);
     // The server reserved more than we did: nothing moves to the admission beyond our charge.
     let p = b.try_acquire("k", 30).unwrap();
-    p.settle_as(45, 60);
+    p.settle_against(45, 60);
     assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 65);
     advance(W).await;
     assert_eq!(b.stats(&"k").unwrap().tokens.unwrap().used, 0);

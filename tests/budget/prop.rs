@@ -23,7 +23,7 @@ enum Settlement {
     Refund(u64),
     /// Settles this much more: debt.
     Debt(u64),
-    /// `settle_as(actual, server_reserved)`: `(actual, server_reserved)`.
+    /// `settle_against(actual, server_reserved)`: `(actual, server_reserved)`.
     As(u64, u64),
 }
 
@@ -155,7 +155,7 @@ async fn run(ops: Vec<Op>, margin_ms: u64) -> Result<(), TestCaseError> {
                     op.cost
                 }
                 Settlement::As(actual, server) => {
-                    permit.settle_as(actual, server);
+                    permit.settle_against(actual, server);
                     // At most the server's reservation stays at the admission; the rest is
                     // debt now.
                     let kept = actual.min(server).min(op.cost);

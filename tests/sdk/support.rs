@@ -25,7 +25,7 @@ pub(crate) fn sdk_config(handle: &EmulatorHandle) -> aws_sdk_bedrockruntime::con
 
 pub(crate) fn throttle(window: Duration) -> BedrockThrottleBuilder {
     BedrockThrottle::builder()
-        .bedrock(Bedrock::new().region("us-east-1"))
+        .bedrock(Bedrock::new().with_region("us-east-1"))
         .window(window)
 }
 
