@@ -70,7 +70,40 @@ pub fn estimate(data: &[u8]) {
     let call = bedrock.call(Some("bedrock-runtime.eu-west-1.amazonaws.com"), &path);
     let e = bedrock.estimate(&call, Some(body));
     let missing = bedrock.estimate(&call, None);
-    check_estimate(&bedrock, call.operation(), call.key().model(), body, e, missing);
+    check_estimate(
+        &bedrock,
+        call.operation(),
+        call.key().model(),
+        body,
+        e,
+        missing,
+    );
+}
+
+/// The estimator against the emulator's count: for every body the emulator accepts, the
+/// crate reserves at least what the emulator (Bedrock's stand-in) reserves, input and output.
+/// Input: as [`estimate`].
+pub fn estimate_vs_emulator(data: &[u8]) {
+    let [op, model, body @ ..] = data else { return };
+    let bedrock = Bedrock::new();
+    let path = model_path(MODELS[usize::from(*model) % MODELS.len()], *op);
+    let call = bedrock.call(None, &path);
+    let info = bedrock.model_info(call.key().model());
+    let served = match call.operation() {
+        Operation::InvokeModel | Operation::InvokeModelWithResponseStream => {
+            validate::invoke(info, body)
+        }
+        Operation::Converse | Operation::ConverseStream => validate::converse(info, body),
+        _ => return,
+    };
+    let Ok(served) = served else { return };
+    let e = bedrock.estimate(&call, Some(body));
+    assert!(
+        e.input_tokens >= served.input && e.max_output_tokens >= served.max_output,
+        "{e:?} reserves less than the emulator's {} + {}",
+        served.input,
+        served.max_output
+    );
 }
 
 /// Usage from a JSON body (the whole input) and from InvokeModel headers (the input's lines).
@@ -95,17 +128,26 @@ pub fn settle(data: &[u8]) {
     let input = FramesInput::parse(data);
     let whole = settle_once(&input, &[input.wire.len()], usize::MAX);
     let split = settle_once(&input, &input.splits, usize::MAX);
-    assert_eq!(whole, split, "the settlement depends on where the body was split");
-    let (amount, _) = whole;
+    assert_eq!(
+        whole, split,
+        "the settlement depends on where the body was split"
+    );
+    let amount = whole.actual;
     if input.flags & FLAG_ERROR_STATUS != 0 {
         assert_eq!(amount, 0, "a refused call is charged");
     } else if input.flags & FLAG_EVENT_STREAM != 0 && !input.may_report_usage {
-        assert!(amount >= input.reserved, "a stream without usage freed its reservation");
+        assert!(
+            amount >= input.reserved,
+            "a stream without usage freed its reservation"
+        );
     }
     // Dropped after the first chunk: never below the reservation unless usage was read.
-    let (early, _) = settle_once(&input, &input.splits, 1);
+    let early = settle_once(&input, &input.splits, 1).actual;
     if input.flags & FLAG_ERROR_STATUS == 0 && !input.may_report_usage {
-        assert!(early >= input.reserved, "an abandoned body freed its reservation");
+        assert!(
+            early >= input.reserved,
+            "an abandoned body freed its reservation"
+        );
     }
 }
 
@@ -140,7 +182,11 @@ pub fn classify(data: &[u8]) {
 pub fn first_frame(data: &[u8]) {
     let input = FramesInput::parse(data);
     let streaming = input.flags & FLAG_TAG_MASK != 0;
-    let status = if input.flags & FLAG_ERROR_STATUS != 0 { 429 } else { 200 };
+    let status = if input.flags & FLAG_ERROR_STATUS != 0 {
+        429
+    } else {
+        200
+    };
     let response = inspect(&input, status, streaming);
     let error = response.extensions().get::<BedrockError>().cloned();
     let rewritten = status == 200 && response.status() != 200;
@@ -148,14 +194,23 @@ pub fn first_frame(data: &[u8]) {
     if rewritten {
         let error = error.expect("a rewritten response carries its error");
         assert!(error.is_from_stream());
-        let frame = input.wire.get(..first_frame_len(&input.wire)).unwrap_or_default();
+        let frame = input
+            .wire
+            .get(..first_frame_len(&input.wire))
+            .unwrap_or_default();
         let message = read_message_from(frame).expect("rewritten from a valid frame");
-        assert!(matches!(header(&message, ":message-type"), Some("exception" | "error")));
+        assert!(matches!(
+            header(&message, ":message-type"),
+            Some("exception" | "error")
+        ));
     } else {
         assert_eq!(out, input.wire, "the caller did not get the original bytes");
         assert_eq!(error.is_some(), status != 200);
         let inspected = streaming && status == 200 && input.flags & FLAG_EVENT_STREAM != 0;
-        assert!(!(inspected && input.first_exception), "a first exception frame was missed");
+        assert!(
+            !(inspected && input.first_exception),
+            "a first exception frame was missed"
+        );
     }
 }
 
@@ -170,7 +225,9 @@ pub fn emulator_validate(data: &[u8]) {
     };
     match result {
         Ok((_, max_output)) => assert!(max_output <= info.max_output_tokens),
-        Err(e) => assert!(e.status.is_client_error() && !e.message.is_empty() && !e.code.is_empty()),
+        Err(e) => {
+            assert!(e.status.is_client_error() && !e.message.is_empty() && !e.code.is_empty())
+        }
     }
 }
 
@@ -180,7 +237,11 @@ pub fn emulator_http(data: &[u8]) {
     let answer = emulator_http_answer(data);
     if let Some(status) = answer.strip_prefix(b"HTTP/1.1 ") {
         let text = String::from_utf8_lossy(&answer);
-        assert_ne!(status.first(), Some(&b'5'), "5xx for a client's bytes: {text:?}");
+        assert_ne!(
+            status.first(),
+            Some(&b'5'),
+            "5xx for a client's bytes: {text:?}"
+        );
     }
 }
 
@@ -210,7 +271,10 @@ const STATUSES: [u16; 16] = [
 
 fn model_path(model: &str, op: u8) -> String {
     let encoded = percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC);
-    format!("/model/{encoded}/{}", OPERATIONS[usize::from(op) % OPERATIONS.len()])
+    format!(
+        "/model/{encoded}/{}",
+        OPERATIONS[usize::from(op) % OPERATIONS.len()]
+    )
 }
 
 fn check_estimate(
@@ -222,16 +286,27 @@ fn check_estimate(
     missing: crate::bedrock::RequestEstimate,
 ) {
     let info = bedrock.model_info(model);
-    assert_eq!(e.total(), e.input_tokens.saturating_add(e.max_output_tokens));
+    assert_eq!(
+        e.total(),
+        e.input_tokens.saturating_add(e.max_output_tokens)
+    );
     assert!(e.total() >= e.max_output_tokens && e.total() >= e.input_tokens);
     if !operation.uses_token_quota() {
         assert_eq!((e.total(), e.basis), (0, EstimateBasis::NotCharged));
         return;
     }
     assert!(e.input_tokens >= 1);
-    let whole = bedrock.estimator_config().tokens_for_bytes(body.len() as u64);
-    if matches!(e.basis, EstimateBasis::Unreadable | EstimateBasis::WholeBody) {
-        assert!(e.input_tokens >= whole, "{e:?} below the whole body ({whole})");
+    let whole = bedrock
+        .estimator_config()
+        .tokens_for_bytes(body.len() as u64);
+    if matches!(
+        e.basis,
+        EstimateBasis::Unreadable | EstimateBasis::WholeBody
+    ) {
+        assert!(
+            e.input_tokens >= whole,
+            "{e:?} below the whole body ({whole})"
+        );
     }
     let embedding = info.family == ModelFamily::Embedding && !operation.is_converse();
     if e.basis == EstimateBasis::Unreadable || embedding {
@@ -257,7 +332,14 @@ const FLAG_RESERVED_OUTPUT: u8 = 8;
 const FLAG_ERROR_STATUS: u8 = 16;
 
 const MESSAGE_TYPES: [&str; 8] = [
-    "event", "event", "event", "exception", "error", "exception", "other", "event",
+    "event",
+    "event",
+    "event",
+    "exception",
+    "error",
+    "exception",
+    "other",
+    "event",
 ];
 const EVENT_TYPES: [&str; 16] = [
     "chunk",
@@ -341,7 +423,9 @@ impl FramesInput {
             let start = input.wire.len();
             input.push_record(*tag, payload, start == 0);
             let written = input.wire.len() - start;
-            input.splits.push(start + usize::from(split) % (written + 1));
+            input
+                .splits
+                .push(start + usize::from(split) % (written + 1));
         }
         input.splits.push(input.wire.len());
         input.splits.sort_unstable();
@@ -362,9 +446,16 @@ impl FramesInput {
         } else {
             Bytes::copy_from_slice(payload)
         };
-        let type_header = if message_type == "exception" { ":exception-type" } else { ":event-type" };
+        let type_header = if message_type == "exception" {
+            ":exception-type"
+        } else {
+            ":event-type"
+        };
         let message = Message::new(payload)
-            .add_header(Header::new(":message-type", HeaderValue::String(message_type.into())))
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String(message_type.into()),
+            ))
             .add_header(Header::new(type_header, HeaderValue::String(kind.into())))
             .add_header(Header::new(
                 ":content-type",
@@ -420,11 +511,18 @@ impl Body for Chunks {
     }
 }
 
+/// One settlement: the amount, and Bedrock's reservation when the settlement knew it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settled {
+    actual: u64,
+    server_reserved: Option<u64>,
+}
+
 /// A reservation that records its settlement.
 #[derive(Debug, Clone)]
 struct Probe {
     reserved: u64,
-    settled: Arc<Mutex<Vec<(u64, Option<u64>)>>>,
+    settled: Arc<Mutex<Vec<Settled>>>,
 }
 
 impl Reservation for Probe {
@@ -432,21 +530,37 @@ impl Reservation for Probe {
         self.reserved
     }
     fn settle(self, actual: u64) {
-        self.settled.lock().expect("not poisoned").push((actual, None));
+        self.settled.lock().expect("not poisoned").push(Settled {
+            actual,
+            server_reserved: None,
+        });
     }
     fn settle_as(self, actual: u64, server_reserved: u64) {
-        self.settled.lock().expect("not poisoned").push((actual, Some(server_reserved)));
+        self.settled.lock().expect("not poisoned").push(Settled {
+            actual,
+            server_reserved: Some(server_reserved),
+        });
     }
 }
 
 /// Settles `input`'s body read in chunks ending at `splits`, dropped after `read` chunks.
-fn settle_once(input: &FramesInput, splits: &[usize], read: usize) -> (u64, Option<u64>) {
+fn settle_once(input: &FramesInput, splits: &[usize], read: usize) -> Settled {
     let bedrock = Bedrock::new();
-    let mut response = input.response(if input.flags & FLAG_ERROR_STATUS != 0 { 429 } else { 200 }, splits);
+    let mut response = input.response(
+        if input.flags & FLAG_ERROR_STATUS != 0 {
+            429
+        } else {
+            200
+        },
+        splits,
+    );
     if let Some(call) = tag(&bedrock, input.flags) {
         response.extensions_mut().insert(call);
     }
-    let probe = Probe { reserved: input.reserved, settled: Arc::default() };
+    let probe = Probe {
+        reserved: input.reserved,
+        settled: Arc::default(),
+    };
     let body = bedrock.settle_with(response, probe.clone()).into_body();
     let out = collect_some(body, read);
     if read == usize::MAX {
@@ -465,7 +579,11 @@ fn tag(bedrock: &Bedrock, flags: u8) -> Option<crate::bedrock::BedrockCall> {
         _ => (MODELS[6], 2),
     };
     let call = bedrock.call(None, &model_path(model, op));
-    Some(if flags & FLAG_RESERVED_OUTPUT != 0 { call.with_reserved_output(4_096) } else { call })
+    Some(if flags & FLAG_RESERVED_OUTPUT != 0 {
+        call.with_reserved_output(4_096)
+    } else {
+        call
+    })
 }
 
 /// Runs `input`'s response through the response layer for a streaming call (or Converse).
@@ -477,15 +595,31 @@ fn inspect(
     use tower::{Layer, Service};
     let response = Mutex::new(Some(input.response(status, &input.splits)));
     let transport = tower::service_fn(|_: http::Request<Bytes>| {
-        let r = response.lock().expect("not poisoned").take().expect("one call");
+        let r = response
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .expect("one call");
         std::future::ready(Ok::<_, Infallible>(r))
     });
     let mut service = Bedrock::new().response_layer().layer(transport);
-    let op = if streaming { 1 + 2 * (input.flags & 8 != 0) as u8 } else { 2 };
-    let uri = format!("https://bedrock-runtime.us-east-1.amazonaws.com{}", model_path(MODELS[1], op));
-    let request = http::Request::post(uri).body(Bytes::new()).expect("a valid request");
+    let op = if streaming {
+        1 + 2 * (input.flags & 8 != 0) as u8
+    } else {
+        2
+    };
+    let uri = format!(
+        "https://bedrock-runtime.us-east-1.amazonaws.com{}",
+        model_path(MODELS[1], op)
+    );
+    let request = http::Request::post(uri)
+        .body(Bytes::new())
+        .expect("a valid request");
     let mut future = std::pin::pin!(service.call(request));
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(Ok(response)) => response,
         Poll::Ready(Err(never)) => match never {},
         Poll::Pending => panic!("the response layer waited on a body that was ready"),
@@ -493,11 +627,19 @@ fn inspect(
 }
 
 fn first_frame_len(wire: &[u8]) -> usize {
-    wire.get(..4).map_or(0, |p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize)
+    wire.get(..4)
+        .map_or(0, |p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize)
 }
 
 fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
-    message.headers().iter().find(|h| h.name().as_str() == name)?.value().as_string().ok().map(|s| s.as_str())
+    message
+        .headers()
+        .iter()
+        .find(|h| h.name().as_str() == name)?
+        .value()
+        .as_string()
+        .ok()
+        .map(|s| s.as_str())
 }
 
 fn collect<B: Body<Data = Bytes, Error = Infallible>>(body: B) -> Vec<u8> {
@@ -546,7 +688,11 @@ impl HttpFront {
                 .enable_all()
                 .build()
                 .expect("a runtime");
-            Mutex::new(HttpFront { runtime, emulator: None, served: 0 })
+            Mutex::new(HttpFront {
+                runtime,
+                emulator: None,
+                served: 0,
+            })
         })
     }
 
@@ -572,7 +718,9 @@ impl HttpFront {
         self.emulator = Some(emulator);
         self.runtime.block_on(async {
             tokio::time::timeout(HTTP_ANSWER_LIMIT, async {
-                let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
+                let mut stream = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .expect("connects");
                 // The server may close before reading everything: that is an answer too.
                 let _ = stream.write_all(data).await;
                 // Let the server answer what it can before the half-close, which makes hyper

@@ -103,7 +103,9 @@ pub mod token_budget;
 pub mod bedrock;
 #[cfg(feature = "emulator")]
 pub mod emulator;
-#[cfg(feature = "fuzzing")] #[doc(hidden)] pub mod fuzzing;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "sdk")]
 pub mod sdk;
 
