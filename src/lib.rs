@@ -111,6 +111,9 @@ pub mod retry;
 pub mod bedrock;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "sdk")]
 pub mod sdk;
 

@@ -45,7 +45,9 @@ use super::models::{MaxTokenFields, ModelFamily, ModelInfo, max_output_from_fiel
 ///
 /// Max output tokens come from the family's field (see [`ModelTable`](super::ModelTable)); when absent,
 /// the model's maximum from the [`ModelTable`](super::models::ModelTable) is reserved, exactly as
-/// Bedrock does. Embeddings reserve no output (Cohere Embed v4's `max_tokens` truncates input),
+/// Bedrock does; a field (or its `inferenceConfig` / `textGenerationConfig`) that appears twice
+/// reserves at least the model's maximum, since the server may read an occurrence that leaves
+/// it unset. Embeddings reserve no output (Cohere Embed v4's `max_tokens` truncates input),
 /// CountTokens and requests without a model reserve nothing.
 ///
 /// The body is parsed once, straight from the bytes, without building a `serde_json::Value`:
@@ -188,10 +190,16 @@ impl Estimator {
         } else {
             (parsed.tokens.max(whole_body), EstimateBasis::WholeBody)
         };
+        let max_output = match max_output {
+            // A duplicated field may be read as unset: the model's maximum at least.
+            Some(n) if parsed.duplicate_max => n.max(model.max_output_tokens),
+            Some(n) => n,
+            None => model.max_output_tokens,
+        };
         RequestEstimate {
             operation,
             input_tokens: input.max(1),
-            max_output_tokens: max_output.unwrap_or(model.max_output_tokens),
+            max_output_tokens: max_output,
             basis,
         }
     }
@@ -265,6 +273,8 @@ struct Parsed {
     anomaly: bool,
     found: u8,
     max: MaxTokenFields,
+    /// A max-tokens field, or an object holding one, appeared more than once.
+    duplicate_max: bool,
 }
 
 /// Parses `body` once. `None` when it is not valid JSON (the same inputs `serde_json::Value`
@@ -278,6 +288,7 @@ fn parse_body(body: &[u8], config: &Estimator) -> Option<Parsed> {
         anomaly: false,
         found: 0,
         max: MaxTokenFields::default(),
+        duplicate_max: false,
     };
     // Validating UTF-8 once up front lets the parser borrow strings without re-validating
     // each one; `Value` rejects the same bodies (invalid UTF-8 is either inside a string or a
@@ -293,6 +304,7 @@ fn parse_body(body: &[u8], config: &Estimator) -> Option<Parsed> {
         anomaly: acc.anomaly,
         found: acc.found,
         max: acc.max,
+        duplicate_max: acc.duplicate_max,
     })
 }
 
@@ -305,6 +317,7 @@ struct Acc {
     anomaly: bool,
     found: u8,
     max: MaxTokenFields,
+    duplicate_max: bool,
 }
 
 impl Acc {
@@ -333,6 +346,16 @@ impl Acc {
 fn merge(slot: &mut Option<u64>, value: Option<u64>) {
     // Duplicate keys: keep the larger (serde_json's `Value` keeps the last one).
     *slot = (*slot).max(value);
+}
+
+/// Notes that the key numbered `bit` was seen, flagging a duplicate: the server may read a
+/// later occurrence that leaves the field unset or null (the model's maximum), so keeping the
+/// larger value seen is not enough.
+fn seen_once(seen: &mut u8, bit: u8, acc: &mut Acc) {
+    if *seen & (1 << bit) != 0 {
+        acc.duplicate_max = true;
+    }
+    *seen |= 1 << bit;
 }
 
 /// The decoded length of a base64 string of `len` characters ending in `padding` `=`, rounded
@@ -633,7 +656,20 @@ impl<'de> Visitor<'de> for Top<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let acc = self.0;
+        let mut seen = 0u8;
         while let Some(key) = map.next_key_seed(KeyOf(top_key))? {
+            let bit = match key {
+                TopKey::InferenceConfig => Some(0),
+                TopKey::TextGenerationConfig => Some(1),
+                TopKey::MaxTokens => Some(2),
+                TopKey::MaxTokensToSample => Some(3),
+                TopKey::MaxGenLen => Some(4),
+                TopKey::MaxTokensCamel => Some(5),
+                _ => None,
+            };
+            if let Some(bit) = bit {
+                seen_once(&mut seen, bit, acc);
+            }
             match key {
                 TopKey::Messages => {
                     acc.found |= FOUND_MESSAGES;
@@ -1225,11 +1261,15 @@ impl<'de> Visitor<'de> for InferenceConfig<'_> {
     odd_seq!();
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let acc = self.0;
+        let mut seen = 0u8;
         while let Some(key) = map.next_key_seed(KeyOf(|k| match k {
             "maxTokens" => 1u8,
             "max_new_tokens" => 2,
             _ => 0,
         }))? {
+            if key != 0 {
+                seen_once(&mut seen, key, acc);
+            }
             match key {
                 1 => {
                     let v = map.next_value_seed(U64(acc))?;
@@ -1268,8 +1308,10 @@ impl<'de> Visitor<'de> for TextGenerationConfig<'_> {
     odd_seq!();
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let acc = self.0;
+        let mut seen = 0u8;
         while let Some(is_max) = map.next_key_seed(KeyOf(|k| k == "maxTokenCount"))? {
             if is_max {
+                seen_once(&mut seen, 0, acc);
                 let v = map.next_value_seed(U64(acc))?;
                 merge(&mut acc.max.titan_max_token_count, v);
             } else {
@@ -1287,6 +1329,44 @@ mod tests {
 
     fn parse(body: &str) -> Parsed {
         parse_body(body.as_bytes(), &Estimator::default()).expect("valid JSON")
+    }
+
+    /// Found by the `estimate_vs_emulator` fuzz target: a later duplicate that leaves the max
+    /// tokens unset (or null) is read by the server as the model's maximum.
+    #[test]
+    fn duplicated_max_fields_reserve_the_model_maximum() {
+        let config = Estimator::default();
+        let nova = crate::bedrock::models::default_model_info("amazon.nova-lite-v1:0");
+        let mistral = crate::bedrock::models::default_model_info("mistral.mistral-large-2407-v1:0");
+        let cases = [
+            (
+                nova,
+                Operation::InvokeModel,
+                r#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}],"inferenceConfig":{"maxTokens":300},"inferenceConfig":{}}"#,
+            ),
+            (
+                nova,
+                Operation::Converse,
+                r#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}],"inferenceConfig":{"maxTokens":300,"maxTokens":null}}"#,
+            ),
+            (
+                mistral,
+                Operation::InvokeModel,
+                r#"{"prompt":"Hi","max_tokens":10,"max_tokens":null}"#,
+            ),
+        ];
+        for (model, operation, body) in cases {
+            let e = config.estimate(operation, model, Some(body.as_bytes()));
+            assert_eq!(e.max_output_tokens, model.max_output_tokens, "{body}");
+        }
+        // Without duplicates the body's value stands.
+        let body = br#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}],"inferenceConfig":{"maxTokens":300}}"#;
+        assert_eq!(
+            config
+                .estimate(Operation::Converse, nova, Some(body))
+                .max_output_tokens,
+            300
+        );
     }
 
     #[test]

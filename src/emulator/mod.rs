@@ -420,3 +420,9 @@ impl Drop for EmulatorHandle {
         }
     }
 }
+
+/// The request validators, for the fuzz entry points (`crate::fuzzing`); not an API.
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz_hooks {
+    pub(crate) use super::validate::{converse, count_tokens, invoke};
+}
