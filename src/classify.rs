@@ -78,6 +78,7 @@ pub struct Classification {
     /// What happened.
     pub outcome: Outcome,
     /// How long the server asked the client to wait before trying again (e.g. `x-amz-retry-after`).
+    /// The retry layer bounds it by its backoff's maximum, and never waits past its deadline.
     pub retry_after: Option<Duration>,
 }
 
