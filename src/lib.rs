@@ -111,6 +111,12 @@ pub mod retry;
 pub mod bedrock;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(feature = "bedrock")]
+pub mod quotas;
+#[cfg(feature = "bedrock")]
+pub mod report;
 #[cfg(feature = "sdk")]
 pub mod sdk;
 

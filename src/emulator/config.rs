@@ -351,6 +351,8 @@ pub struct EmulatorConfig {
     pub seed: u64,
     /// Model info for ids the built-in table does not know (ARNs) or gets wrong.
     pub models: HashMap<String, ModelInfo>,
+    /// Entries of the Service Quotas listing beside those of the configured quotas.
+    pub extra_service_quotas: Vec<crate::quotas::ListedQuota>,
 }
 
 impl Default for EmulatorConfig {
@@ -368,6 +370,7 @@ impl Default for EmulatorConfig {
             retry_after: false,
             seed: 0,
             models: HashMap::new(),
+            extra_service_quotas: Vec::new(),
         }
     }
 }

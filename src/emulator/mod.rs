@@ -101,6 +101,7 @@ mod faults;
 mod ledger;
 mod ops;
 mod server;
+mod service_quotas;
 mod stats;
 pub mod tokens;
 mod validate;
