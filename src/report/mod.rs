@@ -30,6 +30,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use self::recorder::CapacityRecorder;
+#[cfg(feature = "sdk")]
+pub(crate) use self::build::KeyInput;
 
 use crate::quotas::QuotaValues;
 
