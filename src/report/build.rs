@@ -166,7 +166,7 @@ pub(crate) fn build_key(
         lines.push(format!("the quota covers the p95 window for {what}"));
     }
     let daily = stats.and_then(|s| s.tokens_per_day).and_then(|d| {
-        let spent_windows = slots.len().max(1) as f64;
+        let spent_windows = windows.max(1) as f64;
         let rate = slots.iter().map(|s| s.settled).sum::<u64>() as f64 / spent_windows;
         if rate <= 0.0 {
             return None;
