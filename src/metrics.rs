@@ -187,8 +187,13 @@ impl KeyHandles {
         let histogram = |id: Id, extra| metrics::histogram!(name(id), with(extra));
         KeyHandles {
             admitted: ["immediate", "waited"].map(|o| counter(Id::ADMITTED, Some(("outcome", o)))),
-            refused: ["cost-above-limit", "wait-too-long", "queue-full", "left-queue"]
-                .map(|r| counter(Id::REFUSED, Some(("reason", r)))),
+            refused: [
+                "cost-above-limit",
+                "wait-too-long",
+                "queue-full",
+                "left-queue",
+            ]
+            .map(|r| counter(Id::REFUSED, Some(("reason", r)))),
             queue_depth: gauge(Id::QUEUE_DEPTH, None),
             wait: ["none", "requests", "tokens", "tokens-per-day"]
                 .map(|d| histogram(Id::QUEUE_WAIT, Some(("dimension", d)))),

@@ -25,15 +25,42 @@ const DEFAULT_PAGE: usize = 5;
 
 /// Codes seen in real listings, so that the emulator's match.
 const KNOWN_CODES: &[(&str, &str)] = &[
-    ("On-demand model inference tokens per minute for Anthropic Claude 3.5 Sonnet", "L-A50569E5"),
-    ("Global cross-region model inference tokens per minute for Anthropic Claude Sonnet 4.5 V1", "L-27C57EE8"),
-    ("Cross-region model inference requests per minute for Anthropic Claude Sonnet 4.5 V1", "L-4A6BFAB1"),
-    ("Cross-region model inference tokens per minute for Anthropic Claude Haiku 4.5", "L-58BE175A"),
-    ("Cross-region model inference tokens per minute for Anthropic Claude Sonnet 4 V1", "L-59759B4A"),
-    ("Model invocation max tokens per day for Anthropic Claude Sonnet 4.5 V1", "L-381AD9EE"),
-    ("On-demand model inference tokens per minute for Amazon Nova Micro", "L-CFA4FA0D"),
-    ("On-demand model inference tokens per minute for Amazon Nova Lite", "L-70423BF8"),
-    ("Cross-region model inference tokens per minute for Amazon Nova Lite", "L-7C42E72A"),
+    (
+        "On-demand model inference tokens per minute for Anthropic Claude 3.5 Sonnet",
+        "L-A50569E5",
+    ),
+    (
+        "Global cross-region model inference tokens per minute for Anthropic Claude Sonnet 4.5 V1",
+        "L-27C57EE8",
+    ),
+    (
+        "Cross-region model inference requests per minute for Anthropic Claude Sonnet 4.5 V1",
+        "L-4A6BFAB1",
+    ),
+    (
+        "Cross-region model inference tokens per minute for Anthropic Claude Haiku 4.5",
+        "L-58BE175A",
+    ),
+    (
+        "Cross-region model inference tokens per minute for Anthropic Claude Sonnet 4 V1",
+        "L-59759B4A",
+    ),
+    (
+        "Model invocation max tokens per day for Anthropic Claude Sonnet 4.5 V1",
+        "L-381AD9EE",
+    ),
+    (
+        "On-demand model inference tokens per minute for Amazon Nova Micro",
+        "L-CFA4FA0D",
+    ),
+    (
+        "On-demand model inference tokens per minute for Amazon Nova Lite",
+        "L-70423BF8",
+    ),
+    (
+        "Cross-region model inference tokens per minute for Amazon Nova Lite",
+        "L-7C42E72A",
+    ),
 ];
 
 /// Whether a request is a Service Quotas call (`X-Amz-Target: ServiceQuotasV20190624.*`).
@@ -151,7 +178,13 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
         .await
     {
         Ok(b) => b.to_bytes(),
-        Err(_) => return error(StatusCode::BAD_REQUEST, "IllegalArgumentException", "bad body"),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "IllegalArgumentException",
+                "bad body",
+            );
+        }
     };
     let input: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
@@ -204,7 +237,9 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
                 None => error(
                     StatusCode::BAD_REQUEST,
                     "NoSuchResourceException",
-                    &format!("The request failed because the specified quota {code} does not exist."),
+                    &format!(
+                        "The request failed because the specified quota {code} does not exist."
+                    ),
                 ),
             }
         }

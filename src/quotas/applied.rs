@@ -178,7 +178,9 @@ impl AppliedQuotas {
                     out.account_tokens_per_day = Some(value);
                     Some("shared by every model of the account: the limiter keys per model")
                 }
-                (_, Some(_)) => Some("a context-length variant: the limiter does not key by context length"),
+                (_, Some(_)) => {
+                    Some("a context-length variant: the limiter does not key by context length")
+                }
                 (QuotaScope::LatencyOptimized, _) => {
                     Some("latency-optimized calls are not keyed apart from standard ones")
                 }
@@ -193,13 +195,12 @@ impl AppliedQuotas {
             }
             let model = parsed.model.clone().unwrap_or_default();
             // "Model invocation max tokens per day" holds for the model whichever id calls it.
-            let scopes: &[QuotaScope] = if parsed.kind == QuotaKind::TokensPerDay
-                && parsed.scope == QuotaScope::OnDemand
-            {
-                &[QuotaScope::OnDemand, QuotaScope::CrossRegion]
-            } else {
-                std::slice::from_ref(&parsed.scope)
-            };
+            let scopes: &[QuotaScope] =
+                if parsed.kind == QuotaKind::TokensPerDay && parsed.scope == QuotaScope::OnDemand {
+                    &[QuotaScope::OnDemand, QuotaScope::CrossRegion]
+                } else {
+                    std::slice::from_ref(&parsed.scope)
+                };
             let mut ids = Vec::new();
             for scope in scopes {
                 match names.model_ids(&model, *scope, &out.region) {

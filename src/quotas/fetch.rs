@@ -118,7 +118,11 @@ impl AppliedQuotas {
                 _ => break,
             }
         }
-        tracing::debug!(region, quotas = listing.len(), "listed the applied Bedrock quotas");
+        tracing::debug!(
+            region,
+            quotas = listing.len(),
+            "listed the applied Bedrock quotas"
+        );
         Ok(AppliedQuotas::from_listing(region, listing, names))
     }
 }

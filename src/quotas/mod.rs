@@ -36,7 +36,8 @@ mod fetch;
 mod name;
 mod table;
 
-pub use self::applied::{AppliedQuota, AppliedQuotas, ListedQuota, MAX_SANE_VALUE, QuotaIssue, QuotaValues,
+pub use self::applied::{
+    AppliedQuota, AppliedQuotas, ListedQuota, MAX_SANE_VALUE, QuotaIssue, QuotaValues,
 };
 #[cfg(feature = "service-quotas")]
 pub use self::fetch::ServiceQuotasError;

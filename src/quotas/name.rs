@@ -287,20 +287,104 @@ mod tests {
     #[test]
     fn every_pattern() {
         let cases = [
-            ("On-demand model inference tokens per minute for Anthropic Claude 3.5 Sonnet", QuotaScope::OnDemand, QuotaKind::TokensPerMinute, "Anthropic Claude 3.5 Sonnet", None),
-            ("On-demand model inference requests per minute for Amazon Nova Lite", QuotaScope::OnDemand, QuotaKind::RequestsPerMinute, "Amazon Nova Lite", None),
-            ("Cross-region model inference tokens per minute for Anthropic Claude Haiku 4.5", QuotaScope::CrossRegion, QuotaKind::TokensPerMinute, "Anthropic Claude Haiku 4.5", None),
-            ("Cross-region model inference requests per minute for Anthropic Claude Sonnet 4.5", QuotaScope::CrossRegion, QuotaKind::RequestsPerMinute, "Anthropic Claude Sonnet 4.5", None),
-            ("Global cross-region model inference tokens per minute for Anthropic Claude Sonnet 4.5 V1", QuotaScope::GlobalCrossRegion, QuotaKind::TokensPerMinute, "Anthropic Claude Sonnet 4.5 V1", None),
-            ("Global cross-region model inference requests per minute for Anthropic Claude Sonnet 4.5 V1", QuotaScope::GlobalCrossRegion, QuotaKind::RequestsPerMinute, "Anthropic Claude Sonnet 4.5 V1", None),
-            ("Global cross-region model inference tokens per day for Anthropic Claude Sonnet 4.5 V1", QuotaScope::GlobalCrossRegion, QuotaKind::TokensPerDay, "Anthropic Claude Sonnet 4.5 V1", None),
-            ("Model invocation max tokens per day for Anthropic Claude Sonnet 4.5 V1", QuotaScope::OnDemand, QuotaKind::TokensPerDay, "Anthropic Claude Sonnet 4.5 V1", None),
-            ("Cross-region model inference tokens per minute for Anthropic Claude Sonnet 4 V1 1M Context Length", QuotaScope::CrossRegion, QuotaKind::TokensPerMinute, "Anthropic Claude Sonnet 4 V1", Some("1M")),
-            ("On-Demand, latency-optimized model inference tokens per minute for Amazon Nova Pro V1", QuotaScope::LatencyOptimized, QuotaKind::TokensPerMinute, "Amazon Nova Pro V1", None),
-            ("[bedrock-mantle endpoint] Input tokens per minute for Anthropic Claude Opus 4.7", QuotaScope::MantleInput, QuotaKind::TokensPerMinute, "Anthropic Claude Opus 4.7", None),
-            ("[bedrock-mantle endpoint] Output tokens per minute for Anthropic Claude Opus 4.7", QuotaScope::MantleOutput, QuotaKind::TokensPerMinute, "Anthropic Claude Opus 4.7", None),
-            ("On-demand InvokeModel tokens per minute for Anthropic Claude 3 Haiku", QuotaScope::OnDemand, QuotaKind::TokensPerMinute, "Anthropic Claude 3 Haiku", None),
-            ("Cross-region InvokeModel requests per minute for Anthropic Claude 3 Haiku", QuotaScope::CrossRegion, QuotaKind::RequestsPerMinute, "Anthropic Claude 3 Haiku", None),
+            (
+                "On-demand model inference tokens per minute for Anthropic Claude 3.5 Sonnet",
+                QuotaScope::OnDemand,
+                QuotaKind::TokensPerMinute,
+                "Anthropic Claude 3.5 Sonnet",
+                None,
+            ),
+            (
+                "On-demand model inference requests per minute for Amazon Nova Lite",
+                QuotaScope::OnDemand,
+                QuotaKind::RequestsPerMinute,
+                "Amazon Nova Lite",
+                None,
+            ),
+            (
+                "Cross-region model inference tokens per minute for Anthropic Claude Haiku 4.5",
+                QuotaScope::CrossRegion,
+                QuotaKind::TokensPerMinute,
+                "Anthropic Claude Haiku 4.5",
+                None,
+            ),
+            (
+                "Cross-region model inference requests per minute for Anthropic Claude Sonnet 4.5",
+                QuotaScope::CrossRegion,
+                QuotaKind::RequestsPerMinute,
+                "Anthropic Claude Sonnet 4.5",
+                None,
+            ),
+            (
+                "Global cross-region model inference tokens per minute for Anthropic Claude Sonnet 4.5 V1",
+                QuotaScope::GlobalCrossRegion,
+                QuotaKind::TokensPerMinute,
+                "Anthropic Claude Sonnet 4.5 V1",
+                None,
+            ),
+            (
+                "Global cross-region model inference requests per minute for Anthropic Claude Sonnet 4.5 V1",
+                QuotaScope::GlobalCrossRegion,
+                QuotaKind::RequestsPerMinute,
+                "Anthropic Claude Sonnet 4.5 V1",
+                None,
+            ),
+            (
+                "Global cross-region model inference tokens per day for Anthropic Claude Sonnet 4.5 V1",
+                QuotaScope::GlobalCrossRegion,
+                QuotaKind::TokensPerDay,
+                "Anthropic Claude Sonnet 4.5 V1",
+                None,
+            ),
+            (
+                "Model invocation max tokens per day for Anthropic Claude Sonnet 4.5 V1",
+                QuotaScope::OnDemand,
+                QuotaKind::TokensPerDay,
+                "Anthropic Claude Sonnet 4.5 V1",
+                None,
+            ),
+            (
+                "Cross-region model inference tokens per minute for Anthropic Claude Sonnet 4 V1 1M Context Length",
+                QuotaScope::CrossRegion,
+                QuotaKind::TokensPerMinute,
+                "Anthropic Claude Sonnet 4 V1",
+                Some("1M"),
+            ),
+            (
+                "On-Demand, latency-optimized model inference tokens per minute for Amazon Nova Pro V1",
+                QuotaScope::LatencyOptimized,
+                QuotaKind::TokensPerMinute,
+                "Amazon Nova Pro V1",
+                None,
+            ),
+            (
+                "[bedrock-mantle endpoint] Input tokens per minute for Anthropic Claude Opus 4.7",
+                QuotaScope::MantleInput,
+                QuotaKind::TokensPerMinute,
+                "Anthropic Claude Opus 4.7",
+                None,
+            ),
+            (
+                "[bedrock-mantle endpoint] Output tokens per minute for Anthropic Claude Opus 4.7",
+                QuotaScope::MantleOutput,
+                QuotaKind::TokensPerMinute,
+                "Anthropic Claude Opus 4.7",
+                None,
+            ),
+            (
+                "On-demand InvokeModel tokens per minute for Anthropic Claude 3 Haiku",
+                QuotaScope::OnDemand,
+                QuotaKind::TokensPerMinute,
+                "Anthropic Claude 3 Haiku",
+                None,
+            ),
+            (
+                "Cross-region InvokeModel requests per minute for Anthropic Claude 3 Haiku",
+                QuotaScope::CrossRegion,
+                QuotaKind::RequestsPerMinute,
+                "Anthropic Claude 3 Haiku",
+                None,
+            ),
         ];
         for (name, scope, kind, model, ctx) in cases {
             let parsed = parse_quota_name(name).unwrap_or_else(|| panic!("{name}"));
@@ -312,17 +396,28 @@ mod tests {
         let account = parse_quota_name("Cross-Model Account-Level Tokens Per Day").unwrap();
         assert_eq!(account.kind, QuotaKind::AccountTokensPerDay);
         assert_eq!(account.model, None);
-        for unknown in ["Custom models per account", "On-demand model inference tokens per minute for ", "Tokens per minute"] {
+        for unknown in [
+            "Custom models per account",
+            "On-demand model inference tokens per minute for ",
+            "Tokens per minute",
+        ] {
             assert_eq!(parse_quota_name(unknown), None, "{unknown}");
         }
     }
 
     #[test]
     fn names_round_trip() {
-        for scope in [QuotaScope::OnDemand, QuotaScope::CrossRegion, QuotaScope::GlobalCrossRegion] {
+        for scope in [
+            QuotaScope::OnDemand,
+            QuotaScope::CrossRegion,
+            QuotaScope::GlobalCrossRegion,
+        ] {
             for kind in [QuotaKind::TokensPerMinute, QuotaKind::RequestsPerMinute] {
                 let n = parse_quota_name(&quota_name(scope, kind, "Amazon Nova Lite")).unwrap();
-                assert_eq!((n.scope, n.kind, n.model.as_deref()), (scope, kind, Some("Amazon Nova Lite")));
+                assert_eq!(
+                    (n.scope, n.kind, n.model.as_deref()),
+                    (scope, kind, Some("Amazon Nova Lite"))
+                );
             }
         }
     }

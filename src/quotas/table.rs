@@ -7,22 +7,70 @@ use super::QuotaScope;
 /// The built-in display names and their base model ids. Display names are matched without
 /// regard to case; an entry per spelling Service Quotas uses (some names carry ` V1`, some not).
 const BUILT_IN: &[(&str, &str)] = &[
-    ("Anthropic Claude 3 Haiku", "anthropic.claude-3-haiku-20240307-v1:0"),
-    ("Anthropic Claude 3 Sonnet", "anthropic.claude-3-sonnet-20240229-v1:0"),
-    ("Anthropic Claude 3 Opus", "anthropic.claude-3-opus-20240229-v1:0"),
-    ("Anthropic Claude 3.5 Sonnet", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
-    ("Anthropic Claude 3.5 Sonnet V2", "anthropic.claude-3-5-sonnet-20241022-v2:0"),
-    ("Anthropic Claude 3.5 Haiku", "anthropic.claude-3-5-haiku-20241022-v1:0"),
-    ("Anthropic Claude 3.7 Sonnet V1", "anthropic.claude-3-7-sonnet-20250219-v1:0"),
-    ("Anthropic Claude 3.7 Sonnet", "anthropic.claude-3-7-sonnet-20250219-v1:0"),
-    ("Anthropic Claude Sonnet 4 V1", "anthropic.claude-sonnet-4-20250514-v1:0"),
-    ("Anthropic Claude Sonnet 4", "anthropic.claude-sonnet-4-20250514-v1:0"),
-    ("Anthropic Claude Opus 4 V1", "anthropic.claude-opus-4-20250514-v1:0"),
-    ("Anthropic Claude Opus 4.1", "anthropic.claude-opus-4-1-20250805-v1:0"),
-    ("Anthropic Claude Sonnet 4.5 V1", "anthropic.claude-sonnet-4-5-20250929-v1:0"),
-    ("Anthropic Claude Sonnet 4.5", "anthropic.claude-sonnet-4-5-20250929-v1:0"),
-    ("Anthropic Claude Haiku 4.5", "anthropic.claude-haiku-4-5-20251001-v1:0"),
-    ("Anthropic Claude Opus 4.5", "anthropic.claude-opus-4-5-20251101-v1:0"),
+    (
+        "Anthropic Claude 3 Haiku",
+        "anthropic.claude-3-haiku-20240307-v1:0",
+    ),
+    (
+        "Anthropic Claude 3 Sonnet",
+        "anthropic.claude-3-sonnet-20240229-v1:0",
+    ),
+    (
+        "Anthropic Claude 3 Opus",
+        "anthropic.claude-3-opus-20240229-v1:0",
+    ),
+    (
+        "Anthropic Claude 3.5 Sonnet",
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    ),
+    (
+        "Anthropic Claude 3.5 Sonnet V2",
+        "anthropic.claude-3-5-sonnet-20241022-v2:0",
+    ),
+    (
+        "Anthropic Claude 3.5 Haiku",
+        "anthropic.claude-3-5-haiku-20241022-v1:0",
+    ),
+    (
+        "Anthropic Claude 3.7 Sonnet V1",
+        "anthropic.claude-3-7-sonnet-20250219-v1:0",
+    ),
+    (
+        "Anthropic Claude 3.7 Sonnet",
+        "anthropic.claude-3-7-sonnet-20250219-v1:0",
+    ),
+    (
+        "Anthropic Claude Sonnet 4 V1",
+        "anthropic.claude-sonnet-4-20250514-v1:0",
+    ),
+    (
+        "Anthropic Claude Sonnet 4",
+        "anthropic.claude-sonnet-4-20250514-v1:0",
+    ),
+    (
+        "Anthropic Claude Opus 4 V1",
+        "anthropic.claude-opus-4-20250514-v1:0",
+    ),
+    (
+        "Anthropic Claude Opus 4.1",
+        "anthropic.claude-opus-4-1-20250805-v1:0",
+    ),
+    (
+        "Anthropic Claude Sonnet 4.5 V1",
+        "anthropic.claude-sonnet-4-5-20250929-v1:0",
+    ),
+    (
+        "Anthropic Claude Sonnet 4.5",
+        "anthropic.claude-sonnet-4-5-20250929-v1:0",
+    ),
+    (
+        "Anthropic Claude Haiku 4.5",
+        "anthropic.claude-haiku-4-5-20251001-v1:0",
+    ),
+    (
+        "Anthropic Claude Opus 4.5",
+        "anthropic.claude-opus-4-5-20251101-v1:0",
+    ),
     ("Amazon Nova Micro", "amazon.nova-micro-v1:0"),
     ("Amazon Nova Micro V1", "amazon.nova-micro-v1:0"),
     ("Amazon Nova Lite", "amazon.nova-lite-v1:0"),
@@ -32,9 +80,18 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("Amazon Nova Premier", "amazon.nova-premier-v1:0"),
     ("Amazon Nova Premier V1", "amazon.nova-premier-v1:0"),
     ("Amazon Titan Text Express", "amazon.titan-text-express-v1"),
-    ("Meta Llama 3.1 8B Instruct", "meta.llama3-1-8b-instruct-v1:0"),
-    ("Meta Llama 3.1 70B Instruct", "meta.llama3-1-70b-instruct-v1:0"),
-    ("Meta Llama 3.3 70B Instruct", "meta.llama3-3-70b-instruct-v1:0"),
+    (
+        "Meta Llama 3.1 8B Instruct",
+        "meta.llama3-1-8b-instruct-v1:0",
+    ),
+    (
+        "Meta Llama 3.1 70B Instruct",
+        "meta.llama3-1-70b-instruct-v1:0",
+    ),
+    (
+        "Meta Llama 3.3 70B Instruct",
+        "meta.llama3-3-70b-instruct-v1:0",
+    ),
     ("Mistral Large (24.07)", "mistral.mistral-large-2407-v1:0"),
     ("DeepSeek R1 V1", "deepseek.r1-v1:0"),
 ];

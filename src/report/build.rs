@@ -115,7 +115,9 @@ pub(crate) fn build_key(
     let effective = Quota {
         requests: stats.and_then(|s| s.requests).map(|d| d.effective_limit),
         tokens: stats.and_then(|s| s.tokens).map(|d| d.effective_limit),
-        tokens_per_day: stats.and_then(|s| s.tokens_per_day).map(|d| d.effective_limit),
+        tokens_per_day: stats
+            .and_then(|s| s.tokens_per_day)
+            .map(|d| d.effective_limit),
     };
     let mut warnings = Vec::new();
     if let Some(applied) = input.applied {
@@ -147,7 +149,10 @@ pub(crate) fn build_key(
     let tokens_needed = demand.tokens_reserved.p95.max(demand.tokens_settled.p95);
     let requests_needed = demand.requests.p95;
     let reference = |dim: crate::budget::Dimension| {
-        input.applied.and_then(|a| a.get(dim)).or(configured.get(dim))
+        input
+            .applied
+            .and_then(|a| a.get(dim))
+            .or(configured.get(dim))
     };
     let tpm_short = reference(crate::budget::Dimension::Tokens).filter(|q| tokens_needed > *q);
     let rpm_short = reference(crate::budget::Dimension::Requests).filter(|q| requests_needed > *q);
@@ -173,11 +178,14 @@ pub(crate) fn build_key(
         }
         let left = d.effective_limit.saturating_sub(d.used) as f64;
         let secs = left / rate * window.as_secs_f64();
-        Some((secs, format!(
-            "at this rate ({rate:.0} tokens per window) the daily quota of {} is spent in {}",
-            d.limit,
-            human(Duration::from_secs_f64(secs))
-        )))
+        Some((
+            secs,
+            format!(
+                "at this rate ({rate:.0} tokens per window) the daily quota of {} is spent in {}",
+                d.limit,
+                human(Duration::from_secs_f64(secs))
+            ),
+        ))
     });
     KeyReport {
         key: input.name,

@@ -29,9 +29,9 @@ mod recorder;
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use self::recorder::CapacityRecorder;
 #[cfg(feature = "sdk")]
 pub(crate) use self::build::KeyInput;
+pub use self::recorder::CapacityRecorder;
 
 use crate::quotas::QuotaValues;
 
@@ -166,13 +166,21 @@ impl fmt::Display for CapacityReport {
         )?;
         for k in &self.keys {
             writeln!(f, "  {}", k.key)?;
-            writeln!(f, "    {:<26} {:>10} {:>10} {:>10}", "per window", "p50", "p95", "max")?;
+            writeln!(
+                f,
+                "    {:<26} {:>10} {:>10} {:>10}",
+                "per window", "p50", "p95", "max"
+            )?;
             for (name, s) in [
                 ("requests", k.demand.requests),
                 ("tokens reserved (arrival)", k.demand.tokens_reserved),
                 ("tokens settled", k.demand.tokens_settled),
             ] {
-                writeln!(f, "    {name:<26} {:>10} {:>10} {:>10}", s.p50, s.p95, s.max)?;
+                writeln!(
+                    f,
+                    "    {name:<26} {:>10} {:>10} {:>10}",
+                    s.p50, s.p95, s.max
+                )?;
             }
             writeln!(
                 f,
@@ -181,8 +189,18 @@ impl fmt::Display for CapacityReport {
             )?;
             let a = k.limits.applied.unwrap_or_default();
             for (name, c, e, a) in [
-                ("requests", k.limits.configured.requests, k.limits.effective.requests, a.requests),
-                ("tokens", k.limits.configured.tokens, k.limits.effective.tokens, a.tokens),
+                (
+                    "requests",
+                    k.limits.configured.requests,
+                    k.limits.effective.requests,
+                    a.requests,
+                ),
+                (
+                    "tokens",
+                    k.limits.configured.tokens,
+                    k.limits.effective.tokens,
+                    a.tokens,
+                ),
                 (
                     "tokens per day",
                     k.limits.configured.tokens_per_day,
@@ -217,7 +235,10 @@ impl fmt::Display for CapacityReport {
                 if m.is_empty() {
                     "none".to_owned()
                 } else {
-                    m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+                    m.iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             };
             writeln!(

@@ -44,7 +44,12 @@ fn cause_index(cause: ThrottleCause) -> usize {
 }
 
 /// The refusal reasons, in report order.
-pub(crate) const REFUSALS: [&str; 4] = ["cost-above-limit", "wait-too-long", "queue-full", "left-queue"];
+pub(crate) const REFUSALS: [&str; 4] = [
+    "cost-above-limit",
+    "wait-too-long",
+    "queue-full",
+    "left-queue",
+];
 
 pub(crate) fn refusal_index(error: &AdmissionError) -> usize {
     match error {

@@ -111,10 +111,7 @@ impl<C, R> ThrottleRetryLayer<C, R> {
     /// Tells `observer` every decision after an attempt that did not succeed: a retry and its
     /// delay, or giving up and why (for metrics and the capacity report). Called on the
     /// request's task, inline: keep it cheap.
-    pub fn on_decision(
-        mut self,
-        observer: impl Fn(&RetryEvent) + Send + Sync + 'static,
-    ) -> Self {
+    pub fn on_decision(mut self, observer: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
         self.config.on_decision = Some(OnDecision(Arc::new(observer)));
         self
     }

@@ -18,11 +18,11 @@ use tower::layer::util::{Identity, Stack};
 
 use super::connector::{DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient, SIGNATURE_VALIDITY};
 use super::observe::{RetryCounts, ThrottleObserver};
-use crate::quotas::AppliedQuotas;
-use crate::report::CapacityRecorder;
 use crate::admit::{AdmissionLayer, LeftQueue};
 use crate::bedrock::{Bedrock, BedrockKey, BedrockResponseLayer};
 use crate::budget::{Budget, ConfigError, Quota};
+use crate::quotas::AppliedQuotas;
+use crate::report::CapacityRecorder;
 use crate::retry::{Backoff, RetryBudget, ThrottleRetryLayer};
 
 /// An error in the setup's configuration.
@@ -390,7 +390,9 @@ impl BedrockThrottleBuilder {
         };
         let stack = ServiceBuilder::new()
             .layer(retry)
-            .layer(AdmissionLayer::new(budget.clone(), self.bedrock.clone()).observe(observer.clone()))
+            .layer(
+                AdmissionLayer::new(budget.clone(), self.bedrock.clone()).observe(observer.clone()),
+            )
             .layer(self.bedrock.response_layer())
             .into_inner();
         let inner = self.inner.unwrap_or_else(default_https_client);

@@ -118,13 +118,15 @@ async fn the_real_client_reads_every_page_and_pattern() {
             .unwrap_or_else(|| panic!("{code_or_name} not listed"))
             .clone()
     };
-    let tpm = name_of(
-        "Cross-region model inference tokens per minute for Anthropic Claude Sonnet 4 V1",
-    );
+    let tpm =
+        name_of("Cross-region model inference tokens per minute for Anthropic Claude Sonnet 4 V1");
     assert_eq!(tpm.quota_code(), Some("L-59759B4A"));
     assert_eq!(tpm.value(), Some(200_000.0));
     let parsed = parse_quota_name(tpm.quota_name().unwrap()).unwrap();
-    assert_eq!((parsed.scope, parsed.kind), (QuotaScope::CrossRegion, QuotaKind::TokensPerMinute));
+    assert_eq!(
+        (parsed.scope, parsed.kind),
+        (QuotaScope::CrossRegion, QuotaKind::TokensPerMinute)
+    );
 
     // GetServiceQuota by code, and a code that does not exist.
     let got = client
@@ -145,17 +147,26 @@ async fn the_real_client_reads_every_page_and_pattern() {
     assert!(missing.into_service_error().is_no_such_resource_exception());
 
     // The whole path, as a user runs it.
-    let applied = AppliedQuotas::fetch(&client, &ModelNames::new()).await.unwrap();
+    let applied = AppliedQuotas::fetch(&client, &ModelNames::new())
+        .await
+        .unwrap();
     assert_eq!(applied.region(), "us-east-1");
     assert_eq!(
         applied.quota(SONNET4_US),
-        Some(Limits::tokens(200_000).with_requests(200).with_tokens_per_day(144_000_000))
+        Some(
+            Limits::tokens(200_000)
+                .with_requests(200)
+                .with_tokens_per_day(144_000_000)
+        )
     );
     assert_eq!(
         applied.quota(SONNET4),
         Some(Limits::tokens(100_000).with_tokens_per_day(144_000_000))
     );
-    assert_eq!(applied.quota(SONNET45_GLOBAL), Some(Limits::tokens(500_000)));
+    assert_eq!(
+        applied.quota(SONNET45_GLOBAL),
+        Some(Limits::tokens(500_000))
+    );
     assert_eq!(applied.quota(NOVA_MICRO), Some(Limits::tokens(2_000_000)));
     assert_eq!(
         applied.quota("anthropic.claude-3-haiku-20240307-v1:0"),
@@ -182,19 +193,31 @@ async fn the_real_client_reads_every_page_and_pattern() {
         c.sort();
         c
     };
-    assert_eq!(codes(|i| matches!(i, QuotaIssue::UnknownName { .. })), ["L-UNK"]);
-    assert_eq!(codes(|i| matches!(i, QuotaIssue::AbsurdValue { .. })), ["L-FRAC", "L-HUGE", "L-ZERO"]);
+    assert_eq!(
+        codes(|i| matches!(i, QuotaIssue::UnknownName { .. })),
+        ["L-UNK"]
+    );
+    assert_eq!(
+        codes(|i| matches!(i, QuotaIssue::AbsurdValue { .. })),
+        ["L-FRAC", "L-HUGE", "L-ZERO"]
+    );
     assert_eq!(
         codes(|i| matches!(i, QuotaIssue::NotApplied { .. })),
         ["L-ACC", "L-CTX", "L-LAT", "L-MIN", "L-MOUT"]
     );
     // The model the table does not know is reported under its display name (its id, here).
-    assert_eq!(codes(|i| matches!(i, QuotaIssue::UnknownModel { .. })).len(), 1);
+    assert_eq!(
+        codes(|i| matches!(i, QuotaIssue::UnknownModel { .. })).len(),
+        1
+    );
 
     // A user-extended table resolves it.
     let names = ModelNames::new().with("acme.unlisted-model-v1:0", "acme.unlisted-model-v1:0");
     let extended = AppliedQuotas::fetch(&client, &names).await.unwrap();
-    assert_eq!(extended.quota("acme.unlisted-model-v1:0"), Some(Limits::tokens(1_000)));
+    assert_eq!(
+        extended.quota("acme.unlisted-model-v1:0"),
+        Some(Limits::tokens(1_000))
+    );
 
     // The setup takes them in one call: the applied quota where the user set nothing, the
     // user's limit where it did (here above the applied one, which the report shows).

@@ -49,7 +49,10 @@ async fn a_known_load_gives_the_known_report() {
                 7 => Some(ThrottleCause::Capacity),
                 _ => None,
             };
-            Ok::<_, std::io::Error>(Answer { used: 1_000, throttled })
+            Ok::<_, std::io::Error>(Answer {
+                used: 1_000,
+                throttled,
+            })
         });
 
     // 90 calls of 1,000 tokens, one every 2 s: 30,000 tokens per window for three windows,
@@ -115,8 +118,14 @@ async fn a_known_load_gives_the_known_report() {
     // Both forms.
     let table = report.to_string();
     assert!(table.contains("tokens-bound"), "{table}");
-    assert!(table.contains("request an increase to 30000 tokens per minute"), "{table}");
+    assert!(
+        table.contains("request an increase to 30000 tokens per minute"),
+        "{table}"
+    );
     let json = serde_json::to_value(&report).unwrap();
-    assert_eq!(json["keys"][0]["recommendation"]["tokens_per_window"], 30_000);
+    assert_eq!(
+        json["keys"][0]["recommendation"]["tokens_per_window"],
+        30_000
+    );
     assert_eq!(json["keys"][0]["waits"]["binding"], "tokens");
 }
