@@ -144,9 +144,20 @@ pub(crate) fn build_key(
         (Some(m), Some(r)) => format!("{m} in {r}"),
         _ => input.name.clone(),
     };
-    // The quota at which the p95 window would not have queued: its demand at arrival (and what
-    // it settled, which the window also had to hold).
-    let tokens_needed = demand.tokens_reserved.p95.max(demand.tokens_settled.p95);
+    // The quota at which the p95 window would not have queued: its demand at arrival, in the
+    // server's currency (reservations scaled by the observed settled / reserved ratio when
+    // calls cost more than they reserved, as with output burndown), and no less than the p95
+    // window of settlements.
+    let (sum_settled, sum_reserved) = slots.iter().fold((0u64, 0u64), |(s, r), slot| {
+        (s + slot.settled, r + slot.settled_reserved)
+    });
+    let ratio = if sum_reserved > 0 {
+        (sum_settled as f64 / sum_reserved as f64).max(1.0)
+    } else {
+        1.0
+    };
+    let tokens_needed =
+        ((demand.tokens_reserved.p95 as f64 * ratio).ceil() as u64).max(demand.tokens_settled.p95);
     let requests_needed = demand.requests.p95;
     let reference = |dim: crate::budget::Dimension| {
         input

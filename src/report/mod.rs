@@ -19,9 +19,13 @@
 //! # The recommendation's arithmetic
 //!
 //! Per window, the tokens reserved by the attempts that *arrived* in it and the tokens settled
-//! in it; the recommended tokens per window is the larger of the two p95s (nearest rank over
-//! the last N windows, windows without traffic counted as zero), stated only when it is above
-//! the applied quota (or the configured one when none is applied). Requests likewise.
+//! in it (p50/p95/max by nearest rank over the last N windows, windows without traffic counted
+//! as zero). The recommended tokens per window is
+//! `max(ceil(p95 reserved at arrival × r), p95 settled)`, where `r = max(1, Σ settled / Σ
+//! reserved)` over the settlements of those windows (a call that books more than it reserved,
+//! as output burndown does, costs the server more than its reservation); it is stated only
+//! when it is above the applied quota (or the configured one when none is applied). Requests:
+//! the p95 of attempts arrived per window, likewise.
 
 mod build;
 mod recorder;

@@ -69,6 +69,8 @@ pub(crate) struct Slot {
     pub(crate) reserved: u64,
     /// Tokens settled in this window.
     pub(crate) settled: u64,
+    /// What the permits settled in this window had reserved.
+    pub(crate) settled_reserved: u64,
     /// Time spent waiting, by the dimension that made the attempt wait.
     pub(crate) waited_on: [Duration; 3],
     /// Attempts admitted after waiting.
@@ -328,9 +330,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observe<K> for CapacityRecord
                 Outcome::Fatal => self.with_log(key, |log| log.slot(at, keep).fatal += 1),
                 _ => {}
             },
-            Event::Settled { settled, .. } => {
-                self.with_log(key, |log| log.slot(at, keep).settled += settled);
-            }
+            Event::Settled { reserved, settled } => self.with_log(key, |log| {
+                let s = log.slot(at, keep);
+                s.settled += settled;
+                s.settled_reserved += reserved;
+            }),
         }
     }
 }
