@@ -324,9 +324,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observe<K> for Metrics<K> {
                 waited,
                 waited_on,
             } => {
-                let waited_any = !waited.is_zero();
-                h.admitted[usize::from(waited_any)].increment(1);
-                let dim = match waited_on.filter(|_| waited_any) {
+                // Waited: a full window held it (not the microseconds every admission takes).
+                h.admitted[usize::from(waited_on.is_some())].increment(1);
+                let dim = match waited_on {
                     None => 0,
                     Some(Dimension::Requests) => 1,
                     Some(Dimension::Tokens) => 2,

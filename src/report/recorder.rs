@@ -290,13 +290,17 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observe<K> for CapacityRecord
                     let s = log.slot(arrived_at, keep);
                     s.requests += 1;
                     s.reserved += tokens;
-                    let saturated = covered(&mut log.covered_until, arrived, now);
+                    // Saturated: some attempt was held by a full window.
+                    let saturated = match waited_on {
+                        Some(_) => covered(&mut log.covered_until, arrived, now),
+                        None => Duration::ZERO,
+                    };
                     let s = log.slot(at, keep);
                     s.saturated += saturated;
                     if s.waits.len() < MAX_WAIT_SAMPLES {
                         s.waits.push(waited);
                     }
-                    if let Some(d) = waited_on.filter(|_| !waited.is_zero()) {
+                    if let Some(d) = waited_on {
                         s.waited += 1;
                         s.waited_on[d.index_for_report()] += waited;
                     }
