@@ -20,8 +20,11 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 /// deltas at each snapshot; gauges are their last value).
 #[derive(Default)]
 pub(crate) struct Totals {
-    series: Vec<(String, Vec<(String, String)>, MetricKind, f64)>,
+    series: Vec<Series>,
 }
+
+/// Name, labels, kind, value.
+type Series = (String, Vec<(String, String)>, MetricKind, f64);
 
 impl Totals {
     fn refresh(&mut self, snap: &Snapshotter) {
