@@ -145,7 +145,7 @@ pub(crate) struct Inner<K> {
 /// use bedrock_throttle::report::CapacityRecorder;
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> Result<(), bedrock_throttle::BoxError> {
-/// let budget = Budget::builder().tokens(10_000).build()?;
+/// let budget: Budget<&'static str> = Budget::builder().tokens(10_000).build()?;
 /// let recorder = CapacityRecorder::new(budget.window(), 10);
 /// let layer = bedrock_throttle::admit::AdmissionLayer::new(
 ///     budget.clone(),
