@@ -385,7 +385,7 @@ fn chart(
     model: &str,
 ) -> String {
     use std::fmt::Write;
-    let (w, panel_h, top, left, right) = (860.0, 220.0, 62.0, 80.0, 20.0);
+    let (w, panel_h, top, left, right) = (860.0, 220.0, 78.0, 80.0, 20.0);
     let h = top + panel_h * series.len() as f64 + 30.0;
     let windows = series
         .iter()
@@ -406,8 +406,9 @@ fn chart(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
 <text x="{left}" y="20" font-size="15" font-weight="bold">Tokens settled per {window:?} window vs the quota of {quota} tokens</text>
-<text x="{left}" y="36" fill="#555">{model}: bars = tokens settled by successful calls (orange: above the quota), dashed = quota,</text>
-<text x="{left}" y="50" fill="#555">red circles = attempts throttled (HTTP 429) in the window, with their number</text>
+<text x="{left}" y="36" fill="#555">{model}</text>
+<text x="{left}" y="51" fill="#555">bars: tokens settled by successful calls (orange: above the quota); dashed line: the quota</text>
+<text x="{left}" y="66" fill="#555">red circles: attempts throttled (HTTP 429) in the window, with their number</text>
 "##
     );
     let plot_w = w - left - right;
