@@ -227,6 +227,61 @@ async fn the_real_client_reads_every_page_and_pattern() {
         .build()
         .unwrap();
     assert!(throttle.applied_quotas().is_some());
+    let config = throttle.configure(
+        aws_sdk_bedrockruntime::config::Builder::new()
+            .behavior_version(aws_sdk_bedrockruntime::config::BehaviorVersion::latest())
+            .region(aws_sdk_bedrockruntime::config::Region::new("us-east-1"))
+            .endpoint_url(emu.endpoint_url())
+            .credentials_provider(Credentials::new("AK", "SK", None, None, "test")),
+    );
+    let bedrock = aws_sdk_bedrockruntime::Client::from_conf(config.build());
+    // Llama has no applied quota: reported, and it still passes (configuration only).
+    for model in [SONNET4_US, "meta.llama3-8b-instruct-v1:0"] {
+        bedrock
+            .converse()
+            .model_id(model)
+            .messages(
+                aws_sdk_bedrockruntime::types::Message::builder()
+                    .role(aws_sdk_bedrockruntime::types::ConversationRole::User)
+                    .content(aws_sdk_bedrockruntime::types::ContentBlock::Text(
+                        "hi".into(),
+                    ))
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let report = throttle.report();
+    let key = |model: &str| {
+        report
+            .keys
+            .iter()
+            .find(|k| k.model.as_deref() == Some(model))
+            .unwrap_or_else(|| panic!("{model} not in the report"))
+    };
+    let sonnet = key(SONNET4_US);
+    assert_eq!(sonnet.limits.configured.tokens, Some(300_000));
+    assert_eq!(sonnet.limits.configured.requests, Some(200)); // from the applied quota
+    assert_eq!(sonnet.limits.applied.unwrap().tokens, Some(200_000));
+    assert!(
+        sonnet
+            .warnings
+            .iter()
+            .any(|w| w.contains("above the applied quota of 200000")),
+        "{:?}",
+        sonnet.warnings
+    );
+    let llama = key("meta.llama3-8b-instruct-v1:0");
+    assert!(
+        llama
+            .warnings
+            .iter()
+            .any(|w| w.contains("no applied quota")),
+        "{:?}",
+        llama.warnings
+    );
     emu.shutdown().await;
 }
 
