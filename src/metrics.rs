@@ -12,8 +12,13 @@
 //!
 //! # The names
 //!
-//! Every name, kind and unit is in [`METRICS`], one table, since the OpenTelemetry GenAI
-//! conventions they follow where one applies are not final. Labels are bounded: `model`,
+//! Every name, kind and unit is in [`METRICS`], one table. The OpenTelemetry GenAI client
+//! metrics (`gen_ai.client.inference.usage.*`, `gen_ai.client.inference.duration`; status
+//! "development", so not final) count input and output tokens and time per operation; the
+//! admission events carry quota tokens (output with its burndown) and no call duration, so no
+//! GenAI name applies to what is recorded here, and none is borrowed for a different quantity.
+//! When the events carry the usage split and the duration, those names go in the same table.
+//! Labels are bounded: `model`,
 //! `region`, `scope` (on-demand, cross-region, global-cross-region) per key, plus `outcome`,
 //! `reason`, `cause` or `dimension` from fixed sets; never a tenant or request id.
 //!
@@ -77,9 +82,7 @@ macro_rules! table {
         #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
         enum Id { $($id,)* }
 
-        /// Every metric the crate records, in one table. Names under `bedrock_throttle.` are
-        /// the crate's own; `gen_ai.` names follow the OpenTelemetry GenAI client conventions
-        /// (status "development").
+        /// Every metric the crate records, in one table, the one place to rename them.
         pub const METRICS: &[MetricDef] = &[
             $(MetricDef { name: $name, kind: Kind::$kind, unit: Unit::$unit, help: $help },)*
         ];
