@@ -172,6 +172,47 @@ fn bedrock(c: &mut Criterion) {
             )
         })
     });
+
+    // The same stack observed as `BedrockThrottle` observes it: the capacity report's recorder
+    // and, with feature `metrics`, the metrics into an installed Prometheus recorder.
+    let budget = budget();
+    let recorder = bedrock_throttle::report::CapacityRecorder::new(WINDOW, 60);
+    #[cfg(feature = "metrics")]
+    let metrics = {
+        let _ = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(bedrock_throttle::metrics::WAIT_BUCKETS)
+            .expect("buckets")
+            .install_recorder();
+        bedrock_throttle::metrics::Metrics::bedrock().budget(budget.clone())
+    };
+    let observer = move |key: &bedrock_throttle::bedrock::BedrockKey,
+                         event: bedrock_throttle::admit::Event<'_>| {
+        use bedrock_throttle::admit::Observe;
+        recorder.observe(key, event);
+        #[cfg(feature = "metrics")]
+        metrics.observe(key, event);
+    };
+    let observed = ServiceBuilder::new()
+        .layer(ThrottleRetryLayer::new(bedrock.clone()).clone_with(bedrock.clone()))
+        .layer(AdmissionLayer::new(budget, bedrock.clone()).observe(observer))
+        .service(bare);
+    let name = if cfg!(feature = "metrics") {
+        "retry + admission (Bedrock) + report + metrics"
+    } else {
+        "retry + admission (Bedrock) + report"
+    };
+    g.bench_function(name, |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            run(
+                observed.clone(),
+                iters,
+                || request.clone(),
+                |response| async move {
+                    response.into_body().collect().await.expect("body");
+                },
+            )
+        })
+    });
     g.finish();
 }
 

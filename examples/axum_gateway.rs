@@ -2,9 +2,10 @@
 //! fairness on the axum side.
 //!
 //! ```text
-//! cargo run --features emulator --example axum_gateway                         # demo: embedded emulator, two tenants
-//! cargo run --features emulator --example axum_gateway -- --listen 127.0.0.1:3000   # serve; try:
+//! cargo run --features emulator,metrics --example axum_gateway                         # demo: embedded emulator, two tenants
+//! cargo run --features emulator,metrics --example axum_gateway -- --listen 127.0.0.1:3000   # serve; try:
 //! curl -s localhost:3000/chat -H 'x-tenant: acme' -d '{"prompt":"Hello","max_tokens":200}'
+//! curl -s localhost:3000/metrics   # the SDK side's admission metrics, Prometheus text
 //! ```
 //!
 //! Two levels of limits, both from this crate:
@@ -231,10 +232,15 @@ async fn main() -> Result<(), BoxError> {
         .output_length(OutputLength::Uniform { min: 20, max: 200 })
         .start()
         .await?;
+    // Metrics: the application picks the exporter; histograms get explicit buckets.
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(bedrock_throttle::metrics::WAIT_BUCKETS)?
+        .install_recorder()?;
     let throttle = BedrockThrottle::builder()
         .bedrock(Bedrock::new().with_region("us-east-1"))
         .quota(MODEL, bedrock_throttle::budget::Quota::tokens(MODEL_TPM))
         .window(WINDOW)
+        .metrics(true)
         .build()?;
     let config = throttle.configure(
         aws_sdk_bedrockruntime::config::Builder::new()
@@ -245,7 +251,10 @@ async fn main() -> Result<(), BoxError> {
     );
     let client = Client::from_conf(config.build());
     let burndown = Bedrock::new().output_burndown(MODEL);
-    let app = router(client, burndown)?;
+    let app = router(client, burndown)?.route(
+        "/metrics",
+        axum::routing::get(move || std::future::ready(prometheus.render())),
+    );
 
     if let Some(addr) = listen {
         let listener = tokio::net::TcpListener::bind(&addr).await?;
@@ -304,6 +313,17 @@ async fn main() -> Result<(), BoxError> {
         stats.requests,
         stats.throttled_tokens + stats.throttled_requests
     );
+    let scrape = (*app)
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty())?)
+        .await?;
+    let text = axum::body::to_bytes(scrape.into_body(), MAX_BODY).await?;
+    let admitted = String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| l.starts_with("bedrock_throttle_admissions{"))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    println!("GET /metrics (admissions):\n  {}", admitted.join("\n  "));
     emulator.shutdown().await;
     Ok(())
 }

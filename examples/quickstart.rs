@@ -10,8 +10,14 @@
 //! ```
 //!
 //! (a) the plain SDK client with its default retries, (b) the SDK in adaptive retry mode,
-//! (c) the SDK configured by `bedrock_throttle::sdk::BedrockThrottle`. Between clients it waits
-//! out one window so each starts on a fresh quota.
+//! (c) the SDK configured by `bedrock_throttle::sdk::BedrockThrottle`, with the quotas applied
+//! to the account read from Service Quotas (the emulator serves them; `--live` reads the real
+//! ones). Between clients it waits out one window so each starts on a fresh quota.
+//!
+//! At the end it prints the capacity report of client (c) (`throttle.report()`: demand per
+//! window, the limit that made requests wait, the quota to ask for) and writes an SVG chart
+//! of tokens settled per window against the quota for the three clients, throttled attempts
+//! marked (`--chart PATH`, default `quickstart.svg` in the system's temporary directory).
 
 #[path = "support/load.rs"]
 mod load;
@@ -25,6 +31,7 @@ use aws_smithy_types::retry::RetryConfig;
 use bedrock_throttle::bedrock::Bedrock;
 use bedrock_throttle::budget::Quota;
 use bedrock_throttle::emulator::{Emulator, EmulatorHandle, Enforcement, OutputLength};
+use bedrock_throttle::quotas::{AppliedQuotas, ModelNames};
 use bedrock_throttle::sdk::{BedrockThrottle, default_https_client};
 
 const DEFAULT_MODEL: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
@@ -40,11 +47,12 @@ struct Options {
     tpm: u64,
     window: Duration,
     requests: Option<usize>,
+    chart: std::path::PathBuf,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: quickstart [--json] [--requests N]\n\
+        "usage: quickstart [--json] [--requests N] [--chart PATH]\n\
          \x20      [--endpoint-url URL --tpm N [--rpm N] [--window-secs S] [--model ID]]\n\
          \x20      [--live --model ID --region R --tpm N [--rpm N]]"
     );
@@ -62,6 +70,7 @@ fn parse_args() -> Options {
         tpm: 100_000,
         window: Duration::from_secs(2),
         requests: None,
+        chart: std::env::temp_dir().join("quickstart.svg"),
     };
     let mut args = std::env::args().skip(1);
     let mut window_given = false;
@@ -77,6 +86,7 @@ fn parse_args() -> Options {
             "--rpm" => o.rpm = Some(num(value())),
             "--tpm" => o.tpm = num(value()),
             "--requests" => o.requests = Some(num(value()) as usize),
+            "--chart" => o.chart = value().into(),
             "--window-secs" => {
                 let secs: f64 = value().parse().unwrap_or_else(|_| usage());
                 if !(secs.is_finite() && secs > 0.0) {
@@ -191,6 +201,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => b,
     };
 
+    // The applied quotas, from Service Quotas (the emulator's in embedded mode, AWS's with
+    // --live). Unreachable or denied: the configured quota stays in force.
+    let applied = {
+        let mut b = aws_sdk_servicequotas::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(o.region.clone()))
+            .http_client(default_https_client());
+        match (&endpoint, &live_credentials) {
+            (Some(url), _) => {
+                b = b.endpoint_url(url).credentials_provider(Credentials::new(
+                    "AK",
+                    "SK",
+                    None,
+                    None,
+                    "quickstart",
+                ))
+            }
+            (None, Some(c)) => b = b.credentials_provider(c.clone()),
+            (None, None) => {}
+        }
+        let client = aws_sdk_servicequotas::Client::from_conf(b.build());
+        match AppliedQuotas::fetch(&client, &ModelNames::new()).await {
+            Ok(applied) => {
+                if !o.json {
+                    println!(
+                        "Service Quotas ({}): {} model ids with an applied quota, {} entries not used; {}: {}",
+                        applied.region(),
+                        applied.quotas().count(),
+                        applied.issues().len(),
+                        o.model,
+                        applied
+                            .quota(&o.model)
+                            .map_or_else(|| "no applied quota".to_owned(), |q| q.to_string()),
+                    );
+                }
+                Some(applied)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                None
+            }
+        }
+    };
+    let mut throttle_kept: Option<BedrockThrottle> = None;
+    let mut series: Vec<(String, Vec<u64>, Vec<u64>)> = Vec::new();
+
     let clients: [(&str, u8); 3] = [
         ("(a) plain SDK, standard retries", 0),
         ("(b) SDK, adaptive retries", 1),
@@ -214,17 +270,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if let Some(rpm) = o.rpm {
                     quota = quota.with_requests(rpm);
                 }
-                let throttle = BedrockThrottle::builder()
+                let mut builder = BedrockThrottle::builder()
                     .bedrock(bedrock.clone())
                     .quota(o.model.clone(), quota)
                     .window(o.window)
-                    .http_client(wire)
-                    .build()?;
-                throttle.configure(config(default_https_client()))
+                    .report_windows(8)
+                    .http_client(wire);
+                if let Some(applied) = applied.clone() {
+                    builder = builder.applied_quotas(applied);
+                }
+                let throttle = builder.build()?;
+                let configured = throttle.configure(config(default_https_client()));
+                throttle_kept = Some(throttle);
+                configured
             }
         };
         let client = Client::from_conf(with_credentials(builder).build());
+        // Throttled attempts per window, sampled from the wire counts at each window's end.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (counts, done, window) = (counts.clone(), done.clone(), o.window);
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                let (mut per_window, mut last) = (Vec::new(), 0);
+                for n in 1u32.. {
+                    tokio::time::sleep_until(start + window * n).await;
+                    let now = counts.throttled();
+                    per_window.push(now - last);
+                    last = now;
+                    if done.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                per_window
+            })
+        };
         let outcomes = load::run(&client, &o.model, &calls).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let throttles_per_window = sampler.await?;
+        series.push((
+            name.to_owned(),
+            settled_per_window(&outcomes, burndown, o.window),
+            throttles_per_window,
+        ));
         let throttled = match &emulator {
             Some(e) => {
                 let m = e.stats().model(&o.model).counters;
@@ -248,8 +336,151 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         reports.push(report);
     }
+    if let Some(throttle) = &throttle_kept {
+        let capacity = throttle.report();
+        if o.json {
+            println!(
+                "{}",
+                serde_json::json!({ "capacity_report_of": clients[2].0, "report": capacity })
+            );
+        } else {
+            println!("\nclient (c) {capacity}");
+        }
+    }
+    let svg = chart(&series, o.tpm, o.window, &o.model);
+    std::fs::write(&o.chart, svg)?;
+    if !o.json {
+        println!("chart of tokens settled per window: {}", o.chart.display());
+    }
     if let Some(e) = emulator {
         e.shutdown().await;
     }
     Ok(())
+}
+
+/// How many windows the run took.
+fn windows_of(outcomes: &[load::CallOutcome], window: Duration) -> usize {
+    let end = outcomes.iter().map(|o| o.ended).max().unwrap_or_default();
+    (end.as_secs_f64() / window.as_secs_f64()).ceil().max(1.0) as usize
+}
+
+/// Quota tokens settled by successful calls, per window of the time they ended.
+fn settled_per_window(outcomes: &[load::CallOutcome], burndown: u64, window: Duration) -> Vec<u64> {
+    let mut per = vec![0; windows_of(outcomes, window)];
+    for o in outcomes {
+        if let Ok((input, output)) = &o.result {
+            let i = ((o.ended.as_secs_f64() / window.as_secs_f64()) as usize).min(per.len() - 1);
+            per[i] += input + output * burndown;
+        }
+    }
+    per
+}
+
+/// The SVG chart: one panel per client, tokens settled per window as bars, the quota as a
+/// dashed line, throttled attempts as red marks with their count. Hand-written SVG: no font
+/// files or plotting crate needed.
+fn chart(
+    series: &[(String, Vec<u64>, Vec<u64>)],
+    quota: u64,
+    window: Duration,
+    model: &str,
+) -> String {
+    use std::fmt::Write;
+    let (w, panel_h, top, left, right) = (860.0, 220.0, 78.0, 80.0, 20.0);
+    let h = top + panel_h * series.len() as f64 + 30.0;
+    let windows = series
+        .iter()
+        .map(|s| s.1.len().max(s.2.len()))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .chain([quota])
+        .max()
+        .unwrap_or(1) as f64
+        * 1.15;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{left}" y="20" font-size="15" font-weight="bold">Tokens settled per {window:?} window vs the quota of {quota} tokens</text>
+<text x="{left}" y="36" fill="#555">{model}</text>
+<text x="{left}" y="51" fill="#555">bars: tokens settled by successful calls (orange: above the quota); dashed line: the quota</text>
+<text x="{left}" y="66" fill="#555">red circles: attempts throttled (HTTP 429) in the window, with their number</text>
+"##
+    );
+    let plot_w = w - left - right;
+    let bar_w = plot_w / windows as f64;
+    for (p, (name, settled, throttled)) in series.iter().enumerate() {
+        let y0 = top + panel_h * p as f64 + 20.0;
+        let ph = panel_h - 50.0;
+        let y = |v: f64| y0 + ph - v / ymax * ph;
+        let _ = write!(
+            svg,
+            r##"<text x="{left}" y="{}" font-weight="bold">{name}</text>
+<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="#333"/>
+<line x1="{left}" y1="{y0}" x2="{left}" y2="{}" stroke="#333"/>
+<text x="{}" y="{}" text-anchor="end">{}</text><text x="{}" y="{}" text-anchor="end">0</text>
+"##,
+            y0 - 8.0,
+            y0 + ph,
+            w - right,
+            y0 + ph,
+            y0 + ph,
+            left - 6.0,
+            y(quota as f64) + 4.0,
+            quota,
+            left - 6.0,
+            y0 + ph + 4.0,
+        );
+        for (i, v) in settled.iter().enumerate() {
+            let x = left + bar_w * i as f64 + bar_w * 0.15;
+            let over = *v > quota;
+            let _ = write!(
+                svg,
+                r##"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"/>
+<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">{}</text>
+"##,
+                y(*v as f64),
+                bar_w * 0.7,
+                y0 + ph - y(*v as f64),
+                if over { "#e69f00" } else { "#4c78a8" },
+                x + bar_w * 0.35,
+                y0 + ph + 16.0,
+                i + 1,
+            );
+        }
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" y1="{:.1}" x2="{}" y2="{:.1}" stroke="#d62728" stroke-width="2" stroke-dasharray="6 4"/>{}"##,
+            y(quota as f64),
+            w - right,
+            y(quota as f64),
+            '\n'
+        );
+        for (i, n) in throttled.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let cx = left + bar_w * (i as f64 + 0.5);
+            let cy = y0 + 20.0;
+            let r = (bar_w * 0.3).clamp(6.0, 14.0);
+            let _ = write!(
+                svg,
+                r##"<circle cx="{cx:.1}" cy="{cy:.1}" r="{r:.1}" fill="#d62728"/>
+<text x="{cx:.1}" y="{:.1}" text-anchor="middle" fill="white" font-size="10" font-weight="bold">{n}</text>
+"##,
+                cy + 3.5
+            );
+        }
+    }
+    let _ = write!(
+        svg,
+        r##"<text x="{}" y="{}" text-anchor="middle" fill="#555">window</text>
+</svg>
+"##,
+        left + plot_w / 2.0,
+        h - 8.0
+    );
+    svg
 }

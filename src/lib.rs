@@ -87,7 +87,12 @@
 //! | (none) | | the admission engine ([`budget`]), the layers ([`admit`], [`retry`]), [`classify`] |
 //! | `bedrock` | via `sdk` | [`bedrock`]: model tables, body parsing and token estimates, usage, error classification, event streams |
 //! | `sdk` | yes | [`sdk`]: the layered `HttpClient` for the AWS SDK and the one-call setup (pulls in `aws-sdk-bedrockruntime`) |
-//! | `emulator` | no | [`emulator`]: the local Bedrock Runtime server and the `bedrock-emulator` binary |
+//! | `emulator` | no | [`emulator`]: the local Bedrock Runtime server (and its Service Quotas API) and the `bedrock-emulator` binary |
+//! | `service-quotas` | no | `AppliedQuotas::fetch` in [`quotas`]: the applied quotas from AWS Service Quotas (pulls in `aws-sdk-servicequotas`) |
+//! | `metrics` | no | `metrics`: admission, throttle and retry metrics through the `metrics` facade |
+//!
+//! [`quotas`] (names, display-name table, applied quotas) and [`report`] (the capacity report)
+//! come with `bedrock`.
 //!
 //! A user of the generic layers alone (`default-features = false`) does not compile the AWS SDK.
 
@@ -114,6 +119,12 @@ pub mod emulator;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(feature = "bedrock")]
+pub mod quotas;
+#[cfg(feature = "bedrock")]
+pub mod report;
 #[cfg(feature = "sdk")]
 pub mod sdk;
 

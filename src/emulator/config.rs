@@ -352,6 +352,8 @@ pub struct EmulatorConfig {
     /// that takes longer is closed. For HTTP/2 it bounds the wait for the connection's first
     /// byte only (hyper has no per-stream header timeout).
     pub header_read_timeout: Duration,
+    /// Entries of the Service Quotas listing beside those of the configured quotas.
+    pub extra_service_quotas: Vec<crate::quotas::ListedQuota>,
 }
 
 impl Default for EmulatorConfig {
@@ -372,6 +374,7 @@ impl Default for EmulatorConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            extra_service_quotas: Vec::new(),
         }
     }
 }

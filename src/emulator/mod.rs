@@ -139,6 +139,7 @@ mod ledger;
 mod model_id;
 mod ops;
 mod server;
+mod service_quotas;
 mod stats;
 pub mod tokens;
 mod validate;

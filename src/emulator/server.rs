@@ -193,6 +193,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         shared.ledgers.reset();
         return Ok(stats_response(&shared));
     }
+    if super::service_quotas::is_service_quotas(&req) {
+        return Ok(super::service_quotas::handle(&shared, req).await);
+    }
     let route = path
         .strip_prefix("/model/")
         .and_then(|rest| rest.rsplit_once('/'))

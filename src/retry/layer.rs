@@ -6,7 +6,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::backoff::Jitter;
-use super::policy::{Config, Policy};
+use super::policy::{Config, OnDecision, Policy, RetryEvent};
 use super::{Backoff, RetryBudget, ThrottleRetry};
 use crate::classify::{CloneByClone, ThrottleCause};
 
@@ -105,6 +105,14 @@ impl<C, R> ThrottleRetryLayer<C, R> {
     /// retry.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.jitter = Jitter::seeded(seed);
+        self
+    }
+
+    /// Tells `observer` every decision after an attempt that did not succeed: a retry and its
+    /// delay, or giving up and why (for metrics and the capacity report). Called on the
+    /// request's task, inline: keep it cheap.
+    pub fn on_decision(mut self, observer: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
+        self.config.on_decision = Some(OnDecision(Arc::new(observer)));
         self
     }
 }

@@ -1,6 +1,7 @@
 //! The retry decision: whether a classified result is retried, and after which delay.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -26,6 +27,73 @@ fn cause_index(cause: ThrottleCause) -> usize {
 const THREE: NonZeroU32 = NonZeroU32::new(3).unwrap();
 const FIVE: NonZeroU32 = NonZeroU32::new(5).unwrap();
 
+/// What the retry layer decided after an attempt that did not succeed, for an observer
+/// ([`ThrottleRetryLayer::on_decision`](super::ThrottleRetryLayer::on_decision)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetryEvent {
+    /// Attempt `attempt` ended with `outcome`; another starts after `delay`.
+    Retry {
+        /// The attempt that ended (1 for the first).
+        attempt: u32,
+        /// How it ended.
+        outcome: Outcome,
+        /// The delay before the next attempt.
+        delay: Duration,
+    },
+    /// Attempt `attempt` ended with `outcome` and its result goes back to the caller.
+    GiveUp {
+        /// The attempt that ended.
+        attempt: u32,
+        /// How it ended.
+        outcome: Outcome,
+        /// Why no other attempt is made.
+        reason: GiveUpReason,
+    },
+}
+
+/// Why the retry layer gave a failed result back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GiveUpReason {
+    /// The failure is fatal.
+    Fatal,
+    /// A throttle that waiting cannot cure (tokens per day).
+    NotRetryable,
+    /// The attempt cap is reached.
+    AttemptsExhausted,
+    /// The request cannot be copied for another attempt.
+    CannotResend,
+    /// A retry could not finish before the deadline.
+    Deadline,
+    /// The retry budget is spent.
+    BudgetExhausted,
+}
+
+impl GiveUpReason {
+    /// A short name, for labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GiveUpReason::Fatal => "fatal",
+            GiveUpReason::NotRetryable => "not-retryable",
+            GiveUpReason::AttemptsExhausted => "attempts-exhausted",
+            GiveUpReason::CannotResend => "cannot-resend",
+            GiveUpReason::Deadline => "deadline",
+            GiveUpReason::BudgetExhausted => "budget-exhausted",
+        }
+    }
+}
+
+/// An observer of retry decisions.
+#[derive(Clone)]
+pub(crate) struct OnDecision(pub(crate) Arc<dyn Fn(&RetryEvent) + Send + Sync>);
+
+impl std::fmt::Debug for OnDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnDecision")
+    }
+}
+
 /// Everything a layer's services share: the protocol knowledge and the settings.
 pub(crate) struct Policy<C, R> {
     pub(crate) classifier: C,
@@ -42,6 +110,7 @@ pub(crate) struct Config {
     pub(crate) budget: RetryBudget,
     pub(crate) deadline: Option<Duration>,
     pub(crate) jitter: Jitter,
+    pub(crate) on_decision: Option<OnDecision>,
 }
 
 impl Default for Config {
@@ -56,6 +125,7 @@ impl Default for Config {
             budget: RetryBudget::default(),
             deadline: None,
             jitter: Jitter::ThreadLocal,
+            on_decision: None,
         }
     }
 }
@@ -94,12 +164,47 @@ impl Config {
         first_start: Instant,
         attempt_start: Instant,
     ) -> Option<Duration> {
+        let decision = self.decide(
+            classification,
+            attempt,
+            can_resend,
+            first_start,
+            attempt_start,
+        );
+        if let Some(hook) = &self.on_decision {
+            let outcome = classification.outcome;
+            match decision {
+                Ok(delay) => (hook.0)(&RetryEvent::Retry {
+                    attempt,
+                    outcome,
+                    delay,
+                }),
+                Err(Some(reason)) => (hook.0)(&RetryEvent::GiveUp {
+                    attempt,
+                    outcome,
+                    reason,
+                }),
+                Err(None) => {}
+            }
+        }
+        decision.ok()
+    }
+
+    /// The decision: a delay, or why not (`None`: success).
+    fn decide(
+        &self,
+        classification: Classification,
+        attempt: u32,
+        can_resend: bool,
+        first_start: Instant,
+        attempt_start: Instant,
+    ) -> Result<Duration, Option<GiveUpReason>> {
         let outcome = classification.outcome;
         let limit = match outcome {
-            Outcome::Success => return None,
+            Outcome::Success => return Err(None),
             Outcome::Fatal => {
                 tracing::debug!(attempt, ?outcome, "not retrying: the failure is fatal");
-                return None;
+                return Err(Some(GiveUpReason::Fatal));
             }
             Outcome::Throttled(cause) if !cause.is_retryable() => {
                 tracing::debug!(
@@ -107,18 +212,18 @@ impl Config {
                     ?outcome,
                     "not retrying: waiting cannot cure this throttle"
                 );
-                return None;
+                return Err(Some(GiveUpReason::NotRetryable));
             }
             Outcome::Throttled(cause) => self.attempts_for(cause),
             Outcome::Transient => self.max_attempts.get(),
         };
         if attempt >= limit {
             tracing::debug!(attempt, ?outcome, limit, "giving up: attempts exhausted");
-            return None;
+            return Err(Some(GiveUpReason::AttemptsExhausted));
         }
         if !can_resend {
             tracing::debug!(attempt, ?outcome, "giving up: the request cannot be cloned");
-            return None;
+            return Err(Some(GiveUpReason::CannotResend));
         }
 
         let backoff = self.jitter.delay(&self.backoff, attempt);
@@ -149,7 +254,7 @@ impl Config {
                     ?deadline,
                     "giving up: a retry could not finish before the deadline"
                 );
-                return None;
+                return Err(Some(GiveUpReason::Deadline));
             }
         }
 
@@ -159,7 +264,7 @@ impl Config {
                 ?outcome,
                 "giving up: the retry budget is exhausted"
             );
-            return None;
+            return Err(Some(GiveUpReason::BudgetExhausted));
         }
         tracing::debug!(
             attempt,
@@ -168,7 +273,7 @@ impl Config {
             ?retry_after,
             "retrying after a delay"
         );
-        Some(delay)
+        Ok(delay)
     }
 }
 

@@ -97,12 +97,14 @@
 //! [`LayeredHttpClient`] is the general adapter: any Tower layer over any inner `HttpClient`.
 
 mod connector;
+mod observe;
 mod setup;
 
 pub use connector::{
     ConnectorService, DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient, SIGNATURE_VALIDITY,
     SignatureDeadline, SignatureExpiring, into_connector_error, signature_deadline,
 };
+pub use observe::ThrottleObserver;
 pub use setup::{
     BedrockStack, BedrockThrottle, BedrockThrottleBuilder, ResignOnly, SetupError,
     default_https_client,

@@ -17,9 +17,12 @@ use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 
 use super::connector::{DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient, SIGNATURE_VALIDITY};
+use super::observe::{RetryCounts, ThrottleObserver};
 use crate::admit::{AdmissionLayer, LeftQueue};
 use crate::bedrock::{Bedrock, BedrockKey, BedrockResponseLayer};
 use crate::budget::{Budget, ConfigError, Quota};
+use crate::quotas::AppliedQuotas;
+use crate::report::CapacityRecorder;
 use crate::retry::{Backoff, RetryBudget, ThrottleRetryLayer};
 
 /// An error in the setup's configuration.
@@ -93,6 +96,59 @@ const MIN_EXPIRY_MARGIN: Duration = Duration::from_millis(25);
 /// re-signs cover more than an hour of waiting; the operation timeout, if set, ends it sooner.
 const DEFAULT_SDK_ATTEMPTS: u32 = 16;
 
+/// The windows the capacity report covers by default (an hour of one-minute windows).
+const DEFAULT_REPORT_WINDOWS: usize = 60;
+
+/// The configured quotas over the applied ones, dimension by dimension; warns where a
+/// configured limit is above the applied one.
+fn merge_applied(
+    mut configured: HashMap<String, Quota>,
+    applied: Option<&AppliedQuotas>,
+) -> HashMap<String, Quota> {
+    let Some(applied) = applied else {
+        return configured;
+    };
+    applied.warn_issues();
+    for (model, applied_quota) in applied.quotas() {
+        let entry = configured.entry(model.to_owned()).or_default();
+        for (dimension, limit) in applied_quota.limits() {
+            match entry.get(dimension) {
+                None => *entry = entry.with(dimension, Some(limit)),
+                Some(mine) if mine > limit => tracing::warn!(
+                    model,
+                    region = applied.region(),
+                    %dimension,
+                    configured = mine,
+                    applied = limit,
+                    "the configured quota is above the applied one: the server will throttle                      what the limiter admits"
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    configured
+}
+
+/// Warns, once per model id, that traffic uses a model with no applied quota.
+fn warn_unquoted(
+    applied: &AppliedQuotas,
+    key: &BedrockKey,
+    warned: &std::sync::Mutex<std::collections::HashSet<String>>,
+) {
+    if applied.quota(key.model()).is_some() || !key.has_model() {
+        return;
+    }
+    let mut warned = warned.lock().unwrap_or_else(|e| e.into_inner());
+    // Bounded: model ids come from requests.
+    if warned.len() < 1024 && warned.insert(key.model().to_owned()) {
+        tracing::warn!(
+            model = key.model(),
+            region = key.region(),
+            "no applied quota in Service Quotas for this model id: its limit is configuration only"
+        );
+    }
+}
+
 /// Builds a [`BedrockThrottle`]: per-model quotas and the few knobs that matter.
 #[derive(Debug, Clone)]
 pub struct BedrockThrottleBuilder {
@@ -110,6 +166,9 @@ pub struct BedrockThrottleBuilder {
     sdk_max_attempts: u32,
     signature_margin: Duration,
     inner: Option<SharedHttpClient>,
+    applied: Option<AppliedQuotas>,
+    report_windows: usize,
+    metrics: bool,
 }
 
 impl Default for BedrockThrottleBuilder {
@@ -129,6 +188,9 @@ impl Default for BedrockThrottleBuilder {
             sdk_max_attempts: DEFAULT_SDK_ATTEMPTS,
             signature_margin: DEFAULT_SIGNATURE_MARGIN,
             inner: None,
+            applied: None,
+            report_windows: DEFAULT_REPORT_WINDOWS,
+            metrics: false,
         }
     }
 }
@@ -238,6 +300,31 @@ impl BedrockThrottleBuilder {
         self
     }
 
+    /// The quotas applied to the account (read from Service Quotas with
+    /// [`AppliedQuotas::fetch`], feature `service-quotas`): every model id they name gets its
+    /// applied quota, dimension by dimension, unless [`quota`](Self::quota) set that
+    /// dimension. A configured limit above the applied one, a listing entry that could not be
+    /// used, and (at its first request) a model id with no applied quota are logged as
+    /// `tracing` warnings and shown in [`BedrockThrottle::report`].
+    pub fn applied_quotas(mut self, applied: AppliedQuotas) -> Self {
+        self.applied = Some(applied);
+        self
+    }
+
+    /// How many windows [`BedrockThrottle::report`] covers (default 60).
+    pub fn report_windows(mut self, windows: usize) -> Self {
+        self.report_windows = windows;
+        self
+    }
+
+    /// Records admission, throttle and retry metrics through the `metrics` facade (feature
+    /// `metrics`; default off). See [`crate::metrics`].
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.metrics = enabled;
+        self
+    }
+
     /// Validates the configuration and builds the limiters and the layered HTTP client.
     ///
     /// # Errors
@@ -264,13 +351,19 @@ impl BedrockThrottleBuilder {
         {
             return Err(SetupError::Budget(ConfigError::ZeroLimit));
         }
-        let quotas = Arc::new(self.quotas);
+        let quotas = Arc::new(merge_applied(self.quotas, self.applied.as_ref()));
+        let applied = self.applied.map(Arc::new);
+        let unquoted = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let check = applied.clone();
         let default = self.default_quota;
         let mut budget = Budget::<BedrockKey>::builder()
             .window(self.window)
             .day(self.day)
             .expiry_margin(margin)
             .quota_fn(move |key: &BedrockKey| {
+                if let Some(applied) = &check {
+                    warn_unquoted(applied, key, &unquoted);
+                }
                 Some(quotas.get(key.model()).copied().unwrap_or(default))
             });
         if let Some(max_wait) = self.max_wait {
@@ -286,9 +379,20 @@ impl BedrockThrottleBuilder {
         if let Some(retry_budget) = self.retry_budget {
             retry = retry.budget(retry_budget);
         }
+        let retry_counts = Arc::new(RetryCounts::default());
+        let retry = retry.on_decision(retry_counts.observer(self.metrics));
+        let observer = ThrottleObserver {
+            recorder: CapacityRecorder::new(self.window, self.report_windows),
+            #[cfg(feature = "metrics")]
+            metrics: self
+                .metrics
+                .then(|| crate::metrics::Metrics::bedrock().budget(budget.clone())),
+        };
         let stack = ServiceBuilder::new()
             .layer(retry)
-            .layer(AdmissionLayer::new(budget.clone(), self.bedrock.clone()))
+            .layer(
+                AdmissionLayer::new(budget.clone(), self.bedrock.clone()).observe(observer.clone()),
+            )
             .layer(self.bedrock.response_layer())
             .into_inner();
         let inner = self.inner.unwrap_or_else(default_https_client);
@@ -310,6 +414,9 @@ impl BedrockThrottleBuilder {
             retry_config,
             retry_partition,
             budget,
+            observer,
+            applied,
+            retry_counts,
         })
     }
 }
@@ -319,7 +426,7 @@ impl BedrockThrottleBuilder {
 pub type BedrockStack = Stack<
     BedrockResponseLayer,
     Stack<
-        AdmissionLayer<Budget<BedrockKey>, Bedrock>,
+        AdmissionLayer<Budget<BedrockKey>, Bedrock, ThrottleObserver>,
         Stack<ThrottleRetryLayer<Bedrock, Bedrock>, Identity>,
     >,
 >;
@@ -373,6 +480,9 @@ pub struct BedrockThrottle {
     retry_config: RetryConfig,
     retry_partition: RetryPartition,
     budget: Budget<BedrockKey>,
+    pub(super) observer: ThrottleObserver,
+    pub(super) applied: Option<Arc<AppliedQuotas>>,
+    pub(super) retry_counts: Arc<RetryCounts>,
 }
 
 impl BedrockThrottle {
