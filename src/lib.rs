@@ -87,6 +87,7 @@
 //! | (none) | | the admission engine ([`budget`]), the layers ([`admit`], [`retry`]), [`classify`] |
 //! | `bedrock` | via `sdk` | [`bedrock`]: model tables, body parsing and token estimates, usage, error classification, event streams |
 //! | `sdk` | yes | [`sdk`]: the layered `HttpClient` for the AWS SDK and the one-call setup (pulls in `aws-sdk-bedrockruntime`) |
+//! | `redis` | no | [`store::RedisStore`]: one quota shared by a fleet of processes through Redis, Valkey or Redis Cluster (one script call per admission, server time) |
 //! | `emulator` | no | [`emulator`]: the local Bedrock Runtime server and the `bedrock-emulator` binary |
 //!
 //! A user of the generic layers alone (`default-features = false`) does not compile the AWS SDK.
@@ -106,6 +107,7 @@ pub mod admit;
 pub mod budget;
 pub mod classify;
 pub mod retry;
+pub mod store;
 
 #[cfg(feature = "bedrock")]
 pub mod bedrock;
