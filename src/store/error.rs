@@ -40,8 +40,12 @@ impl StoreError {
         } else if matches!(
             e.kind(),
             redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-        ) || e.to_string().contains("unknown command")
-        {
+        ) || {
+            // No EVAL at all, or an ACL that forbids scripts.
+            let text = e.to_string().to_ascii_lowercase();
+            text.contains("unknown command")
+                || (text.contains("noperm") && (text.contains("eval") || text.contains("script")))
+        } {
             StoreError::NoScripting(e)
         } else {
             StoreError::Redis(e)
@@ -70,9 +74,7 @@ impl fmt::Display for StoreError {
                 "the key prefix {prefix:?} holds '{{' or '}}', so one quota key's names could \
                  span cluster slots: use a prefix without braces"
             ),
-            StoreError::Timeout => {
-                f.write_str("the Redis store did not answer within its timeout")
-            }
+            StoreError::Timeout => f.write_str("the Redis store did not answer within its timeout"),
             StoreError::Redis(e) => write!(f, "Redis error: {e}"),
         }
     }

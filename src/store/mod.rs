@@ -87,9 +87,9 @@
 //! # Ok(()) }
 //! ```
 
-mod key;
 #[cfg(feature = "redis")]
 mod error;
+mod key;
 #[cfg(feature = "redis")]
 mod redis;
 
@@ -106,7 +106,9 @@ use crate::classify::ThrottleCause;
 pub use self::error::StoreError;
 pub use self::key::StoreKey;
 #[cfg(feature = "redis")]
-pub use self::redis::{BuildError, Outage, RedisAcquire, RedisStore, RedisStoreBuilder, StoreStats};
+pub use self::redis::{
+    BuildError, Outage, RedisAcquire, RedisStore, RedisStoreBuilder, StoreStats,
+};
 
 /// One of the stores: the in-process [`Budget`] or, with the `redis` feature, a
 /// [`RedisStore`] shared by a fleet. The SDK setup's stack is built on it, so a configuration

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 use super::error::StoreError;
 use super::key::StoreKey;
 use crate::budget::{
-    AdmissionError, Aimd, Budget, ConfigError, Dimension, DimensionStats, KeyStats, Permit,
-    Quota, QuotaStore, StorePermit,
+    AdmissionError, Aimd, Budget, ConfigError, Dimension, DimensionStats, KeyStats, Permit, Quota,
+    QuotaStore, StorePermit,
 };
 use crate::classify::ThrottleCause;
 
@@ -289,15 +289,18 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStoreBuilder<
             return Err(BuildError::Config(ConfigError::ZeroLimit));
         }
         let conn = if self.cluster {
-            let client = redis::cluster::ClusterClientBuilder::new(self.urls.iter().map(String::as_str))
-                .connection_timeout(self.timeout)
-                .response_timeout(self.timeout)
-                .retries(1)
-                .build()
-                .map_err(|source| BuildError::Store(StoreError::BadUrl {
-                    url: self.urls.join(","),
-                    source,
-                }))?;
+            let client =
+                redis::cluster::ClusterClientBuilder::new(self.urls.iter().map(String::as_str))
+                    .connection_timeout(self.timeout)
+                    .response_timeout(self.timeout)
+                    .retries(1)
+                    .build()
+                    .map_err(|source| {
+                        BuildError::Store(StoreError::BadUrl {
+                            url: self.urls.join(","),
+                            source,
+                        })
+                    })?;
             Conn::Cluster(Arc::new(ClusterConn {
                 client,
                 conn: OnceCell::new(),
@@ -465,7 +468,10 @@ impl<K> fmt::Debug for RedisStore<K> {
         f.debug_struct("RedisStore")
             .field("prefix", &self.inner.prefix)
             .field("outage", &self.inner.outage)
-            .field("degraded", &self.inner.health.degraded.load(Ordering::Relaxed))
+            .field(
+                "degraded",
+                &self.inner.health.degraded.load(Ordering::Relaxed),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -584,7 +590,10 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
         let mut inv = i.invocation(&local.names);
         inv.arg("st");
         push_limits(&mut inv, &quota);
-        inv.arg(i.win_us).arg(i.day_us).arg(i.window_us).arg(i.aimd.recover_per_window);
+        inv.arg(i.win_us)
+            .arg(i.day_us)
+            .arg(i.window_us)
+            .arg(i.aimd.recover_per_window);
         let v = i.run(&mut inv).await?;
         let Value::Array(items) = v else {
             return Ok(None);
@@ -613,8 +622,15 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
     ///
     /// A failed or timed-out call.
     pub async fn apply_quota(&self, key: &K, quota: Quota) -> Result<(), StoreError> {
-        self.inner.overrides.lock().expect("poisoned").insert(key.clone(), quota);
-        let _ = self.inner.fallback.set_quota(key, scale_share(&self.inner, quota));
+        self.inner
+            .overrides
+            .lock()
+            .expect("poisoned")
+            .insert(key.clone(), quota);
+        let _ = self
+            .inner
+            .fallback
+            .set_quota(key, scale_share(&self.inner, quota));
         let local = self.inner.local(key);
         let i = &self.inner;
         let mut inv = i.invocation(&local.names);
@@ -883,12 +899,19 @@ async fn acquire<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static>(
         if !inner.should_try() {
             match inner.outage {
                 Outage::FailClosed => {}
-                Outage::LocalShare(_) => {
-                    drop(_turn);
-                    let permit = inner.fallback.acquire(key, tokens).await?;
-                    inner.health.local_admissions.fetch_add(1, Ordering::Relaxed);
-                    return Ok(permit);
-                }
+                Outage::LocalShare(_) => match inner.fallback.acquire(key.clone(), tokens).await {
+                    Ok(permit) => {
+                        inner
+                            .health
+                            .local_admissions
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Ok(permit);
+                    }
+                    // Above the local share but within the fleet's limit: only Redis can
+                    // admit it, so it waits for Redis (fail closed for this request).
+                    Err(AdmissionError::CostAboveLimit { .. }) => {}
+                    Err(e) => return Err(e),
+                },
                 Outage::FailOpen => {
                     inner.health.open_admissions.fetch_add(1, Ordering::Relaxed);
                     return Ok(free_permit(tokens));
@@ -1010,11 +1033,18 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> QuotaStore<K> for 
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
                 if this.apply_quota(&key, quota).await.is_err() {
-                    this.inner.health.lost_updates.fetch_add(1, Ordering::Relaxed);
+                    this.inner
+                        .health
+                        .lost_updates
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             });
         } else {
-            self.inner.overrides.lock().expect("poisoned").insert(key, quota);
+            self.inner
+                .overrides
+                .lock()
+                .expect("poisoned")
+                .insert(key, quota);
         }
         Ok(())
     }
