@@ -21,6 +21,7 @@ use crate::admit::{AdmissionLayer, LeftQueue};
 use crate::bedrock::{Bedrock, BedrockKey, BedrockResponseLayer};
 use crate::budget::{Budget, ConfigError, Quota};
 use crate::retry::{Backoff, RetryBudget, ThrottleRetryLayer};
+use crate::store::Store;
 
 /// An error in the setup's configuration.
 #[derive(Debug)]
@@ -37,6 +38,9 @@ pub enum SetupError {
         /// The most the signature window allows.
         limit: Duration,
     },
+    /// The shared store's URL or prefix is invalid.
+    #[cfg(feature = "redis")]
+    Store(crate::store::StoreError),
 }
 
 impl fmt::Display for SetupError {
@@ -49,6 +53,8 @@ impl fmt::Display for SetupError {
                 "a request may be held {wait:?} inside the stack, but a signed request must be sent \
                  within {limit:?}: lower max_wait / retry_deadline"
             ),
+            #[cfg(feature = "redis")]
+            SetupError::Store(e) => write!(f, "invalid shared store: {e}"),
         }
     }
 }
@@ -59,6 +65,8 @@ impl std::error::Error for SetupError {
             SetupError::Budget(e) => Some(e),
             SetupError::Retry(e) => Some(e),
             SetupError::WaitsExceedSignatureWindow { .. } => None,
+            #[cfg(feature = "redis")]
+            SetupError::Store(e) => Some(e),
         }
     }
 }
@@ -110,6 +118,17 @@ pub struct BedrockThrottleBuilder {
     sdk_max_attempts: u32,
     signature_margin: Duration,
     inner: Option<SharedHttpClient>,
+    #[cfg(feature = "redis")]
+    redis: Option<RedisSettings>,
+}
+
+/// Where the shared store is and how it behaves in an outage.
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone)]
+struct RedisSettings {
+    urls: Vec<String>,
+    cluster: bool,
+    outage: crate::store::Outage,
 }
 
 impl Default for BedrockThrottleBuilder {
@@ -129,6 +148,8 @@ impl Default for BedrockThrottleBuilder {
             sdk_max_attempts: DEFAULT_SDK_ATTEMPTS,
             signature_margin: DEFAULT_SIGNATURE_MARGIN,
             inner: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }
@@ -238,6 +259,46 @@ impl BedrockThrottleBuilder {
         self
     }
 
+    /// Shares every model's quota with the other processes that use the same Redis (or Valkey)
+    /// at `url` (`redis://host:port`): the store is a [`RedisStore`](crate::store::RedisStore)
+    /// instead of the in-process budget, with the same quotas, window, margin and max wait.
+    /// It connects at the first request; [`BedrockThrottle::store`] gives it, to check it at
+    /// start ([`RedisStore::ready`](crate::store::RedisStore::ready)) or read its health.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        let settings = self.redis.get_or_insert(RedisSettings {
+            urls: Vec::new(),
+            cluster: false,
+            outage: crate::store::Outage::FailClosed,
+        });
+        settings.urls = vec![url.into()];
+        settings.cluster = false;
+        self
+    }
+
+    /// As [`redis`](Self::redis), for a Redis Cluster given by its seed nodes.
+    #[cfg(feature = "redis")]
+    pub fn redis_cluster<I: IntoIterator<Item = S>, S: Into<String>>(mut self, nodes: I) -> Self {
+        let settings = self.redis.get_or_insert(RedisSettings {
+            urls: Vec::new(),
+            cluster: false,
+            outage: crate::store::Outage::FailClosed,
+        });
+        settings.urls = nodes.into_iter().map(Into::into).collect();
+        settings.cluster = true;
+        self
+    }
+
+    /// What the shared store does while Redis is down or slow (default
+    /// [`Outage::FailClosed`](crate::store::Outage::FailClosed)). Needs [`redis`](Self::redis).
+    #[cfg(feature = "redis")]
+    pub fn redis_outage(mut self, outage: crate::store::Outage) -> Self {
+        if let Some(settings) = &mut self.redis {
+            settings.outage = outage;
+        }
+        self
+    }
+
     /// Validates the configuration and builds the limiters and the layered HTTP client.
     ///
     /// # Errors
@@ -264,7 +325,7 @@ impl BedrockThrottleBuilder {
         {
             return Err(SetupError::Budget(ConfigError::ZeroLimit));
         }
-        let quotas = Arc::new(self.quotas);
+        let quotas = Arc::new(self.quotas.clone());
         let default = self.default_quota;
         let mut budget = Budget::<BedrockKey>::builder()
             .window(self.window)
@@ -277,6 +338,7 @@ impl BedrockThrottleBuilder {
             budget = budget.max_wait(max_wait);
         }
         let budget = budget.build()?;
+        let store: Store<BedrockKey> = self.store(budget, margin)?;
 
         let mut retry = ThrottleRetryLayer::new(self.bedrock.clone())
             .clone_with(self.bedrock.clone())
@@ -288,7 +350,7 @@ impl BedrockThrottleBuilder {
         }
         let stack = ServiceBuilder::new()
             .layer(retry)
-            .layer(AdmissionLayer::new(budget.clone(), self.bedrock.clone()))
+            .layer(AdmissionLayer::new(store.clone(), self.bedrock.clone()))
             .layer(self.bedrock.response_layer())
             .into_inner();
         let inner = self.inner.unwrap_or_else(default_https_client);
@@ -309,8 +371,51 @@ impl BedrockThrottleBuilder {
             http_client,
             retry_config,
             retry_partition,
-            budget,
+            store,
         })
+    }
+
+    /// The store of the stack: the in-process budget, or the shared one.
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(clippy::unnecessary_wraps, unused_variables)
+    )]
+    fn store(
+        &self,
+        budget: Budget<BedrockKey>,
+        margin: Duration,
+    ) -> Result<Store<BedrockKey>, SetupError> {
+        #[cfg(feature = "redis")]
+        if let Some(settings) = &self.redis {
+            let (urls, cluster) = (&settings.urls, settings.cluster);
+            let quotas = self.quotas.clone();
+            let default = self.default_quota;
+            let mut b = crate::store::RedisStore::<BedrockKey>::builder(
+                urls.first().cloned().unwrap_or_default(),
+            )
+            .window(self.window)
+            .day(self.day)
+            .expiry_margin(margin)
+            .on_outage(settings.outage)
+            .quota_fn(move |key: &BedrockKey| {
+                Some(quotas.get(key.model()).copied().unwrap_or(default))
+            });
+            if cluster {
+                b = b.cluster();
+                for u in urls.iter().skip(1) {
+                    b = b.node(u.clone());
+                }
+            }
+            if let Some(max_wait) = self.max_wait {
+                b = b.max_wait(max_wait);
+            }
+            return match b.build() {
+                Ok(store) => Ok(Store::Redis(store)),
+                Err(crate::store::BuildError::Config(e)) => Err(SetupError::Budget(e)),
+                Err(crate::store::BuildError::Store(e)) => Err(SetupError::Store(e)),
+            };
+        }
+        Ok(Store::Local(budget))
     }
 }
 
@@ -319,7 +424,7 @@ impl BedrockThrottleBuilder {
 pub type BedrockStack = Stack<
     BedrockResponseLayer,
     Stack<
-        AdmissionLayer<Budget<BedrockKey>, Bedrock>,
+        AdmissionLayer<Store<BedrockKey>, Bedrock>,
         Stack<ThrottleRetryLayer<Bedrock, Bedrock>, Identity>,
     >,
 >;
@@ -372,7 +477,7 @@ pub struct BedrockThrottle {
     http_client: SharedHttpClient,
     retry_config: RetryConfig,
     retry_partition: RetryPartition,
-    budget: Budget<BedrockKey>,
+    store: Store<BedrockKey>,
 }
 
 impl BedrockThrottle {
@@ -407,8 +512,19 @@ impl BedrockThrottle {
             .retry_classifier(ResignOnly)
     }
 
-    /// The budget of every model's quota (shared by every attempt of every clone).
+    /// The in-process budget of every model's quota (shared by every attempt of every clone).
+    /// With a [shared store](BedrockThrottleBuilder::redis), the local share it falls back on
+    /// during an outage; the fleet's ledger is in [`store`](Self::store).
     pub fn budget(&self) -> &Budget<BedrockKey> {
-        &self.budget
+        match &self.store {
+            Store::Local(budget) => budget,
+            #[cfg(feature = "redis")]
+            Store::Redis(redis) => redis.local_share(),
+        }
+    }
+
+    /// The store of the stack: the in-process budget, or the Redis store shared by a fleet.
+    pub fn store(&self) -> &Store<BedrockKey> {
+        &self.store
     }
 }
