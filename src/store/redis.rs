@@ -557,6 +557,33 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
         }
     }
 
+    /// One `PING` on the store's connection (on a cluster, to a node), and how long it took:
+    /// a health check, and the round trip that an admission's latency compares with.
+    ///
+    /// # Errors
+    ///
+    /// A failed or timed-out call.
+    pub async fn ping(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        let call = async {
+            match &self.inner.conn {
+                Conn::Single(s) => {
+                    let mut c = self.inner.single(s).await?;
+                    redis::cmd("PING").query_async::<Value>(&mut c).await
+                }
+                Conn::Cluster(c) => {
+                    let mut conn = self.inner.cluster(c).await?;
+                    redis::cmd("PING").query_async::<Value>(&mut conn).await
+                }
+            }
+        };
+        match tokio::time::timeout(self.inner.timeout, call).await {
+            Ok(Ok(_)) => Ok(start.elapsed()),
+            Ok(Err(e)) => Err(StoreError::classify(e)),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
     /// The health counters of the store.
     pub fn store_stats(&self) -> StoreStats {
         let h = &self.inner.health;
