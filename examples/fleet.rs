@@ -12,10 +12,10 @@
 //! the emulator in-process: a Claude 4 model (output burndown 5), 100,000 tokens per 2-second
 //! window, 3x demand over 4 windows.
 
-#[path = "support/load.rs"]
-mod load;
 #[path = "support/fleet.rs"]
 mod fleet;
+#[path = "support/load.rs"]
+mod load;
 
 use std::time::Duration;
 
@@ -28,7 +28,9 @@ const BURNDOWN: u64 = 5;
 const MEAN_CALL_TOKENS: u64 = 415 + 210 * BURNDOWN;
 
 fn main() -> Result<(), BoxError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     if let Some(worker) = fleet::Worker::from_env() {
         return runtime.block_on(worker.run());
     }
@@ -40,7 +42,9 @@ fn main() -> Result<(), BoxError> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let processes: usize = value("--processes").and_then(|v| v.parse().ok()).unwrap_or(4);
+    let processes: usize = value("--processes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
     let (tpm, window, windows) = (100_000, Duration::from_secs(2), 4);
     let shared = !flag("--static");
     let own_redis = match (shared, value("--redis")) {

@@ -28,9 +28,18 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Result<Self, BoxError> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
@@ -113,7 +122,9 @@ impl Worker {
             index: n("FLEET_INDEX") as usize,
             workers: n("FLEET_WORKERS") as usize,
             heavy_pct: n("FLEET_HEAVY"),
-            margin: v("FLEET_MARGIN_MS").and_then(|s| s.parse().ok()).map(Duration::from_millis),
+            margin: v("FLEET_MARGIN_MS")
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_millis),
             start_ms: n("FLEET_START_MS"),
         })
     }
@@ -131,7 +142,9 @@ impl Worker {
             self.index.to_string(),
             self.workers.to_string(),
             self.heavy_pct.to_string(),
-            self.margin.map(|m| m.as_millis().to_string()).unwrap_or_default(),
+            self.margin
+                .map(|m| m.as_millis().to_string())
+                .unwrap_or_default(),
             self.start_ms.to_string(),
         ];
         VARS.into_iter().zip(values).collect()
@@ -237,7 +250,9 @@ pub fn run_workers(
         let stdout = child.stdout.take().ok_or("worker without stdout")?;
         for line in BufReader::new(stdout).lines() {
             let line = line?;
-            let Some(json) = line.strip_prefix("FLEET ") else { continue };
+            let Some(json) = line.strip_prefix("FLEET ") else {
+                continue;
+            };
             let rows: Vec<serde_json::Value> = serde_json::from_str(json)?;
             for r in rows {
                 let secs = |k: &str| Duration::from_secs_f64(r[k].as_f64().unwrap_or(0.0));

@@ -16,11 +16,18 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local function fmt(n) return string.format('%d', n) end
 local function amount(member) return tonumber(string.match(member, ':(%d+)$')) end
 
+-- The state hash, read once: quota set fleet-wide, usage and feedback of each dimension.
+local F = { 'qset', 'q_r', 'q_t', 'q_d', 'u_r', 'u_t', 'u_d', 'e_r', 'tt_r', 'e_t', 'tt_t', 'e_d', 'tt_d' }
+local state = {}
+do
+  local v = redis.call('HMGET', S, unpack(F))
+  for j = 1, #F do state[F[j]] = v[j] end
+end
+
 -- The limits in force: those set fleet-wide by set_quota, else the caller's configuration.
 local function limits(lr, lt, ld)
-  if redis.call('HGET', S, 'qset') == '1' then
-    local q = redis.call('HMGET', S, 'q_r', 'q_t', 'q_d')
-    return { tonumber(q[1]), tonumber(q[2]), tonumber(q[3]) }
+  if state.qset == '1' then
+    return { tonumber(state.q_r), tonumber(state.q_t), tonumber(state.q_d) }
   end
   return { tonumber(lr), tonumber(lt), tonumber(ld) }
 end
@@ -29,13 +36,14 @@ end
 local function expire(i, win)
   local z = Z[i]
   local field = 'u_' .. DIM[i]
-  if redis.call('EXISTS', z) == 0 then
+  local used = tonumber(state[field] or '0')
+  if used > 0 and redis.call('EXISTS', z) == 0 then
+    -- The ledger is gone (evicted, flushed): so is its usage.
     redis.call('HDEL', S, field)
     return 0
   end
   local cutoff = now - win
   local gone = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
-  local used = tonumber(redis.call('HGET', S, field) or '0')
   if #gone > 0 then
     local sum = 0
     for _, m in ipairs(gone) do sum = sum + amount(m) end
@@ -49,7 +57,7 @@ end
 
 -- The effective limit of dimension i now (lowered by feedback, recovering linearly).
 local function effective(i, limit, w, recover)
-  local e = redis.call('HMGET', S, 'e_' .. DIM[i], 'tt_' .. DIM[i])
+  local e = { state['e_' .. DIM[i]], state['tt_' .. DIM[i]] }
   if not e[1] then return limit end
   local step = math.ceil(recover * limit)
   if step < 1 then step = 1 end
@@ -61,8 +69,9 @@ local function effective(i, limit, w, recover)
   return eff
 end
 
-local function touch(ttl)
-  for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, ttl) end
+-- Every key written lives a window (the longest, plus the margin) after its last write.
+local function touch(ttl, keys)
+  for _, k in ipairs(keys) do redis.call('PEXPIRE', k, ttl) end
 end
 
 local function book(i, at, amt)
@@ -90,8 +99,11 @@ if op == 'a' then
   end
   -- Tickets: the waiting heads of the fleet, in arrival order. Dead ones (past expiry) go.
   local ahead = { 0, 0, 0 }
-  local mine = redis.call('ZSCORE', Q, id)
+  local mine = nil
   local line = redis.call('ZRANGE', Q, 0, -1, 'WITHSCORES')
+  for j = 1, #line, 2 do
+    if line[j] == id then mine = line[j + 1] end
+  end
   for j = 1, #line, 2 do
     local who, num = line[j], tonumber(line[j + 1])
     local c = redis.call('HGET', QC, who)
@@ -139,17 +151,19 @@ if op == 'a' then
   if blocked == 0 then
     local seq = redis.call('HINCRBY', S, 'seq', 1)
     local member = fmt(seq)
+    local written = { S }
     for i = 1, 3 do
       if used[i] and cost[i] > 0 then
         redis.call('ZADD', Z[i], now, member .. ':' .. fmt(cost[i]))
         redis.call('HINCRBY', S, 'u_' .. DIM[i], fmt(cost[i]))
+        written[#written + 1] = Z[i]
       end
     end
     if mine then
       redis.call('ZREM', Q, id)
       redis.call('HDEL', QC, id)
     end
-    touch(tonumber(ARGV[12]))
+    touch(tonumber(ARGV[12]), written)
     return { 1, seq, now }
   end
   if ARGV[13] == '1' then
@@ -160,7 +174,7 @@ if op == 'a' then
     for i = 1, 3 do if used[i] then c[i] = cost[i] end end
     redis.call('HSET', QC, id,
       fmt(c[1]) .. ' ' .. fmt(c[2]) .. ' ' .. fmt(c[3]) .. ' ' .. fmt(now + wait + tonumber(ARGV[11])))
-    touch(tonumber(ARGV[12]))
+    touch(tonumber(ARGV[12]), KEYS)
   end
   return { 0, wait, blocked }
 elseif op == 's' then
@@ -179,7 +193,7 @@ elseif op == 's' then
     end
     if debt > 0 and lim[i] and lim[i] > 0 then book(i, now, debt) end
   end
-  touch(tonumber(ARGV[7]))
+  touch(tonumber(ARGV[7]), KEYS)
   return now
 elseif op == 't' then
   -- Throttle feedback. ARGV: 2 dims ("r", "t", "d", "rt"), 3 admitted at (-1 without permit),
@@ -209,7 +223,7 @@ elseif op == 't' then
       if fill > 0 then book(i, now, fill) end
     end
   end
-  touch(tonumber(ARGV[15]))
+  touch(tonumber(ARGV[15]), KEYS)
   return now
 elseif op == 'q' then
   -- Set the quota fleet-wide. ARGV: 2-4 limits r t d (0 = none), 5 ttl ms
