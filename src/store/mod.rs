@@ -65,7 +65,10 @@
 //! store to its [`Outage`] mode, logged at warn and counted ([`RedisStore::store_stats`]). While
 //! degraded, one call per interval probes Redis; the first answer switches back (also logged).
 //! Permits granted by the local share settle locally, and Redis never hears of them: nothing is
-//! charged twice on return. A settlement that cannot reach Redis leaves its reservation
+//! charged twice on return. The price is the other side of the same choice: for one window
+//! after the return, the fleet's ledger does not see what the local shares (or fail open)
+//! admitted during the outage, so the server may see up to that much above the limit; choose
+//! the fraction (about 1 / processes) with that in mind, or fail closed. A settlement that cannot reach Redis leaves its reservation
 //! standing until it expires with the window. Nothing panics.
 //!
 //! # Example
