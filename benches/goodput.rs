@@ -27,6 +27,13 @@
 //!   dealt round-robin between them;
 //! - **over**: the crate is told a quota 20% above the emulator's real one, so only throttle
 //!   feedback keeps it inside (crate only: the SDK clients are told nothing).
+//! - **fleet** (feature `redis`, 3x, crate only): 4 separate OS processes (this executable
+//!   again), each with its own SDK client configured by `BedrockThrottle::builder()...redis(url)`
+//!   and told the WHOLE quota, share one emulator quota through one `redis-server` that the case
+//!   starts on loopback; the calls dealt evenly (**fleet**) or 70% to one process
+//!   (**fleet-uneven**). **fleet-static** and **fleet-static-uneven**: the same 4 processes
+//!   without Redis, each told a quarter of the quota (the static split, for comparison).
+//!   Utilisation and latency are over the fleet's calls merged (`load::utilization`).
 //!
 //! Columns: quota utilisation is settled quota tokens (input + output × 5) of successful calls
 //! per window, divided by the REAL quota, over the saturated windows (calls bucketed by the time
@@ -49,6 +56,9 @@
 //! processes, default 3; 1 runs everything in this process), `GOODPUT_JSON=1` (one JSON object
 //! per case on stdout as well).
 
+#[cfg(feature = "redis")]
+#[path = "../examples/support/fleet.rs"]
+mod fleet;
 #[path = "../examples/support/load.rs"]
 mod load;
 
@@ -102,6 +112,14 @@ enum Scenario {
     Single,
     Shared,
     Over,
+    /// 4 OS processes sharing the quota through Redis, even load.
+    Fleet,
+    /// The same, one process sending 70% of the calls.
+    FleetUneven,
+    /// 4 OS processes each told a quarter of the quota, even load.
+    FleetStatic,
+    /// The same, one process sending 70% of the calls.
+    FleetStaticUneven,
 }
 
 impl Scenario {
@@ -110,7 +128,21 @@ impl Scenario {
             Scenario::Single => "single",
             Scenario::Shared => "shared",
             Scenario::Over => "over",
+            Scenario::Fleet => "fleet",
+            Scenario::FleetUneven => "fleet-uneven",
+            Scenario::FleetStatic => "fleet-static",
+            Scenario::FleetStaticUneven => "fleet-static-uneven",
         }
+    }
+
+    fn is_fleet(self) -> bool {
+        matches!(
+            self,
+            Scenario::Fleet
+                | Scenario::FleetUneven
+                | Scenario::FleetStatic
+                | Scenario::FleetStaticUneven
+        )
     }
 }
 
@@ -186,6 +218,16 @@ fn cases(s: &Settings) -> Vec<(usize, Case)> {
     let demands: &[f64] = if s.quick { &[3.0] } else { &[1.5, 3.0] };
     let scenarios: &[Scenario] = if s.quick {
         &[Scenario::Single, Scenario::Over]
+    } else if cfg!(feature = "redis") {
+        &[
+            Scenario::Single,
+            Scenario::Shared,
+            Scenario::Over,
+            Scenario::Fleet,
+            Scenario::FleetUneven,
+            Scenario::FleetStatic,
+            Scenario::FleetStaticUneven,
+        ]
     } else {
         &[Scenario::Single, Scenario::Shared, Scenario::Over]
     };
@@ -203,7 +245,12 @@ fn cases(s: &Settings) -> Vec<(usize, Case)> {
                     ClientKind::Crate,
                     ClientKind::CrateOne,
                 ] {
-                    if scenario == Scenario::Over && client != ClientKind::Crate {
+                    if (scenario == Scenario::Over || scenario.is_fleet())
+                        && client != ClientKind::Crate
+                    {
+                        continue;
+                    }
+                    if scenario.is_fleet() && demand < 3.0 {
                         continue;
                     }
                     if client == ClientKind::CrateOne && scenario != Scenario::Shared {
@@ -264,6 +311,9 @@ impl Row {
         if self.scenario == Scenario::Over.label() {
             return Some(self.throttled_pct() <= 2.0);
         }
+        if self.scenario.starts_with("fleet-static") {
+            return None;
+        }
         if self.demand >= 3.0 {
             return Some(
                 self.report.quota_utilization >= 0.95
@@ -276,6 +326,10 @@ impl Row {
 }
 
 async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxError> {
+    #[cfg(feature = "redis")]
+    if case.scenario.is_fleet() {
+        return run_fleet_case(s, case, index).await;
+    }
     let emulator = Emulator::builder()
         .model_quota(MODEL, bedrock_throttle::budget::Quota::tokens(s.tpm))
         .window(s.window)
@@ -386,6 +440,78 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
     };
     drop(clients);
     emulator.shutdown().await;
+    Ok(row)
+}
+
+/// A fleet case: 4 worker processes (this executable again), through one Redis or each told
+/// a quarter.
+#[cfg(feature = "redis")]
+async fn run_fleet_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxError> {
+    let emulator = Emulator::builder()
+        .model_quota(MODEL, bedrock_throttle::budget::Quota::tokens(s.tpm))
+        .window(s.window)
+        .enforcement(case.enforcement)
+        .output_length(OutputLength::Uniform { min: 40, max: 400 })
+        .time_to_first_token(s.ttft)
+        .tokens_per_second(2_000.0)
+        .seed(7)
+        .start()
+        .await?;
+    let shared = matches!(case.scenario, Scenario::Fleet | Scenario::FleetUneven);
+    let redis = if shared {
+        Some(fleet::Redis::start()?)
+    } else {
+        None
+    };
+    let template = fleet::Worker {
+        endpoint: emulator.endpoint_url(),
+        redis: redis.as_ref().map(|r| r.url.clone()),
+        model: MODEL.to_owned(),
+        tpm: s.tpm,
+        window: s.window,
+        windows: s.windows,
+        demand: case.demand,
+        mean_call_tokens: MEAN_CALL_TOKENS,
+        index: 0,
+        workers: SHARED_INSTANCES,
+        heavy_pct: match case.scenario {
+            Scenario::FleetUneven | Scenario::FleetStaticUneven => 70,
+            _ => 0,
+        },
+        margin: s.margin,
+        start_ms: 0,
+    };
+    let outcomes = tokio::task::spawn_blocking(move || {
+        fleet::run_workers(&template, &[], Duration::from_millis(1_500))
+    })
+    .await??;
+    let outcomes: Vec<load::CallOutcome> = outcomes.into_iter().map(|(_, o)| o).collect();
+    let counters = emulator.stats().model(MODEL);
+    let c = counters.counters;
+    let throttled = c.throttled_requests + c.throttled_tokens + c.throttled_tokens_per_day;
+    let report = load::report(
+        case.client.label(),
+        &outcomes,
+        throttled,
+        c.requests,
+        BURNDOWN,
+        s.tpm,
+        s.window,
+    );
+    let row = Row {
+        index,
+        case: case.label(),
+        enforcement: case.enforcement.to_string(),
+        demand: case.demand,
+        scenario: case.scenario.label().to_owned(),
+        client: case.client.label().to_owned(),
+        report,
+        emulator_attempts: c.requests,
+        wire_attempts: c.requests,
+        peak_window: counters.peak_window.tokens as f64 / s.tpm as f64,
+    };
+    emulator.shutdown().await;
+    drop(redis);
     Ok(row)
 }
 
@@ -507,6 +633,13 @@ fn run_children(s: &Settings, cases: &[(usize, Case)], jobs: usize) -> Result<Ve
 }
 
 fn main() -> Result<(), BoxError> {
+    #[cfg(feature = "redis")]
+    if let Some(worker) = fleet::Worker::from_env() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(worker.run());
+    }
     let s = settings();
     let cases = cases(&s);
     if cases.is_empty() {

@@ -88,6 +88,7 @@
 //! | `bedrock` | via `sdk` | [`bedrock`]: model tables, body parsing and token estimates, usage, error classification, event streams |
 //! | `sdk` | yes | [`sdk`]: the layered `HttpClient` for the AWS SDK and the one-call setup (pulls in `aws-sdk-bedrockruntime`) |
 //! | `emulator` | no | [`emulator`]: the local Bedrock Runtime server (and its Service Quotas API) and the `bedrock-emulator` binary |
+//! | `redis` | no | [`store::RedisStore`]: one quota shared by a fleet of processes through Redis, Valkey or Redis Cluster (one script call per admission, server time) |
 //! | `service-quotas` | no | `AppliedQuotas::fetch` in [`quotas`]: the applied quotas from AWS Service Quotas (pulls in `aws-sdk-servicequotas`) |
 //! | `metrics` | no | `metrics`: admission, throttle and retry metrics through the `metrics` facade |
 //!
@@ -111,6 +112,7 @@ pub mod admit;
 pub mod budget;
 pub mod classify;
 pub mod retry;
+pub mod store;
 
 #[cfg(feature = "bedrock")]
 pub mod bedrock;

@@ -24,6 +24,7 @@ use crate::budget::{Budget, ConfigError, Quota};
 use crate::quotas::AppliedQuotas;
 use crate::report::CapacityRecorder;
 use crate::retry::{Backoff, RetryBudget, ThrottleRetryLayer};
+use crate::store::Store;
 
 /// An error in the setup's configuration.
 #[derive(Debug)]
@@ -40,6 +41,9 @@ pub enum SetupError {
         /// The most the signature window allows.
         limit: Duration,
     },
+    /// The shared store's URL or prefix is invalid.
+    #[cfg(feature = "redis")]
+    Store(crate::store::StoreError),
 }
 
 impl fmt::Display for SetupError {
@@ -52,6 +56,8 @@ impl fmt::Display for SetupError {
                 "a request may be held {wait:?} inside the stack, but a signed request must be sent \
                  within {limit:?}: lower max_wait / retry_deadline"
             ),
+            #[cfg(feature = "redis")]
+            SetupError::Store(e) => write!(f, "invalid shared store: {e}"),
         }
     }
 }
@@ -62,6 +68,8 @@ impl std::error::Error for SetupError {
             SetupError::Budget(e) => Some(e),
             SetupError::Retry(e) => Some(e),
             SetupError::WaitsExceedSignatureWindow { .. } => None,
+            #[cfg(feature = "redis")]
+            SetupError::Store(e) => Some(e),
         }
     }
 }
@@ -169,6 +177,17 @@ pub struct BedrockThrottleBuilder {
     applied: Option<AppliedQuotas>,
     report_windows: usize,
     metrics: bool,
+    #[cfg(feature = "redis")]
+    redis: Option<RedisSettings>,
+}
+
+/// Where the shared store is and how it behaves in an outage.
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone)]
+struct RedisSettings {
+    urls: Vec<String>,
+    cluster: bool,
+    outage: crate::store::Outage,
 }
 
 impl Default for BedrockThrottleBuilder {
@@ -191,6 +210,8 @@ impl Default for BedrockThrottleBuilder {
             applied: None,
             report_windows: DEFAULT_REPORT_WINDOWS,
             metrics: false,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }
@@ -325,6 +346,46 @@ impl BedrockThrottleBuilder {
         self
     }
 
+    /// Shares every model's quota with the other processes that use the same Redis (or Valkey)
+    /// at `url` (`redis://host:port`): the store is a [`RedisStore`](crate::store::RedisStore)
+    /// instead of the in-process budget, with the same quotas, window, margin and max wait.
+    /// It connects at the first request; [`BedrockThrottle::store`] gives it, to check it at
+    /// start ([`RedisStore::ready`](crate::store::RedisStore::ready)) or read its health.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        let settings = self.redis.get_or_insert(RedisSettings {
+            urls: Vec::new(),
+            cluster: false,
+            outage: crate::store::Outage::FailClosed,
+        });
+        settings.urls = vec![url.into()];
+        settings.cluster = false;
+        self
+    }
+
+    /// As [`redis`](Self::redis), for a Redis Cluster given by its seed nodes.
+    #[cfg(feature = "redis")]
+    pub fn redis_cluster<I: IntoIterator<Item = S>, S: Into<String>>(mut self, nodes: I) -> Self {
+        let settings = self.redis.get_or_insert(RedisSettings {
+            urls: Vec::new(),
+            cluster: false,
+            outage: crate::store::Outage::FailClosed,
+        });
+        settings.urls = nodes.into_iter().map(Into::into).collect();
+        settings.cluster = true;
+        self
+    }
+
+    /// What the shared store does while Redis is down or slow (default
+    /// [`Outage::FailClosed`](crate::store::Outage::FailClosed)). Needs [`redis`](Self::redis).
+    #[cfg(feature = "redis")]
+    pub fn redis_outage(mut self, outage: crate::store::Outage) -> Self {
+        if let Some(settings) = &mut self.redis {
+            settings.outage = outage;
+        }
+        self
+    }
+
     /// Validates the configuration and builds the limiters and the layered HTTP client.
     ///
     /// # Errors
@@ -351,8 +412,9 @@ impl BedrockThrottleBuilder {
         {
             return Err(SetupError::Budget(ConfigError::ZeroLimit));
         }
-        let quotas = Arc::new(merge_applied(self.quotas, self.applied.as_ref()));
-        let applied = self.applied.map(Arc::new);
+        let merged = merge_applied(self.quotas.clone(), self.applied.as_ref());
+        let quotas = Arc::new(merged.clone());
+        let applied = self.applied.clone().map(Arc::new);
         let unquoted = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
         let check = applied.clone();
         let default = self.default_quota;
@@ -370,6 +432,7 @@ impl BedrockThrottleBuilder {
             budget = budget.max_wait(max_wait);
         }
         let budget = budget.build()?;
+        let store: Store<BedrockKey> = self.store(budget.clone(), margin, merged)?;
 
         let mut retry = ThrottleRetryLayer::new(self.bedrock.clone())
             .clone_with(self.bedrock.clone())
@@ -391,7 +454,7 @@ impl BedrockThrottleBuilder {
         let stack = ServiceBuilder::new()
             .layer(retry)
             .layer(
-                AdmissionLayer::new(budget.clone(), self.bedrock.clone()).observe(observer.clone()),
+                AdmissionLayer::new(store.clone(), self.bedrock.clone()).observe(observer.clone()),
             )
             .layer(self.bedrock.response_layer())
             .into_inner();
@@ -413,11 +476,54 @@ impl BedrockThrottleBuilder {
             http_client,
             retry_config,
             retry_partition,
-            budget,
+            store,
             observer,
             applied,
             retry_counts,
         })
+    }
+
+    /// The store of the stack: the in-process budget, or the shared one.
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(clippy::unnecessary_wraps, unused_variables)
+    )]
+    fn store(
+        &self,
+        budget: Budget<BedrockKey>,
+        margin: Duration,
+        quotas: HashMap<String, Quota>,
+    ) -> Result<Store<BedrockKey>, SetupError> {
+        #[cfg(feature = "redis")]
+        if let Some(settings) = &self.redis {
+            let (urls, cluster) = (&settings.urls, settings.cluster);
+            let default = self.default_quota;
+            let mut b = crate::store::RedisStore::<BedrockKey>::builder(
+                urls.first().cloned().unwrap_or_default(),
+            )
+            .window(self.window)
+            .day(self.day)
+            .expiry_margin(margin)
+            .on_outage(settings.outage)
+            .quota_fn(move |key: &BedrockKey| {
+                Some(quotas.get(key.model()).copied().unwrap_or(default))
+            });
+            if cluster {
+                b = b.cluster();
+                for u in urls.iter().skip(1) {
+                    b = b.node(u.clone());
+                }
+            }
+            if let Some(max_wait) = self.max_wait {
+                b = b.max_wait(max_wait);
+            }
+            return match b.build() {
+                Ok(store) => Ok(Store::Redis(store)),
+                Err(crate::store::BuildError::Config(e)) => Err(SetupError::Budget(e)),
+                Err(crate::store::BuildError::Store(e)) => Err(SetupError::Store(e)),
+            };
+        }
+        Ok(Store::Local(budget))
     }
 }
 
@@ -426,7 +532,7 @@ impl BedrockThrottleBuilder {
 pub type BedrockStack = Stack<
     BedrockResponseLayer,
     Stack<
-        AdmissionLayer<Budget<BedrockKey>, Bedrock, ThrottleObserver>,
+        AdmissionLayer<Store<BedrockKey>, Bedrock, ThrottleObserver>,
         Stack<ThrottleRetryLayer<Bedrock, Bedrock>, Identity>,
     >,
 >;
@@ -479,7 +585,7 @@ pub struct BedrockThrottle {
     http_client: SharedHttpClient,
     retry_config: RetryConfig,
     retry_partition: RetryPartition,
-    budget: Budget<BedrockKey>,
+    store: Store<BedrockKey>,
     pub(super) observer: ThrottleObserver,
     pub(super) applied: Option<Arc<AppliedQuotas>>,
     pub(super) retry_counts: Arc<RetryCounts>,
@@ -517,8 +623,19 @@ impl BedrockThrottle {
             .retry_classifier(ResignOnly)
     }
 
-    /// The budget of every model's quota (shared by every attempt of every clone).
+    /// The in-process budget of every model's quota (shared by every attempt of every clone).
+    /// With a [shared store](BedrockThrottleBuilder::redis), the local share it falls back on
+    /// during an outage; the fleet's ledger is in [`store`](Self::store).
     pub fn budget(&self) -> &Budget<BedrockKey> {
-        &self.budget
+        match &self.store {
+            Store::Local(budget) => budget,
+            #[cfg(feature = "redis")]
+            Store::Redis(redis) => redis.local_share(),
+        }
+    }
+
+    /// The store of the stack: the in-process budget, or the Redis store shared by a fleet.
+    pub fn store(&self) -> &Store<BedrockKey> {
+        &self.store
     }
 }
