@@ -212,8 +212,10 @@
 
 mod acquire;
 mod error;
+mod fair;
 mod permit;
 mod quota;
+mod shares;
 mod state;
 mod store;
 
@@ -231,9 +233,10 @@ use crate::classify::ThrottleCause;
 
 pub use self::acquire::Acquire;
 pub use self::error::{AdmissionError, ConfigError};
+pub use self::fair::{Class, DEFAULT_MAX_TENANTS, Fairness, Lane};
 pub use self::permit::Permit;
 pub use self::quota::{Dimension, Quota};
-use self::state::{Begin, KeyShared, KeyState, Settings};
+use self::state::{Begin, KeyShared, KeyState, Settings, Ticket};
 pub use self::store::{QuotaStore, StorePermit};
 
 /// The feedback policy: how far the effective limit falls on a throttle and how fast it comes
@@ -322,6 +325,9 @@ pub struct KeyStats {
     pub waiters: usize,
     /// Permits handed out and not yet settled or dropped.
     pub outstanding: usize,
+    /// With fairness: the tenants the key tracks now (those with waiters, or whose account is
+    /// ahead of their lane's virtual time).
+    pub tenants: usize,
 }
 
 impl KeyStats {
@@ -354,9 +360,19 @@ pub struct BudgetBuilder<K> {
     max_queue: Option<usize>,
     margin: Duration,
     aimd: Option<Aimd>,
+    fairness: Option<Fairness>,
 }
 
 impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
+    /// Shares each key's quota fairly between tenants and priority lanes instead of FIFO (see
+    /// the [module documentation](self#fair-shares)). Requests say who they are for with
+    /// [`Budget::acquire_as`]; those admitted with [`Budget::acquire`] are the anonymous
+    /// tenant in the default lane.
+    pub fn fairness(mut self, fairness: Fairness) -> Self {
+        self.fairness = Some(fairness);
+        self
+    }
+
     /// The tokens-per-window limit of every key not given a quota by
     /// [`quota_for`](Self::quota_for) or [`quota_fn`](Self::quota_fn).
     pub fn tokens(mut self, limit: u64) -> Self {
@@ -486,13 +502,24 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
         if let Some(aimd) = &self.aimd {
             aimd.validate()?;
         }
+        let fair = self
+            .fairness
+            .map(Fairness::build)
+            .transpose()?
+            .map(Arc::new);
         Ok(Budget {
             inner: Arc::new(Inner {
                 keys: papaya::HashMap::with_hasher(KeyHasher::default()),
                 default_quota: self.quota,
                 per_key: self.per_key,
                 quota_fn: self.quota_fn,
-                settings: Arc::new(Settings::new(self.window, self.day, self.margin, self.aimd)),
+                settings: Arc::new(Settings::new(
+                    self.window,
+                    self.day,
+                    self.margin,
+                    self.aimd,
+                    fair,
+                )),
                 max_wait: self.max_wait,
                 max_queue: self.max_queue,
                 inserted: AtomicUsize::new(0),
@@ -513,6 +540,7 @@ impl<K> fmt::Debug for BudgetBuilder<K> {
             .field("max_queue", &self.max_queue)
             .field("expiry_margin", &self.margin)
             .field("aimd", &self.aimd)
+            .field("fairness", &self.fairness)
             .finish()
     }
 }
@@ -558,12 +586,21 @@ impl<K: Eq + Hash> fmt::Debug for Budget<K> {
     }
 }
 
+/// A permit of a fair budget, correcting its tenant's account when it settles.
+#[cold]
+fn fair_account(permit: Permit, fair: &fair::FairShared, class: Option<&Class>) -> Permit {
+    let Some(class) = class else {
+        return permit.with_account(None, fair.lane_of(&Class::default()) as u8);
+    };
+    permit.with_account(class.tenant_arc().cloned(), fair.lane_of(class) as u8)
+}
+
 /// What the first step of an admission gives.
 pub(crate) enum Started {
     Ready(Result<Permit, AdmissionError>),
     Queued {
         shared: Arc<KeyShared>,
-        ticket: u64,
+        ticket: Ticket,
         at: Instant,
         blocked: Option<Dimension>,
     },
@@ -585,6 +622,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
             max_queue: None,
             margin: Duration::ZERO,
             aimd: Some(Aimd::default()),
+            fairness: None,
         }
     }
 
@@ -603,7 +641,100 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     /// [`max_wait`](BudgetBuilder::max_wait), [`AdmissionError::QueueFull`] if
     /// [`max_queue`](BudgetBuilder::max_queue) requests already wait.
     pub fn acquire(&self, key: K, tokens: u64) -> Acquire<K> {
-        Acquire::new(self.clone(), key, tokens)
+        Acquire::new(self.clone(), key, tokens, Class::default())
+    }
+
+    /// [`acquire`](Self::acquire) for a request of `class`: with
+    /// [`fairness`](BudgetBuilder::fairness), it waits in its lane, in its tenant's queue, and
+    /// is served by the fair shares (see the [module documentation](self#fair-shares));
+    /// without, the class is ignored and the queue is FIFO.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire); with fairness, [`max_queue`](BudgetBuilder::max_queue)
+    /// bounds each tenant's queue, and the wait compared with
+    /// [`max_wait`](BudgetBuilder::max_wait) at arrival is an estimate (see
+    /// [fair shares](self#fair-shares)).
+    pub fn acquire_as(&self, key: K, tokens: u64, class: Class) -> Acquire<K> {
+        Acquire::new(self.clone(), key, tokens, class)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) for a request of `class`: never waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    pub fn try_acquire_as(
+        &self,
+        key: K,
+        tokens: u64,
+        class: &Class,
+    ) -> Result<Permit, AdmissionError> {
+        match self.start(key, tokens, None, Some(class)) {
+            Started::Ready(result) => result,
+            Started::Queued { shared, ticket, .. } => {
+                debug_assert!(false, "try_acquire never queues");
+                shared.cancel(ticket, tokens);
+                Err(AdmissionError::QueueFull {
+                    depth: 0,
+                    would_wait: None,
+                })
+            }
+        }
+    }
+
+    /// Whether the budget shares its keys fairly ([`BudgetBuilder::fairness`]).
+    pub fn is_fair(&self) -> bool {
+        self.inner.settings.fair.is_some()
+    }
+
+    /// Changes the weight of `tenant` at run time, on every key: tenants already waiting take
+    /// it at the next admission on their key.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidWeight`] for a weight that is zero, negative, NaN or infinite;
+    /// [`ConfigError::NotFair`] on a budget without fairness.
+    pub fn set_weight(&self, tenant: impl Into<Arc<str>>, weight: f64) -> Result<(), ConfigError> {
+        let fair = self
+            .inner
+            .settings
+            .fair
+            .as_ref()
+            .ok_or(ConfigError::NotFair)?;
+        fair.set_weight(tenant.into(), weight)
+    }
+
+    /// Changes the weight of tenants not given one, at run time.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_weight`](Self::set_weight).
+    pub fn set_default_weight(&self, weight: f64) -> Result<(), ConfigError> {
+        let fair = self
+            .inner
+            .settings
+            .fair
+            .as_ref()
+            .ok_or(ConfigError::NotFair)?;
+        fair.set_default_weight(weight)
+    }
+
+    /// Changes the guaranteed minimum share of `lane` at run time.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::UnknownLane`], [`ConfigError::InvalidMinimum`] (outside `[0, 1]`),
+    /// [`ConfigError::MinimumsAboveWhole`] (the lanes' minimums would add up to more than 1),
+    /// [`ConfigError::NotFair`] on a budget without fairness.
+    pub fn set_lane_minimum(&self, lane: &str, minimum: f64) -> Result<(), ConfigError> {
+        let fair = self
+            .inner
+            .settings
+            .fair
+            .as_ref()
+            .ok_or(ConfigError::NotFair)?;
+        fair.set_minimum(lane, minimum)
     }
 
     /// Admits a request costing `tokens` on `key` now, or fails: never waits.
@@ -615,7 +746,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     /// requests are already waiting on the key, with the wait [`acquire`](Self::acquire) would
     /// have had.
     pub fn try_acquire(&self, key: K, tokens: u64) -> Result<Permit, AdmissionError> {
-        match self.start(key, tokens, None) {
+        match self.start(key, tokens, None, None) {
             Started::Ready(result) => result,
             Started::Queued { shared, ticket, .. } => {
                 // Without a waker nothing is queued.
@@ -635,7 +766,13 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     /// uncontended lock, and a ledger entry per dimension (merged with the last one at the same
     /// instant).
     #[inline]
-    pub(crate) fn start(&self, key: K, tokens: u64, waker: Option<&Waker>) -> Started {
+    pub(crate) fn start(
+        &self,
+        key: K,
+        tokens: u64,
+        waker: Option<&Waker>,
+        class: Option<&Class>,
+    ) -> Started {
         let now = Instant::now();
         let inner = &*self.inner;
         let offset = inner.settings.offset(now);
@@ -656,10 +793,17 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
                 waker,
                 inner.max_wait,
                 inner.max_queue,
+                class,
             );
             drop(state);
             return match begin {
-                Begin::Admitted(at) => Started::Ready(Ok(Permit::charged(shared, tokens, at))),
+                Begin::Admitted(at) => {
+                    let permit = Permit::charged(shared, tokens, at);
+                    Started::Ready(Ok(match &inner.settings.fair {
+                        None => permit,
+                        Some(fair) => fair_account(permit, fair, class),
+                    }))
+                }
                 Begin::Refused(error) => Started::Ready(Err(error)),
                 Begin::Queued(ticket, blocked) => Started::Queued {
                     shared,
