@@ -186,7 +186,8 @@ impl Fairness {
     /// The most tenants one key tracks at a time (per lane counted together). Tenants are
     /// tracked only while they have waiters, or while their account is ahead of the lane's
     /// virtual time; beyond the bound, a new tenant shares ONE overflow tenant of the lane (at
-    /// the default weight, FIFO inside it) until tracked tenants leave. A tenant function that
+    /// the default weight, FIFO inside it); while the overflow tenant has waiters, every tenant
+    /// not tracked joins it, so FIFO within a tenant holds. A tenant function that
     /// returns a new value per request therefore cannot grow memory without bound. Default
     /// [`DEFAULT_MAX_TENANTS`].
     pub fn max_tenants(mut self, max: usize) -> Self {

@@ -172,19 +172,22 @@ impl Fair {
         if let Some(&idx) = self.index.get(&key) {
             return idx;
         }
-        let key =
-            if matches!(key.tenant, TenantId::Named(_)) && self.named >= self.shared.max_tenants {
-                let overflow = FlowKey {
-                    lane,
-                    tenant: TenantId::Overflow,
-                };
-                if let Some(&idx) = self.index.get(&overflow) {
-                    return idx;
-                }
-                overflow
-            } else {
-                key
+        let key = if matches!(key.tenant, TenantId::Named(_)) {
+            let overflow = FlowKey {
+                lane,
+                tenant: TenantId::Overflow,
             };
+            let full = self.named >= self.shared.max_tenants;
+            match self.index.get(&overflow) {
+                // While the overflow tenant has waiters, every untracked tenant joins it: one of
+                // them may have waiters there, and FIFO within a tenant must hold.
+                Some(&idx) if full || self.depth(idx) > 0 => return idx,
+                _ if full => overflow,
+                _ => key,
+            }
+        } else {
+            key
+        };
         let weight = match &key.tenant {
             TenantId::Named(t) => self.shared.weight_of(Some(t)),
             _ => self.shared.weight_of(None),
@@ -486,10 +489,20 @@ impl Fair {
                 // A tenant no longer tracked: only debt matters, and only while the lane is busy
                 // (its account then is ahead of the others').
                 let lane = &self.lanes[rank];
+                let overflow = FlowKey {
+                    lane: key.lane,
+                    tenant: TenantId::Overflow,
+                };
+                // A tenant not tracked may have waiters in the overflow tenant: a flow of its own
+                // would let its next arrival overtake them.
+                let overflowing = self
+                    .index
+                    .get(&overflow)
+                    .is_some_and(|&i| self.depth(i) > 0);
                 if delta <= 0
                     || lane.backlog.is_empty()
                     || (matches!(key.tenant, TenantId::Named(_))
-                        && self.named >= self.shared.max_tenants)
+                        && (overflowing || self.named >= self.shared.max_tenants))
                 {
                     return;
                 }
