@@ -586,15 +586,6 @@ impl<K: Eq + Hash> fmt::Debug for Budget<K> {
     }
 }
 
-/// A permit of a fair budget, correcting its tenant's account when it settles.
-#[cold]
-fn fair_account(permit: Permit, fair: &fair::FairShared, class: Option<&Class>) -> Permit {
-    let Some(class) = class else {
-        return permit.with_account(None, fair.lane_of(&Class::default()) as u8);
-    };
-    permit.with_account(class.tenant_arc().cloned(), fair.lane_of(class) as u8)
-}
-
 /// What the first step of an admission gives.
 pub(crate) enum Started {
     Ready(Result<Permit, AdmissionError>),
@@ -797,13 +788,9 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
             );
             drop(state);
             return match begin {
-                Begin::Admitted(at) => {
-                    let permit = Permit::charged(shared, tokens, at);
-                    Started::Ready(Ok(match &inner.settings.fair {
-                        None => permit,
-                        Some(fair) => fair_account(permit, fair, class),
-                    }))
-                }
+                // With fairness too: a request admitted without waiting was not contended, so
+                // its settlement does not move its tenant's account (see "Fair shares").
+                Begin::Admitted(at) => Started::Ready(Ok(Permit::charged(shared, tokens, at))),
                 Begin::Refused(error) => Started::Ready(Err(error)),
                 Begin::Queued(ticket, blocked) => Started::Queued {
                     shared,
