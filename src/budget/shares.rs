@@ -298,6 +298,11 @@ impl Fair {
             flow.tag = flow.tag.max(lane.virtual_time);
             lane.backlog.insert((bits(flow.tag), idx));
         }
+        if flow.queue.capacity() == 0 {
+            // Most tenants wait with one request at a time: one slot, not the four a first push
+            // would allocate.
+            flow.queue.reserve_exact(1);
+        }
         flow.queue.push_back(Slot {
             ticket: seq,
             cost,
