@@ -19,7 +19,7 @@ use tower::layer::util::{Identity, Stack};
 use super::connector::{DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient, SIGNATURE_VALIDITY};
 use crate::admit::{AdmissionLayer, LeftQueue};
 use crate::bedrock::{Bedrock, BedrockKey, BedrockResponseLayer};
-use crate::budget::{Budget, ConfigError, Quota};
+use crate::budget::{Budget, ConfigError, Fairness, Quota};
 use crate::retry::{Backoff, RetryBudget, ThrottleRetryLayer};
 
 /// An error in the setup's configuration.
@@ -110,6 +110,7 @@ pub struct BedrockThrottleBuilder {
     sdk_max_attempts: u32,
     signature_margin: Duration,
     inner: Option<SharedHttpClient>,
+    fairness: Option<Fairness>,
 }
 
 impl Default for BedrockThrottleBuilder {
@@ -129,6 +130,7 @@ impl Default for BedrockThrottleBuilder {
             sdk_max_attempts: DEFAULT_SDK_ATTEMPTS,
             signature_margin: DEFAULT_SIGNATURE_MARGIN,
             inner: None,
+            fairness: None,
         }
     }
 }
@@ -238,11 +240,22 @@ impl BedrockThrottleBuilder {
         self
     }
 
+    /// Shares each model's quota fairly between tenants and lanes instead of FIFO (see
+    /// [fair shares](crate::budget#fair-shares)). A request's class comes from the
+    /// [`Bedrock`] protocol: [`Bedrock::tenant_header`], [`Bedrock::lane_header`],
+    /// [`Bedrock::service_tier_lanes`]. Weights and minimums change at run time through
+    /// [`BedrockThrottle::budget`]. With a shared store, fairness holds within each process's
+    /// admissions.
+    pub fn fairness(mut self, fairness: Fairness) -> Self {
+        self.fairness = Some(fairness);
+        self
+    }
+
     /// Validates the configuration and builds the limiters and the layered HTTP client.
     ///
     /// # Errors
     ///
-    /// [`SetupError::Budget`] for a zero limit, window or day, or a window too long;
+    /// [`SetupError::Budget`] for a zero limit, window or day, or a window too long, or a fairness configuration refused (weights, minimums);
     /// [`SetupError::WaitsExceedSignatureWindow`] for a retry deadline that one signature
     /// cannot cover (with the [`signature_margin`](Self::signature_margin)).
     pub fn build(self) -> Result<BedrockThrottle, SetupError> {
@@ -275,6 +288,9 @@ impl BedrockThrottleBuilder {
             });
         if let Some(max_wait) = self.max_wait {
             budget = budget.max_wait(max_wait);
+        }
+        if let Some(fairness) = self.fairness {
+            budget = budget.fairness(fairness);
         }
         let budget = budget.build()?;
 
