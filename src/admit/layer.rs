@@ -37,7 +37,7 @@ impl<St, P> AdmissionLayer<St, P> {
 }
 
 impl<St, P, O> AdmissionLayer<St, P, O> {
-    /// Tells `observer` every admission event (see [`Observe`]).
+    /// Tells `observer` every admission event (see [`Observe`](super::Observe)).
     pub fn observe<O2>(self, observer: O2) -> AdmissionLayer<St, P, O2> {
         AdmissionLayer {
             store: self.store,

@@ -52,7 +52,8 @@
 //!
 //! # Waiting
 //!
-//! Waiters queue strictly FIFO per key: a large request at the head is not overtaken by small
+//! Waiters queue strictly FIFO per key (unless the budget shares keys fairly: see
+//! [fair shares](#fair-shares)): a large request at the head is not overtaken by small
 //! ones behind it, and keys never block each other. Only the head of a queue has a timer, set to
 //! the instant at which enough entries expire (or the effective limit recovers enough) for it to
 //! fit on every dimension; it is woken earlier when a refund or a limit raise frees capacity. There is no polling
@@ -65,6 +66,88 @@
 //! about 114 bytes per waiter with 100,000 waiters on one key, the queue's spare capacity
 //! included (`benches/memory.rs`). Once a burst of waiters is over, the queue gives its memory
 //! back.
+//!
+//! # Fair shares
+//!
+//! One quota often serves many tenants (customers of a SaaS, teams, interactive users next to a
+//! nightly batch). FIFO makes every tenant wait behind the whole backlog of the one that floods.
+//! With [`BudgetBuilder::fairness`], a key's waiters are served by their [`Class`] (a tenant and
+//! a lane, given with [`Budget::acquire_as`]):
+//! - **Lanes** ([`Lane`]) in priority order. A lane with a guaranteed
+//!   [minimum](Lane::minimum) that was admitted less than `minimum × limit` in the last window
+//!   goes first (a tiny ledger per lane counts what it was admitted); otherwise the highest
+//!   backlogged lane. A lower lane is never starved below its minimum; without one, a saturated
+//!   higher lane takes everything (strict priority).
+//! - **Tenants** inside a lane share its admissions by weight, by TOKENS, not requests:
+//!   start-time fair queuing with one tag per tenant. A backlogged tenant's tag is the start
+//!   tag of its first waiter; serving it moves the tag by `cost / weight` and sets the lane's
+//!   virtual time to the tag served; a tenant that becomes backlogged starts at
+//!   `max(virtual time, its tag)`. The smallest tag goes first. So the shares of backlogged
+//!   tenants follow their weights, what an idle tenant does not use goes to the others
+//!   (work-conserving), and a tenant that was idle gets no burst of saved share when it returns.
+//!   Settlement corrects the tenant's account by `(settled - reserved) / weight`: a tenant whose
+//!   requests burn more than they reserved is served less. FIFO within a tenant of a lane.
+//!   Weights (and minimums) change at run time ([`Budget::set_weight`],
+//!   [`Budget::set_lane_minimum`]); unknown tenants get the
+//!   [default weight](Fairness::default_weight).
+//!
+//! What does not change: the engine admits only the *selected* waiter, when it fits on every
+//! dimension (it is not overtaken by smaller requests that would fit while it waits), only it
+//! has a timer, at the instant it fits, and an arrival that becomes the selected one is told.
+//! So **the sliding-window guarantee per key is exactly the FIFO one**, wake-ups stay at
+//! computed instants, and a dropped waiter leaves no trace (a grant it never collected is
+//! refunded on the window; its tenant's account keeps the charge). A request that does not have
+//! to wait (nobody waits, it fits) is admitted as in FIFO: it was not contended, so it moves no
+//! account (its lane's minimum ledger still counts it). The fair path costs the no-wait
+//! admission little (`benches/engine.rs`; the figures, and the shares measured under a paused
+//! clock by `benches/fairness.rs`, are in `BENCHMARKS.md`).
+//!
+//! **Bounds.** [`max_queue`](BudgetBuilder::max_queue) bounds each tenant's queue (a flooding
+//! tenant fills its own, not the others'). The wait compared with
+//! [`max_wait`](BudgetBuilder::max_wait) at arrival (and reported by
+//! [`AdmissionError::WaitTooLong`]) is an *estimate*: it simulates the window with, ahead of
+//! the request, every waiter of higher lanes, those of its own tenant, and those of the other
+//! tenants of its lane whose tags come first; lanes below with a minimum, and later arrivals
+//! with smaller tags, can delay it further, and requests ahead may leave. Exact would mean
+//! simulating the whole discipline with its future arrivals, which nobody knows. The deadline
+//! still ends a wait exactly.
+//!
+//! **Memory.** A tenant is tracked only while it has waiters or its account is ahead of its
+//! lane's virtual time, and a lane without waiters forgets all of its tenants: idle tenants cost
+//! nothing. At most [`max_tenants`](Fairness::max_tenants) are tracked per key; beyond, new
+//! tenants share one overflow tenant per lane (FIFO inside it, default weight), so a tenant
+//! function that returns a new value per request cannot grow memory without bound. A tracked
+//! tenant with one waiter costs a few hundred bytes (`benches/memory.rs`).
+//!
+//! **With a shared store** (a fleet behind one quota), the window guarantee is the store's, and
+//! fairness holds within each process's admissions: each process orders its own waiters, and
+//! the store admits whoever of each process asks first. Fleet-wide weighted shares would need
+//! the tags in the store; a tenant pinned to one process (sticky routing) gets its share of
+//! that process.
+//!
+//! ```
+//! use bedrock_throttle::budget::{Budget, Class, Fairness, Lane};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let budget: Budget<&str> = Budget::builder()
+//!     .tokens(100_000)
+//!     .fairness(
+//!         Fairness::new()
+//!             .weight("gold", 3.0)
+//!             .lane(Lane::new("interactive").priority(1))
+//!             .lane(Lane::new("batch").minimum(0.2))
+//!             .default_lane("batch"),
+//!     )
+//!     .build()?;
+//! let permit = budget
+//!     .acquire_as("claude", 2_000, Class::tenant("gold").with_lane("interactive"))
+//!     .await?;
+//! permit.settle(1_500);
+//! budget.set_weight("silver", 2.0)?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Feedback
 //!
