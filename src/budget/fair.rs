@@ -229,7 +229,7 @@ impl Fairness {
             });
         }
         // Highest priority first; a stable sort keeps the configured order among equals.
-        lanes.sort_by(|a, b| b.priority.cmp(&a.priority));
+        lanes.sort_by_key(|l| std::cmp::Reverse(l.priority));
         let default_lane = match &self.default_lane {
             Some(name) => lanes
                 .iter()

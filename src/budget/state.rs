@@ -381,6 +381,7 @@ impl KeyShared {
 
     /// An arrival of `tokens` at offset `now`: admit now, refuse, or queue.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn begin(
         &self,
         state: &mut KeyState,

@@ -133,10 +133,13 @@ fn op() -> impl Strategy<Value = Op> {
         )
 }
 
+/// (arrival index, admission instant, final amount, (tenant, lane): the group FIFO holds in).
+type Admitted = (usize, Instant, u64, (u8, u8));
+
 #[derive(Debug, Default)]
 struct Log {
     /// Per key: (arrival index, admission instant, final amount, tenant and lane).
-    admissions: Vec<Vec<(usize, Instant, u64, (u8, u8))>>,
+    admissions: Vec<Vec<Admitted>>,
     /// Per key: (settle instant, overshoot).
     debts: Vec<Vec<(Instant, u64)>>,
     failures: Vec<String>,
