@@ -407,3 +407,36 @@ fn bad_changes_at_run_time_are_refused() {
     assert_eq!(fifo.set_weight("t", 1.0), Err(ConfigError::NotFair));
     assert!(!fifo.is_fair() && b.is_fair());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_admission_layer_passes_the_class_of_each_request() {
+    use bedrock_throttle::admit::{AdmissionLayer, Closures};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let budget = fair(10, Fairness::new().weight("gold", 3.0));
+    let protocol = Closures::new(|_: &(&'static str, u64)| "k")
+        .tokens(|r: &(&'static str, u64)| r.1, |_: &()| None::<u64>)
+        .class(|r: &(&'static str, u64)| Class::tenant(r.0));
+    let svc = ServiceBuilder::new()
+        .layer(AdmissionLayer::new(budget.clone(), protocol))
+        .service_fn(|_: (&'static str, u64)| async { Ok::<(), std::io::Error>(()) });
+    let hold = budget.try_acquire("k", 10).unwrap();
+    let mut calls: Vec<_> = ["gold", "free", "free"]
+        .into_iter()
+        .map(|tenant| Box::pin(svc.clone().oneshot((tenant, 5))))
+        .collect();
+    for call in &mut calls {
+        assert!(poll_once(call).is_pending());
+    }
+    let s = budget.stats(&"k").unwrap();
+    assert_eq!(
+        (s.waiters, s.tenants),
+        (3, 2),
+        "two tenants wait: the class got through"
+    );
+    drop(hold);
+    advance(W * 3).await;
+    for call in calls {
+        call.await.unwrap();
+    }
+}
