@@ -95,7 +95,9 @@
 //! dimension (it is not overtaken by smaller requests that would fit while it waits), only it
 //! has a timer, at the instant it fits, and an arrival that becomes the selected one is told.
 //! So **the sliding-window guarantee per key is exactly the FIFO one**, wake-ups stay at
-//! computed instants, and a dropped waiter leaves no trace (a grant it never collected is
+//! computed instants (one approximation: a lane that falls below its minimum as its ledger
+//! slides is noticed at the next event on the key, an arrival, a settlement or the selected
+//! waiter's timer, not at an instant of its own), and a dropped waiter leaves no trace (a grant it never collected is
 //! refunded on the window; its tenant's account keeps the charge). A request that does not have
 //! to wait (nobody waits, it fits) is admitted as in FIFO: it was not contended, so it moves no
 //! account (its lane's minimum ledger still counts it). The fair path costs the no-wait
