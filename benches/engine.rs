@@ -18,7 +18,7 @@ use std::num::NonZeroU32;
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use bedrock_throttle::budget::Budget;
+use bedrock_throttle::budget::{Budget, Class, Fairness, Lane};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use governor::{Quota, RateLimiter};
@@ -31,6 +31,24 @@ fn budget() -> Budget<u32> {
     Budget::builder()
         .tokens(BIG)
         .window(Duration::from_millis(1))
+        .build()
+        .unwrap()
+}
+
+/// A budget with fair shares: `lanes` adds Bedrock's three service tiers as lanes, one with a
+/// minimum share (so admissions that do not wait are counted per lane too).
+fn fair_budget(lanes: bool) -> Budget<u32> {
+    let mut fairness = Fairness::new().weight("tenant-1", 2.0);
+    if lanes {
+        fairness = fairness
+            .lane(Lane::new("priority").priority(2))
+            .lane(Lane::new("default").priority(1))
+            .lane(Lane::new("flex").minimum(0.1));
+    }
+    Budget::builder()
+        .tokens(BIG)
+        .window(Duration::from_millis(1))
+        .fairness(fairness)
         .build()
         .unwrap()
 }
@@ -74,6 +92,50 @@ fn one_thread(c: &mut Criterion) {
     g.bench_function("budget try_acquire + settle, one key", |bn| {
         bn.iter(|| b.try_acquire(black_box(7), 1).unwrap().settle(1))
     });
+    // Fairness on: the same admission, with a class (a tenant among 1,000, and a lane). With
+    // nobody waiting, no tenant is tracked: the extra cost is the class's lane lookup and the
+    // tenant reference the permit keeps for settlement's correction.
+    let classes: Vec<Class> = (0..1_000)
+        .map(|i| {
+            Class::tenant(format!("tenant-{i}")).with_lane(["priority", "default", "flex"][i % 3])
+        })
+        .collect();
+    for (name, lanes) in [
+        (
+            "fair budget (one lane) try_acquire_as + settle, one key, 1,000 tenants",
+            false,
+        ),
+        (
+            "fair budget (3 lanes, a minimum) try_acquire_as + settle, one key, 1,000 tenants",
+            true,
+        ),
+    ] {
+        let fair = fair_budget(lanes);
+        let mut i = 0usize;
+        g.bench_function(name, |bn| {
+            bn.iter(|| {
+                i = (i + 1) % classes.len();
+                fair.try_acquire_as(black_box(7), 1, &classes[i])
+                    .unwrap()
+                    .settle(1)
+            })
+        });
+    }
+    let fair = fair_budget(true);
+    let mut i = 0usize;
+    g.bench_function(
+        "fair budget (3 lanes) acquire_as future (now_or_never) + settle, one key",
+        |bn| {
+            bn.iter(|| {
+                i = (i + 1) % classes.len();
+                fair.acquire_as(black_box(7), 1, classes[i].clone())
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap()
+                    .settle(1)
+            })
+        },
+    );
     let mut key = 0u32;
     g.bench_function("budget try_acquire + settle, 1,000 keys", |bn| {
         bn.iter(|| {

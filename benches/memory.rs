@@ -9,6 +9,9 @@
 //! - **Idle key**: 100,000 keys each admitted once and settled, still in their window (so not yet
 //!   evictable): the key map, the key's state and its one ledger entry. Then the window passes
 //!   and the idle keys are evicted, to show the memory comes back.
+//! - **Tenant** (fair shares): 100,000 waiters on one full key of a budget with
+//!   [`Fairness`], each of a tenant of its own, so the key tracks 100,000 tenants: the heap per
+//!   tenant beyond the caller's own class, then what is left once they are dropped.
 //!
 //! Run with `cargo bench --bench memory`; the results are in `BENCHMARKS.md`.
 
@@ -19,7 +22,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
-use bedrock_throttle::budget::{Acquire, Budget, Permit};
+use bedrock_throttle::budget::{Acquire, Budget, Class, Fairness, Permit};
 
 /// Counts the bytes currently allocated, on top of the system allocator.
 struct Counting;
@@ -117,6 +120,37 @@ fn waiters<K: Clone + Eq + std::hash::Hash + Send + Sync + 'static>(key: K) -> (
     let left = live() - before;
     drop(full);
     ((after - before) as f64 / N as f64, left)
+}
+
+/// Queues `N` waiters on one full key of a fair budget, each of tenant `tenant(i)`, and returns
+/// the heap bytes per waiter (the classes are the caller's, built before), the tenants tracked,
+/// and the bytes left once they are dropped.
+fn fair_waiters(tenant: impl Fn(usize) -> String) -> (f64, usize, isize) {
+    let budget: Budget<u32> = Budget::builder()
+        .tokens(1)
+        .window(WINDOW)
+        .fairness(Fairness::new().max_tenants(N))
+        .build()
+        .unwrap();
+    let full: Permit = budget.try_acquire(7, 1).unwrap();
+    let classes: Vec<Class> = (0..N).map(|i| Class::tenant(tenant(i))).collect();
+    let mut futures: Vec<Acquire<u32>> = Vec::with_capacity(N);
+    let mut cx = Context::from_waker(Waker::noop());
+    let before = live();
+    for class in &classes {
+        futures.push(budget.acquire_as(7, 1, class.clone()));
+    }
+    for f in &mut futures {
+        assert!(Pin::new(f).poll(&mut cx).is_pending());
+    }
+    let after = live();
+    let stats = budget.stats(&7).unwrap();
+    assert_eq!(stats.waiters, N);
+    futures.clear();
+    let left = live() - before;
+    assert_eq!(budget.stats(&7).unwrap().tenants, 0);
+    drop(full);
+    ((after - before) as f64 / N as f64, stats.tenants, left)
 }
 
 /// Spawns `N` tasks that each wait on one full key, and returns the bytes per waiting task.
@@ -229,6 +263,23 @@ fn main() {
         per_item: size as f64 + heap,
         note: format!(
             "future {size} B + heap {heap:.1} B (queue slot; the key's copy is freed at the first poll); {left} B in all left once they are dropped (the key's waiting state, freed with the key)"
+        ),
+    });
+    let (heap, tenants, left) = fair_waiters(|i| format!("tenant-{i:06}"));
+    let size = std::mem::size_of::<Acquire<u32>>();
+    rows.push(Row {
+        what: format!("fair: waiting request of its own tenant ({tenants} tenants on one key)"),
+        per_item: size as f64 + heap,
+        note: format!(
+            "future {size} B + heap {heap:.1} B per tenant (its flow, index entry, place in its lane's order, queue slot; the class is the caller's); {left} B in all left once they are dropped"
+        ),
+    });
+    let (heap, tenants, left) = fair_waiters(|_| "one".into());
+    rows.push(Row {
+        what: format!("fair: waiting request, all of one tenant ({tenants} tenant)"),
+        per_item: size as f64 + heap,
+        note: format!(
+            "future {size} B + heap {heap:.1} B (queue slot in the tenant's queue); {left} B in all left once they are dropped"
         ),
     });
     let per_task = waiting_tasks(&rt);

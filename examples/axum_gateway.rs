@@ -1,5 +1,5 @@
-//! An axum gateway that forwards chat requests to Bedrock through the SDK, with per-tenant
-//! fairness on the axum side.
+//! An axum gateway that forwards chat requests to Bedrock through the SDK, sharing the model's
+//! quota between tenants by weight on the axum side.
 //!
 //! ```text
 //! cargo run --features emulator,metrics --example axum_gateway                         # demo: embedded emulator, two tenants
@@ -9,15 +9,18 @@
 //! ```
 //!
 //! Two levels of limits, both from this crate:
-//! - **Per tenant (axum side):** a `TokenBudgetLayer` over one budget with a requests and a
-//!   tokens limit per window (admitted together), keyed by the `x-tenant` header, so one noisy
-//!   tenant cannot eat the model's quota. The estimate is the prompt's size plus `max_tokens`; the settlement is the
-//!   `x-quota-tokens` header the handler sets from Bedrock's reported usage.
+//! - **Fair shares of the model's quota (axum side):** an `AdmissionLayer` over one budget with
+//!   the model's tokens per window and [`Fairness`]: the tenant is the `x-tenant` header, and
+//!   when the quota is saturated the backlogged tenants share its tokens in proportion to their
+//!   weights (`gold` 2, everyone else 1), so one noisy tenant cannot starve the others and
+//!   nobody's idle share is wasted. The estimate is the prompt's size plus `max_tokens`; the
+//!   settlement is the `x-quota-tokens` header the handler sets from Bedrock's reported usage
+//!   (it corrects the tenant's account as well as the window).
 //! - **Per model (SDK side):** the Bedrock client is configured by `BedrockThrottle`, so the
 //!   gateway as a whole stays inside the model's quota and retries what Bedrock throttles.
 //!
-//! By default it starts the emulator in-process and sends a burst from two tenants through the
-//! router, printing what each got. With `--listen ADDR` it serves until Ctrl-C instead.
+//! By default it starts the emulator in-process and sends a burst from three tenants through
+//! the router, printing what each got. With `--listen ADDR` it serves until Ctrl-C instead.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -38,10 +41,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bedrock_throttle::BoxError;
-use bedrock_throttle::admit::TokenBudgetLayer;
+use bedrock_throttle::admit::{AdmissionLayer, Closures};
 use bedrock_throttle::bedrock::Bedrock;
 use bedrock_throttle::budget::Quota;
-use bedrock_throttle::budget::{AdmissionError, Budget};
+use bedrock_throttle::budget::{AdmissionError, Budget, Class, Fairness};
 use bedrock_throttle::classify::{Classification, ThrottleCause};
 use bedrock_throttle::emulator::{Emulator, OutputLength};
 use bedrock_throttle::sdk::BedrockThrottle;
@@ -50,10 +53,8 @@ use tower::{ServiceBuilder, ServiceExt};
 
 const MODEL: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 const WINDOW: Duration = Duration::from_secs(2);
-/// The model's quota, and each tenant's share of it.
+/// The model's quota, shared by the tenants.
 const MODEL_TPM: u64 = 40_000;
-const TENANT_TPM: u64 = 20_000;
-const TENANT_RPM: u64 = 40;
 /// The largest chat body the gateway reads.
 const MAX_BODY: usize = 1 << 20;
 
@@ -85,20 +86,24 @@ async fn buffer_body(request: Request, next: Next) -> Response {
         .await
 }
 
-fn tenant(request: &Request) -> String {
-    request
+/// The tenant of a request, from the `x-tenant` header. The budget tracks at most
+/// `max_tenants` at a time, so made-up tenant names cannot grow its memory.
+fn tenant(request: &Request) -> Class {
+    match request
         .headers()
         .get("x-tenant")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("anonymous")
-        .to_owned()
+    {
+        Some(tenant) => Class::tenant(tenant),
+        None => Class::default(),
+    }
 }
 
 /// The reservation of a chat request, the way Bedrock reserves: the prompt's bytes / 3 (a
 /// conservative token count) plus `max_tokens` at 1x. Settlement corrects it afterwards.
 fn estimate(request: &Request) -> u64 {
     let Some(ChatBytes(bytes)) = request.extensions().get::<ChatBytes>() else {
-        return TENANT_TPM; // not buffered: assume the worst
+        return MODEL_TPM; // not buffered: assume the worst
     };
     match serde_json::from_slice::<Chat>(bytes) {
         Ok(chat) => chat.prompt.len().div_ceil(3) as u64 + u64::from(chat.max_tokens),
@@ -207,15 +212,25 @@ async fn limiter_error(error: BoxError) -> (StatusCode, String) {
 }
 
 fn router(client: Client, burndown: u64) -> Result<Router, BoxError> {
-    let per_tenant = Budget::builder()
-        .requests(TENANT_RPM)
-        .tokens(TENANT_TPM)
+    // One key (the gateway serves one model): its quota, shared fairly between tenants.
+    let shared = Budget::builder()
+        .tokens(MODEL_TPM)
         .window(WINDOW)
-        .max_wait(WINDOW * 10)
+        .max_wait(WINDOW * 20)
+        .fairness(
+            Fairness::new()
+                .weight("gold", 2.0)
+                .default_weight(1.0)
+                .max_tenants(1_000),
+        )
         .build()?;
+    let protocol = Closures::new(|_: &Request| MODEL)
+        .tokens(estimate, settle)
+        .classify(classify)
+        .class(tenant);
     let tenant_limits = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(limiter_error))
-        .layer(TokenBudgetLayer::new(per_tenant, tenant, estimate, settle).classify(classify));
+        .layer(AdmissionLayer::new(shared, protocol));
     Ok(Router::new()
         .route("/chat", post(chat))
         .route_layer(tenant_limits)
@@ -271,11 +286,13 @@ async fn main() -> Result<(), BoxError> {
         return Ok(());
     }
 
-    // Demo: tenant "big" sends 3x its share, tenant "small" a little; both get served, in
-    // order, and "big" cannot starve "small".
+    // Demo: "big" and "gold" each send far more than the quota at once, "small" a little. While
+    // both floods are backlogged, gold gets about twice big's tokens; small is served within a
+    // few windows instead of behind both floods.
     let app = Arc::new(app);
     let mut tasks = Vec::new();
-    for (tenant, count, prompt_len) in [("big", 60, 2_000), ("small", 6, 400)] {
+    for (tenant, count, prompt_len) in [("big", 60, 2_000), ("gold", 60, 2_000), ("small", 6, 400)]
+    {
         for i in 0..count {
             let app = Arc::clone(&app);
             tasks.push(tokio::spawn(async move {
@@ -289,22 +306,42 @@ async fn main() -> Result<(), BoxError> {
                     .body(Body::from(body))
                     .expect("valid request");
                 let response = (*app).clone().oneshot(request).await.expect("infallible");
-                (tenant, response.status(), started.elapsed())
+                let tokens: u64 = response
+                    .headers()
+                    .get("x-quota-tokens")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0);
+                (tenant, response.status(), started.elapsed(), tokens)
             }));
         }
     }
-    let mut summary = std::collections::BTreeMap::<(&str, u16), (usize, Duration)>::new();
+    // Per tenant and status: calls, median and slowest answer, quota tokens in all and in the
+    // first two windows after the first (when the floods are both backlogged, and the first
+    // window, admitted before anyone waited, is behind).
+    const FROM: Duration = WINDOW;
+    const TO: Duration = Duration::from_secs(6);
+    let mut summary = std::collections::BTreeMap::<(&str, u16), (Vec<Duration>, u64, u64)>::new();
     for task in tasks {
-        let (tenant, status, took) = task.await?;
+        let (tenant, status, took, tokens) = task.await?;
         let entry = summary.entry((tenant, status.as_u16())).or_default();
-        entry.0 += 1;
-        entry.1 = entry.1.max(took);
+        entry.0.push(took);
+        entry.1 += tokens;
+        if (FROM..TO).contains(&took) {
+            entry.2 += tokens;
+        }
     }
-    println!("tenant  status  calls  slowest");
-    for ((tenant, status), (calls, slowest)) in summary {
+    println!(
+        "tenant  status  calls  median  slowest  quota tokens  of them answered {}-{} s",
+        FROM.as_secs(),
+        TO.as_secs()
+    );
+    for ((tenant, status), (mut took, tokens, contended)) in summary {
+        took.sort();
         println!(
-            "{tenant:<7} {status:<7} {calls:<6} {:.1}s",
-            slowest.as_secs_f64()
+            "{tenant:<7} {status:<7} {:<6} {:<7} {:<8} {tokens:<13} {contended}",
+            took.len(),
+            format!("{:.1}s", took[took.len() / 2].as_secs_f64()),
+            format!("{:.1}s", took[took.len() - 1].as_secs_f64()),
         );
     }
     let stats = emulator.stats().model(MODEL).counters;

@@ -101,5 +101,7 @@ pub mod future;
 pub use self::error::LeftQueue;
 pub use self::layer::{AdmissionLayer, RateLimitLayer, TokenBudgetLayer};
 pub use self::observe::{Event, Observe};
-pub use self::plan::{ArrivalId, Closures, KeepReservation, NoTokens, Plan, Protocol};
+pub use self::plan::{
+    ArrivalId, Closures, KeepReservation, NoClass, NoTokens, Plan, Protocol, RequestClass,
+};
 pub use self::service::Admission;

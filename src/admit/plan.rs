@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::budget::Permit;
+use crate::budget::{Class, Permit};
 use crate::classify::{Classification, Classify, EstimateTokens, OkIsSuccess, QuotaKey, Settle};
 
 /// The identity of a request across the attempts that re-send it unchanged (the AWS SDK's
@@ -37,6 +37,9 @@ pub struct Plan<K, M> {
     pub leave_by: Option<Instant>,
     /// The identity of the request across re-sent attempts, if it has one.
     pub arrival: Option<ArrivalId>,
+    /// Who the attempt is for and its lane, for a store that shares keys fairly
+    /// ([`Fairness`](crate::budget::Fairness)); empty by default (and ignored by a FIFO store).
+    pub class: Class,
 }
 
 impl<K> Plan<K, ()> {
@@ -49,6 +52,7 @@ impl<K> Plan<K, ()> {
             memo: (),
             leave_by: None,
             arrival: None,
+            class: Class::default(),
         }
     }
 }
@@ -63,6 +67,7 @@ impl<K, M> Plan<K, M> {
             memo,
             leave_by: self.leave_by,
             arrival: self.arrival,
+            class: self.class,
         }
     }
 
@@ -75,6 +80,12 @@ impl<K, M> Plan<K, M> {
     /// The same plan, leaving the queue at `leave_by` if still waiting then.
     pub fn with_leave_by(mut self, leave_by: Option<Instant>) -> Self {
         self.leave_by = leave_by;
+        self
+    }
+
+    /// The same plan for `class` (tenant and lane).
+    pub fn with_class(mut self, class: Class) -> Self {
+        self.class = class;
         self
     }
 
@@ -110,16 +121,45 @@ pub trait Protocol<Req, Res, E> {
     fn classify(&self, result: Result<&Res, &E>) -> Classification;
 }
 
+/// Who a request is for and its lane ([`Class`]), as a function of the request, like its quota
+/// key. Closures `Fn(&Req) -> Class` implement it.
+pub trait RequestClass<Req> {
+    /// The class of `request`.
+    fn request_class(&self, request: &Req) -> Class;
+}
+
+impl<F, Req> RequestClass<Req> for F
+where
+    F: Fn(&Req) -> Class,
+{
+    fn request_class(&self, request: &Req) -> Class {
+        self(request)
+    }
+}
+
+/// No class: every request is the anonymous tenant in the default lane.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoClass;
+
+impl<Req> RequestClass<Req> for NoClass {
+    #[inline]
+    fn request_class(&self, _request: &Req) -> Class {
+        Class::default()
+    }
+}
+
 /// A [`Protocol`] made of closures, one per role: the quota key ([`QuotaKey`]), the token
-/// estimate ([`EstimateTokens`]), the settlement ([`Settle`]) and the classification
-/// ([`Classify`]). [`RateLimitLayer`](super::RateLimitLayer) and
-/// [`TokenBudgetLayer`](super::TokenBudgetLayer) build theirs.
+/// estimate ([`EstimateTokens`]), the settlement ([`Settle`]), the classification
+/// ([`Classify`]) and, for fair shares, the request's class ([`RequestClass`]).
+/// [`RateLimitLayer`](super::RateLimitLayer) and [`TokenBudgetLayer`](super::TokenBudgetLayer)
+/// build theirs.
 #[derive(Clone, Copy)]
-pub struct Closures<KF, E = NoTokens, ST = KeepReservation, C = OkIsSuccess> {
+pub struct Closures<KF, E = NoTokens, ST = KeepReservation, C = OkIsSuccess, CL = NoClass> {
     pub(crate) key: KF,
     pub(crate) estimate: E,
     pub(crate) settle: ST,
     pub(crate) classify: C,
+    pub(crate) class: CL,
 }
 
 impl<KF> Closures<KF> {
@@ -131,33 +171,48 @@ impl<KF> Closures<KF> {
             estimate: NoTokens,
             settle: KeepReservation,
             classify: OkIsSuccess,
+            class: NoClass,
         }
     }
 }
 
-impl<KF, E, ST, C> Closures<KF, E, ST, C> {
+impl<KF, E, ST, C, CL> Closures<KF, E, ST, C, CL> {
     /// Reserves `estimate` tokens per request and settles with `settle`.
-    pub fn tokens<E2, ST2>(self, estimate: E2, settle: ST2) -> Closures<KF, E2, ST2, C> {
+    pub fn tokens<E2, ST2>(self, estimate: E2, settle: ST2) -> Closures<KF, E2, ST2, C, CL> {
         Closures {
             key: self.key,
             estimate,
             settle,
             classify: self.classify,
+            class: self.class,
         }
     }
 
     /// Classifies results with `classify`, for throttle feedback.
-    pub fn classify<C2>(self, classify: C2) -> Closures<KF, E, ST, C2> {
+    pub fn classify<C2>(self, classify: C2) -> Closures<KF, E, ST, C2, CL> {
         Closures {
             key: self.key,
             estimate: self.estimate,
             settle: self.settle,
             classify,
+            class: self.class,
+        }
+    }
+
+    /// Gives each request the class `class` returns (its tenant and lane), for a budget with
+    /// [`Fairness`](crate::budget::Fairness).
+    pub fn class<CL2>(self, class: CL2) -> Closures<KF, E, ST, C, CL2> {
+        Closures {
+            key: self.key,
+            estimate: self.estimate,
+            settle: self.settle,
+            classify: self.classify,
+            class,
         }
     }
 }
 
-impl<KF, E, ST, C> fmt::Debug for Closures<KF, E, ST, C> {
+impl<KF, E, ST, C, CL> fmt::Debug for Closures<KF, E, ST, C, CL> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Closures").finish_non_exhaustive()
     }
@@ -186,12 +241,13 @@ impl<Res> Settle<Res> for KeepReservation {
     }
 }
 
-impl<Req, Res, Err, KF, E, ST, C> Protocol<Req, Res, Err> for Closures<KF, E, ST, C>
+impl<Req, Res, Err, KF, E, ST, C, CL> Protocol<Req, Res, Err> for Closures<KF, E, ST, C, CL>
 where
     KF: QuotaKey<Req>,
     E: EstimateTokens<Req>,
     ST: Settle<Res>,
     C: Classify<Res, Err>,
+    CL: RequestClass<Req>,
 {
     type Key = KF::Key;
     type Memo = ();
@@ -201,6 +257,7 @@ where
     fn plan(&self, request: &mut Req) -> Plan<KF::Key, ()> {
         let key = self.key.quota_key(request);
         Plan::new(key, self.estimate.estimate_tokens(request))
+            .with_class(self.class.request_class(request))
     }
 
     #[inline]

@@ -100,6 +100,7 @@ where
             memo,
             leave_by,
             arrival,
+            class,
         } = self.protocol.plan(&mut request);
         let observed = O::ENABLED.then(|| Observed {
             key: key.clone(),
@@ -110,7 +111,9 @@ where
         let kept = arrival.as_ref().and_then(|arrival| self.lot.take(arrival));
         let waiter = match kept {
             Some(rx) => Waiter::Kept(rx),
-            None => Waiter::Fresh(self.store.acquire(key, tokens)),
+            // An empty class is the FIFO path, as fast as before fairness existed.
+            None if class.is_empty() => Waiter::Fresh(self.store.acquire(key, tokens)),
+            None => Waiter::Fresh(self.store.acquire_as(key, tokens, class)),
         };
         let leaving = leave_by.map(|by| {
             Box::new(Leaving {

@@ -14,7 +14,7 @@ use super::settle::{Amount, Observer, Reservation, SettlingBody};
 use super::stream::{BedrockResponseLayer, EVENT_STREAM_CONTENT_TYPE};
 use super::usage::Usage;
 use crate::admit::{Plan, Protocol};
-use crate::budget::Permit;
+use crate::budget::{Class, Permit};
 use crate::classify::{Classification, Classify, CloneRequest};
 
 /// What the settlement of one Bedrock attempt needs from its plan: the operation, the model's
@@ -90,6 +90,64 @@ struct Config {
     /// Cleared by every setter.
     models_seen: SeenCache<SeenModel>,
     regions_seen: SeenCache<Arc<str>>,
+    /// Fair shares: where a request's tenant and lane come from (see [`Bedrock::tenant_header`]).
+    classes: ClassSource,
+}
+
+/// Where the class of a Bedrock request comes from. All off by default: no class, nothing read.
+#[derive(Debug, Clone, Default)]
+struct ClassSource {
+    tenant_header: Option<Arc<str>>,
+    lane_header: Option<Arc<str>>,
+    service_tier: bool,
+}
+
+impl ClassSource {
+    fn is_off(&self) -> bool {
+        self.tenant_header.is_none() && self.lane_header.is_none() && !self.service_tier
+    }
+}
+
+/// The value of the body's top-level-looking `"serviceTier"` field, as a string
+/// (`"serviceTier": "flex"`) or an object with a type (`"serviceTier": {"type": "flex"}`), if it
+/// is one of Bedrock's tiers. A byte search, not a parse: the key inside a JSON string would be
+/// escaped (`\"serviceTier\"`), so it does not match.
+fn service_tier(body: &[u8]) -> Option<&'static str> {
+    let at = memchr::memmem::find(body, b"\"serviceTier\"")? + b"\"serviceTier\"".len();
+    let rest = &body[at..];
+    let skip = |b: &[u8], i: usize| {
+        i + b[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_whitespace())
+            .count()
+    };
+    let mut i = skip(rest, 0);
+    if rest.get(i) != Some(&b':') {
+        return None;
+    }
+    i = skip(rest, i + 1);
+    if rest.get(i) == Some(&b'{') {
+        let inner = &rest[i..];
+        let t = memchr::memmem::find(inner, b"\"type\"")? + b"\"type\"".len();
+        let mut j = skip(inner, t);
+        if inner.get(j) != Some(&b':') {
+            return None;
+        }
+        j = skip(inner, j + 1);
+        return tier_name(&inner[j..]);
+    }
+    tier_name(&rest[i..])
+}
+
+fn tier_name(value: &[u8]) -> Option<&'static str> {
+    ["priority", "default", "flex", "reserved"]
+        .into_iter()
+        .find(|t| {
+            value.len() > t.len() + 1
+                && value[0] == b'"'
+                && &value[1..=t.len()] == t.as_bytes()
+                && value[t.len() + 1] == b'"'
+        })
 }
 
 impl Default for Bedrock {
@@ -103,6 +161,7 @@ impl Default for Bedrock {
                 estimator: Estimator::default(),
                 models_seen: SeenCache::default(),
                 regions_seen: SeenCache::default(),
+                classes: ClassSource::default(),
             }),
         }
     }
@@ -144,6 +203,53 @@ impl Bedrock {
     pub fn with_estimator(mut self, config: Estimator) -> Self {
         self.config().estimator = config;
         self
+    }
+
+    /// Fair shares: the tenant of a request is the value of header `name` (for a budget with
+    /// [`Fairness`](crate::budget::Fairness); requests without it are the anonymous tenant).
+    /// Header values are trusted as given: map untrusted ones upstream, or bound them with
+    /// [`Fairness::max_tenants`](crate::budget::Fairness::max_tenants).
+    pub fn tenant_header(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.config().classes.tenant_header = Some(name.into());
+        self
+    }
+
+    /// Fair shares: the lane of a request is the value of header `name` (it wins over the
+    /// service tier).
+    pub fn lane_header(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.config().classes.lane_header = Some(name.into());
+        self
+    }
+
+    /// Fair shares: a request's lane defaults to its body's `serviceTier` (`priority`,
+    /// `default`, `flex`, `reserved`): configure lanes of those names
+    /// ([`Lane`](crate::budget::Lane)); a tier without a lane goes to the default lane. The tier
+    /// does not change the quota key: on-demand tiers share one quota, which is exactly what
+    /// the lanes share.
+    pub fn service_tier_lanes(mut self) -> Self {
+        self.config().classes.service_tier = true;
+        self
+    }
+
+    /// The class of a request from its headers and body, as configured.
+    fn class_of<'a>(&self, header: impl Fn(&str) -> Option<&'a str>, body: Option<&[u8]>) -> Class {
+        let source = &self.inner.classes;
+        if source.is_off() {
+            return Class::default();
+        }
+        let mut class = Class::default();
+        if let Some(tenant) = source.tenant_header.as_deref().and_then(&header) {
+            class = class.with_tenant(tenant);
+        }
+        let lane = source.lane_header.as_deref().and_then(&header);
+        if let Some(lane) = lane {
+            class = class.with_lane(lane);
+        } else if source.service_tier
+            && let Some(tier) = body.and_then(service_tier)
+        {
+            class = class.with_lane(tier);
+        }
+        class
     }
 
     /// The default region.
@@ -248,7 +354,12 @@ impl Bedrock {
 
     /// The plan [`Protocol::plan`] makes for `request`, without marking it.
     pub fn plan_of<B: BodyBytes>(&self, request: &http::Request<B>) -> Plan<BedrockKey, Memo> {
-        self.plan_request(request, request.body().body_bytes())
+        let body = request.body().body_bytes();
+        let class = self.class_of(
+            |name| request.headers().get(name).and_then(|v| v.to_str().ok()),
+            body,
+        );
+        self.plan_request(request, body).with_class(class)
     }
 
     /// The layer that buffers error bodies and rewrites first-frame stream exceptions; it
@@ -491,9 +602,12 @@ mod sdk {
         fn plan(&self, request: &mut HttpRequest) -> Plan<BedrockKey, Memo> {
             let leave_by = request.extension::<SignatureDeadline>().map(|d| d.0);
             let arrival = request.headers().get(INVOCATION_ID).map(Arc::from);
-            self.plan_request(&*request, request.body().bytes())
+            let body = request.body().bytes();
+            let class = self.class_of(|name| request.headers().get(name), body);
+            self.plan_request(&*request, body)
                 .with_leave_by(leave_by)
                 .with_arrival(arrival)
+                .with_class(class)
         }
 
         fn settle(&self, response: HttpResponse, permit: Permit, memo: Memo) -> HttpResponse {
@@ -609,3 +723,54 @@ mod sdk {
 
 #[cfg(feature = "sdk")]
 pub use sdk::classify_connector_error;
+
+#[cfg(test)]
+mod class_tests {
+    use super::{Bedrock, service_tier};
+
+    fn request(body: &'static str) -> http::Request<&'static str> {
+        http::Request::builder()
+            .uri("https://bedrock-runtime.us-east-1.amazonaws.com/model/amazon.nova-lite-v1:0/converse")
+            .header("x-tenant", "acme")
+            .body(body)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_service_tier_is_read_as_a_string_or_a_typed_object() {
+        assert_eq!(service_tier(br#"{"serviceTier": "flex"}"#), Some("flex"));
+        assert_eq!(
+            service_tier(br#"{"a":1,"serviceTier" : { "type" : "priority" }}"#),
+            Some("priority")
+        );
+        assert_eq!(service_tier(br#"{"serviceTier": "gold"}"#), None);
+        // Inside a prompt the key is escaped: not a tier.
+        assert_eq!(
+            service_tier(br#"{"messages":[{"text":"\"serviceTier\": \"flex\""}]}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn the_class_comes_from_headers_and_the_tier_only_when_configured() {
+        let body = r#"{"messages":[],"serviceTier":{"type":"flex"}}"#;
+        let plain = Bedrock::new().plan_of(&request(body));
+        assert!(plain.class.is_empty(), "nothing configured, nothing read");
+        let bedrock = Bedrock::new()
+            .tenant_header("x-tenant")
+            .service_tier_lanes();
+        let plan = bedrock.plan_of(&request(body));
+        assert_eq!(plan.class.tenant_name(), Some("acme"));
+        assert_eq!(plan.class.lane_name(), Some("flex"));
+        let mut with_lane = request(body);
+        with_lane
+            .headers_mut()
+            .insert("x-lane", http::HeaderValue::from_static("interactive"));
+        let plan = bedrock.lane_header("x-lane").plan_of(&with_lane);
+        assert_eq!(
+            plan.class.lane_name(),
+            Some("interactive"),
+            "the header wins"
+        );
+    }
+}

@@ -10,9 +10,10 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use super::error::AdmissionError;
+use super::fair::Class;
 use super::permit::Permit;
 use super::quota::Dimension;
-use super::state::{KeyShared, Verdict, WaiterPoll};
+use super::state::{KeyShared, Ticket, Verdict, WaiterPoll};
 use super::{Budget, Started};
 
 /// The future returned by [`Budget::acquire`]: resolves to a [`Permit`] once the cost fits in
@@ -30,7 +31,9 @@ pub struct Acquire<K> {
 }
 
 enum State<K> {
-    Start(K),
+    /// The key and the class (the class is empty for [`Budget::acquire`]): moved into the
+    /// queue on the first poll, so the class costs the future no room once it waits.
+    Start(K, Class),
     Queued(Queued),
     Done,
 }
@@ -38,6 +41,8 @@ enum State<K> {
 struct Queued {
     shared: Arc<KeyShared>,
     ticket: u64,
+    /// With fairness, the waiter's flow (see `Ticket`); it fits in what was padding.
+    flow: u32,
     /// The arrival, as an offset on the key's clock (8 bytes, not an `Instant`'s 16: it keeps
     /// the future at 72 bytes).
     arrived: u64,
@@ -50,11 +55,11 @@ struct Queued {
 impl<K> Unpin for Acquire<K> {}
 
 impl<K> Acquire<K> {
-    pub(super) fn new(budget: Budget<K>, key: K, cost: u64) -> Self {
+    pub(super) fn new(budget: Budget<K>, key: K, cost: u64, class: Class) -> Self {
         Acquire {
             budget,
             cost,
-            state: State::Start(key),
+            state: State::Start(key, class),
             sleep: None,
         }
     }
@@ -62,8 +67,12 @@ impl<K> Acquire<K> {
 
 fn finish(q: Queued, outcome: Verdict, cost: u64) -> Result<Permit, AdmissionError> {
     match outcome {
-        Verdict::Granted { at } => {
-            Ok(Permit::charged(q.shared, cost, at).with_waited_on(q.blocked))
+        Verdict::Granted { at, account } => {
+            let permit = Permit::charged(q.shared, cost, at).with_waited_on(q.blocked);
+            Ok(match account {
+                Some((tenant, lane)) => permit.with_account(tenant, lane),
+                None => permit,
+            })
         }
         Verdict::Failed(error) => Err(error),
     }
@@ -93,11 +102,12 @@ where
         loop {
             let queued = match &mut this.state {
                 State::Done => panic!("`Acquire` polled after completion"),
-                State::Start(_) => {
-                    let State::Start(key) = std::mem::replace(&mut this.state, State::Done) else {
+                State::Start(..) => {
+                    let State::Start(key, class) = std::mem::replace(&mut this.state, State::Done)
+                    else {
                         unreachable!()
                     };
-                    match this.budget.start(key, cost, Some(cx.waker())) {
+                    match this.budget.start(key, cost, Some(cx.waker()), Some(&class)) {
                         Started::Ready(result) => return Poll::Ready(result),
                         Started::Queued {
                             shared,
@@ -113,7 +123,8 @@ where
                             let arrived = shared.settings().offset(at);
                             this.state = State::Queued(Queued {
                                 shared,
-                                ticket,
+                                ticket: ticket.seq,
+                                flow: ticket.flow,
                                 arrived,
                                 deadline,
                                 blocked,
@@ -125,7 +136,11 @@ where
                 State::Queued(queued) => queued,
             };
             let now = Instant::now();
-            let wake_at = match queued.shared.poll_waiter(queued.ticket, now, cx.waker()) {
+            let ticket = Ticket {
+                seq: queued.ticket,
+                flow: queued.flow,
+            };
+            let wake_at = match queued.shared.poll_waiter(ticket, now, cx.waker()) {
                 WaiterPoll::Done(outcome) => {
                     let State::Queued(q) = std::mem::replace(&mut this.state, State::Done) else {
                         unreachable!()
@@ -164,7 +179,11 @@ impl<K> Acquire<K> {
             unreachable!("give_up is only called while queued")
         };
         let max_wait = self.budget.inner.max_wait.unwrap_or(Duration::ZERO);
-        match q.shared.give_up(q.ticket, now) {
+        let ticket = Ticket {
+            seq: q.ticket,
+            flow: q.flow,
+        };
+        match q.shared.give_up(ticket, now) {
             Ok(outcome) => finish(q, outcome, self.cost),
             Err(at) => {
                 let would_wait = at.map_or(Duration::MAX, |at| {
@@ -183,7 +202,11 @@ impl<K> Acquire<K> {
 impl<K> Drop for Acquire<K> {
     fn drop(&mut self) {
         if let State::Queued(q) = &self.state {
-            q.shared.cancel(q.ticket, self.cost);
+            let ticket = Ticket {
+                seq: q.ticket,
+                flow: q.flow,
+            };
+            q.shared.cancel(ticket, self.cost);
         }
     }
 }
@@ -191,7 +214,7 @@ impl<K> Drop for Acquire<K> {
 impl<K> fmt::Debug for Acquire<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Start(_) => "start",
+            State::Start(..) => "start",
             State::Queued(_) => "queued",
             State::Done => "done",
         };

@@ -1,6 +1,7 @@
 //! The errors of the admission engine.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Dimension;
@@ -113,6 +114,38 @@ pub enum ConfigError {
         /// The accepted range, in words.
         expected: &'static str,
     },
+    /// A tenant weight that is zero, negative, NaN or infinite.
+    InvalidWeight {
+        /// The tenant (`None`: the default weight).
+        tenant: Option<Arc<str>>,
+        /// The weight given.
+        value: f64,
+    },
+    /// A lane minimum outside `[0, 1]`, or NaN.
+    InvalidMinimum {
+        /// The lane.
+        lane: Arc<str>,
+        /// The minimum given.
+        value: f64,
+    },
+    /// The lanes' minimum shares add up to more than the whole quota.
+    MinimumsAboveWhole {
+        /// Their sum.
+        total: f64,
+    },
+    /// Two lanes with one name.
+    DuplicateLane {
+        /// The name.
+        lane: Arc<str>,
+    },
+    /// A lane that the fairness configuration does not have.
+    UnknownLane {
+        /// The name.
+        lane: Arc<str>,
+    },
+    /// A fairness setting changed on a budget built without
+    /// [`fairness`](super::BudgetBuilder::fairness).
+    NotFair,
 }
 
 impl fmt::Display for ConfigError {
@@ -136,6 +169,39 @@ impl fmt::Display for ConfigError {
                 value,
                 expected,
             } => write!(f, "{name} is {value}, but must be {expected}"),
+            ConfigError::InvalidWeight { tenant, value } => match tenant {
+                Some(t) => write!(
+                    f,
+                    "the weight of tenant {t:?} is {value}, but must be finite and greater than 0"
+                ),
+                None => write!(
+                    f,
+                    "the default tenant weight is {value}, but must be finite and greater than 0"
+                ),
+            },
+            ConfigError::InvalidMinimum { lane, value } => write!(
+                f,
+                "the minimum share of lane {lane:?} is {value}, but must be in [0, 1]"
+            ),
+            ConfigError::MinimumsAboveWhole { total } => write!(
+                f,
+                "the lanes' minimum shares add up to {total}, more than the whole quota (1): \
+                 lower some of them"
+            ),
+            ConfigError::DuplicateLane { lane } => {
+                write!(
+                    f,
+                    "two lanes are called {lane:?}: give each lane its own name"
+                )
+            }
+            ConfigError::UnknownLane { lane } => write!(
+                f,
+                "no lane is called {lane:?}: configure it with `Fairness::lane` first"
+            ),
+            ConfigError::NotFair => f.write_str(
+                "this budget shares its quotas FIFO: build it with `fairness(..)` to set weights \
+                 and minimums",
+            ),
         }
     }
 }

@@ -52,7 +52,8 @@
 //!
 //! # Waiting
 //!
-//! Waiters queue strictly FIFO per key: a large request at the head is not overtaken by small
+//! Waiters queue strictly FIFO per key (unless the budget shares keys fairly: see
+//! [fair shares](#fair-shares)): a large request at the head is not overtaken by small
 //! ones behind it, and keys never block each other. Only the head of a queue has a timer, set to
 //! the instant at which enough entries expire (or the effective limit recovers enough) for it to
 //! fit on every dimension; it is woken earlier when a refund or a limit raise frees capacity. There is no polling
@@ -65,6 +66,90 @@
 //! about 114 bytes per waiter with 100,000 waiters on one key, the queue's spare capacity
 //! included (`benches/memory.rs`). Once a burst of waiters is over, the queue gives its memory
 //! back.
+//!
+//! # Fair shares
+//!
+//! One quota often serves many tenants (customers of a SaaS, teams, interactive users next to a
+//! nightly batch). FIFO makes every tenant wait behind the whole backlog of the one that floods.
+//! With [`BudgetBuilder::fairness`], a key's waiters are served by their [`Class`] (a tenant and
+//! a lane, given with [`Budget::acquire_as`]):
+//! - **Lanes** ([`Lane`]) in priority order. A lane with a guaranteed
+//!   [minimum](Lane::minimum) that was admitted less than `minimum × limit` in the last window
+//!   goes first (a tiny ledger per lane counts what it was admitted); otherwise the highest
+//!   backlogged lane. A lower lane is never starved below its minimum; without one, a saturated
+//!   higher lane takes everything (strict priority).
+//! - **Tenants** inside a lane share its admissions by weight, by TOKENS, not requests:
+//!   start-time fair queuing with one tag per tenant. A backlogged tenant's tag is the start
+//!   tag of its first waiter; serving it moves the tag by `cost / weight` and sets the lane's
+//!   virtual time to the tag served; a tenant that becomes backlogged starts at
+//!   `max(virtual time, its tag)`. The smallest tag goes first. So the shares of backlogged
+//!   tenants follow their weights, what an idle tenant does not use goes to the others
+//!   (work-conserving), and a tenant that was idle gets no burst of saved share when it returns.
+//!   Settlement corrects the tenant's account by `(settled - reserved) / weight`: a tenant whose
+//!   requests burn more than they reserved is served less. FIFO within a tenant of a lane.
+//!   Weights (and minimums) change at run time ([`Budget::set_weight`],
+//!   [`Budget::set_lane_minimum`]); unknown tenants get the
+//!   [default weight](Fairness::default_weight).
+//!
+//! What does not change: the engine admits only the *selected* waiter, when it fits on every
+//! dimension (it is not overtaken by smaller requests that would fit while it waits), only it
+//! has a timer, at the instant it fits, and an arrival that becomes the selected one is told.
+//! So **the sliding-window guarantee per key is exactly the FIFO one**, wake-ups stay at
+//! computed instants (one approximation: a lane that falls below its minimum as its ledger
+//! slides is noticed at the next event on the key, an arrival, a settlement or the selected
+//! waiter's timer, not at an instant of its own), and a dropped waiter leaves no trace (a grant it never collected is
+//! refunded on the window; its tenant's account keeps the charge). A request that does not have
+//! to wait (nobody waits, it fits) is admitted as in FIFO: it was not contended, so it moves no
+//! account (its lane's minimum ledger still counts it). The fair path costs the no-wait
+//! admission little (`benches/engine.rs`; the figures, and the shares measured under a paused
+//! clock by `benches/fairness.rs`, are in `BENCHMARKS.md`).
+//!
+//! **Bounds.** [`max_queue`](BudgetBuilder::max_queue) bounds each tenant's queue (a flooding
+//! tenant fills its own, not the others'). The wait compared with
+//! [`max_wait`](BudgetBuilder::max_wait) at arrival (and reported by
+//! [`AdmissionError::WaitTooLong`]) is an *estimate*: it simulates the window with, ahead of
+//! the request, every waiter of higher lanes, those of its own tenant, and those of the other
+//! tenants of its lane whose tags come first; lanes below with a minimum, and later arrivals
+//! with smaller tags, can delay it further, and requests ahead may leave. Exact would mean
+//! simulating the whole discipline with its future arrivals, which nobody knows. The deadline
+//! still ends a wait exactly.
+//!
+//! **Memory.** A tenant is tracked only while it has waiters or its account is ahead of its
+//! lane's virtual time, and a lane without waiters forgets all of its tenants: idle tenants cost
+//! nothing. At most [`max_tenants`](Fairness::max_tenants) are tracked per key; beyond, new
+//! tenants share one overflow tenant per lane (FIFO inside it, default weight), so a tenant
+//! function that returns a new value per request cannot grow memory without bound. A tracked
+//! tenant with one waiter costs a few hundred bytes (`benches/memory.rs`).
+//!
+//! **With a shared store** (a fleet behind one quota), the window guarantee is the store's, and
+//! fairness holds within each process's admissions: each process orders its own waiters, and
+//! the store admits whoever of each process asks first. Fleet-wide weighted shares would need
+//! the tags in the store; a tenant pinned to one process (sticky routing) gets its share of
+//! that process.
+//!
+//! ```
+//! use bedrock_throttle::budget::{Budget, Class, Fairness, Lane};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let budget: Budget<&str> = Budget::builder()
+//!     .tokens(100_000)
+//!     .fairness(
+//!         Fairness::new()
+//!             .weight("gold", 3.0)
+//!             .lane(Lane::new("interactive").priority(1))
+//!             .lane(Lane::new("batch").minimum(0.2))
+//!             .default_lane("batch"),
+//!     )
+//!     .build()?;
+//! let permit = budget
+//!     .acquire_as("claude", 2_000, Class::tenant("gold").with_lane("interactive"))
+//!     .await?;
+//! permit.settle(1_500);
+//! budget.set_weight("silver", 2.0)?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Feedback
 //!
@@ -212,8 +297,10 @@
 
 mod acquire;
 mod error;
+mod fair;
 mod permit;
 mod quota;
+mod shares;
 mod state;
 mod store;
 
@@ -231,9 +318,10 @@ use crate::classify::ThrottleCause;
 
 pub use self::acquire::Acquire;
 pub use self::error::{AdmissionError, ConfigError};
+pub use self::fair::{Class, DEFAULT_MAX_TENANTS, Fairness, Lane};
 pub use self::permit::Permit;
 pub use self::quota::{Dimension, Quota};
-use self::state::{Begin, KeyShared, KeyState, Settings};
+use self::state::{Begin, KeyShared, KeyState, Settings, Ticket};
 pub use self::store::{QuotaStore, StorePermit};
 
 /// The feedback policy: how far the effective limit falls on a throttle and how fast it comes
@@ -322,6 +410,9 @@ pub struct KeyStats {
     pub waiters: usize,
     /// Permits handed out and not yet settled or dropped.
     pub outstanding: usize,
+    /// With fairness: the tenants the key tracks now (those with waiters, or whose account is
+    /// ahead of their lane's virtual time).
+    pub tenants: usize,
 }
 
 impl KeyStats {
@@ -354,9 +445,19 @@ pub struct BudgetBuilder<K> {
     max_queue: Option<usize>,
     margin: Duration,
     aimd: Option<Aimd>,
+    fairness: Option<Fairness>,
 }
 
 impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
+    /// Shares each key's quota fairly between tenants and priority lanes instead of FIFO (see
+    /// the [module documentation](self#fair-shares)). Requests say who they are for with
+    /// [`Budget::acquire_as`]; those admitted with [`Budget::acquire`] are the anonymous
+    /// tenant in the default lane.
+    pub fn fairness(mut self, fairness: Fairness) -> Self {
+        self.fairness = Some(fairness);
+        self
+    }
+
     /// The tokens-per-window limit of every key not given a quota by
     /// [`quota_for`](Self::quota_for) or [`quota_fn`](Self::quota_fn).
     pub fn tokens(mut self, limit: u64) -> Self {
@@ -486,13 +587,24 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
         if let Some(aimd) = &self.aimd {
             aimd.validate()?;
         }
+        let fair = self
+            .fairness
+            .map(Fairness::build)
+            .transpose()?
+            .map(Arc::new);
         Ok(Budget {
             inner: Arc::new(Inner {
                 keys: papaya::HashMap::with_hasher(KeyHasher::default()),
                 default_quota: self.quota,
                 per_key: self.per_key,
                 quota_fn: self.quota_fn,
-                settings: Arc::new(Settings::new(self.window, self.day, self.margin, self.aimd)),
+                settings: Arc::new(Settings::new(
+                    self.window,
+                    self.day,
+                    self.margin,
+                    self.aimd,
+                    fair,
+                )),
                 max_wait: self.max_wait,
                 max_queue: self.max_queue,
                 inserted: AtomicUsize::new(0),
@@ -513,6 +625,7 @@ impl<K> fmt::Debug for BudgetBuilder<K> {
             .field("max_queue", &self.max_queue)
             .field("expiry_margin", &self.margin)
             .field("aimd", &self.aimd)
+            .field("fairness", &self.fairness)
             .finish()
     }
 }
@@ -563,7 +676,7 @@ pub(crate) enum Started {
     Ready(Result<Permit, AdmissionError>),
     Queued {
         shared: Arc<KeyShared>,
-        ticket: u64,
+        ticket: Ticket,
         at: Instant,
         blocked: Option<Dimension>,
     },
@@ -585,6 +698,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
             max_queue: None,
             margin: Duration::ZERO,
             aimd: Some(Aimd::default()),
+            fairness: None,
         }
     }
 
@@ -603,7 +717,100 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     /// [`max_wait`](BudgetBuilder::max_wait), [`AdmissionError::QueueFull`] if
     /// [`max_queue`](BudgetBuilder::max_queue) requests already wait.
     pub fn acquire(&self, key: K, tokens: u64) -> Acquire<K> {
-        Acquire::new(self.clone(), key, tokens)
+        Acquire::new(self.clone(), key, tokens, Class::default())
+    }
+
+    /// [`acquire`](Self::acquire) for a request of `class`: with
+    /// [`fairness`](BudgetBuilder::fairness), it waits in its lane, in its tenant's queue, and
+    /// is served by the fair shares (see the [module documentation](self#fair-shares));
+    /// without, the class is ignored and the queue is FIFO.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire); with fairness, [`max_queue`](BudgetBuilder::max_queue)
+    /// bounds each tenant's queue, and the wait compared with
+    /// [`max_wait`](BudgetBuilder::max_wait) at arrival is an estimate (see
+    /// [fair shares](self#fair-shares)).
+    pub fn acquire_as(&self, key: K, tokens: u64, class: Class) -> Acquire<K> {
+        Acquire::new(self.clone(), key, tokens, class)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) for a request of `class`: never waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    pub fn try_acquire_as(
+        &self,
+        key: K,
+        tokens: u64,
+        class: &Class,
+    ) -> Result<Permit, AdmissionError> {
+        match self.start(key, tokens, None, Some(class)) {
+            Started::Ready(result) => result,
+            Started::Queued { shared, ticket, .. } => {
+                debug_assert!(false, "try_acquire never queues");
+                shared.cancel(ticket, tokens);
+                Err(AdmissionError::QueueFull {
+                    depth: 0,
+                    would_wait: None,
+                })
+            }
+        }
+    }
+
+    /// Whether the budget shares its keys fairly ([`BudgetBuilder::fairness`]).
+    pub fn is_fair(&self) -> bool {
+        self.inner.settings.fair.is_some()
+    }
+
+    /// Changes the weight of `tenant` at run time, on every key: tenants already waiting take
+    /// it at the next admission on their key.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidWeight`] for a weight that is zero, negative, NaN or infinite;
+    /// [`ConfigError::NotFair`] on a budget without fairness.
+    pub fn set_weight(&self, tenant: impl Into<Arc<str>>, weight: f64) -> Result<(), ConfigError> {
+        let fair = self
+            .inner
+            .settings
+            .fair
+            .as_ref()
+            .ok_or(ConfigError::NotFair)?;
+        fair.set_weight(tenant.into(), weight)
+    }
+
+    /// Changes the weight of tenants not given one, at run time.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_weight`](Self::set_weight).
+    pub fn set_default_weight(&self, weight: f64) -> Result<(), ConfigError> {
+        let fair = self
+            .inner
+            .settings
+            .fair
+            .as_ref()
+            .ok_or(ConfigError::NotFair)?;
+        fair.set_default_weight(weight)
+    }
+
+    /// Changes the guaranteed minimum share of `lane` at run time.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::UnknownLane`], [`ConfigError::InvalidMinimum`] (outside `[0, 1]`),
+    /// [`ConfigError::MinimumsAboveWhole`] (the lanes' minimums would add up to more than 1),
+    /// [`ConfigError::NotFair`] on a budget without fairness.
+    pub fn set_lane_minimum(&self, lane: &str, minimum: f64) -> Result<(), ConfigError> {
+        let fair = self
+            .inner
+            .settings
+            .fair
+            .as_ref()
+            .ok_or(ConfigError::NotFair)?;
+        fair.set_minimum(lane, minimum)
     }
 
     /// Admits a request costing `tokens` on `key` now, or fails: never waits.
@@ -615,7 +822,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     /// requests are already waiting on the key, with the wait [`acquire`](Self::acquire) would
     /// have had.
     pub fn try_acquire(&self, key: K, tokens: u64) -> Result<Permit, AdmissionError> {
-        match self.start(key, tokens, None) {
+        match self.start(key, tokens, None, None) {
             Started::Ready(result) => result,
             Started::Queued { shared, ticket, .. } => {
                 // Without a waker nothing is queued.
@@ -635,7 +842,13 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     /// uncontended lock, and a ledger entry per dimension (merged with the last one at the same
     /// instant).
     #[inline]
-    pub(crate) fn start(&self, key: K, tokens: u64, waker: Option<&Waker>) -> Started {
+    pub(crate) fn start(
+        &self,
+        key: K,
+        tokens: u64,
+        waker: Option<&Waker>,
+        class: Option<&Class>,
+    ) -> Started {
         let now = Instant::now();
         let inner = &*self.inner;
         let offset = inner.settings.offset(now);
@@ -656,9 +869,12 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
                 waker,
                 inner.max_wait,
                 inner.max_queue,
+                class,
             );
             drop(state);
             return match begin {
+                // With fairness too: a request admitted without waiting was not contended, so
+                // its settlement does not move its tenant's account (see "Fair shares").
                 Begin::Admitted(at) => Started::Ready(Ok(Permit::charged(shared, tokens, at))),
                 Begin::Refused(error) => Started::Ready(Err(error)),
                 Begin::Queued(ticket, blocked) => Started::Queued {

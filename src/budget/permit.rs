@@ -30,8 +30,15 @@ pub struct Permit {
     reserved: u64,
     if_unknown: u64,
     waited_on: Option<Dimension>,
+    /// With fairness: the lane whose tenant's account settlement corrects ([`NO_LANE`]: none).
+    lane: u8,
+    /// With fairness: the tenant (`None`: the anonymous tenant).
+    tenant: Option<Arc<str>>,
     on_settle: Option<SettleHook>,
 }
+
+/// The lane of a permit that corrects no tenant's account.
+pub(crate) const NO_LANE: u8 = u8::MAX;
 
 /// Told `(reserved, settled)` once, when the permit settles or drops.
 type SettleHook = Box<dyn FnOnce(u64, u64) + Send + Sync>;
@@ -57,6 +64,8 @@ impl Permit {
             reserved,
             if_unknown: reserved,
             waited_on: None,
+            lane: NO_LANE,
+            tenant: None,
             on_settle: None,
         }
     }
@@ -68,6 +77,8 @@ impl Permit {
             reserved,
             if_unknown: reserved,
             waited_on: None,
+            lane: NO_LANE,
+            tenant: None,
             on_settle: None,
         }
     }
@@ -79,6 +90,8 @@ impl Permit {
             reserved,
             if_unknown: reserved,
             waited_on: None,
+            lane: NO_LANE,
+            tenant: None,
             on_settle: None,
         }
     }
@@ -94,6 +107,13 @@ impl Permit {
     #[inline]
     pub fn waited_on(&self) -> Option<Dimension> {
         self.waited_on
+    }
+
+    /// The same permit, correcting `tenant`'s account in `lane` when it settles.
+    pub(crate) fn with_account(mut self, tenant: Option<Arc<str>>, lane: u8) -> Self {
+        self.tenant = tenant;
+        self.lane = lane;
+        self
     }
 
     pub(crate) fn with_waited_on(mut self, dimension: Option<Dimension>) -> Self {
@@ -228,7 +248,11 @@ impl Permit {
         match std::mem::replace(&mut self.holder, Holder::Settled) {
             Holder::Charged { shared, at } => {
                 if refund > 0 || debt > 0 {
-                    shared.settle(at, refund, debt);
+                    if self.lane == NO_LANE {
+                        shared.settle(at, refund, debt);
+                    } else {
+                        shared.settle_fair(at, refund, debt, self.tenant.as_ref(), self.lane);
+                    }
                 }
             }
             Holder::Store(charge) => charge.settle(self.reserved, refund, debt),

@@ -18,7 +18,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::error::AdmissionError;
+use super::fair::{Class, FairShared};
 use super::quota::{Dimension, Quota};
+use super::shares::{Fair, Place};
 use super::{Aimd, DimensionStats, KeyStats};
 
 /// A key's waiter queue and outcome table keep at most this capacity once empty.
@@ -41,6 +43,8 @@ pub(crate) struct Settings {
     pub(crate) aimd: Option<Aimd>,
     /// The origin of the keys' time offsets.
     epoch: Instant,
+    /// Fair shares between tenants and lanes; `None`: FIFO.
+    pub(crate) fair: Option<Arc<FairShared>>,
 }
 
 impl Settings {
@@ -51,6 +55,7 @@ impl Settings {
         day: Duration,
         margin: Duration,
         aimd: Option<Aimd>,
+        fair: Option<Arc<FairShared>>,
     ) -> Self {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let windows = [window, window, day];
@@ -61,6 +66,7 @@ impl Settings {
             span_nanos: windows.map(|w| nanos(w.saturating_add(margin))),
             aimd,
             epoch: Instant::now(),
+            fair,
         }
     }
 
@@ -81,7 +87,7 @@ impl Settings {
     }
 
     #[inline]
-    fn span(&self, dimension: Dimension) -> u64 {
+    pub(super) fn span(&self, dimension: Dimension) -> u64 {
         self.span_nanos[dimension.index()]
     }
 }
@@ -105,31 +111,31 @@ pub(crate) struct KeyShared {
 /// One charge in the window: an offset (see [`Settings::offset`]) and an amount. Charges at the
 /// same instant share one entry.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+pub(super) struct Entry {
     at: u64,
     amount: u64,
 }
 
 /// The charges of one dimension's window, in time order.
 #[derive(Debug, Default)]
-struct Ledger {
+pub(super) struct Ledger {
     entries: VecDeque<Entry>,
     /// The sum of the entries' amounts (u128: debt is not bounded by the limit).
-    used: u128,
+    pub(super) used: u128,
 }
 
 /// One waiting request. Kept small: a waiter costs this slot plus its future. A slot is live
 /// while it has a waker; cancelled or failed, it is a tombstone until it reaches the front or is
 /// compacted. Its cost on each dimension follows from its token cost ([`Dimension::cost`]).
 #[derive(Debug)]
-struct Slot {
-    ticket: u64,
-    cost: u64,
-    waker: Option<Waker>,
+pub(super) struct Slot {
+    pub(super) ticket: u64,
+    pub(super) cost: u64,
+    pub(super) waker: Option<Waker>,
 }
 
 impl Slot {
-    fn live(&self) -> bool {
+    pub(super) fn live(&self) -> bool {
         self.waker.is_some()
     }
 }
@@ -137,8 +143,12 @@ impl Slot {
 /// What a waiter finds when it looks again.
 #[derive(Debug)]
 pub(crate) enum Verdict {
-    /// Admitted at this offset (every dimension's entry is dated there).
-    Granted { at: u64 },
+    /// Admitted at this offset (every dimension's entry is dated there); with fairness, the
+    /// tenant and lane whose account its settlement corrects.
+    Granted {
+        at: u64,
+        account: Option<(Option<Arc<str>>, u8)>,
+    },
     /// Refused while waiting (a limit fell below its cost).
     Failed(AdmissionError),
 }
@@ -220,15 +230,18 @@ impl Dims {
 /// The waiting side of a key, allocated the first time a request waits on it: a key that never
 /// waits does not pay for it.
 ///
-/// The queue discipline is FIFO: the head is served first, and nobody overtakes it. Every
-/// operation on the order of service goes through this type (push at arrival, the head, removal
-/// of a cancelled waiter), which is where another discipline (fair shares between tenants,
-/// priority lanes) plugs in.
+/// The queue discipline is FIFO by default: the head is served first, and nobody overtakes it.
+/// With [`Fairness`](super::Fairness), the waiters are kept by lane and tenant instead
+/// ([`Fair`]): the *selected* waiter plays the head's part (only it has a timer, and only it is
+/// admitted, when it fits on every dimension). Tickets are unique per key in both.
 #[derive(Debug)]
 struct Waiting {
-    /// Waiters in arrival order (ascending tickets); the front is always live.
+    /// FIFO: waiters in arrival order (ascending tickets); the front is always live. Empty
+    /// with fairness.
     queue: VecDeque<Slot>,
     tombstones: usize,
+    /// The fair discipline, if the budget has one.
+    fair: Option<Box<Fair>>,
     next_ticket: u64,
     /// The head that was last told it is the head (so it arms its timer).
     notified_head: u64,
@@ -237,10 +250,14 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn new() -> Self {
+    fn new(settings: &Settings) -> Self {
         Waiting {
             queue: VecDeque::new(),
             tombstones: 0,
+            fair: settings
+                .fair
+                .as_ref()
+                .map(|f| Box::new(Fair::new(Arc::clone(f)))),
             next_ticket: 0,
             notified_head: u64::MAX,
             outcomes: HashMap::new(),
@@ -248,7 +265,12 @@ impl Waiting {
     }
 
     fn live_waiters(&self) -> usize {
-        self.queue.len() - self.tombstones
+        self.queue.len() - self.tombstones + self.fair.as_ref().map_or(0, |f| f.live_waiters())
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.fair.as_ref().is_none_or(|f| f.is_empty())
     }
 
     fn find(&self, ticket: u64) -> Option<usize> {
@@ -291,6 +313,23 @@ pub(crate) struct KeyState {
     pub(crate) evicted: bool,
 }
 
+/// A queued waiter's identity: its ticket, and (with fairness) the flow of its tenant, so it is
+/// found without a search through every tenant.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    pub(crate) seq: u64,
+    pub(crate) flow: u32,
+}
+
+impl Ticket {
+    fn place(self) -> Place {
+        Place {
+            flow: self.flow,
+            seq: self.seq,
+        }
+    }
+}
+
 /// What a queued waiter should do next.
 #[derive(Debug)]
 pub(crate) enum WaiterPoll {
@@ -311,7 +350,7 @@ pub(crate) enum Begin {
     Refused(AdmissionError),
     /// Queued with this ticket, waiting on this dimension (the one that did not fit for the
     /// head of the queue when it arrived).
-    Queued(u64, Option<Dimension>),
+    Queued(Ticket, Option<Dimension>),
 }
 
 impl KeyShared {
@@ -342,6 +381,7 @@ impl KeyShared {
 
     /// An arrival of `tokens` at offset `now`: admit now, refuse, or queue.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn begin(
         &self,
         state: &mut KeyState,
@@ -350,6 +390,7 @@ impl KeyShared {
         waker: Option<&Waker>,
         max_wait: Option<Duration>,
         max_queue: Option<usize>,
+        class: Option<&Class>,
     ) -> Begin {
         if let Some(error) = state.above_limit(tokens) {
             return Begin::Refused(error);
@@ -364,9 +405,126 @@ impl KeyShared {
             self.drain(state, now, false);
         }
         if !state.has_waiters() && state.fits(self, now, tokens) {
-            return Begin::Admitted(state.charge(now, tokens));
+            let at = state.charge(now, tokens);
+            if let Some(fair) = &self.settings.fair
+                && fair.has_minimums()
+            {
+                self.record_lane(state, class, at, tokens);
+            }
+            return Begin::Admitted(at);
+        }
+        if self.settings.fair.is_some() {
+            let anonymous = Class::default();
+            let class = class.unwrap_or(&anonymous);
+            return self.begin_fair(state, tokens, now, waker, max_wait, max_queue, class);
         }
         self.begin_slow(state, tokens, now, waker, max_wait, max_queue)
+    }
+
+    /// An admission that did not wait counts towards its lane's minimum share.
+    #[cold]
+    fn record_lane(&self, state: &mut KeyState, class: Option<&Class>, at: u64, tokens: u64) {
+        let (unit, _, _) = state.share(&self.settings);
+        let anonymous = Class::default();
+        let waiting = state
+            .waiting
+            .get_or_insert_with(|| Box::new(Waiting::new(&self.settings)));
+        if let Some(fair) = waiting.fair.as_deref_mut() {
+            fair.record(class.unwrap_or(&anonymous), at, unit.cost(tokens));
+        }
+    }
+
+    /// An arrival that does not fit now, on a fair key: it joins its tenant's queue in its
+    /// lane. `max_queue` bounds each tenant's queue; the wait checked against `max_wait` is the
+    /// estimate of [`Fair::ahead`].
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn begin_fair(
+        &self,
+        state: &mut KeyState,
+        cost: u64,
+        now: u64,
+        waker: Option<&Waker>,
+        max_wait: Option<Duration>,
+        max_queue: Option<usize>,
+        class: &Class,
+    ) -> Begin {
+        let (unit, span, limit) = state.share(&self.settings);
+        let waiting = state
+            .waiting
+            .get_or_insert_with(|| Box::new(Waiting::new(&self.settings)));
+        let Some(fair) = waiting.fair.as_deref_mut() else {
+            unreachable!("a fair budget's keys wait fairly");
+        };
+        let flow = fair.flow_for(class);
+        let depth = fair.depth(flow);
+        let estimate = |state: &KeyState| {
+            let ahead = state
+                .waiting
+                .as_deref()
+                .and_then(|w| w.fair.as_deref())
+                .map(|f| f.ahead(flow, None, |c| unit.cost(c)))
+                .unwrap_or_default();
+            match state.schedule(self, now, ahead.into_iter(), cost) {
+                Some(at) => Duration::from_nanos(at - now),
+                None => Duration::MAX,
+            }
+        };
+        let refused = if waker.is_none() {
+            let would_wait = estimate(state);
+            Some(AdmissionError::WaitTooLong {
+                would_wait,
+                max_wait: Duration::ZERO,
+            })
+        } else if let Some(max) = max_queue
+            && depth >= max
+        {
+            Some(AdmissionError::QueueFull {
+                depth,
+                would_wait: Some(estimate(state)),
+            })
+        } else if let Some(max_wait) = max_wait {
+            let would_wait = estimate(state);
+            (would_wait > max_wait).then_some(AdmissionError::WaitTooLong {
+                would_wait,
+                max_wait,
+            })
+        } else {
+            None
+        };
+        let Some(fair) = state
+            .waiting
+            .as_deref_mut()
+            .and_then(|w| w.fair.as_deref_mut())
+        else {
+            unreachable!("allocated above");
+        };
+        if let Some(error) = refused {
+            fair.release(flow);
+            return Begin::Refused(error);
+        }
+        let Some(waker) = waker else {
+            unreachable!("refused above without a waker");
+        };
+        let blocked = state.blocking(self, now, cost);
+        let Some(waiting) = state.waiting.as_deref_mut() else {
+            unreachable!("allocated above");
+        };
+        let seq = waiting.next_ticket;
+        waiting.next_ticket += 1;
+        if let Some(fair) = waiting.fair.as_deref_mut() {
+            fair.push(flow, seq, cost, waker.clone());
+            // The arrival may now be the selected waiter: it polls at once, so it needs no
+            // wake-up. If it displaced another, that one keeps its timer (a spurious wake-up
+            // at worst), and the drain below tells whoever is selected now.
+            let place = Place { flow, seq };
+            if fair.is_selected(place, now, span, limit) {
+                waiting.notified_head = seq;
+            }
+        }
+        tracing::debug!(cost, depth, ?blocked, "admission waits for its fair turn");
+        self.drain(state, now, false);
+        Begin::Queued(Ticket { seq, flow }, blocked)
     }
 
     /// An arrival that does not fit now.
@@ -412,7 +570,7 @@ impl KeyShared {
         let blocked = state.blocking(self, now, head);
         let waiting = state
             .waiting
-            .get_or_insert_with(|| Box::new(Waiting::new()));
+            .get_or_insert_with(|| Box::new(Waiting::new(&self.settings)));
         let ticket = waiting.next_ticket;
         waiting.next_ticket += 1;
         waiting.queue.push_back(Slot {
@@ -424,21 +582,31 @@ impl KeyShared {
             waiting.notified_head = ticket;
         }
         tracing::debug!(cost, depth, ?blocked, "admission waits for capacity");
-        Begin::Queued(ticket, blocked)
+        Begin::Queued(
+            Ticket {
+                seq: ticket,
+                flow: 0,
+            },
+            blocked,
+        )
     }
 
     /// A queued waiter looks at its state.
-    pub(crate) fn poll_waiter(&self, ticket: u64, now: Instant, waker: &Waker) -> WaiterPoll {
+    pub(crate) fn poll_waiter(&self, ticket: Ticket, now: Instant, waker: &Waker) -> WaiterPoll {
         let now = self.settings.offset(now);
         let mut guard = self.lock();
         let state = &mut *guard;
-        if let Some(outcome) = state.take_outcome(ticket) {
+        if let Some(outcome) = state.take_outcome(ticket.seq) {
             return WaiterPoll::Done(outcome);
         }
         self.drain(state, now, false);
-        if let Some(outcome) = state.take_outcome(ticket) {
+        if let Some(outcome) = state.take_outcome(ticket.seq) {
             return WaiterPoll::Done(outcome);
         }
+        if self.settings.fair.is_some() {
+            return self.poll_fair(state, ticket, now, waker);
+        }
+        let ticket = ticket.seq;
         let Some((idx, waiting)) = state
             .waiting
             .as_deref_mut()
@@ -472,6 +640,64 @@ impl KeyShared {
                         depth: 0,
                         would_wait: None,
                     });
+                state.remove_waiter(
+                    self,
+                    Ticket {
+                        seq: ticket,
+                        flow: 0,
+                    },
+                    now,
+                );
+                WaiterPoll::Done(Verdict::Failed(error))
+            }
+        }
+    }
+
+    /// [`poll_waiter`](Self::poll_waiter) on a fair key: the selected waiter plays the head.
+    fn poll_fair(
+        &self,
+        state: &mut KeyState,
+        ticket: Ticket,
+        now: u64,
+        waker: &Waker,
+    ) -> WaiterPoll {
+        let (_, span, limit) = state.share(&self.settings);
+        let Some(waiting) = state.waiting.as_deref_mut() else {
+            debug_assert!(false, "a waiter's ticket is neither queued nor decided");
+            return WaiterPoll::Done(Verdict::Failed(AdmissionError::QueueFull {
+                depth: 0,
+                would_wait: None,
+            }));
+        };
+        let Some(fair) = waiting.fair.as_deref_mut() else {
+            unreachable!("a fair budget's keys wait fairly");
+        };
+        let Some(slot) = fair.find_mut(ticket.place()) else {
+            debug_assert!(false, "a waiter's ticket is neither queued nor decided");
+            return WaiterPoll::Done(Verdict::Failed(AdmissionError::QueueFull {
+                depth: 0,
+                would_wait: None,
+            }));
+        };
+        match &slot.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => slot.waker = Some(waker.clone()),
+        }
+        let cost = slot.cost;
+        if !fair.is_selected(ticket.place(), now, span, limit) {
+            return WaiterPoll::Behind;
+        }
+        waiting.notified_head = ticket.seq;
+        match state.schedule(self, now, std::iter::empty(), cost) {
+            Some(at) => WaiterPoll::Head(self.settings.instant(at)),
+            None => {
+                debug_assert!(false, "a queued cost above its limit");
+                let error = state
+                    .above_limit(cost)
+                    .unwrap_or(AdmissionError::QueueFull {
+                        depth: 0,
+                        would_wait: None,
+                    });
                 state.remove_waiter(self, ticket, now);
                 WaiterPoll::Done(Verdict::Failed(error))
             }
@@ -479,16 +705,29 @@ impl KeyShared {
     }
 
     /// A waiter whose deadline passed gives up, unless it was admitted meanwhile. Returns the
-    /// outcome if it has one, else the instant it would have been admitted (if any).
-    pub(crate) fn give_up(&self, ticket: u64, now: Instant) -> Result<Verdict, Option<Instant>> {
+    /// outcome if it has one, else the instant it would have been admitted (if any; with
+    /// fairness, an estimate).
+    pub(crate) fn give_up(&self, ticket: Ticket, now: Instant) -> Result<Verdict, Option<Instant>> {
         let now = self.settings.offset(now);
         let mut guard = self.lock();
         let state = &mut *guard;
         self.drain(state, now, false);
-        if let Some(outcome) = state.take_outcome(ticket) {
+        if let Some(outcome) = state.take_outcome(ticket.seq) {
             return Ok(outcome);
         }
+        if let Some(fair) = state.waiting.as_deref().and_then(|w| w.fair.as_deref()) {
+            let (unit, _, _) = state.share(&self.settings);
+            let cost = fair.find(ticket.place()).map(|s| s.cost);
+            let at = cost.and_then(|cost| {
+                let ahead = fair.ahead(ticket.flow, Some(ticket.seq), |c| unit.cost(c));
+                state.schedule(self, now, ahead.into_iter(), cost)
+            });
+            state.remove_waiter(self, ticket, now);
+            return Err(at.map(|at| self.settings.instant(at)));
+        }
+        let ticket_seq = ticket.seq;
         let at = state.waiting.as_deref().and_then(|w| {
+            let ticket = ticket_seq;
             let idx = w.find(ticket)?;
             let cost = w.queue[idx].cost;
             let ahead = w
@@ -505,12 +744,12 @@ impl KeyShared {
 
     /// A waiter is dropped: it leaves no trace. A grant it never collected is refunded whole, on
     /// every dimension (the request was never sent).
-    pub(crate) fn cancel(&self, ticket: u64, tokens: u64) {
+    pub(crate) fn cancel(&self, ticket: Ticket, tokens: u64) {
         let now = self.settings.offset(Instant::now());
         let mut guard = self.lock();
         let state = &mut *guard;
-        match state.take_outcome(ticket) {
-            Some(Verdict::Granted { at }) => {
+        match state.take_outcome(ticket.seq) {
+            Some(Verdict::Granted { at, .. }) => {
                 for dim in state.dims.as_mut_slice() {
                     dim.ledger.refund(at, dim.which.cost(tokens));
                 }
@@ -528,7 +767,34 @@ impl KeyShared {
     /// (the refund may let them in).
     pub(crate) fn settle(&self, at: u64, refund: u64, debt: u64) {
         let mut guard = self.lock();
+        self.settle_locked(&mut guard, at, refund, debt);
+    }
+
+    /// [`settle`](Self::settle) on a fair key: the tenant's account is corrected by what it
+    /// really used, `(settled - reserved) / weight`, before waiters are admitted.
+    pub(crate) fn settle_fair(
+        &self,
+        at: u64,
+        refund: u64,
+        debt: u64,
+        tenant: Option<&Arc<str>>,
+        lane: u8,
+    ) {
+        let mut guard = self.lock();
         let state = &mut *guard;
+        let (unit, _, _) = state.share(&self.settings);
+        if unit.settles()
+            && let Some(fair) = state
+                .waiting
+                .as_deref_mut()
+                .and_then(|w| w.fair.as_deref_mut())
+        {
+            fair.correct(tenant, lane, i128::from(debt) - i128::from(refund));
+        }
+        self.settle_locked(state, at, refund, debt);
+    }
+
+    fn settle_locked(&self, state: &mut KeyState, at: u64, refund: u64, debt: u64) {
         if refund > 0 {
             for dim in state.dims.as_mut_slice() {
                 if dim.which.settles() {
@@ -650,7 +916,22 @@ impl KeyShared {
         };
         state.pinned = true;
         let KeyState { dims, waiting, .. } = state;
-        if let Some(waiting) = waiting.as_deref_mut() {
+        if let Some(waiting) = waiting.as_deref_mut()
+            && let Some(fair) = waiting.fair.as_deref_mut()
+        {
+            let outcomes = &mut waiting.outcomes;
+            fair.fail_where(|slot| {
+                let Some(error) = above_limit(dims.as_slice(), slot.cost) else {
+                    return false;
+                };
+                let Some(w) = slot.waker.take() else {
+                    return false;
+                };
+                outcomes.insert(slot.ticket, Verdict::Failed(error));
+                w.wake();
+                true
+            });
+        } else if let Some(waiting) = waiting.as_deref_mut() {
             let mut failed = 0;
             for slot in waiting.queue.iter_mut().filter(|s| s.live()) {
                 let Some(error) = above_limit(dims.as_slice(), slot.cost) else {
@@ -700,6 +981,11 @@ impl KeyShared {
             (w.live_waiters(), w.live_waiters() + failed)
         });
         stats.waiters = waiters;
+        stats.tenants = state
+            .waiting
+            .as_ref()
+            .and_then(|w| w.fair.as_ref())
+            .map_or(0, |f| f.tracked());
         // Every reference but the map's, the caller's and the waiting futures' is a permit.
         stats.outstanding = Arc::strong_count(this).saturating_sub(2 + holding);
         stats
@@ -728,7 +1014,7 @@ impl KeyShared {
             && state
                 .waiting
                 .as_ref()
-                .is_none_or(|w| w.queue.is_empty() && w.outcomes.is_empty())
+                .is_none_or(|w| w.is_empty() && w.outcomes.is_empty())
             && !state.pinned
             && Arc::strong_count(this) == 1;
         if idle {
@@ -743,6 +1029,10 @@ impl KeyShared {
     fn drain(&self, state: &mut KeyState, now: u64, notify_head: bool) {
         state.expire(&self.settings, now);
         if !state.has_waiters() {
+            return;
+        }
+        if self.settings.fair.is_some() {
+            self.drain_fair(state, now, notify_head);
             return;
         }
         loop {
@@ -761,7 +1051,9 @@ impl KeyShared {
                 let ticket = head.ticket;
                 let waker = head.waker.take();
                 waiting.tombstones += 1;
-                waiting.outcomes.insert(ticket, Verdict::Granted { at });
+                waiting
+                    .outcomes
+                    .insert(ticket, Verdict::Granted { at, account: None });
                 if let Some(w) = waker {
                     w.wake();
                 }
@@ -786,12 +1078,59 @@ impl KeyShared {
     }
 }
 
+impl KeyShared {
+    /// [`drain`](Self::drain) on a fair key: admits the selected waiter while it fits, and
+    /// tells the one selected after that.
+    fn drain_fair(&self, state: &mut KeyState, now: u64, notify_head: bool) {
+        let settings = &*self.settings;
+        let (unit, span, limit) = state.share(settings);
+        let KeyState { dims, waiting, .. } = state;
+        let Some(waiting) = waiting.as_deref_mut() else {
+            return;
+        };
+        let Some(fair) = waiting.fair.as_deref_mut() else {
+            return;
+        };
+        loop {
+            let Some(flow) = fair.selected(now, span, limit) else {
+                return;
+            };
+            let Some(head) = fair.head(flow) else {
+                debug_assert!(false, "a backlogged flow without a waiter");
+                return;
+            };
+            let (cost, ticket) = (head.cost, head.ticket);
+            if dims.fits(settings, now, cost) {
+                let at = dims.charge(now, cost);
+                let Some((slot, account)) = fair.grant(flow, at, unit.cost(cost)) else {
+                    debug_assert!(false, "the selected flow has a head");
+                    return;
+                };
+                waiting
+                    .outcomes
+                    .insert(ticket, Verdict::Granted { at, account });
+                if let Some(w) = slot.waker {
+                    w.wake();
+                }
+            } else {
+                if notify_head || ticket != waiting.notified_head {
+                    waiting.notified_head = ticket;
+                    if let Some(w) = &head.waker {
+                        w.wake_by_ref();
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
 impl Ledger {
     /// Books a charge at offset `at`. Entries stay in time order even if two callers read the
     /// clock in the other order: a charge never goes before the last entry, it joins it (a later
     /// instant: it counts longer, never shorter).
     #[inline]
-    fn push(&mut self, at: u64, amount: u64) {
+    pub(super) fn push(&mut self, at: u64, amount: u64) {
         self.used += u128::from(amount);
         if let Some(last) = self.entries.back_mut()
             && last.at >= at
@@ -817,7 +1156,7 @@ impl Ledger {
 
     /// Drops the entries that no longer count at `now`: those with `at + span <= now`.
     #[inline]
-    fn expire(&mut self, span: u64, now: u64) {
+    pub(super) fn expire(&mut self, span: u64, now: u64) {
         let Some(cutoff) = now.checked_sub(span) else {
             return;
         };
@@ -997,7 +1336,7 @@ impl DimSim {
 impl KeyState {
     #[inline]
     fn has_waiters(&self) -> bool {
-        self.waiting.as_ref().is_some_and(|w| !w.queue.is_empty())
+        self.waiting.as_ref().is_some_and(|w| !w.is_empty())
     }
 
     /// The refusal of a token cost above a whole limit, if it is.
@@ -1016,11 +1355,7 @@ impl KeyState {
     /// Whether `tokens` fits on every dimension at `now` (the ledgers expired at `now`).
     #[inline]
     fn fits(&mut self, key: &KeyShared, now: u64, tokens: u64) -> bool {
-        let settings = &*key.settings;
-        self.dims.as_mut_slice().iter_mut().all(|d| {
-            let cost = d.which.cost(tokens);
-            cost == 0 || d.ledger.used + u128::from(cost) <= u128::from(d.effective(settings, now))
-        })
+        self.dims.fits(&key.settings, now, tokens)
     }
 
     /// The first dimension on which `tokens` does not fit at `now`, if any.
@@ -1044,7 +1379,40 @@ impl KeyState {
     /// and every ledger's last entry. Returns that offset.
     #[inline]
     fn charge(&mut self, now: u64, tokens: u64) -> u64 {
-        let dims = self.dims.as_mut_slice();
+        self.dims.charge(now, tokens)
+    }
+
+    /// The dimension fair shares are counted in (tokens if the key limits them, else requests,
+    /// else tokens per day), its span and its configured limit.
+    fn share(&self, settings: &Settings) -> (Dimension, u64, u64) {
+        let dims = self.dims.as_slice();
+        let dim = [
+            Dimension::Tokens,
+            Dimension::Requests,
+            Dimension::TokensPerDay,
+        ]
+        .into_iter()
+        .find_map(|which| dims.iter().find(|d| d.which == which))
+        .unwrap_or(&dims[0]);
+        (dim.which, settings.span(dim.which), dim.limit)
+    }
+}
+
+impl Dims {
+    /// Whether `tokens` fits on every dimension at `now` (the ledgers expired at `now`).
+    #[inline]
+    fn fits(&mut self, settings: &Settings, now: u64, tokens: u64) -> bool {
+        self.as_mut_slice().iter_mut().all(|d| {
+            let cost = d.which.cost(tokens);
+            cost == 0 || d.ledger.used + u128::from(cost) <= u128::from(d.effective(settings, now))
+        })
+    }
+
+    /// Books an admission of `tokens` on every dimension, all at one offset: the latest of `now`
+    /// and every ledger's last entry. Returns that offset.
+    #[inline]
+    fn charge(&mut self, now: u64, tokens: u64) -> u64 {
+        let dims = self.as_mut_slice();
         let at = dims
             .iter()
             .filter_map(|d| d.ledger.last_at())
@@ -1057,7 +1425,9 @@ impl KeyState {
         }
         at
     }
+}
 
+impl KeyState {
     fn take_outcome(&mut self, ticket: u64) -> Option<Verdict> {
         let outcomes = &mut self.waiting.as_mut()?.outcomes;
         let outcome = outcomes.remove(&ticket);
@@ -1107,11 +1477,18 @@ impl KeyState {
     }
 
     /// Removes a queued waiter; if it was the head, the next one becomes head.
-    fn remove_waiter(&mut self, key: &KeyShared, ticket: u64, now: u64) {
+    fn remove_waiter(&mut self, key: &KeyShared, ticket: Ticket, now: u64) {
         let Some(waiting) = self.waiting.as_deref_mut() else {
             return;
         };
-        let Some(idx) = waiting.find(ticket) else {
+        if let Some(fair) = waiting.fair.as_deref_mut() {
+            // The removed waiter may have been the selected one: select again.
+            if fair.remove(ticket.place()) {
+                key.drain(self, now, false);
+            }
+            return;
+        }
+        let Some(idx) = waiting.find(ticket.seq) else {
             return;
         };
         waiting.queue[idx].waker = None;

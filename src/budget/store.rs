@@ -12,7 +12,7 @@ use std::hash::Hash;
 
 use tokio::time::Instant;
 
-use super::{AdmissionError, Budget, ConfigError, Dimension, KeyStats, Permit, Quota};
+use super::{AdmissionError, Budget, Class, ConfigError, Dimension, KeyStats, Permit, Quota};
 use crate::classify::ThrottleCause;
 
 /// The budgets of quota keys, as the admission layer uses them. Clones share their state.
@@ -28,6 +28,13 @@ pub trait QuotaStore<K>: Clone + Send + Sync + 'static {
     /// Admits a request of `tokens` (and one request) on `key`, waiting as the store's queue
     /// discipline says.
     fn acquire(&self, key: K, tokens: u64) -> Self::Acquire;
+
+    /// Admits a request of `tokens` on `key` for `class` (its tenant and lane). A store that
+    /// shares keys fairly serves it by its class; the default ignores the class (FIFO).
+    fn acquire_as(&self, key: K, tokens: u64, class: Class) -> Self::Acquire {
+        let _ = class;
+        self.acquire(key, tokens)
+    }
 
     /// Feedback that the server throttled `key` for `cause`, without a permit (a throttle seen
     /// elsewhere). Feedback with the throttled request's permit goes through
@@ -51,6 +58,11 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> QuotaStore<K> for Budget<K> {
     #[inline]
     fn acquire(&self, key: K, tokens: u64) -> Self::Acquire {
         Budget::acquire(self, key, tokens)
+    }
+
+    #[inline]
+    fn acquire_as(&self, key: K, tokens: u64, class: Class) -> Self::Acquire {
+        Budget::acquire_as(self, key, tokens, class)
     }
 
     fn throttled(&self, key: &K, cause: ThrottleCause) {

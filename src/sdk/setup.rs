@@ -20,7 +20,7 @@ use super::connector::{DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient, SIGNATURE_VA
 use super::observe::{RetryCounts, ThrottleObserver};
 use crate::admit::{AdmissionLayer, LeftQueue};
 use crate::bedrock::{Bedrock, BedrockKey, BedrockResponseLayer};
-use crate::budget::{Budget, ConfigError, Quota};
+use crate::budget::{Budget, ConfigError, Fairness, Quota};
 use crate::quotas::AppliedQuotas;
 use crate::report::CapacityRecorder;
 use crate::retry::{Backoff, RetryBudget, ThrottleRetryLayer};
@@ -177,6 +177,7 @@ pub struct BedrockThrottleBuilder {
     applied: Option<AppliedQuotas>,
     report_windows: usize,
     metrics: bool,
+    fairness: Option<Fairness>,
     #[cfg(feature = "redis")]
     redis: Option<RedisSettings>,
 }
@@ -212,6 +213,7 @@ impl Default for BedrockThrottleBuilder {
             metrics: false,
             #[cfg(feature = "redis")]
             redis: None,
+            fairness: None,
         }
     }
 }
@@ -386,11 +388,22 @@ impl BedrockThrottleBuilder {
         self
     }
 
+    /// Shares each model's quota fairly between tenants and lanes instead of FIFO (see
+    /// [fair shares](crate::budget#fair-shares)). A request's class comes from the
+    /// [`Bedrock`] protocol: [`Bedrock::tenant_header`], [`Bedrock::lane_header`],
+    /// [`Bedrock::service_tier_lanes`]. Weights and minimums change at run time through
+    /// [`BedrockThrottle::budget`]. With a shared store, fairness holds within each process's
+    /// admissions.
+    pub fn fairness(mut self, fairness: Fairness) -> Self {
+        self.fairness = Some(fairness);
+        self
+    }
+
     /// Validates the configuration and builds the limiters and the layered HTTP client.
     ///
     /// # Errors
     ///
-    /// [`SetupError::Budget`] for a zero limit, window or day, or a window too long;
+    /// [`SetupError::Budget`] for a zero limit, window or day, or a window too long, or a fairness configuration refused (weights, minimums);
     /// [`SetupError::WaitsExceedSignatureWindow`] for a retry deadline that one signature
     /// cannot cover (with the [`signature_margin`](Self::signature_margin)).
     pub fn build(self) -> Result<BedrockThrottle, SetupError> {
@@ -430,6 +443,9 @@ impl BedrockThrottleBuilder {
             });
         if let Some(max_wait) = self.max_wait {
             budget = budget.max_wait(max_wait);
+        }
+        if let Some(fairness) = self.fairness.clone() {
+            budget = budget.fairness(fairness);
         }
         let budget = budget.build()?;
         let store: Store<BedrockKey> = self.store(budget.clone(), margin, merged)?;

@@ -9,7 +9,9 @@ use std::task::{Context, Poll};
 use super::StoreKey;
 #[cfg(feature = "redis")]
 use super::{RedisAcquire, RedisStore};
-use crate::budget::{AdmissionError, Budget, ConfigError, KeyStats, Permit, Quota, QuotaStore};
+use crate::budget::{
+    AdmissionError, Budget, Class, ConfigError, KeyStats, Permit, Quota, QuotaStore,
+};
 use crate::classify::ThrottleCause;
 
 /// One of the stores: the in-process [`Budget`] or, with the `redis` feature, a
@@ -101,6 +103,14 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> QuotaStore<K> for 
             Store::Local(b) => StoreAcquire::Local(b.acquire(key, tokens)),
             #[cfg(feature = "redis")]
             Store::Redis(r) => StoreAcquire::Redis(QuotaStore::acquire(r, key, tokens)),
+        }
+    }
+
+    fn acquire_as(&self, key: K, tokens: u64, class: Class) -> Self::Acquire {
+        match self {
+            Store::Local(b) => StoreAcquire::Local(b.acquire_as(key, tokens, class)),
+            #[cfg(feature = "redis")]
+            Store::Redis(r) => StoreAcquire::Redis(QuotaStore::acquire_as(r, key, tokens, class)),
         }
     }
 

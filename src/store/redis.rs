@@ -639,6 +639,7 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
             tokens_per_day: dim(2),
             waiters: n.get(9).copied().unwrap_or(0) as usize,
             outstanding: 0,
+            tenants: 0,
         }))
     }
 
@@ -1100,6 +1101,7 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> QuotaStore<K> for 
             tokens_per_day: dim(Dimension::TokensPerDay),
             waiters,
             outstanding: 0,
+            tenants: 0,
         })
     }
 }
