@@ -96,7 +96,7 @@ impl Amount {
 /// The most bytes of a non-stream body kept to read its usage at the end.
 pub(crate) const JSON_USAGE_LIMIT: usize = 4 << 20;
 /// The most bytes of one incomplete event-stream frame kept while observing a stream.
-pub(crate) const FRAME_LIMIT: usize = 1 << 20;
+pub(crate) use super::stream::FRAME_LIMIT;
 
 /// How a body is observed until it settles.
 pub(crate) enum Observer {

@@ -19,8 +19,9 @@ use crate::macros::define_inner_service_accessors;
 
 /// The most bytes of an error body read into memory (Bedrock's are a few hundred bytes).
 pub(crate) const ERROR_BODY_LIMIT: usize = 64 << 10;
-/// The largest first frame looked at; a longer one is passed on unexamined.
-pub(crate) const FIRST_FRAME_LIMIT: usize = 1 << 20;
+/// The largest event-stream frame looked at (the first one here, any one while a stream
+/// settles); a longer one is passed on unexamined.
+pub(crate) const FRAME_LIMIT: usize = 1 << 20;
 
 /// The content type of Bedrock's streaming responses.
 pub(crate) const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
@@ -301,7 +302,7 @@ fn first_frame(buf: &[u8]) -> FirstFrame {
         return FirstFrame::Incomplete;
     };
     let total = u32::from_be_bytes([prelude[0], prelude[1], prelude[2], prelude[3]]) as usize;
-    if !(16..=FIRST_FRAME_LIMIT).contains(&total) {
+    if !(16..=FRAME_LIMIT).contains(&total) {
         return FirstFrame::Event;
     }
     let Some(frame) = buf.get(..total) else {

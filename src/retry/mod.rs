@@ -105,5 +105,7 @@ pub use backoff::Backoff;
 pub use budget::RetryBudget;
 pub use error::ConfigError;
 pub use layer::ThrottleRetryLayer;
+#[cfg(feature = "sdk")]
+pub(crate) use policy::DEFAULT_ATTEMPTS;
 pub use policy::{GiveUpReason, RetryEvent};
 pub use service::ThrottleRetry;

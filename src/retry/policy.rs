@@ -24,7 +24,8 @@ fn cause_index(cause: ThrottleCause) -> usize {
     }
 }
 
-const THREE: NonZeroU32 = NonZeroU32::new(3).unwrap();
+/// The attempts per call by default, the first included (the AWS SDK's standard mode has 3).
+pub(crate) const DEFAULT_ATTEMPTS: NonZeroU32 = NonZeroU32::new(3).unwrap();
 const FIVE: NonZeroU32 = NonZeroU32::new(5).unwrap();
 
 /// What the retry layer decided after an attempt that did not succeed, for an observer
@@ -119,7 +120,7 @@ impl Default for Config {
         // Bedrock documents up to 5 attempts for a model that is still loading.
         per_cause[cause_index(ThrottleCause::ModelNotReady)] = Some(FIVE);
         Self {
-            max_attempts: THREE,
+            max_attempts: DEFAULT_ATTEMPTS,
             per_cause,
             backoff: Backoff::default(),
             budget: RetryBudget::default(),

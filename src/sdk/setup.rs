@@ -201,7 +201,7 @@ impl Default for BedrockThrottleBuilder {
             day: crate::budget::DAY,
             max_wait: None,
             expiry_margin: None,
-            max_attempts: NonZeroU32::new(3).expect("3 is not zero"),
+            max_attempts: crate::retry::DEFAULT_ATTEMPTS,
             backoff: Backoff::default(),
             retry_budget: None,
             retry_deadline: Duration::from_secs(240),
