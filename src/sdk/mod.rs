@@ -70,8 +70,9 @@
 //! every instance inside its share at each admission, but not the sum inside the quota at every
 //! instant: Bedrock books output burndown (5x on recent Claude models) when a call ends, as debt
 //! beyond the reservation, and one instance's debt can spill past its share into room another
-//! instance is admitting into. For instances in separate processes, tell each a little less than
-//! its share; a shared store for fleets is not built yet.
+//! instance is admitting into. For instances in separate processes, share one ledger through
+//! Redis instead ([`BedrockThrottleBuilder::redis`], feature `redis`): every process then
+//! admits against the whole fleet's reservations and debts.
 //!
 //! # What one throttle does not see
 //!
