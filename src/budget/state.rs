@@ -629,6 +629,19 @@ impl KeyShared {
         }
         let cost = slot.cost;
         waiting.notified_head = ticket;
+        self.poll_head(
+            state,
+            Ticket {
+                seq: ticket,
+                flow: 0,
+            },
+            cost,
+            now,
+        )
+    }
+
+    /// The head (or, fair, the selected waiter) of `ticket` and `cost`: the instant it fits.
+    fn poll_head(&self, state: &mut KeyState, ticket: Ticket, cost: u64, now: u64) -> WaiterPoll {
         match state.schedule(self, now, std::iter::empty(), cost) {
             Some(at) => WaiterPoll::Head(self.settings.instant(at)),
             None => {
@@ -640,14 +653,7 @@ impl KeyShared {
                         depth: 0,
                         would_wait: None,
                     });
-                state.remove_waiter(
-                    self,
-                    Ticket {
-                        seq: ticket,
-                        flow: 0,
-                    },
-                    now,
-                );
+                state.remove_waiter(self, ticket, now);
                 WaiterPoll::Done(Verdict::Failed(error))
             }
         }
@@ -688,20 +694,7 @@ impl KeyShared {
             return WaiterPoll::Behind;
         }
         waiting.notified_head = ticket.seq;
-        match state.schedule(self, now, std::iter::empty(), cost) {
-            Some(at) => WaiterPoll::Head(self.settings.instant(at)),
-            None => {
-                debug_assert!(false, "a queued cost above its limit");
-                let error = state
-                    .above_limit(cost)
-                    .unwrap_or(AdmissionError::QueueFull {
-                        depth: 0,
-                        would_wait: None,
-                    });
-                state.remove_waiter(self, ticket, now);
-                WaiterPoll::Done(Verdict::Failed(error))
-            }
-        }
+        self.poll_head(state, ticket, cost, now)
     }
 
     /// A waiter whose deadline passed gives up, unless it was admitted meanwhile. Returns the

@@ -425,22 +425,24 @@ impl BedrockThrottleBuilder {
         {
             return Err(SetupError::Budget(ConfigError::ZeroLimit));
         }
-        let merged = merge_applied(self.quotas.clone(), self.applied.as_ref());
-        let quotas = Arc::new(merged.clone());
+        let quotas = merge_applied(self.quotas.clone(), self.applied.as_ref());
         let applied = self.applied.clone().map(Arc::new);
         let unquoted = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
         let check = applied.clone();
         let default = self.default_quota;
+        // The quota of a key, for whichever store serves it (the shared store asks too).
+        let quota_of: QuotaOf = Arc::new(move |key: &BedrockKey| {
+            if let Some(applied) = &check {
+                warn_unquoted(applied, key, &unquoted);
+            }
+            Some(quotas.get(key.model()).copied().unwrap_or(default))
+        });
+        let local = Arc::clone(&quota_of);
         let mut budget = Budget::<BedrockKey>::builder()
             .window(self.window)
             .day(self.day)
             .expiry_margin(margin)
-            .quota_fn(move |key: &BedrockKey| {
-                if let Some(applied) = &check {
-                    warn_unquoted(applied, key, &unquoted);
-                }
-                Some(quotas.get(key.model()).copied().unwrap_or(default))
-            });
+            .quota_fn(move |key: &BedrockKey| local(key));
         if let Some(max_wait) = self.max_wait {
             budget = budget.max_wait(max_wait);
         }
@@ -448,7 +450,7 @@ impl BedrockThrottleBuilder {
             budget = budget.fairness(fairness);
         }
         let budget = budget.build()?;
-        let store: Store<BedrockKey> = self.store(budget.clone(), margin, merged)?;
+        let store: Store<BedrockKey> = self.store(budget.clone(), margin, quota_of)?;
 
         let mut retry = ThrottleRetryLayer::new(self.bedrock.clone())
             .clone_with(self.bedrock.clone())
@@ -508,12 +510,11 @@ impl BedrockThrottleBuilder {
         &self,
         budget: Budget<BedrockKey>,
         margin: Duration,
-        quotas: HashMap<String, Quota>,
+        quota_of: QuotaOf,
     ) -> Result<Store<BedrockKey>, SetupError> {
         #[cfg(feature = "redis")]
         if let Some(settings) = &self.redis {
             let (urls, cluster) = (&settings.urls, settings.cluster);
-            let default = self.default_quota;
             let mut b = crate::store::RedisStore::<BedrockKey>::builder(
                 urls.first().cloned().unwrap_or_default(),
             )
@@ -521,9 +522,7 @@ impl BedrockThrottleBuilder {
             .day(self.day)
             .expiry_margin(margin)
             .on_outage(settings.outage)
-            .quota_fn(move |key: &BedrockKey| {
-                Some(quotas.get(key.model()).copied().unwrap_or(default))
-            });
+            .quota_fn(move |key: &BedrockKey| quota_of(key));
             if cluster {
                 b = b.cluster();
                 for u in urls.iter().skip(1) {
@@ -552,6 +551,9 @@ pub type BedrockStack = Stack<
         Stack<ThrottleRetryLayer<Bedrock, Bedrock>, Identity>,
     >,
 >;
+
+/// The quota of a key, as the setup's stores ask for it.
+type QuotaOf = Arc<dyn Fn(&BedrockKey) -> Option<Quota> + Send + Sync>;
 
 /// The SDK retry classifier of the setup: retries an attempt that left the queue before its
 /// signature expired (it is re-signed and keeps its place), forbids every other retry (the
