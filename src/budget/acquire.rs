@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
+use super::Budget;
+use super::engine::Started;
 use super::error::AdmissionError;
 use super::fair::Class;
+use super::key::{KeyShared, WaiterPoll};
 use super::permit::Permit;
+use super::queue::{Ticket, Verdict};
 use super::quota::Dimension;
-use super::state::{KeyShared, Ticket, Verdict, WaiterPoll};
-use super::{Budget, Started};
 
 /// The future returned by [`Budget::acquire`]: resolves to a [`Permit`] once the cost fits in
 /// the key's window on every dimension, in arrival order, or to an [`AdmissionError`].
@@ -70,7 +72,7 @@ fn finish(q: Queued, outcome: Verdict, cost: u64) -> Result<Permit, AdmissionErr
         Verdict::Granted { at, account } => {
             let permit = Permit::charged(q.shared, cost, at).with_waited_on(q.blocked);
             Ok(match account {
-                Some((tenant, lane)) => permit.with_account(tenant, lane),
+                Some(account) => permit.with_account(account),
                 None => permit,
             })
         }
@@ -118,9 +120,10 @@ where
                             let deadline = this
                                 .budget
                                 .inner
+                                .config
                                 .max_wait
                                 .and_then(|max| at.checked_add(max));
-                            let arrived = shared.settings().offset(at);
+                            let arrived = shared.config().offset(at);
                             this.state = State::Queued(Queued {
                                 shared,
                                 ticket: ticket.seq,
@@ -178,7 +181,7 @@ impl<K> Acquire<K> {
         let State::Queued(q) = std::mem::replace(&mut self.state, State::Done) else {
             unreachable!("give_up is only called while queued")
         };
-        let max_wait = self.budget.inner.max_wait.unwrap_or(Duration::ZERO);
+        let max_wait = self.budget.inner.config.max_wait.unwrap_or(Duration::ZERO);
         let ticket = Ticket {
             seq: q.ticket,
             flow: q.flow,
@@ -187,7 +190,7 @@ impl<K> Acquire<K> {
             Ok(outcome) => finish(q, outcome, self.cost),
             Err(at) => {
                 let would_wait = at.map_or(Duration::MAX, |at| {
-                    at.saturating_duration_since(q.shared.settings().instant(q.arrived))
+                    at.saturating_duration_since(q.shared.config().instant(q.arrived))
                 });
                 tracing::debug!(cost = self.cost, ?would_wait, ?max_wait, "waiter gives up");
                 Err(AdmissionError::WaitTooLong {

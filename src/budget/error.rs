@@ -114,7 +114,8 @@ pub enum ConfigError {
         /// The accepted range, in words.
         expected: &'static str,
     },
-    /// A tenant weight that is zero, negative, NaN or infinite.
+    /// A tenant weight outside [`MIN_WEIGHT`](super::MIN_WEIGHT)`..=`[`MAX_WEIGHT`](super::MAX_WEIGHT)
+    /// (zero, negative, NaN, infinite, or too small or large for the fair shares' arithmetic).
     InvalidWeight {
         /// The tenant (`None`: the default weight).
         tenant: Option<Arc<str>>,
@@ -172,11 +173,17 @@ impl fmt::Display for ConfigError {
             ConfigError::InvalidWeight { tenant, value } => match tenant {
                 Some(t) => write!(
                     f,
-                    "the weight of tenant {t:?} is {value}, but must be finite and greater than 0"
+                    "the weight of tenant {t:?} is {value}, but must be finite and greater than 0, \
+                     in [{}, {}]",
+                    super::MIN_WEIGHT,
+                    super::MAX_WEIGHT
                 ),
                 None => write!(
                     f,
-                    "the default tenant weight is {value}, but must be finite and greater than 0"
+                    "the default tenant weight is {value}, but must be finite and greater than 0, \
+                     in [{}, {}]",
+                    super::MIN_WEIGHT,
+                    super::MAX_WEIGHT
                 ),
             },
             ConfigError::InvalidMinimum { lane, value } => write!(

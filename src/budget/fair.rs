@@ -35,6 +35,9 @@ struct ClassParts {
     lane: Option<Arc<str>>,
 }
 
+/// The anonymous tenant in the default lane (a request without a class).
+pub(crate) static ANONYMOUS: Class = Class(None);
+
 impl Class {
     /// The class of `tenant`, in the default lane.
     pub fn tenant(tenant: impl Into<Arc<str>>) -> Self {
@@ -120,6 +123,12 @@ impl Lane {
     }
 }
 
+/// The smallest weight a tenant may have ([`Fairness::weight`]).
+pub const MIN_WEIGHT: f64 = 1e-3;
+
+/// The largest weight a tenant may have ([`Fairness::weight`]).
+pub const MAX_WEIGHT: f64 = 1e6;
+
 /// The default bound on tracked tenants per key (see [`Fairness::max_tenants`]).
 pub const DEFAULT_MAX_TENANTS: usize = 10_000;
 
@@ -157,7 +166,8 @@ impl Fairness {
     }
 
     /// The weight of `tenant`: backlogged tenants share a lane's admitted tokens in proportion
-    /// to their weights. Finite and greater than 0.
+    /// to their weights. In [`MIN_WEIGHT`]`..=`[`MAX_WEIGHT`] (checked when the budget is
+    /// built: [`ConfigError::InvalidWeight`]).
     pub fn weight(mut self, tenant: impl Into<Arc<str>>, weight: f64) -> Self {
         self.weights.insert(tenant.into(), weight);
         self
@@ -256,8 +266,11 @@ impl Fairness {
     }
 }
 
+/// The weights a tenant may have: [`MIN_WEIGHT`, `MAX_WEIGHT`]. The virtual-time tags grow by
+/// `cost / weight`: a weight near zero (a subnormal, say) would make them infinite, and a
+/// ratio between weights beyond 10^9 says nothing a person means.
 fn check_weight(tenant: Option<&Arc<str>>, weight: f64) -> Result<(), ConfigError> {
-    if weight.is_finite() && weight > 0.0 {
+    if (MIN_WEIGHT..=MAX_WEIGHT).contains(&weight) {
         Ok(())
     } else {
         Err(ConfigError::InvalidWeight {

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::key::KeyShared;
+use super::queue::Account;
 use super::quota::Dimension;
-use super::state::KeyShared;
 use super::store::StorePermit;
 use crate::classify::ThrottleCause;
 
@@ -30,15 +31,10 @@ pub struct Permit {
     reserved: u64,
     if_unknown: u64,
     waited_on: Option<Dimension>,
-    /// With fairness: the lane whose tenant's account settlement corrects ([`NO_LANE`]: none).
-    lane: u8,
-    /// With fairness: the tenant (`None`: the anonymous tenant).
-    tenant: Option<Arc<str>>,
+    /// With fairness: the tenant and lane whose account settlement corrects.
+    account: Option<Account>,
     on_settle: Option<SettleHook>,
 }
-
-/// The lane of a permit that corrects no tenant's account.
-pub(crate) const NO_LANE: u8 = u8::MAX;
 
 /// Told `(reserved, settled)` once, when the permit settles or drops.
 type SettleHook = Box<dyn FnOnce(u64, u64) + Send + Sync>;
@@ -48,7 +44,7 @@ enum Holder {
     /// Nothing is charged (a key without limit): only the admission instant.
     Free(Instant),
     /// A charge on a key of the in-process store: the key's state, and the admission as an
-    /// offset on the key's clock (see `Settings::offset`), at which every dimension's entry is
+    /// offset on the key's clock (see `KeyConfig::offset`), at which every dimension's entry is
     /// dated. The key counts its outstanding permits by these references (see `KeyShared`).
     Charged { shared: Arc<KeyShared>, at: u64 },
     /// A charge in another store.
@@ -64,8 +60,7 @@ impl Permit {
             reserved,
             if_unknown: reserved,
             waited_on: None,
-            lane: NO_LANE,
-            tenant: None,
+            account: None,
             on_settle: None,
         }
     }
@@ -77,8 +72,7 @@ impl Permit {
             reserved,
             if_unknown: reserved,
             waited_on: None,
-            lane: NO_LANE,
-            tenant: None,
+            account: None,
             on_settle: None,
         }
     }
@@ -90,8 +84,7 @@ impl Permit {
             reserved,
             if_unknown: reserved,
             waited_on: None,
-            lane: NO_LANE,
-            tenant: None,
+            account: None,
             on_settle: None,
         }
     }
@@ -110,9 +103,8 @@ impl Permit {
     }
 
     /// The same permit, correcting `tenant`'s account in `lane` when it settles.
-    pub(crate) fn with_account(mut self, tenant: Option<Arc<str>>, lane: u8) -> Self {
-        self.tenant = tenant;
-        self.lane = lane;
+    pub(crate) fn with_account(mut self, account: Account) -> Self {
+        self.account = Some(account);
         self
     }
 
@@ -161,7 +153,7 @@ impl Permit {
     pub fn admitted_at(&self) -> Instant {
         match &self.holder {
             Holder::Free(at) => *at,
-            Holder::Charged { shared, at } => shared.settings().instant(*at),
+            Holder::Charged { shared, at } => shared.config().instant(*at),
             Holder::Store(charge) => charge.admitted_at(),
             Holder::Settled => Instant::now(),
         }
@@ -248,11 +240,7 @@ impl Permit {
         match std::mem::replace(&mut self.holder, Holder::Settled) {
             Holder::Charged { shared, at } => {
                 if refund > 0 || debt > 0 {
-                    if self.lane == NO_LANE {
-                        shared.settle(at, refund, debt);
-                    } else {
-                        shared.settle_fair(at, refund, debt, self.tenant.as_ref(), self.lane);
-                    }
+                    shared.settle(at, refund, debt, self.account.as_ref());
                 }
             }
             Holder::Store(charge) => charge.settle(self.reserved, refund, debt),

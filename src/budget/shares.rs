@@ -18,8 +18,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::task::Waker;
 
+use super::error::AdmissionError;
 use super::fair::{Class, FairShared};
-use super::state::{Ledger, Slot};
+use super::ledger::{Ledger, Share};
+use super::queue::{Account, Slot, Ticket};
 
 type Hasher = foldhash::fast::RandomState;
 
@@ -52,13 +54,36 @@ struct Flow {
 }
 
 /// A tag as an ordered key: the bits of a non-negative finite `f64` sort as the number does.
+/// Weights are validated so that tags stay finite; this runs inside destructors (a dropped
+/// waiter), so a broken invariant is reported, never asserted.
 #[inline]
 fn bits(tag: f64) -> u64 {
-    debug_assert!(
-        tag >= 0.0 && tag.is_finite(),
-        "tags are non-negative and finite"
-    );
+    if !(tag >= 0.0 && tag.is_finite()) {
+        broken("a fair tag is negative or not finite");
+        return if tag > 0.0 { f64::MAX.to_bits() } else { 0 };
+    }
     tag.to_bits()
+}
+
+/// Reports a broken invariant of the fair bookkeeping. The bookkeeping runs in destructors
+/// (a waiter dropped, a permit settled), where a panic would abort the process: it logs
+/// instead, and the caller takes the safe fallback.
+#[cold]
+pub(super) fn broken(what: &str) {
+    tracing::error!(
+        invariant = what,
+        "bedrock-throttle: broken invariant in the fair shares"
+    );
+}
+
+/// `n - 1`, reporting an underflow instead of panicking.
+#[inline]
+fn decrement<T: Copy + PartialEq + std::ops::Sub<Output = T> + From<u8>>(n: &mut T, what: &str) {
+    if *n == T::from(0) {
+        broken(what);
+    } else {
+        *n = *n - T::from(1);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -87,16 +112,6 @@ pub(crate) struct Fair {
     /// Flows of named tenants (the bound of `max_tenants`).
     named: usize,
     live: usize,
-}
-
-/// The tenant and lane whose account a permit's settlement corrects (`None`: no account).
-pub(crate) type Account = Option<(Option<Arc<str>>, u8)>;
-
-/// Where a waiter is: its flow and its sequence number (the key's ticket).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Place {
-    pub(crate) flow: u32,
-    pub(crate) seq: u64,
 }
 
 impl Fair {
@@ -137,10 +152,6 @@ impl Fair {
 
     pub(crate) fn live_waiters(&self) -> usize {
         self.live
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.live == 0
     }
 
     /// Tracked flows (for tests and stats).
@@ -226,7 +237,7 @@ impl Fair {
             return;
         };
         if matches!(flow.key.tenant, TenantId::Named(_)) {
-            self.named -= 1;
+            decrement(&mut self.named, "named tenants");
         }
         self.index.remove(&flow.key);
         self.free.push(idx);
@@ -289,7 +300,7 @@ impl Fair {
     /// Queues a waiter on flow `idx`.
     pub(crate) fn push(&mut self, idx: u32, seq: u64, cost: u64, waker: Waker) {
         let Some(flow) = self.flows.get_mut(idx as usize).and_then(Option::as_mut) else {
-            debug_assert!(false, "push on a flow that does not exist");
+            broken("push on a flow that does not exist");
             return;
         };
         let lane = &mut self.lanes[flow.key.lane as usize];
@@ -313,9 +324,10 @@ impl Fair {
     }
 
     /// The flow whose first waiter is served next: the highest lane below its minimum share
-    /// of `limit` (on the share dimension, admitted in the last `span`), else the highest
-    /// backlogged lane; in the lane, the smallest tag.
-    pub(crate) fn selected(&mut self, now: u64, span: u64, limit: u64) -> Option<u32> {
+    /// of the limit in force (on the share dimension, admitted in the last span), else the
+    /// highest backlogged lane; in the lane, the smallest tag.
+    pub(crate) fn selected(&mut self, now: u64, share: Share) -> Option<u32> {
+        let (span, limit) = (share.span, share.limit);
         if self.live == 0 {
             return None;
         }
@@ -342,15 +354,14 @@ impl Fair {
         self.flow(idx).and_then(|f| f.queue.front())
     }
 
-    /// Whether `place` is the first waiter of the selected flow.
-    pub(crate) fn is_selected(&mut self, place: Place, now: u64, span: u64, limit: u64) -> bool {
-        self.selected(now, span, limit) == Some(place.flow)
-            && self.head(place.flow).is_some_and(|s| s.ticket == place.seq)
-    }
-
     /// Serves the first waiter of flow `idx`, admitted at `at` for `amount` on the share
     /// dimension: returns its slot (the caller records the grant and wakes it).
-    pub(crate) fn grant(&mut self, idx: u32, at: u64, amount: u64) -> Option<(Slot, Account)> {
+    pub(crate) fn grant(
+        &mut self,
+        idx: u32,
+        at: u64,
+        amount: u64,
+    ) -> Option<(Slot, Option<Account>)> {
         let flow = self.flows.get_mut(idx as usize).and_then(Option::as_mut)?;
         let slot = flow.queue.pop_front()?;
         let account = match &flow.key.tenant {
@@ -359,8 +370,8 @@ impl Fair {
             // The overflow tenant's members are not tracked one by one.
             TenantId::Overflow => None,
         };
-        flow.live -= 1;
-        self.live -= 1;
+        decrement(&mut flow.live, "a flow's live waiters");
+        decrement(&mut self.live, "a key's live waiters");
         clean(flow);
         let lane_rank = flow.key.lane as usize;
         let lane = &mut self.lanes[lane_rank];
@@ -387,18 +398,7 @@ impl Fair {
     }
 
     /// The slot of waiter `place`, if it is queued and live.
-    pub(crate) fn find(&self, place: Place) -> Option<&Slot> {
-        let flow = self.flow(place.flow)?;
-        let idx = flow
-            .queue
-            .binary_search_by_key(&place.seq, |s| s.ticket)
-            .ok()?;
-        let slot = &flow.queue[idx];
-        slot.live().then_some(slot)
-    }
-
-    /// The slot of waiter `place`, if it is queued and live.
-    pub(crate) fn find_mut(&mut self, place: Place) -> Option<&mut Slot> {
+    pub(crate) fn find_mut(&mut self, place: Ticket) -> Option<&mut Slot> {
         let flow = self.flow_mut(place.flow)?;
         let idx = flow
             .queue
@@ -408,24 +408,28 @@ impl Fair {
         slot.waker.is_some().then_some(slot)
     }
 
-    /// Removes waiter `place` (cancelled, failed, or given up). Returns whether it was queued.
-    pub(crate) fn remove(&mut self, place: Place) -> bool {
-        let Some(slot) = self.find_mut(place) else {
-            return false;
-        };
-        slot.waker = None;
-        self.mark_removed(place.flow);
-        true
+    /// Removes waiter `place` (cancelled, failed, or given up). Returns its waker if it was
+    /// queued.
+    pub(crate) fn remove(&mut self, place: Ticket) -> Option<Waker> {
+        let slot = self.find_mut(place)?;
+        let waker = slot.waker.take();
+        self.mark_removed(place.flow, 1);
+        waker
     }
 
-    fn mark_removed(&mut self, idx: u32) {
+    /// Counts `n` slots of flow `idx` that were just made tombstones. Counted BEFORE the queue
+    /// is cleaned: cleaning pops tombstones and decrements the count, so a tombstone must be
+    /// counted before it can be popped.
+    fn mark_removed(&mut self, idx: u32, n: u32) {
         let Some(flow) = self.flows.get_mut(idx as usize).and_then(Option::as_mut) else {
             return;
         };
-        flow.live -= 1;
-        flow.tombstones += 1;
+        for _ in 0..n {
+            decrement(&mut flow.live, "a flow's live waiters");
+            decrement(&mut self.live, "a key's live waiters");
+        }
+        flow.tombstones += n;
         clean(flow);
-        self.live -= 1;
         if flow.live == 0 {
             let (tag, lane) = (flow.tag, flow.key.lane as usize);
             self.lanes[lane].backlog.remove(&(bits(tag), idx));
@@ -434,23 +438,31 @@ impl Fair {
         }
     }
 
-    /// Fails every live waiter `fail` returns an error for: `fail(ticket, cost)` records the
-    /// outcome and returns true.
-    pub(crate) fn fail_where(&mut self, mut fail: impl FnMut(&mut Slot) -> bool) {
+    /// Removes every live waiter `refuse` (given its cost) returns an error for; returns them
+    /// with their wakers. Each flow counts its failed slots before it is cleaned once.
+    pub(crate) fn fail_where(
+        &mut self,
+        mut refuse: impl FnMut(u64) -> Option<AdmissionError>,
+    ) -> Vec<(u64, AdmissionError, Waker)> {
+        let mut failed = Vec::new();
         for idx in 0..self.flows.len() as u32 {
             let Some(flow) = self.flow_mut(idx) else {
                 continue;
             };
-            let failed: Vec<u64> = flow
-                .queue
-                .iter_mut()
-                .filter(|s| s.live())
-                .filter_map(|s| fail(s).then_some(s.ticket))
-                .collect();
-            for _ in failed {
-                self.mark_removed(idx);
+            let before = failed.len();
+            for slot in flow.queue.iter_mut().filter(|s| s.live()) {
+                if let Some(error) = refuse(slot.cost)
+                    && let Some(w) = slot.waker.take()
+                {
+                    failed.push((slot.ticket, error, w));
+                }
+            }
+            let n = (failed.len() - before) as u32;
+            if n > 0 {
+                self.mark_removed(idx, n);
             }
         }
+        failed
     }
 
     /// Settlement's correction of a tenant's account by `delta` on the share dimension
@@ -579,7 +591,7 @@ impl Fair {
 fn clean(flow: &mut Flow) {
     while flow.queue.front().is_some_and(|s| !s.live()) {
         flow.queue.pop_front();
-        flow.tombstones -= 1;
+        decrement(&mut flow.tombstones, "a flow's tombstones");
     }
     if flow.tombstones > 32 && flow.tombstones as usize * 2 > flow.queue.len() {
         flow.queue.retain(Slot::live);

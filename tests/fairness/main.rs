@@ -1,5 +1,6 @@
 //! Fair shares between tenants and lanes, under `tokio::time::pause()`.
 
+mod robust;
 mod scenarios;
 
 use std::future::Future;

@@ -1,0 +1,228 @@
+//! The builder of a [`Budget`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use super::config::KeyConfig;
+use super::engine::{Inner, KeyHasher, QuotaFn};
+use super::error::ConfigError;
+use super::fair::Fairness;
+use super::feedback::Aimd;
+use super::quota::Quota;
+use super::{Budget, DAY};
+
+/// Builds a [`Budget`]; see [`Budget::builder`].
+pub struct BudgetBuilder<K> {
+    quota: Quota,
+    window: Duration,
+    day: Duration,
+    per_key: HashMap<K, Quota>,
+    quota_fn: Option<QuotaFn<K>>,
+    max_wait: Option<Duration>,
+    max_queue: Option<usize>,
+    margin: Duration,
+    aimd: Option<Aimd>,
+    fairness: Option<Fairness>,
+}
+
+impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
+    /// Shares each key's quota fairly between tenants and priority lanes instead of FIFO (see
+    /// the [module documentation](super#fair-shares)). Requests say who they are for with
+    /// [`Budget::acquire_as`]; those admitted with [`Budget::acquire`] are the anonymous
+    /// tenant in the default lane.
+    pub fn fairness(mut self, fairness: Fairness) -> Self {
+        self.fairness = Some(fairness);
+        self
+    }
+
+    /// The tokens-per-window limit of every key not given a quota by
+    /// [`quota_for`](Self::quota_for) or [`quota_fn`](Self::quota_fn).
+    pub fn tokens(mut self, limit: u64) -> Self {
+        self.quota.tokens = Some(limit);
+        self
+    }
+
+    /// The requests-per-window limit of every key not given a quota by
+    /// [`quota_for`](Self::quota_for) or [`quota_fn`](Self::quota_fn). Every admission counts
+    /// as one request.
+    pub fn requests(mut self, limit: u64) -> Self {
+        self.quota.requests = Some(limit);
+        self
+    }
+
+    /// The tokens-per-day limit of every key not given a quota by [`quota_for`](Self::quota_for)
+    /// or [`quota_fn`](Self::quota_fn), over the [`day`](Self::day) window.
+    pub fn tokens_per_day(mut self, limit: u64) -> Self {
+        self.quota.tokens_per_day = Some(limit);
+        self
+    }
+
+    /// The quota of every key not given one by [`quota_for`](Self::quota_for) or
+    /// [`quota_fn`](Self::quota_fn) (replaces what [`tokens`](Self::tokens),
+    /// [`requests`](Self::requests) and [`tokens_per_day`](Self::tokens_per_day) set).
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// The window length `W` of the requests and tokens limits. Default 60 s.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The window of the tokens-per-day limit. Default 24 hours ([`DAY`]); shorter for a
+    /// scaled emulator.
+    pub fn day(mut self, day: Duration) -> Self {
+        self.day = day;
+        self
+    }
+
+    /// The quota of one key; takes precedence over [`quota_fn`](Self::quota_fn) and the default
+    /// quota.
+    pub fn quota_for(mut self, key: K, quota: Quota) -> Self {
+        self.per_key.insert(key, quota);
+        self
+    }
+
+    /// Computes the quota of a key the first time it is seen (and again after eviction).
+    /// `None` (or an unlimited quota) means the key has no limit: its admissions are free and
+    /// never wait (and, as such a key keeps no state, the function is called again at each of
+    /// its admissions). When set, it decides for every key not given by
+    /// [`quota_for`](Self::quota_for), and the default quota is not used. A function returning a
+    /// zero limit makes every cost on that dimension fail with
+    /// [`AdmissionError::CostAboveLimit`].
+    pub fn quota_fn(mut self, f: impl Fn(&K) -> Option<Quota> + Send + Sync + 'static) -> Self {
+        self.quota_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// The longest a request may wait. A request whose computed wait is longer fails at once with
+    /// [`AdmissionError::WaitTooLong`]; one whose wait grows past it while queued (feedback, a
+    /// lower limit) fails when its deadline passes. Default: no bound.
+    ///
+    /// Computing the wait of a new arrival walks the queue ahead of it and the window's entries,
+    /// so with a bound each queued arrival costs time proportional to the queue; admissions that
+    /// do not wait cost nothing extra.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = Some(max_wait);
+        self
+    }
+
+    /// The most requests that may wait on one key; more fail with
+    /// [`AdmissionError::QueueFull`]. `0` means never wait. Default: no bound.
+    pub fn max_queue(mut self, max_queue: usize) -> Self {
+        self.max_queue = Some(max_queue);
+        self
+    }
+
+    /// Extra time each entry counts beyond its window, to absorb clock skew and latency between
+    /// the client's admission and the server's booking. Default zero.
+    pub fn expiry_margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self
+    }
+
+    /// The feedback policy of [`Budget::throttled`]. Default [`Aimd::default`].
+    pub fn aimd(mut self, aimd: Aimd) -> Self {
+        self.aimd = Some(aimd);
+        self
+    }
+
+    /// Turns off the decrease of the effective limit on feedback: [`Budget::throttled`] only
+    /// exhausts the window.
+    pub fn without_aimd(mut self) -> Self {
+        self.aimd = None;
+        self
+    }
+
+    /// Checks the configuration and builds the budget.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroLimit`] for a zero limit (default or per key),
+    /// [`ConfigError::ZeroWindow`] for a zero window or day, [`ConfigError::WindowTooLong`] for
+    /// a window or day plus margin over a year, [`ConfigError::MissingLimit`] when neither a
+    /// limited quota nor a quota function is given, [`ConfigError::InvalidFactor`] for an AIMD
+    /// factor out of range or NaN.
+    pub fn build(self) -> Result<Budget<K>, ConfigError> {
+        if self.window.is_zero() || self.day.is_zero() {
+            return Err(ConfigError::ZeroWindow);
+        }
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        if self.window.max(self.day).saturating_add(self.margin) > YEAR {
+            return Err(ConfigError::WindowTooLong);
+        }
+        if self.quota.zero_dimension().is_some()
+            || self.per_key.values().any(|q| q.zero_dimension().is_some())
+        {
+            return Err(ConfigError::ZeroLimit);
+        }
+        if self.quota.is_unlimited() && self.quota_fn.is_none() && self.per_key.is_empty() {
+            return Err(ConfigError::MissingLimit);
+        }
+        if let Some(aimd) = &self.aimd {
+            aimd.validate()?;
+        }
+        let fair = self
+            .fairness
+            .map(Fairness::build)
+            .transpose()?
+            .map(Arc::new);
+        Ok(Budget {
+            inner: Arc::new(Inner {
+                keys: papaya::HashMap::with_hasher(KeyHasher::default()),
+                default_quota: self.quota,
+                per_key: self.per_key,
+                quota_fn: self.quota_fn,
+                config: Arc::new(
+                    KeyConfig::new(self.window, self.day, self.margin, self.aimd, fair)
+                        .with_bounds(self.max_wait, self.max_queue),
+                ),
+                inserted: AtomicUsize::new(0),
+            }),
+        })
+    }
+}
+
+impl<K> fmt::Debug for BudgetBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BudgetBuilder")
+            .field("quota", &self.quota)
+            .field("window", &self.window)
+            .field("day", &self.day)
+            .field("per_key", &self.per_key.len())
+            .field("quota_fn", &self.quota_fn.is_some())
+            .field("max_wait", &self.max_wait)
+            .field("max_queue", &self.max_queue)
+            .field("expiry_margin", &self.margin)
+            .field("aimd", &self.aimd)
+            .field("fairness", &self.fairness)
+            .finish()
+    }
+}
+
+impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
+    /// A builder; a limited quota ([`tokens`](BudgetBuilder::tokens),
+    /// [`requests`](BudgetBuilder::requests), [`quota`](BudgetBuilder::quota),
+    /// [`quota_for`](BudgetBuilder::quota_for)) or a [`quota_fn`](BudgetBuilder::quota_fn) is
+    /// required.
+    pub fn builder() -> BudgetBuilder<K> {
+        BudgetBuilder {
+            quota: Quota::unlimited(),
+            window: Duration::from_secs(60),
+            day: DAY,
+            per_key: HashMap::new(),
+            quota_fn: None,
+            max_wait: None,
+            max_queue: None,
+            margin: Duration::ZERO,
+            aimd: Some(Aimd::default()),
+            fairness: None,
+        }
+    }
+}

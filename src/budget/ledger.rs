@@ -1,0 +1,413 @@
+//! The ledger of one dimension of a key, the dimensions of a key, and the simulation that says
+//! when a cost will fit.
+//!
+//! Time inside a key is a `u64` count of nanoseconds since the budget's epoch (see
+//! [`KeyConfig::offset`]): ledger entries are 16 bytes, expiry is one integer comparison, and
+//! the conversion back to [`Instant`](tokio::time::Instant) is exact, so nothing is rounded.
+//!
+//! Every dimension of a key is admitted at the same instant: an admission books one entry on
+//! each limited dimension, all dated at one offset (the latest of the clock and every ledger's
+//! last entry), so no charge is older than the request.
+
+use std::collections::VecDeque;
+
+use super::config::KeyConfig;
+use super::error::AdmissionError;
+use super::feedback::{Lowered, Reach};
+use super::quota::{Dimension, Quota};
+
+/// One charge in the window: an offset (see [`KeyConfig::offset`]) and an amount. Charges at the
+/// same instant share one entry.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Entry {
+    pub(super) at: u64,
+    pub(super) amount: u64,
+}
+
+/// The charges of one dimension's window, in time order.
+#[derive(Debug, Default)]
+pub(super) struct Ledger {
+    pub(super) entries: VecDeque<Entry>,
+    /// The sum of the entries' amounts (u128: debt is not bounded by the limit).
+    pub(super) used: u128,
+}
+
+/// One limited dimension of a key: its configured limit, its feedback state, its ledger.
+#[derive(Debug)]
+pub(super) struct Dim {
+    pub(super) which: Dimension,
+    pub(super) limit: u64,
+    pub(super) lowered: Option<Lowered>,
+    pub(super) ledger: Ledger,
+}
+
+impl Dim {
+    pub(super) fn new(which: Dimension, limit: u64) -> Self {
+        Dim {
+            which,
+            limit,
+            lowered: None,
+            ledger: Ledger::default(),
+        }
+    }
+}
+
+/// The limited dimensions of a key, in [`Dimension::ALL`] order. A key with one dimension (the
+/// common case: tokens, or requests) keeps it inline, so its admissions chase no pointer.
+#[derive(Debug)]
+pub(super) enum Dims {
+    One(Dim),
+    Many(Box<[Dim]>),
+}
+
+impl Dims {
+    /// The dimensions of `quota`; `None` for an unlimited quota.
+    pub(super) fn of(quota: &Quota) -> Option<Self> {
+        let mut dims: Vec<Dim> = quota.limits().map(|(d, l)| Dim::new(d, l)).collect();
+        match dims.len() {
+            0 => None,
+            1 => dims.pop().map(Dims::One),
+            _ => Some(Dims::Many(dims.into_boxed_slice())),
+        }
+    }
+
+    #[inline]
+    pub(super) fn as_slice(&self) -> &[Dim] {
+        match self {
+            Dims::One(d) => std::slice::from_ref(d),
+            Dims::Many(ds) => ds,
+        }
+    }
+
+    #[inline]
+    pub(super) fn as_mut_slice(&mut self) -> &mut [Dim] {
+        match self {
+            Dims::One(d) => std::slice::from_mut(d),
+            Dims::Many(ds) => ds,
+        }
+    }
+
+    /// The dimensions of `dims` (at least one, in [`Dimension::ALL`] order).
+    pub(super) fn from_vec(mut dims: Vec<Dim>) -> Self {
+        match (dims.len(), dims.pop()) {
+            (1, Some(d)) => Dims::One(d),
+            (_, last) => {
+                dims.extend(last);
+                Dims::Many(dims.into_boxed_slice())
+            }
+        }
+    }
+
+    /// The dimension fair shares count in (see [`share`](Self::share)).
+    pub(super) fn share_unit(&self) -> Dimension {
+        let dims = self.as_slice();
+        [
+            Dimension::Tokens,
+            Dimension::Requests,
+            Dimension::TokensPerDay,
+        ]
+        .into_iter()
+        .find(|&which| dims.iter().any(|d| d.which == which))
+        .unwrap_or(Dimension::Tokens)
+    }
+
+    pub(super) fn has(&self, which: Dimension) -> bool {
+        self.as_slice().iter().any(|d| d.which == which)
+    }
+}
+
+impl Dims {
+    /// Whether `tokens` fits on every dimension at `now` (the ledgers expired at `now`).
+    #[inline]
+    pub(super) fn fits(&mut self, settings: &KeyConfig, now: u64, tokens: u64) -> bool {
+        self.as_mut_slice().iter_mut().all(|d| {
+            let cost = d.which.cost(tokens);
+            cost == 0 || d.ledger.used + u128::from(cost) <= u128::from(d.effective(settings, now))
+        })
+    }
+
+    /// Books an admission of `tokens` on every dimension, all at one offset: the latest of `now`
+    /// and every ledger's last entry. Returns that offset.
+    #[inline]
+    pub(super) fn charge(&mut self, now: u64, tokens: u64) -> u64 {
+        let dims = self.as_mut_slice();
+        let at = dims
+            .iter()
+            .filter_map(|d| d.ledger.last_at())
+            .fold(now, u64::max);
+        for dim in dims {
+            let cost = dim.which.cost(tokens);
+            if cost > 0 {
+                dim.ledger.push(at, cost);
+            }
+        }
+        at
+    }
+}
+
+impl Ledger {
+    /// Books a charge at offset `at`. Entries stay in time order even if two callers read the
+    /// clock in the other order: a charge never goes before the last entry, it joins it (a later
+    /// instant: it counts longer, never shorter).
+    #[inline]
+    pub(super) fn push(&mut self, at: u64, amount: u64) {
+        self.used += u128::from(amount);
+        if let Some(last) = self.entries.back_mut()
+            && last.at >= at
+            && let Some(sum) = last.amount.checked_add(amount)
+        {
+            last.amount = sum;
+            return;
+        }
+        let at = self.entries.back().map_or(at, |last| at.max(last.at));
+        if self.entries.capacity() == 0 {
+            // A key used once (most keys, before they go idle) holds one 16-byte entry, not the
+            // four a first push would allocate.
+            self.entries.reserve_exact(1);
+        }
+        self.entries.push_back(Entry { at, amount });
+    }
+
+    /// The offset of the last entry, if any.
+    #[inline]
+    pub(super) fn last_at(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.at)
+    }
+
+    /// Drops the entries that no longer count at `now`: those with `at + span <= now`.
+    #[inline]
+    pub(super) fn expire(&mut self, span: u64, now: u64) {
+        let Some(cutoff) = now.checked_sub(span) else {
+            return;
+        };
+        while let Some(front) = self.entries.front() {
+            if front.at > cutoff {
+                break;
+            }
+            self.used -= u128::from(front.amount);
+            self.entries.pop_front();
+        }
+    }
+
+    /// Gives back `amount` of the entry at offset `at`. Several permits may share an entry
+    /// (charges at one instant are merged), but each refunds at most its own reservation, so the
+    /// entry never goes below the charges that remain. An entry that has expired is not found:
+    /// its charge no longer counts anyway.
+    #[inline]
+    pub(super) fn refund(&mut self, at: u64, amount: u64) {
+        if amount == 0 {
+            return;
+        }
+        // The most recent entry is the likeliest (a short call settles before later charges).
+        let idx = match self.entries.back() {
+            Some(last) if last.at == at => self.entries.len() - 1,
+            _ => match self.entries.binary_search_by_key(&at, |e| e.at) {
+                Ok(idx) => idx,
+                Err(_) => return,
+            },
+        };
+        let entry = &mut self.entries[idx];
+        let amount = amount.min(entry.amount);
+        entry.amount -= amount;
+        self.used -= u128::from(amount);
+    }
+}
+
+/// The first dimension of `dims` on which `tokens` costs more than the whole limit.
+pub(super) fn above_limit(dims: &[Dim], tokens: u64) -> Option<AdmissionError> {
+    dims.iter().find_map(|d| {
+        let cost = d.which.cost(tokens);
+        (cost > d.limit).then_some(AdmissionError::CostAboveLimit {
+            dimension: d.which,
+            cost,
+            limit: d.limit,
+        })
+    })
+}
+
+/// One dimension's ledger as the schedule simulates it: the real entries not yet expired, and
+/// the admissions the simulation has made.
+struct DimSim {
+    /// The next real entry to expire.
+    real: usize,
+    used: u128,
+    simulated: VecDeque<Entry>,
+}
+
+impl DimSim {
+    fn new(dim: &Dim) -> Self {
+        DimSim {
+            real: 0,
+            used: dim.ledger.used,
+            simulated: VecDeque::new(),
+        }
+    }
+
+    /// The offset at which the next entry (real or simulated) expires, and whether it is real.
+    fn next_expiry(&self, dim: &Dim, span: u64) -> Option<(u64, bool)> {
+        let real = dim
+            .ledger
+            .entries
+            .get(self.real)
+            .map(|e| e.at.saturating_add(span));
+        let sim = self.simulated.front().map(|e| e.at.saturating_add(span));
+        match (real, sim) {
+            (Some(r), Some(s)) if s < r => Some((s, false)),
+            (Some(r), _) => Some((r, true)),
+            (None, Some(s)) => Some((s, false)),
+            (None, None) => None,
+        }
+    }
+
+    fn expire_next(&mut self, dim: &Dim, real: bool) {
+        if real {
+            self.used -= u128::from(dim.ledger.entries[self.real].amount);
+            self.real += 1;
+        } else if let Some(e) = self.simulated.pop_front() {
+            self.used -= u128::from(e.amount);
+        }
+    }
+
+    /// The first offset from `t` at which `cost` fits on this dimension, expiring entries up to
+    /// it. `None` if it never fits. Fitting is monotone in time (entries only expire, the limit
+    /// only recovers), so any later offset fits too.
+    fn earliest(&mut self, dim: &Dim, settings: &KeyConfig, t: u64, cost: u64) -> Option<u64> {
+        if cost == 0 {
+            return Some(t);
+        }
+        let span = settings.span(dim.which);
+        let mut t = t;
+        loop {
+            let next = self.next_expiry(dim, span);
+            let candidate = match dim.reach(settings, self.used + u128::from(cost)) {
+                Reach::Now => Some(t),
+                Reach::At(at) => Some(t.max(at)),
+                Reach::Never => None,
+            };
+            if let Some(candidate) = candidate
+                && next.is_none_or(|(n, _)| candidate < n)
+            {
+                return Some(candidate);
+            }
+            let (n, real) = next?;
+            t = t.max(n);
+            self.expire_next(dim, real);
+        }
+    }
+
+    /// Expires every entry that no longer counts at `t`.
+    fn advance_to(&mut self, dim: &Dim, settings: &KeyConfig, t: u64) {
+        let span = settings.span(dim.which);
+        while let Some((n, real)) = self.next_expiry(dim, span) {
+            if n > t {
+                return;
+            }
+            self.expire_next(dim, real);
+        }
+    }
+}
+
+impl Dims {
+    /// Drops, on every dimension, the entries that no longer count at `now`.
+    #[inline]
+    pub(super) fn expire(&mut self, settings: &KeyConfig, now: u64) {
+        for dim in self.as_mut_slice() {
+            dim.ledger.expire(settings.span(dim.which), now);
+        }
+    }
+
+    /// The refusal of a token cost above a whole limit, if it is.
+    #[inline]
+    pub(super) fn above_limit(&self, tokens: u64) -> Option<AdmissionError> {
+        above_limit(self.as_slice(), tokens)
+    }
+
+    /// Whether `tokens` costs nothing on any dimension of the key.
+    #[inline]
+    pub(super) fn costs_nothing(&self, tokens: u64) -> bool {
+        tokens == 0 && !self.has(Dimension::Requests)
+    }
+
+    /// The first dimension on which `tokens` does not fit at `now`, if any.
+    pub(super) fn blocking(
+        &mut self,
+        settings: &KeyConfig,
+        now: u64,
+        tokens: u64,
+    ) -> Option<Dimension> {
+        self.as_mut_slice().iter_mut().find_map(|d| {
+            let cost = d.which.cost(tokens);
+            let fits = cost == 0
+                || d.ledger.used + u128::from(cost) <= u128::from(d.effective(settings, now));
+            (!fits).then_some(d.which)
+        })
+    }
+
+    /// Whether every ledger is empty and no limit is lowered.
+    pub(super) fn quiet(&mut self, settings: &KeyConfig, now: u64) -> bool {
+        self.as_mut_slice()
+            .iter_mut()
+            .all(|d| d.ledger.entries.is_empty() && d.effective(settings, now) == d.limit)
+    }
+
+    /// The dimension fair shares are counted in (tokens if the key limits them, else requests,
+    /// else tokens per day), with its span and the limit IN FORCE at `now` (the effective limit
+    /// after feedback: a lane's minimum is a share of what the key may admit now, so a minimum
+    /// cannot take more than the limit feedback left).
+    pub(super) fn share(&self, settings: &KeyConfig, now: u64) -> Share {
+        let unit = self.share_unit();
+        let dims = self.as_slice();
+        let Some(dim) = dims.iter().find(|d| d.which == unit) else {
+            return Share {
+                unit,
+                span: settings.span(unit),
+                limit: 0,
+            };
+        };
+        Share {
+            unit: dim.which,
+            span: settings.span(dim.which),
+            limit: dim.effective_at(settings, now),
+        }
+    }
+
+    /// When (an offset) a request of `cost` tokens would be admitted behind waiters costing
+    /// `ahead`, if each is admitted as soon as it fits on every dimension. `None` if it never
+    /// fits. The ledgers must be expired at `now`.
+    pub(super) fn schedule(
+        &self,
+        settings: &KeyConfig,
+        now: u64,
+        ahead: impl Iterator<Item = u64>,
+        cost: u64,
+    ) -> Option<u64> {
+        let dims = self.as_slice();
+        let mut sims: Vec<DimSim> = dims.iter().map(DimSim::new).collect();
+        let mut t = now;
+        for c in ahead.chain(std::iter::once(cost)) {
+            // Each dimension's earliest fit from `t`; the request goes at the latest of them,
+            // where every dimension fits (fitting is monotone in time).
+            for (dim, sim) in dims.iter().zip(&mut sims) {
+                t = t.max(sim.earliest(dim, settings, t, dim.which.cost(c))?);
+            }
+            for (dim, sim) in dims.iter().zip(&mut sims) {
+                sim.advance_to(dim, settings, t);
+                let amount = dim.which.cost(c);
+                sim.simulated.push_back(Entry { at: t, amount });
+                sim.used += u128::from(amount);
+            }
+        }
+        Some(t)
+    }
+}
+
+/// What fair shares count in, on one key: the share dimension, its span, and its limit in force.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Share {
+    /// The dimension the tenants' accounts and the lanes' minimums count.
+    pub(super) unit: Dimension,
+    /// How long an admission counts towards a lane's minimum.
+    pub(super) span: u64,
+    /// The limit in force on that dimension (the effective limit).
+    pub(super) limit: u64,
+}
