@@ -93,7 +93,9 @@ table! {
     ADMITTED = "bedrock_throttle.admissions", Counter, Count,
         "attempts admitted; outcome = immediate | waited";
     REFUSED = "bedrock_throttle.refusals", Counter, Count,
-        "attempts refused locally; reason = cost-above-limit | wait-too-long | queue-full | left-queue";
+        "attempts refused locally; reason = cost-above-limit | wait-too-long | queue-full";
+    RESIGNS = "bedrock_throttle.resigns", Counter, Count,
+        "attempts that left the queue before their signature expired, handed back to be re-signed with their place kept (not refusals)";
     QUEUE_DEPTH = "bedrock_throttle.queue.depth", Gauge, Count,
         "attempts waiting on the key";
     QUEUE_WAIT = "bedrock_throttle.queue.wait", Histogram, Seconds,
@@ -117,7 +119,7 @@ table! {
     RETRIES = "bedrock_throttle.retries", Counter, Count,
         "retries the retry layer started; outcome of the attempt retried (no per-key labels)";
     GIVE_UPS = "bedrock_throttle.give_ups", Counter, Count,
-        "failed results the retry layer gave back; reason (no per-key labels)";
+        "failed results the retry layer gave back to the caller; reason (no per-key labels)";
 }
 
 /// Buckets for wait histograms, in seconds: 0.01 × 2ⁿ up to 81.92 (OpenTelemetry's advice for
@@ -163,7 +165,8 @@ const CAUSES: [(ThrottleCause, &str); 6] = [
 /// The handles of one key, registered once.
 struct KeyHandles {
     admitted: [Counter; 2],
-    refused: [Counter; 4],
+    refused: [Counter; 3],
+    resigns: Counter,
     queue_depth: Gauge,
     wait: [Histogram; 4],
     reserved: Counter,
@@ -190,13 +193,9 @@ impl KeyHandles {
         let histogram = |id: Id, extra| metrics::histogram!(name(id), with(extra));
         KeyHandles {
             admitted: ["immediate", "waited"].map(|o| counter(Id::ADMITTED, Some(("outcome", o)))),
-            refused: [
-                "cost-above-limit",
-                "wait-too-long",
-                "queue-full",
-                "left-queue",
-            ]
-            .map(|r| counter(Id::REFUSED, Some(("reason", r)))),
+            refused: ["cost-above-limit", "wait-too-long", "queue-full"]
+                .map(|r| counter(Id::REFUSED, Some(("reason", r)))),
+            resigns: counter(Id::RESIGNS, None),
             queue_depth: gauge(Id::QUEUE_DEPTH, None),
             wait: ["none", "requests", "tokens", "tokens-per-day"]
                 .map(|d| histogram(Id::QUEUE_WAIT, Some(("dimension", d)))),
@@ -343,7 +342,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observe<K> for Metrics<K> {
                 h.refused[refusal(error)].increment(1);
                 self.gauges(key, &h);
             }
-            Event::LeftQueue { .. } => h.refused[3].increment(1),
+            Event::LeftQueue { .. } => h.resigns.increment(1),
             Event::Completed { classification } => {
                 let o = match classification.outcome {
                     Outcome::Success => 0,

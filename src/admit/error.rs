@@ -1,4 +1,4 @@
-//! The failure the admission layer adds to the store's.
+//! The failures the admission layer adds to the store's.
 
 use std::fmt;
 use std::time::Duration;
@@ -48,3 +48,39 @@ impl fmt::Display for LeftQueue {
 }
 
 impl std::error::Error for LeftQueue {}
+
+/// A re-sent attempt came back for the place its request kept in the queue (see
+/// [`LeftQueue`]) after that place was given up: nobody had come back for it within
+/// [`kept_for`](Self::kept_for). The request was never sent; sending it again queues it anew,
+/// behind those who arrived after it.
+///
+/// It is not [`AdmissionError::QueueFull`](crate::budget::AdmissionError::QueueFull): the queue
+/// may well have room, so allowing a deeper queue would not help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostPlace {
+    kept_for: Duration,
+}
+
+impl LostPlace {
+    pub(crate) fn new(kept_for: Duration) -> Self {
+        LostPlace { kept_for }
+    }
+
+    /// How long a place is kept for a re-sent attempt.
+    pub fn kept_for(&self) -> Duration {
+        self.kept_for
+    }
+}
+
+impl fmt::Display for LostPlace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the place this request kept in the queue was given up (a place is kept {:?} for the \
+             re-sent attempt, and it came back later): send it again, it queues anew",
+            self.kept_for
+        )
+    }
+}
+
+impl std::error::Error for LostPlace {}

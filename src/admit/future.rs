@@ -11,9 +11,9 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::error::LeftQueue;
+use super::error::{LeftQueue, LostPlace};
 use super::observe::{Event, Observe};
-use super::park::ParkingLot;
+use super::park::{Admission, KEEP_FOR, NotAdmitted, ParkingLot};
 use super::plan::{ArrivalId, Plan, Protocol};
 use crate::BoxError;
 use crate::budget::{AdmissionError, Permit, QuotaStore};
@@ -22,24 +22,24 @@ use crate::budget::{AdmissionError, Permit, QuotaStore};
 /// an earlier attempt of the same request.
 pub(crate) enum Waiter<A> {
     Fresh(A),
-    Kept(oneshot::Receiver<Result<Permit, AdmissionError>>),
+    Kept(oneshot::Receiver<Admission>),
 }
 
 impl<A> Future for Waiter<A>
 where
     A: Future<Output = Result<Permit, AdmissionError>> + Unpin,
 {
-    type Output = Result<Permit, AdmissionError>;
+    type Output = Result<Permit, NotAdmitted>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Waiter::Fresh(acquire) => Pin::new(acquire).poll(cx),
-            Waiter::Kept(rx) => Pin::new(rx).poll(cx).map(|result| {
+            Waiter::Fresh(acquire) => Pin::new(acquire)
+                .poll(cx)
+                .map(|result| result.map_err(NotAdmitted::Refused)),
+            Waiter::Kept(rx) => Pin::new(rx).poll(cx).map(|result| match result {
+                Ok(admitted) => admitted,
                 // The kept waiter's task ended without a result: its place was given up.
-                result.unwrap_or(Err(AdmissionError::QueueFull {
-                    depth: 0,
-                    would_wait: None,
-                }))
+                Err(_) => Err(NotAdmitted::LostPlace),
             }),
         }
     }
@@ -143,6 +143,26 @@ where
     }
 }
 
+/// How an attempt ended without a response: the admission layer's own failures, apart from
+/// the inner service's error, so that each public future can present them its way.
+pub(crate) enum Failure<E> {
+    Refused(AdmissionError),
+    Left(LeftQueue),
+    Lost(LostPlace),
+    Inner(E),
+}
+
+impl<E: Into<BoxError>> Failure<E> {
+    fn into_box(self) -> BoxError {
+        match self {
+            Failure::Refused(error) => error.into(),
+            Failure::Left(error) => error.into(),
+            Failure::Lost(error) => error.into(),
+            Failure::Inner(error) => error.into(),
+        }
+    }
+}
+
 impl<S, Req, St, P, O> Future for ResponseFuture<S, Req, St, P, O>
 where
     S: Service<Req>,
@@ -154,6 +174,22 @@ where
     type Output = Result<P::Output, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.poll_attempt(cx).map_err(Failure::into_box)
+    }
+}
+
+impl<S, Req, St, P, O> ResponseFuture<S, Req, St, P, O>
+where
+    S: Service<Req>,
+    St: QuotaStore<P::Key>,
+    P: Protocol<Req, S::Response, S::Error>,
+    O: Observe<P::Key>,
+{
+    /// Admission, the call, classification and settlement, with the failures kept apart.
+    pub(crate) fn poll_attempt(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<P::Output, Failure<S::Error>>> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
@@ -191,13 +227,25 @@ where
                                 kept,
                                 "attempt leaves the queue before its signature expires"
                             );
+                            if let Some(observed) = this.observed.as_ref() {
+                                observed.tell(Event::LeftQueue { waited });
+                            }
                             this.state.set(State::Done);
-                            return Poll::Ready(Err(LeftQueue::new(waited, kept).into()));
+                            return Poll::Ready(Err(Failure::Left(LeftQueue::new(waited, kept))));
                         }
                     };
                     let permit = match admitted {
                         Ok(permit) => permit.with_if_unknown(*if_unknown),
-                        Err(error) => {
+                        Err(NotAdmitted::LostPlace) => {
+                            let waited = this.observed.as_ref().map(Observed::waited);
+                            tracing::debug!(
+                                ?waited,
+                                "the place kept for this request was given up"
+                            );
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(Failure::Lost(LostPlace::new(KEEP_FOR))));
+                        }
+                        Err(NotAdmitted::Refused(error)) => {
                             if let Some(observed) = this.observed.as_ref() {
                                 let waited = observed.waited();
                                 observed.tell(Event::Refused {
@@ -206,7 +254,7 @@ where
                                 });
                             }
                             this.state.set(State::Done);
-                            return Poll::Ready(Err(error.into()));
+                            return Poll::Ready(Err(Failure::Refused(error)));
                         }
                     };
                     let permit = match this.observed.as_ref() {
@@ -261,12 +309,73 @@ where
                         Ok(response) => Ok(protocol.settle(response, permit, memo)),
                         // The usage of a failed call is unknown: the permit settles its
                         // `if_unknown` as it drops.
-                        Err(error) => Err(error.into()),
+                        Err(error) => Err(Failure::Inner(error)),
                     });
                 }
                 StateProj::Done => panic!("`ResponseFuture` polled after completion"),
             }
         }
+    }
+}
+
+pin_project! {
+    /// The response future of an [`Admission`](super::Admission) that answers refusals with an
+    /// HTTP response ([`respond_to_refusals`](super::AdmissionLayer::respond_to_refusals)):
+    /// 429 with `Retry-After` for a wait, 413 for a request larger than the whole quota, 503
+    /// for an attempt that had to leave the queue. The inner service's errors pass unchanged.
+    pub struct RespondFuture<S, Req, St, P, O = ()>
+    where
+        S: Service<Req>,
+        St: QuotaStore<P::Key>,
+        P: Protocol<Req, S::Response, S::Error>,
+    {
+        #[pin]
+        attempt: ResponseFuture<S, Req, St, P, O>,
+    }
+}
+
+impl<S, Req, St, P, O> RespondFuture<S, Req, St, P, O>
+where
+    S: Service<Req>,
+    St: QuotaStore<P::Key>,
+    P: Protocol<Req, S::Response, S::Error>,
+{
+    pub(crate) fn new(attempt: ResponseFuture<S, Req, St, P, O>) -> Self {
+        RespondFuture { attempt }
+    }
+}
+
+impl<S, Req, St, P, O, RB> Future for RespondFuture<S, Req, St, P, O>
+where
+    S: Service<Req>,
+    St: QuotaStore<P::Key>,
+    P: Protocol<Req, S::Response, S::Error, Output = http::Response<RB>>,
+    O: Observe<P::Key>,
+    RB: From<String>,
+{
+    type Output = Result<http::Response<RB>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match ready!(self.project().attempt.poll_attempt(cx)) {
+            Ok(response) => Ok(response),
+            Err(Failure::Refused(error)) => Ok(super::respond::refused(&error)),
+            Err(Failure::Left(error)) => Ok(super::respond::unavailable(&error)),
+            Err(Failure::Lost(error)) => Ok(super::respond::unavailable(&error)),
+            Err(Failure::Inner(error)) => Err(error),
+        })
+    }
+}
+
+impl<S, Req, St, P, O> fmt::Debug for RespondFuture<S, Req, St, P, O>
+where
+    S: Service<Req>,
+    St: QuotaStore<P::Key>,
+    P: Protocol<Req, S::Response, S::Error>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RespondFuture")
+            .field("attempt", &self.attempt)
+            .finish()
     }
 }
 
@@ -285,5 +394,25 @@ where
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A place whose keeping task ended without a result (its runtime shut down, its task was
+    /// aborted) is a lost place, with its own error, not a full queue.
+    #[tokio::test]
+    async fn a_place_whose_keeper_went_away_is_lost() {
+        let (tx, rx) = oneshot::channel();
+        drop(tx);
+        let waiter: Waiter<std::future::Ready<Result<Permit, AdmissionError>>> = Waiter::Kept(rx);
+        assert!(matches!(waiter.await, Err(NotAdmitted::LostPlace)));
+        let error: BoxError = LostPlace::new(KEEP_FOR).into();
+        assert!(!error.is::<AdmissionError>());
+        let message = error.to_string();
+        assert!(message.contains("send it again"), "{message}");
+        assert!(!message.contains("deeper"), "{message}");
     }
 }

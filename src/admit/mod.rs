@@ -51,7 +51,9 @@
 //! ahead of it. A plan may say by when the attempt must leave ([`Plan::leave_by`]) and who it
 //! is across re-sent attempts ([`Plan::arrival`]). An attempt still waiting then fails with
 //! [`LeftQueue`], and its place in line is kept: the re-sent attempt (same arrival) takes it
-//! back, admitted or still waiting, ahead of everyone who came after it.
+//! back, admitted or still waiting, ahead of everyone who came after it. The observer sees
+//! [`Event::LeftQueue`]. A re-sent attempt that comes back after its place was given up fails
+//! with [`LostPlace`] (send it again: it queues anew).
 //!
 //! ```
 //! use std::time::Duration;
@@ -94,14 +96,16 @@ mod layer;
 mod observe;
 mod park;
 mod plan;
+mod respond;
 mod service;
 
 pub mod future;
 
-pub use self::error::LeftQueue;
+pub use self::error::{LeftQueue, LostPlace};
 pub use self::layer::{AdmissionLayer, RateLimitLayer, TokenBudgetLayer};
 pub use self::observe::{Event, Observe};
 pub use self::plan::{
     ArrivalId, Closures, KeepReservation, NoClass, NoTokens, Plan, Protocol, RequestClass,
 };
+pub use self::respond::{AsError, AsResponse, retry_after};
 pub use self::service::Admission;

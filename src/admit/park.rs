@@ -4,14 +4,16 @@
 //! it may be longer than that. Cancelling its waiter would send it to the back of the queue at
 //! every re-sign, so a long backlog would starve it. Instead, the waiter keeps waiting in a
 //! task of its own, under the request's [`ArrivalId`]; the re-sent attempt takes it back,
-//! admitted or still in line. A place nobody comes back for is given up after [`KEEP_FOR`]:
-//! the waiter is dropped (no trace), or the admission it got is refunded (the request was never
-//! sent).
+//! admitted or still in line, and from then on the place lasts as long as that attempt waits
+//! (however many times it leaves and comes back). A place nobody comes back for within
+//! [`KEEP_FOR`] is given up: the waiter is dropped (no trace), or the admission it got is
+//! refunded (the request was never sent). A re-sent attempt that finds its place given up
+//! fails with [`LostPlace`](super::LostPlace).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -20,11 +22,22 @@ use tokio::time::Instant;
 use super::plan::ArrivalId;
 use crate::budget::{AdmissionError, Permit};
 
-/// How long a place is kept for the re-sent attempt: the SDK re-signs at once (the setup gives
-/// its retry of [`LeftQueue`](super::LeftQueue) no backoff to speak of), so this is generous.
+/// How long a place is kept for the re-sent attempt to come back: the SDK re-signs at once (the
+/// setup gives its retry of [`LeftQueue`](super::LeftQueue) no backoff to speak of), so this
+/// is generous.
 pub(crate) const KEEP_FOR: Duration = Duration::from_secs(15);
 
-type Admission = Result<Permit, AdmissionError>;
+/// What a kept place hands to the attempt that takes it back.
+pub(crate) type Admission = Result<Permit, NotAdmitted>;
+
+/// Why a waiter ended without a permit.
+#[derive(Debug)]
+pub(crate) enum NotAdmitted {
+    /// The store refused it.
+    Refused(AdmissionError),
+    /// The place kept for it was given up before it came back.
+    LostPlace,
+}
 
 /// A kept place: the receiving end of its waiter's result.
 struct Kept {
@@ -86,26 +99,58 @@ impl ParkingLot {
         let lot = Arc::downgrade(self);
         let give_up_at = Instant::now() + KEEP_FOR;
         tokio::spawn(async move {
-            if let Ok(result) = tokio::time::timeout_at(give_up_at, waiter).await {
-                if let Err(Ok(permit)) = tx.send(result) {
-                    // Taken back and dropped before the admission: refund it.
-                    permit.settle(0);
+            let mut tx = tx;
+            let mut waiter = std::pin::pin!(waiter);
+            let mut give_up = std::pin::pin!(tokio::time::sleep_until(give_up_at));
+            // Until `give_up_at`, the place waits for its re-sent attempt; once taken, it
+            // waits as long as the attempt that took it does.
+            let mut unclaimed = true;
+            let result = loop {
+                tokio::select! {
+                    result = &mut waiter => break result,
+                    // The attempt that took the place went away (or the place was replaced):
+                    // dropping the waiter leaves no trace.
+                    () = tx.closed() => return,
+                    () = &mut give_up, if unclaimed => {
+                        unclaimed = false;
+                        if give_up_unclaimed(&lot, &arrival, generation) {
+                            return;
+                        }
+                    }
                 }
-                tokio::time::sleep_until(give_up_at).await;
+            };
+            if let Err(Ok(permit)) = tx.send(result) {
+                // Taken back and dropped before the admission: refund it.
+                permit.settle(0);
             }
-            // Nobody came back for the place: give it up.
-            let Some(lot) = lot.upgrade() else { return };
-            let mut places = lot.lock();
-            if places
-                .kept
-                .get(&arrival)
-                .is_some_and(|kept| kept.generation == generation)
-            {
-                let kept = places.kept.remove(&arrival);
-                drop(places);
-                release(kept.map(|kept| kept.result));
+            if unclaimed {
+                // Admitted before anyone came back: the admission waits in the channel until
+                // `give_up_at`, then is refunded if still unclaimed.
+                tokio::time::sleep_until(give_up_at).await;
+                give_up_unclaimed(&lot, &arrival, generation);
             }
         });
+    }
+}
+
+/// Gives up the place kept for `arrival` if nobody has taken it back (it is still in the lot
+/// under `generation`); `true` if it was given up or the lot is gone.
+fn give_up_unclaimed(lot: &Weak<ParkingLot>, arrival: &ArrivalId, generation: u64) -> bool {
+    let Some(lot) = lot.upgrade() else {
+        return true;
+    };
+    let mut places = lot.lock();
+    if places
+        .kept
+        .get(arrival)
+        .is_some_and(|kept| kept.generation == generation)
+    {
+        let kept = places.kept.remove(arrival);
+        drop(places);
+        release(kept.map(|kept| kept.result));
+        true
+    } else {
+        false
     }
 }
 

@@ -1,16 +1,18 @@
 //! The [`Admission`] service.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::future::{Leaving, Observed, ResponseFuture, Waiter};
+use super::future::{Leaving, Observed, RespondFuture, ResponseFuture, Waiter};
 use super::observe::Observe;
 use super::park::ParkingLot;
 use super::plan::{Plan, Protocol};
+use super::respond::{AsError, AsResponse};
 use crate::BoxError;
 use crate::budget::QuotaStore;
 use crate::macros::define_inner_service_accessors;
@@ -21,16 +23,20 @@ use crate::macros::define_inner_service_accessors;
 /// see the [module documentation](super).
 ///
 /// Inner errors pass through unchanged, boxed; admission failures are
-/// [`AdmissionError`](crate::budget::AdmissionError)s and [`LeftQueue`](super::LeftQueue).
-pub struct Admission<S, St, P, O = ()> {
+/// [`AdmissionError`](crate::budget::AdmissionError)s, [`LeftQueue`](super::LeftQueue) and
+/// [`LostPlace`](super::LostPlace). With `R` = [`AsResponse`] (an HTTP service, see
+/// [`respond_to_refusals`](super::AdmissionLayer::respond_to_refusals)), refusals are
+/// responses instead and the inner error type is kept.
+pub struct Admission<S, St, P, O = (), R = AsError> {
     inner: S,
     store: St,
     protocol: Arc<P>,
     observer: Arc<O>,
     lot: Arc<ParkingLot>,
+    refusals: PhantomData<fn() -> R>,
 }
 
-impl<S, St, P, O> Admission<S, St, P, O> {
+impl<S, St, P, O, R> Admission<S, St, P, O, R> {
     pub(crate) fn from_parts(
         inner: S,
         store: St,
@@ -44,6 +50,7 @@ impl<S, St, P, O> Admission<S, St, P, O> {
             protocol,
             observer,
             lot,
+            refusals: PhantomData,
         }
     }
 
@@ -55,7 +62,7 @@ impl<S, St, P, O> Admission<S, St, P, O> {
     }
 }
 
-impl<S: Clone, St: Clone, P, O> Clone for Admission<S, St, P, O> {
+impl<S: Clone, St: Clone, P, O, R> Clone for Admission<S, St, P, O, R> {
     fn clone(&self) -> Self {
         Admission {
             inner: self.inner.clone(),
@@ -63,11 +70,12 @@ impl<S: Clone, St: Clone, P, O> Clone for Admission<S, St, P, O> {
             protocol: Arc::clone(&self.protocol),
             observer: Arc::clone(&self.observer),
             lot: Arc::clone(&self.lot),
+            refusals: PhantomData,
         }
     }
 }
 
-impl<S: fmt::Debug, St: fmt::Debug, P, O> fmt::Debug for Admission<S, St, P, O> {
+impl<S: fmt::Debug, St: fmt::Debug, P, O, R> fmt::Debug for Admission<S, St, P, O, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Admission")
             .field("inner", &self.inner)
@@ -92,7 +100,43 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: Req) -> Self::Future {
+    fn call(&mut self, request: Req) -> Self::Future {
+        self.start(request)
+    }
+}
+
+/// An HTTP service whose refusals are responses (see [`AsResponse`]): its error is the inner
+/// service's (`Infallible` for an axum route, so no `HandleErrorLayer` is needed).
+impl<S, B, RB, St, P, O> Service<http::Request<B>> for Admission<S, St, P, O, AsResponse>
+where
+    S: Service<http::Request<B>> + Clone,
+    St: QuotaStore<P::Key>,
+    P: Protocol<http::Request<B>, S::Response, S::Error, Output = http::Response<RB>>,
+    O: Observe<P::Key>,
+    RB: From<String>,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = RespondFuture<S, http::Request<B>, St, P, O>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        RespondFuture::new(self.start(request))
+    }
+}
+
+impl<S, St, P, O, R> Admission<S, St, P, O, R> {
+    /// Plans the attempt and starts waiting for its admission.
+    fn start<Req>(&mut self, mut request: Req) -> ResponseFuture<S, Req, St, P, O>
+    where
+        S: Service<Req> + Clone,
+        St: QuotaStore<P::Key>,
+        P: Protocol<Req, S::Response, S::Error>,
+        O: Observe<P::Key>,
+    {
         let Plan {
             key,
             tokens,

@@ -1,4 +1,5 @@
 //! Model ids and what they imply: the body family, where `max_tokens` sits, the model's maximum
+//! output and its output burndown, from built-in defaults the user can override per model.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -5,8 +5,8 @@
 //! Why: every request's key is needed three times (the rate limiter's key, the token budget's
 //! key, the estimate's model lookup), each time from the raw host and path. Without a cache each
 //! is a host-name parse, a percent-decode (the SDK encodes the `:` of every model id), two
-//! allocations and, for the estimate, a model-table lookup: about 0.4 µs each (BENCHMARKS.md,
-//! "Stack overhead"). A deployment calls a handful of models in a few regions, so after the
+//! allocations and, for the estimate, a model-table lookup (BENCHMARKS.md, "Stack overhead",
+//! has the cost). A deployment calls a handful of models in a few regions, so after the
 //! first request of each the work is a hash lookup and an `Arc` clone.
 //!
 //! Each cache is bounded ([`CAPACITY`] entries): in a gateway the host and path are client

@@ -1,4 +1,6 @@
 //! Settling a reservation from the response, even when the usage only arrives at the end of a
+//! stream: the permit travels with the response body and settles when the body ends or is
+//! dropped.
 
 use std::fmt;
 use std::pin::Pin;

@@ -1,4 +1,6 @@
 //! The innermost layer: makes a Bedrock response readable by the synchronous classifier and the
+//! settlement, by buffering error bodies (bounded) and turning an exception in a stream's first
+//! frame into the error response it stands for.
 
 use std::fmt;
 use std::future::Future;

@@ -1,41 +1,16 @@
 //! `bedrock-emulator`: a local Amazon Bedrock Runtime that enforces quotas with the real wire
 //! format. See `bedrock_throttle::emulator` for what it does; `--help` for the options.
 
+use std::ffi::OsString;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bedrock_throttle::emulator::{Emulator, EmulatorConfig, Fault, OutputLength};
+use bedrock_throttle::emulator::{Emulator, EmulatorConfig, Enforcement, Fault, OutputLength};
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 
-const HELP: &str = "\
-bedrock-emulator: a local Amazon Bedrock Runtime that enforces quotas with the real wire format
-
-USAGE:
-    bedrock-emulator [OPTIONS]
-
-OPTIONS:
-    --listen ADDR              address to bind [default: 127.0.0.1:0]
-    --config FILE.json         JSON configuration (options below override it)
-    --rpm N                    default requests per window
-    --tpm N                    default tokens per window
-    --tpd N                    default tokens per day (1440 windows)
-    --window-secs S            window length in seconds, fractions allowed [default: 60]
-    --enforcement E            sliding | token-bucket | fixed [default: sliding]
-    --output-tokens N|MIN..MAX generated output tokens [default: 32]
-    --ttft-ms MS               time to first token in milliseconds [default: 0]
-    --tokens-per-second N      generation speed [default: instantaneous]
-    --fault FAULT=P            inject FAULT with probability P (repeatable)
-    --fault-at INDEX=FAULT     inject FAULT into inference request INDEX (repeatable)
-    --strict-models            refuse model ids the emulator does not know, as Bedrock does
-                               (WITHOUT it, ANY model id is served, even a misspelt one)
-    --max-connections N        connections served at once [default: 4096]
-    --max-in-flight N          requests read, validated or answered at once [default: 1024]
-    --header-read-timeout-ms MS  time a client may take to send its headers [default: 30000]
-    --retry-after              send x-amz-retry-after on throttles
-    --seed N                   seed of the generators [default: 0]
-    -h, --help                 print this help
-    -V, --version              print the version
-
+const FAULTS: &str = "\
 FAULTS:
     service-unavailable, too-many-connections, internal-server, model-timeout,
     model-not-ready, model-error, access-denied, service-quota-exceeded,
@@ -46,14 +21,175 @@ FAULTS:
     other operations answer normally.
 
 The first line on stdout is `listening on http://ADDR`. Stats: GET /_emulator/stats.
-SIGINT or SIGTERM shut it down gracefully.
-";
+SIGINT or SIGTERM shut it down gracefully.";
+
+/// The command line: every option, its value's parser, and the help text.
+fn command() -> Command {
+    let value = |name: &'static str, value_name: &'static str, help: &'static str| {
+        Arg::new(name)
+            .long(name)
+            .value_name(value_name)
+            .help(help)
+            .action(ArgAction::Set)
+    };
+    Command::new("bedrock-emulator")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("A local Amazon Bedrock Runtime that enforces quotas with the real wire format")
+        .after_help(FAULTS)
+        .arg(
+            value("listen", "ADDR", "Address to bind [default: 127.0.0.1:0]")
+                .value_parser(value_parser!(SocketAddr)),
+        )
+        .arg(value(
+            "config",
+            "FILE.json",
+            "JSON configuration (the options below override it)",
+        ))
+        .arg(value("rpm", "N", "Default requests per window").value_parser(value_parser!(u64)))
+        .arg(value("tpm", "N", "Default tokens per window").value_parser(value_parser!(u64)))
+        .arg(
+            value("tpd", "N", "Default tokens per day (1440 windows)")
+                .value_parser(value_parser!(u64)),
+        )
+        .arg(
+            value(
+                "window-secs",
+                "S",
+                "Window length in seconds, fractions allowed [default: 60]",
+            )
+            .value_parser(seconds),
+        )
+        .arg(
+            value(
+                "enforcement",
+                "E",
+                "How the window is enforced [default: sliding]",
+            )
+            .value_parser(["sliding", "token-bucket", "fixed"]),
+        )
+        .arg(
+            value(
+                "output-tokens",
+                "N|MIN..MAX",
+                "Generated output tokens [default: 32]",
+            )
+            .value_parser(|s: &str| s.parse::<OutputLength>().map_err(|e| e.to_string())),
+        )
+        .arg(
+            value(
+                "ttft-ms",
+                "MS",
+                "Time to first token in milliseconds [default: 0]",
+            )
+            .value_parser(milliseconds),
+        )
+        .arg(
+            value(
+                "tokens-per-second",
+                "N",
+                "Generation speed [default: instantaneous]",
+            )
+            .value_parser(value_parser!(f64)),
+        )
+        .arg(
+            value(
+                "fault",
+                "FAULT=P",
+                "Inject FAULT with probability P (repeatable)",
+            )
+            .action(ArgAction::Append)
+            .value_parser(fault_probability),
+        )
+        .arg(
+            value(
+                "fault-at",
+                "INDEX=FAULT",
+                "Inject FAULT into inference request INDEX (repeatable)",
+            )
+            .action(ArgAction::Append)
+            .value_parser(fault_at),
+        )
+        .arg(
+            Arg::new("strict-models")
+                .long("strict-models")
+                .action(ArgAction::SetTrue)
+                .help(
+                    "Refuse model ids the emulator does not know, as Bedrock does \
+                     (WITHOUT it, ANY model id is served, even a misspelt one)",
+                ),
+        )
+        .arg(
+            value(
+                "max-connections",
+                "N",
+                "Connections served at once [default: 4096]",
+            )
+            .value_parser(value_parser!(usize)),
+        )
+        .arg(
+            value(
+                "max-in-flight",
+                "N",
+                "Requests read, validated or answered at once [default: 1024]",
+            )
+            .value_parser(value_parser!(usize)),
+        )
+        .arg(
+            value(
+                "header-read-timeout-ms",
+                "MS",
+                "Time a client may take to send its headers [default: 30000]",
+            )
+            .value_parser(milliseconds),
+        )
+        .arg(
+            Arg::new("retry-after")
+                .long("retry-after")
+                .action(ArgAction::SetTrue)
+                .help("Send x-amz-retry-after on throttles"),
+        )
+        .arg(
+            value("seed", "N", "Seed of the generators [default: 0]")
+                .value_parser(value_parser!(u64)),
+        )
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| "expected seconds".to_owned())?;
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+fn milliseconds(s: &str) -> Result<Duration, String> {
+    let ms: f64 = s.parse().map_err(|_| "expected milliseconds".to_owned())?;
+    Duration::try_from_secs_f64(ms / 1000.0).map_err(|e| e.to_string())
+}
+
+fn fault_probability(s: &str) -> Result<(Fault, f64), String> {
+    let (fault, p) = s
+        .rsplit_once('=')
+        .ok_or_else(|| "expected FAULT=P".to_owned())?;
+    let fault: Fault = fault.parse().map_err(|e| format!("{e}"))?;
+    let p: f64 = p.parse().map_err(|_| format!("bad probability `{p}`"))?;
+    Ok((fault, p))
+}
+
+fn fault_at(s: &str) -> Result<(u64, Fault), String> {
+    let (index, fault) = s
+        .split_once('=')
+        .ok_or_else(|| "expected INDEX=FAULT".to_owned())?;
+    let index: u64 = index
+        .parse()
+        .map_err(|_| format!("bad request index `{index}`"))?;
+    let fault: Fault = fault.parse().map_err(|e| format!("{e}"))?;
+    Ok((index, fault))
+}
 
 fn main() -> ExitCode {
-    let config = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(config)) => config,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(message) => {
+    let config = match parse_args(std::env::args_os()) {
+        Ok(config) => config,
+        // `--help` and `--version` print and exit 0; bad input prints and exits 2.
+        Err(Invalid::Clap(error)) => error.exit(),
+        Err(Invalid::Config(message)) => {
             eprintln!("bedrock-emulator: {message}\nTry `bedrock-emulator --help`.");
             return ExitCode::from(2);
         }
@@ -139,142 +275,104 @@ impl Signals {
     }
 }
 
-/// Parses the arguments; `Ok(None)` when `--help` or `--version` was answered.
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<EmulatorConfig>, String> {
-    let mut args = args.into_iter();
-    let mut options: Vec<(String, Option<String>)> = Vec::new();
-    let mut config_file = None;
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        match name.as_str() {
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(None);
-            }
-            "-V" | "--version" => {
-                println!("bedrock-emulator {}", env!("CARGO_PKG_VERSION"));
-                return Ok(None);
-            }
-            "--strict-models" | "--retry-after" => options.push((name, None)),
-            "--listen"
-            | "--config"
-            | "--rpm"
-            | "--tpm"
-            | "--tpd"
-            | "--window-secs"
-            | "--enforcement"
-            | "--output-tokens"
-            | "--ttft-ms"
-            | "--tokens-per-second"
-            | "--fault"
-            | "--fault-at"
-            | "--seed"
-            | "--max-connections"
-            | "--max-in-flight"
-            | "--header-read-timeout-ms" => {
-                let value = match inline {
-                    Some(v) => v,
-                    None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
-                };
-                if name == "--config" {
-                    config_file = Some(value);
-                } else {
-                    options.push((name, Some(value)));
-                }
-            }
-            _ => return Err(format!("unknown argument `{arg}`")),
-        }
-    }
-    let mut config = match config_file {
+/// Why the command line gives no configuration.
+#[derive(Debug)]
+enum Invalid {
+    /// Clap's answer: a bad flag or value (exit status 2), or `--help` / `--version` (0).
+    Clap(clap::Error),
+    /// The configuration file, or the configuration as a whole, is invalid.
+    Config(String),
+}
+
+/// Parses the arguments (the program name first) into a validated configuration: the file
+/// given with `--config`, then the options over it.
+fn parse_args<I, T>(args: I) -> Result<EmulatorConfig, Invalid>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = command()
+        .try_get_matches_from(args)
+        .map_err(Invalid::Clap)?;
+    config_from(&matches).map_err(Invalid::Config)
+}
+
+fn config_from(m: &ArgMatches) -> Result<EmulatorConfig, String> {
+    let mut config = match m.get_one::<String>("config") {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
             EmulatorConfig::from_json(&text).map_err(|e| format!("{path}: {e}"))?
         }
         None => EmulatorConfig::default(),
     };
-    for (name, value) in options {
-        let value = value.unwrap_or_default();
-        let bad = |what: &str| format!("{name}: {what} `{value}`");
-        let number = || {
-            value
-                .parse::<u64>()
-                .map_err(|_| bad("expected a whole number, got"))
-        };
-        match name.as_str() {
-            "--strict-models" => config.strict_models = true,
-            "--retry-after" => config.retry_after = true,
-            "--listen" => config.listen = value.parse().map_err(|_| bad("bad address"))?,
-            "--rpm" => config.default_quota.requests = Some(number()?),
-            "--tpm" => config.default_quota.tokens = Some(number()?),
-            "--tpd" => config.default_quota.tokens_per_day = Some(number()?),
-            "--seed" => config.seed = number()?,
-            "--max-connections" => {
-                config.max_connections =
-                    usize::try_from(number()?).map_err(|_| bad("too large:"))?;
-            }
-            "--max-in-flight" => {
-                config.max_in_flight = usize::try_from(number()?).map_err(|_| bad("too large:"))?;
-            }
-            "--header-read-timeout-ms" => {
-                let ms: f64 = value
-                    .parse()
-                    .map_err(|_| bad("expected milliseconds, got"))?;
-                config.header_read_timeout =
-                    Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| bad("bad duration"))?;
-            }
-            "--window-secs" => {
-                let secs: f64 = value.parse().map_err(|_| bad("expected seconds, got"))?;
-                config.window =
-                    Duration::try_from_secs_f64(secs).map_err(|_| bad("bad duration"))?;
-            }
-            "--ttft-ms" => {
-                let ms: f64 = value
-                    .parse()
-                    .map_err(|_| bad("expected milliseconds, got"))?;
-                config.latency.time_to_first_token =
-                    Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| bad("bad duration"))?;
-            }
-            "--tokens-per-second" => {
-                config.latency.tokens_per_second =
-                    Some(value.parse().map_err(|_| bad("expected a number, got"))?);
-            }
-            "--enforcement" => config.enforcement = value.parse().map_err(|e| format!("{e}"))?,
-            "--output-tokens" => {
-                config.output_length = value.parse::<OutputLength>().map_err(|e| format!("{e}"))?;
-            }
-            "--fault" => {
-                let (fault, p) = value
-                    .rsplit_once('=')
-                    .ok_or_else(|| bad("expected FAULT=P, got"))?;
-                let fault: Fault = fault.parse().map_err(|e| format!("{e}"))?;
-                let p: f64 = p.parse().map_err(|_| bad("bad probability in"))?;
-                config.faults.probabilities.push((fault, p));
-            }
-            "--fault-at" => {
-                let (index, fault) = value
-                    .split_once('=')
-                    .ok_or_else(|| bad("expected INDEX=FAULT, got"))?;
-                let index: u64 = index.parse().map_err(|_| bad("bad request index in"))?;
-                let fault: Fault = fault.parse().map_err(|e| format!("{e}"))?;
-                config.faults.schedule.insert(index, fault);
-            }
-            _ => return Err(format!("unknown argument `{name}`")),
+    if let Some(&address) = m.get_one::<SocketAddr>("listen") {
+        config.listen = address;
+    }
+    if let Some(&n) = m.get_one("rpm") {
+        config.default_quota.requests = Some(n);
+    }
+    if let Some(&n) = m.get_one("tpm") {
+        config.default_quota.tokens = Some(n);
+    }
+    if let Some(&n) = m.get_one("tpd") {
+        config.default_quota.tokens_per_day = Some(n);
+    }
+    if let Some(&d) = m.get_one("window-secs") {
+        config.window = d;
+    }
+    if let Some(e) = m.get_one::<String>("enforcement") {
+        config.enforcement = e.parse::<Enforcement>().map_err(|e| e.to_string())?;
+    }
+    if let Some(&o) = m.get_one::<OutputLength>("output-tokens") {
+        config.output_length = o;
+    }
+    if let Some(&d) = m.get_one("ttft-ms") {
+        config.latency.time_to_first_token = d;
+    }
+    if let Some(&n) = m.get_one("tokens-per-second") {
+        config.latency.tokens_per_second = Some(n);
+    }
+    if let Some(faults) = m.get_many::<(Fault, f64)>("fault") {
+        config.faults.probabilities.extend(faults.cloned());
+    }
+    if let Some(faults) = m.get_many::<(u64, Fault)>("fault-at") {
+        for (index, fault) in faults.cloned() {
+            config.faults.schedule.insert(index, fault);
         }
     }
+    if m.get_flag("strict-models") {
+        config.strict_models = true;
+    }
+    if m.get_flag("retry-after") {
+        config.retry_after = true;
+    }
+    if let Some(&n) = m.get_one("seed") {
+        config.seed = n;
+    }
+    if let Some(&n) = m.get_one("max-connections") {
+        config.max_connections = n;
+    }
+    if let Some(&n) = m.get_one("max-in-flight") {
+        config.max_in_flight = n;
+    }
+    if let Some(&d) = m.get_one("header-read-timeout-ms") {
+        config.header_read_timeout = d;
+    }
     config.validate().map_err(|e| e.to_string())?;
-    Ok(Some(config))
+    Ok(config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bedrock_throttle::emulator::Enforcement;
 
-    fn parse(args: &[&str]) -> Result<Option<EmulatorConfig>, String> {
-        parse_args(args.iter().map(|s| (*s).to_owned()))
+    fn parse(args: &[&str]) -> Result<EmulatorConfig, Invalid> {
+        parse_args(std::iter::once("bedrock-emulator").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_is_well_formed() {
+        command().debug_assert();
     }
 
     #[test]
@@ -311,7 +409,6 @@ mod tests {
             "--header-read-timeout-ms",
             "250",
         ])
-        .unwrap()
         .unwrap();
         assert_eq!(c.listen.port(), 9);
         assert_eq!(
@@ -349,7 +446,24 @@ mod tests {
             &["--max-in-flight", "0"],
             &["--header-read-timeout-ms", "0"],
         ] {
-            assert!(parse(args).is_err(), "{args:?}");
+            match parse(args) {
+                Err(Invalid::Clap(e)) => assert_eq!(e.exit_code(), 2, "{args:?}: {e}"),
+                Err(Invalid::Config(_)) => {}
+                Ok(_) => panic!("{args:?} parsed"),
+            }
+        }
+        // The valid values are in the message.
+        let Err(Invalid::Clap(e)) = parse(&["--enforcement", "leaky"]) else {
+            panic!("leaky parsed");
+        };
+        let message = e.to_string();
+        assert!(message.contains("token-bucket"), "{message}");
+        // Help and version are answers, not errors: exit status 0.
+        for flag in ["--help", "-h", "--version", "-V"] {
+            let Err(Invalid::Clap(e)) = parse(&[flag]) else {
+                panic!("{flag} parsed");
+            };
+            assert_eq!(e.exit_code(), 0, "{flag}");
         }
     }
 }

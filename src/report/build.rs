@@ -68,7 +68,7 @@ pub(crate) fn build_key(
     let mut waited = 0;
     let mut throttles = BTreeMap::new();
     let mut refusals = BTreeMap::new();
-    let (mut transient, mut fatal) = (0, 0);
+    let (mut transient, mut fatal, mut resigns) = (0, 0, 0);
     for s in slots {
         for (total, d) in waited_on.iter_mut().zip(s.waited_on) {
             *total += d;
@@ -88,6 +88,7 @@ pub(crate) fn build_key(
         }
         transient += s.transient;
         fatal += s.fatal;
+        resigns += s.resigns;
     }
     waits.sort_unstable();
     let binding = ["requests", "tokens", "tokens-per-day"]
@@ -211,6 +212,7 @@ pub(crate) fn build_key(
         },
         throttles,
         refusals,
+        resigns,
         transient,
         fatal,
         limits: Limits {

@@ -127,9 +127,11 @@ pub struct KeyReport {
     pub saturated_share: f64,
     /// Server throttles by cause.
     pub throttles: BTreeMap<&'static str, u64>,
-    /// Local refusals by reason (`cost-above-limit`, `wait-too-long`, `queue-full`,
-    /// `left-queue`).
+    /// Local refusals by reason (`cost-above-limit`, `wait-too-long`, `queue-full`).
     pub refusals: BTreeMap<&'static str, u64>,
+    /// Attempts that left the queue before their signature expired, handed back to be
+    /// re-signed with their place kept (not refusals: the request goes on).
+    pub resigns: u64,
     /// Transient failures.
     pub transient: u64,
     /// Fatal failures.
@@ -153,7 +155,13 @@ pub struct CapacityReport {
     pub keys: Vec<KeyReport>,
     /// Retries the stack made (all keys; from the retry layer).
     pub retries: u64,
-    /// Calls the retry layer gave up on (all keys).
+    /// Attempts handed back to be re-signed, their place in line kept (all keys). Each one
+    /// is an extra attempt of the SDK, not a failure. For a plain recorder, over the covered
+    /// windows; for [`BedrockThrottle::report`](crate::sdk::BedrockThrottle::report), since
+    /// the throttle was built.
+    pub resigns: u64,
+    /// Calls returned to the caller with an error by the retry layer (all keys): what it
+    /// gave up on. A re-sign hand-back is not one.
     pub give_ups: u64,
 }
 
@@ -165,8 +173,8 @@ impl fmt::Display for CapacityReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "capacity report: last {} windows of {}s; {} retries, {} give-ups",
-            self.windows, self.window_secs, self.retries, self.give_ups
+            "capacity report: last {} windows of {}s; {} retries, {} re-signs, {} give-ups",
+            self.windows, self.window_secs, self.retries, self.resigns, self.give_ups
         )?;
         for k in &self.keys {
             writeln!(f, "  {}", k.key)?;
@@ -247,9 +255,10 @@ impl fmt::Display for CapacityReport {
             };
             writeln!(
                 f,
-                "    server throttles: {}; local refusals: {}; transient {}, fatal {}",
+                "    server throttles: {}; local refusals: {}; re-signs {}; transient {}, fatal {}",
                 list(&k.throttles),
                 list(&k.refusals),
+                k.resigns,
                 k.transient,
                 k.fatal
             )?;

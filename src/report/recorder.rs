@@ -43,13 +43,9 @@ fn cause_index(cause: ThrottleCause) -> usize {
     CAUSES.iter().position(|c| *c == cause).unwrap_or(5)
 }
 
-/// The refusal reasons, in report order.
-pub(crate) const REFUSALS: [&str; 4] = [
-    "cost-above-limit",
-    "wait-too-long",
-    "queue-full",
-    "left-queue",
-];
+/// The refusal reasons, in report order. (An attempt that left the queue to be re-signed is
+/// no refusal: it keeps its place, and the report counts it apart, as a re-sign.)
+pub(crate) const REFUSALS: [&str; 3] = ["cost-above-limit", "wait-too-long", "queue-full"];
 
 pub(crate) fn refusal_index(error: &AdmissionError) -> usize {
     match error {
@@ -80,7 +76,9 @@ pub(crate) struct Slot {
     /// Time some attempt was waiting.
     pub(crate) saturated: Duration,
     pub(crate) throttles: [u64; 6],
-    pub(crate) refusals: [u64; 4],
+    pub(crate) refusals: [u64; 3],
+    /// Attempts that left the queue before their signature expired (to be re-signed).
+    pub(crate) resigns: u64,
     pub(crate) transient: u64,
     pub(crate) fatal: u64,
 }
@@ -263,11 +261,13 @@ impl<K: Hash + Eq + Clone> CapacityRecorder<K> {
             .collect();
         drop(keys);
         reports.sort_by(|a, b| a.key.cmp(&b.key));
+        let resigns = reports.iter().map(|k| k.resigns).sum();
         CapacityReport {
             window_secs: self.inner.window.as_secs_f64(),
             windows: (last - first + 1) as usize,
             keys: reports,
             retries: 0,
+            resigns,
             give_ups: 0,
         }
     }
@@ -323,7 +323,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observe<K> for CapacityRecord
                     let saturated = covered(&mut log.covered_until, arrived, now);
                     let s = log.slot(at, keep);
                     s.saturated += saturated;
-                    s.refusals[3] += 1;
+                    s.resigns += 1;
                 });
             }
             Event::Completed { classification } => match classification.outcome {

@@ -6,7 +6,7 @@
 //! Because `Layer::layer` runs per attempt, every layer used here must keep its state behind an
 //! `Arc` shared by all the services it builds; the crate's layers do.
 //!
-//! Three SDK facts shape the adapter (see `shared/bedrock-facts.md` §5):
+//! Three facts of the AWS SDK for Rust shape the adapter:
 //! - **Stalled-stream protection.** The SDK wraps upload bodies in a throughput monitor that fails
 //!   the call if the transport does not poll the body for ~6 s. A request waiting in a limiter
 //!   would trip it, so the adapter reads the whole (in-memory) body first and puts plain bytes

@@ -85,13 +85,8 @@
 //! that leaves before the end is charged the most the server can have booked (input +
 //! burndown × max output), at once.
 //!
-//! Measured (the test suite's 1,000 streams at 3x a 30,000-token quota, release build, a 2-core
-//! machine shared with other builds): reading each answer as it arrives, the crate's ledger was
-//! never below the emulator's and the emulator throttled no attempt; with callers that paused
-//! 5 ms between events, the ledger fell up to 489 tokens (1.6% of the quota) below the
-//! emulator's while calls settled, and the emulator still throttled none in that run. Earlier,
-//! under load on a debug build, 1 to 33 attempts in 1,000 at 3x were throttled this way (all
-//! retried, none reached a caller).
+//! How far below the server's the ledger falls under load, and how often the server then
+//! throttled, is in BENCHMARKS.md ("Settlement gap"), with the run it comes from.
 
 //! # The parts
 //!
@@ -105,7 +100,7 @@ pub use connector::{
     ConnectorService, DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient, SIGNATURE_VALIDITY,
     SignatureDeadline, SignatureExpiring, into_connector_error, signature_deadline,
 };
-pub use observe::ThrottleObserver;
+pub use observe::{ResignHandBack, ThrottleObserver};
 pub use setup::{
     BedrockStack, BedrockThrottle, BedrockThrottleBuilder, ResignOnly, SetupError,
     default_https_client,

@@ -4,8 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::admit::{Event, Observe};
-use crate::bedrock::BedrockKey;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+use crate::BoxError;
+use crate::admit::{Event, LeftQueue, Observe};
+use crate::bedrock::{Bedrock, BedrockKey};
+use crate::classify::{Classification, Classify};
 use crate::quotas::AppliedQuotas;
 use crate::report::{CapacityRecorder, CapacityReport, KeyInput};
 use crate::retry::RetryEvent;
@@ -18,12 +22,16 @@ use super::BedrockThrottle;
 #[derive(Debug, Clone)]
 pub struct ThrottleObserver {
     pub(crate) recorder: CapacityRecorder<BedrockKey>,
+    pub(crate) counts: Arc<RetryCounts>,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<crate::metrics::Metrics<BedrockKey>>,
 }
 
 impl Observe<BedrockKey> for ThrottleObserver {
     fn observe(&self, key: &BedrockKey, event: Event<'_>) {
+        if let Event::LeftQueue { .. } = event {
+            self.counts.resigns.fetch_add(1, Ordering::Relaxed);
+        }
         self.recorder.observe(key, event);
         #[cfg(feature = "metrics")]
         if let Some(metrics) = &self.metrics {
@@ -32,11 +40,32 @@ impl Observe<BedrockKey> for ThrottleObserver {
     }
 }
 
-/// Retries and give-ups of the stack, for the report.
+/// Retries, re-sign hand-backs and give-ups of the stack, for the report.
 #[derive(Debug, Default)]
 pub(crate) struct RetryCounts {
     retries: AtomicU64,
+    /// Attempts that left the queue to be re-signed (from the admission layer's events).
+    resigns: AtomicU64,
+    /// Calls the retry layer gave back to the caller with an error.
     give_ups: AtomicU64,
+}
+
+/// The classifier of the setup's retry layer: [`Bedrock`]'s, except for an attempt that left
+/// the queue before its signature expired ([`LeftQueue`]). That one is no failure of the call:
+/// the SDK re-signs it and it takes back its place in line. So the retry layer hands it back as
+/// it came, neither retried (only a re-signed attempt can go on) nor counted as a give-up (the
+/// caller never sees it); the report counts it among the re-signs.
+#[derive(Debug, Clone)]
+pub struct ResignHandBack(pub(crate) Bedrock);
+
+impl Classify<HttpResponse, BoxError> for ResignHandBack {
+    fn classify(&self, result: Result<&HttpResponse, &BoxError>) -> Classification {
+        match result {
+            // "Success" for the retry layer: give the result back unchanged, decide nothing.
+            Err(error) if error.is::<LeftQueue>() => Classification::success(),
+            _ => self.0.classify(result),
+        }
+    }
 }
 
 impl RetryCounts {
@@ -76,8 +105,10 @@ impl BedrockThrottle {
                 .and_then(|a| a.quota(key.model())),
             applied_known: applied.is_some(),
         });
-        report.retries = self.retry_counts.retries.load(Ordering::Relaxed);
-        report.give_ups = self.retry_counts.give_ups.load(Ordering::Relaxed);
+        let counts = &self.observer.counts;
+        report.retries = counts.retries.load(Ordering::Relaxed);
+        report.resigns = counts.resigns.load(Ordering::Relaxed);
+        report.give_ups = counts.give_ups.load(Ordering::Relaxed);
         report
     }
 

@@ -17,7 +17,7 @@ use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 
 use super::connector::{DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient, SIGNATURE_VALIDITY};
-use super::observe::{RetryCounts, ThrottleObserver};
+use super::observe::{ResignHandBack, RetryCounts, ThrottleObserver};
 use crate::admit::{AdmissionLayer, LeftQueue};
 use crate::bedrock::{Bedrock, BedrockKey, BedrockResponseLayer};
 use crate::budget::{Budget, ConfigError, Fairness, Quota};
@@ -88,12 +88,10 @@ impl From<crate::retry::ConfigError> for SetupError {
 
 /// The least default expiry margin: the time between our admission and the server's booking
 /// (waking the admitted task, connection set-up, transmission, scheduling) that admissions
-/// count beyond the window. Measured with the goodput benchmark on loopback on a 2-core machine
-/// under load (release build, thousands of calls): from admission to the hand-off to the
-/// transport at most 6.5 ms (p99 under 2 ms), from the hand-off to the emulator's booking at
-/// most 18.3 ms (p99 under 6 ms).
+/// count beyond the window. It covers the worst delays the goodput benchmark saw on loopback on
+/// a loaded 2-core machine (BENCHMARKS.md, "Expiry margin").
 ///
-/// (An earlier floor of 100 ms hid a different cause: settling a call whose usage exceeded
+/// (An earlier, larger floor hid a different cause: settling a call whose usage exceeded
 /// Bedrock's reservation but not ours kept the difference at the admission instant, where it
 /// expired before Bedrock's debt did. Settlement now mirrors Bedrock's split; see
 /// [`Permit::settle_against`](crate::budget::Permit::settle_against).)
@@ -452,7 +450,7 @@ impl BedrockThrottleBuilder {
         let budget = budget.build()?;
         let store: Store<BedrockKey> = self.store(budget.clone(), margin, quota_of)?;
 
-        let mut retry = ThrottleRetryLayer::new(self.bedrock.clone())
+        let mut retry = ThrottleRetryLayer::new(ResignHandBack(self.bedrock.clone()))
             .clone_with(self.bedrock.clone())
             .max_attempts(self.max_attempts)
             .backoff(self.backoff)
@@ -464,6 +462,7 @@ impl BedrockThrottleBuilder {
         let retry = retry.on_decision(retry_counts.observer(self.metrics));
         let observer = ThrottleObserver {
             recorder: CapacityRecorder::new(self.window, self.report_windows),
+            counts: Arc::clone(&retry_counts),
             #[cfg(feature = "metrics")]
             metrics: self
                 .metrics
@@ -497,7 +496,6 @@ impl BedrockThrottleBuilder {
             store,
             observer,
             applied,
-            retry_counts,
         })
     }
 
@@ -548,7 +546,7 @@ pub type BedrockStack = Stack<
     BedrockResponseLayer,
     Stack<
         AdmissionLayer<Store<BedrockKey>, Bedrock, ThrottleObserver>,
-        Stack<ThrottleRetryLayer<Bedrock, Bedrock>, Identity>,
+        Stack<ThrottleRetryLayer<ResignHandBack, Bedrock>, Identity>,
     >,
 >;
 
@@ -606,7 +604,6 @@ pub struct BedrockThrottle {
     store: Store<BedrockKey>,
     pub(super) observer: ThrottleObserver,
     pub(super) applied: Option<Arc<AppliedQuotas>>,
-    pub(super) retry_counts: Arc<RetryCounts>,
 }
 
 impl BedrockThrottle {

@@ -2,6 +2,7 @@
 //! client where parsing matters and a raw HTTP client where the wire or the clock matters.
 #![cfg(all(feature = "emulator", feature = "sdk"))]
 
+#[cfg(feature = "cli")]
 mod binary;
 mod common;
 mod errors;

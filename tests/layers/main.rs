@@ -1,6 +1,8 @@
 //! The admission layers (rate limit, token budget, joint) on plain services, under
 //! `tokio::time::pause()`.
 
+mod resign;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -274,7 +276,7 @@ fn model() -> impl Service<Call, Response = Option<u64>, Error = BoxError, Futur
 type Estimate = fn(&Call) -> u64;
 type Usage = fn(&Option<u64>) -> Option<u64>;
 
-fn token_layer(budget: &Budget<()>) -> TokenBudgetLayer<(), SingleKey, Estimate, Usage> {
+fn token_layer(budget: &Budget<()>) -> TokenBudgetLayer<Budget<()>, SingleKey, Estimate, Usage> {
     TokenBudgetLayer::new(
         budget.clone(),
         SingleKey,

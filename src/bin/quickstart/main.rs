@@ -3,10 +3,10 @@
 //! format.
 //!
 //! ```text
-//! cargo run --release --features emulator --example quickstart            # embedded emulator, no AWS account
-//! cargo run --release --features emulator --example quickstart -- --json  # one JSON object per client
-//! cargo run --release --features emulator --example quickstart -- --endpoint-url http://127.0.0.1:8080 --tpm 100000 --window-secs 2
-//! cargo run --release --features emulator --example quickstart -- --live --model us.anthropic.claude-sonnet-4-20250514-v1:0 --region us-east-1 --tpm 200000
+//! cargo run --release --features cli,service-quotas --bin quickstart            # embedded emulator, no AWS account
+//! cargo run --release --features cli,service-quotas --bin quickstart -- --json  # one JSON object per client
+//! cargo run --release --features cli,service-quotas --bin quickstart -- --endpoint-url http://127.0.0.1:8080 --tpm 100000 --window-secs 2
+//! cargo run --release --features cli,service-quotas,aws-config --bin quickstart -- --live --model us.anthropic.claude-sonnet-4-20250514-v1:0 --region us-east-1 --tpm 200000
 //! ```
 //!
 //! (a) the plain SDK client with its default retries, (b) the SDK in adaptive retry mode,
@@ -18,23 +18,110 @@
 //! window, the limit that made requests wait, the quota to ask for) and writes an SVG chart
 //! of tokens settled per window against the quota for the three clients, throttled attempts
 //! marked (`--chart PATH`, default `quickstart.svg` in the system's temporary directory).
+//!
+//! A binary rather than an example, so that `cargo run` builds the library's dependencies and
+//! none of its dev-dependencies.
 
-#[path = "support/load.rs"]
+#[path = "../../../examples/support/load.rs"]
 mod load;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
 use aws_sdk_bedrockruntime::Client;
-use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
+use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_types::retry::RetryConfig;
 use bedrock_throttle::bedrock::Bedrock;
 use bedrock_throttle::budget::Quota;
 use bedrock_throttle::emulator::{Emulator, EmulatorHandle, Enforcement, OutputLength};
 use bedrock_throttle::quotas::{AppliedQuotas, ModelNames};
 use bedrock_throttle::sdk::{BedrockThrottle, default_https_client};
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 
 const DEFAULT_MODEL: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+
+/// The command line: every option, its value's parser, and the help text.
+fn command() -> Command {
+    let value = |name: &'static str, value_name: &'static str, help: &'static str| {
+        Arg::new(name)
+            .long(name)
+            .value_name(value_name)
+            .help(help)
+            .action(ArgAction::Set)
+    };
+    let flag = |name: &'static str, help: &'static str| {
+        Arg::new(name)
+            .long(name)
+            .help(help)
+            .action(ArgAction::SetTrue)
+    };
+    Command::new("quickstart")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(
+            "The same burst of Converse calls through the plain SDK, the SDK in adaptive mode \
+             and the SDK configured by bedrock-throttle, against the embedded Bedrock emulator \
+             (or another endpoint, or real Bedrock with --live)",
+        )
+        .arg(flag(
+            "json",
+            "One JSON object per client and one for the report",
+        ))
+        .arg(
+            value(
+                "requests",
+                "N",
+                "Calls per client [default: twice the quota for 3 windows]",
+            )
+            .value_parser(value_parser!(u64).range(1..)),
+        )
+        .arg(
+            value(
+                "chart",
+                "PATH",
+                "Where to write the SVG chart [default: quickstart.svg in the temporary directory]",
+            )
+            .value_parser(value_parser!(PathBuf)),
+        )
+        .arg(value(
+            "endpoint-url",
+            "URL",
+            "A Bedrock-compatible endpoint instead of the embedded emulator",
+        ))
+        .arg(
+            flag(
+                "live",
+                "Real Bedrock, with the standard AWS credential chain",
+            )
+            .conflicts_with("endpoint-url"),
+        )
+        .arg(value("model", "ID", "The model id").default_value(DEFAULT_MODEL))
+        .arg(value("region", "R", "The region").default_value("us-east-1"))
+        .arg(
+            value("rpm", "N", "Requests per window of the quota")
+                .value_parser(value_parser!(u64).range(1..)),
+        )
+        .arg(
+            value("tpm", "N", "Tokens per window of the quota")
+                .default_value("100000")
+                .value_parser(value_parser!(u64).range(1..)),
+        )
+        .arg(
+            value(
+                "window-secs",
+                "S",
+                "The quota's window in seconds [default: 2; 60 with --live]",
+            )
+            .value_parser(window_secs),
+        )
+}
+
+fn window_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| "expected seconds".to_owned())?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err("expected a positive number of seconds".to_owned());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
 
 #[derive(Debug)]
 struct Options {
@@ -47,76 +134,71 @@ struct Options {
     tpm: u64,
     window: Duration,
     requests: Option<usize>,
-    chart: std::path::PathBuf,
+    chart: PathBuf,
 }
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: quickstart [--json] [--requests N] [--chart PATH]\n\
-         \x20      [--endpoint-url URL --tpm N [--rpm N] [--window-secs S] [--model ID]]\n\
-         \x20      [--live --model ID --region R --tpm N [--rpm N]]"
-    );
-    std::process::exit(2)
-}
-
-fn parse_args() -> Options {
-    let mut o = Options {
-        json: false,
-        endpoint_url: None,
-        live: false,
-        model: DEFAULT_MODEL.to_owned(),
-        region: "us-east-1".to_owned(),
-        rpm: None,
-        tpm: 100_000,
-        window: Duration::from_secs(2),
-        requests: None,
-        chart: std::env::temp_dir().join("quickstart.svg"),
-    };
-    let mut args = std::env::args().skip(1);
-    let mut window_given = false;
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| usage());
-        let num = |s: String| s.parse::<u64>().unwrap_or_else(|_| usage());
-        match arg.as_str() {
-            "--json" => o.json = true,
-            "--live" => o.live = true,
-            "--endpoint-url" => o.endpoint_url = Some(value()),
-            "--model" => o.model = value(),
-            "--region" => o.region = value(),
-            "--rpm" => o.rpm = Some(num(value())),
-            "--tpm" => o.tpm = num(value()),
-            "--requests" => o.requests = Some(num(value()) as usize),
-            "--chart" => o.chart = value().into(),
-            "--window-secs" => {
-                let secs: f64 = value().parse().unwrap_or_else(|_| usage());
-                if !(secs.is_finite() && secs > 0.0) {
-                    usage()
-                }
-                o.window = Duration::from_secs_f64(secs);
-                window_given = true;
-            }
-            "-h" | "--help" => usage(),
-            _ => usage(),
+impl Options {
+    /// The options of a parsed command line (every value was checked by its parser).
+    fn from(m: &ArgMatches) -> Self {
+        let live = m.get_flag("live");
+        let string = |name| m.get_one::<String>(name).cloned();
+        Options {
+            json: m.get_flag("json"),
+            endpoint_url: string("endpoint-url"),
+            live,
+            model: string("model").unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
+            region: string("region").unwrap_or_else(|| "us-east-1".to_owned()),
+            rpm: m.get_one::<u64>("rpm").copied(),
+            tpm: m.get_one::<u64>("tpm").copied().unwrap_or(100_000),
+            window: m
+                .get_one::<Duration>("window-secs")
+                .copied()
+                .unwrap_or(if live {
+                    Duration::from_secs(60)
+                } else {
+                    Duration::from_secs(2)
+                }),
+            requests: m
+                .get_one::<u64>("requests")
+                .map(|&n| usize::try_from(n).unwrap_or(usize::MAX)),
+            chart: m
+                .get_one::<PathBuf>("chart")
+                .cloned()
+                .unwrap_or_else(|| std::env::temp_dir().join("quickstart.svg")),
         }
     }
-    if o.tpm == 0 {
-        usage()
-    }
-    if o.live && !window_given {
-        o.window = Duration::from_secs(60);
-    }
-    o
+}
+
+/// The standard AWS credential chain, for `--live`.
+#[cfg(feature = "aws-config")]
+async fn live_credentials(
+    region: &str,
+) -> Result<
+    Option<aws_sdk_bedrockruntime::config::SharedCredentialsProvider>,
+    Box<dyn std::error::Error>,
+> {
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .http_client(default_https_client())
+        .load()
+        .await;
+    Ok(sdk.credentials_provider())
+}
+
+#[cfg(not(feature = "aws-config"))]
+async fn live_credentials(
+    _region: &str,
+) -> Result<
+    Option<aws_sdk_bedrockruntime::config::SharedCredentialsProvider>,
+    Box<dyn std::error::Error>,
+> {
+    Err("--live reads the standard AWS credential chain: build with `--features aws-config`".into())
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let o = parse_args();
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    // Bad input: clap's message and exit status 2; `--help`, `--version`: status 0.
+    let o = Options::from(&command().get_matches());
     let bedrock = Bedrock::new().with_region(o.region.clone());
     let burndown = bedrock.output_burndown(&o.model);
 
@@ -187,12 +269,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         b
     };
     let live_credentials = if o.live {
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(o.region.clone()))
-            .http_client(default_https_client())
-            .load()
-            .await;
-        sdk.credentials_provider()
+        live_credentials(&o.region).await?
     } else {
         None
     };
@@ -483,4 +560,65 @@ fn chart(
         h - 8.0
     );
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        command()
+            .try_get_matches_from(std::iter::once("quickstart").chain(args.iter().copied()))
+            .map(|m| Options::from(&m))
+    }
+
+    #[test]
+    fn the_command_is_well_formed() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn options() {
+        let o = parse(&[]).unwrap();
+        assert_eq!(
+            (o.tpm, o.window, o.live),
+            (100_000, Duration::from_secs(2), false)
+        );
+        let o = parse(&["--live", "--tpm", "5", "--rpm=2", "--model", "m"]).unwrap();
+        assert_eq!(
+            (o.tpm, o.rpm, o.window),
+            (5, Some(2), Duration::from_secs(60))
+        );
+        assert_eq!(o.model, "m");
+        let o = parse(&["--window-secs", "0.5", "--json", "--requests", "3"]).unwrap();
+        assert_eq!(
+            (o.window, o.json, o.requests),
+            (Duration::from_millis(500), true, Some(3))
+        );
+    }
+
+    /// What the hand-written parser refused, clap refuses with exit status 2.
+    #[test]
+    fn bad_input_is_exit_status_2() {
+        for args in [
+            &["--tpm"][..],
+            &["--tpm", "x"],
+            &["--tpm", "0"],
+            &["--rpm", "-1"],
+            &["--requests", "0"],
+            &["--window-secs", "0"],
+            &["--window-secs", "inf"],
+            &["--window-secs", "soon"],
+            &["--bogus"],
+            &["--live", "--endpoint-url", "http://127.0.0.1:1"],
+        ] {
+            let e = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} parsed"));
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+        }
+        for flag in ["--help", "--version"] {
+            assert_eq!(parse(&[flag]).err().map(|e| e.exit_code()), Some(0));
+        }
+    }
 }
