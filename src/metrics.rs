@@ -50,6 +50,10 @@
 //! assert!(!snapshotter.snapshot().into_vec().is_empty());
 //! ```
 
+// Numbers here come from requests, responses and settings: no arithmetic may panic or wrap
+// on them (issue 21). Each exception is an `#[allow]` that says why it cannot.
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::fmt;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,9 @@
 //! Settling a reservation from the response, even when the usage only arrives at the end of a
 
+// Numbers here come from requests, responses and settings: no arithmetic may panic or wrap
+// on them (issue 21). Each exception is an `#[allow]` that says why it cannot.
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -139,7 +143,7 @@ impl Observer {
                 if *overflow || data.is_empty() {
                     return;
                 }
-                *len += data.len();
+                *len = len.saturating_add(data.len());
                 if *len > JSON_USAGE_LIMIT {
                     *overflow = true;
                     chunks.clear();

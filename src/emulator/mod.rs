@@ -133,6 +133,10 @@
 //! # }
 //! ```
 
+// Numbers here come from requests, responses and settings: no arithmetic may panic or wrap
+// on them (issue 21). Each exception is an `#[allow]` that says why it cannot.
+#![warn(clippy::arithmetic_side_effects)]
+
 mod body;
 mod config;
 mod error;

@@ -364,7 +364,11 @@ mod tests {
             };
             assert_eq!((quota.code.as_str(), other.code.as_str()), ("L-B", "L-A"));
             assert_eq!(*used, 100_000);
-            assert!(twice[0].to_string().contains("the smaller, 100000, is used"));
+            assert!(
+                twice[0]
+                    .to_string()
+                    .contains("the smaller, 100000, is used")
+            );
         }
     }
 

@@ -36,6 +36,10 @@
 //! when it is above the applied quota (or the configured one when none is applied). Requests:
 //! the p95 of attempts arrived per window, likewise.
 
+// Numbers here come from requests, responses and settings: no arithmetic may panic or wrap
+// on them (issue 21). Each exception is an `#[allow]` that says why it cannot.
+#![warn(clippy::arithmetic_side_effects)]
+
 mod build;
 mod recorder;
 

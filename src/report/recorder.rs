@@ -308,8 +308,8 @@ impl<K: Hash + Eq + Clone> CapacityRecorder<K> {
     pub(crate) fn report_with(&self, mut input: impl FnMut(&K) -> KeyInput) -> CapacityReport {
         let (first, last) = self.range();
         // `first <= last` (see `range`); at most `self.inner.windows`.
-        let windows = usize::try_from(last.saturating_sub(first).saturating_add(1))
-            .unwrap_or(usize::MAX);
+        let windows =
+            usize::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(usize::MAX);
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.inner.start);
         let span = u32::try_from(self.inner.windows)
@@ -349,9 +349,10 @@ impl<K: Hash + Eq + Clone> CapacityRecorder<K> {
                 keys.logs.max
             );
             let names: Vec<String> = keys.folded.iter().map(|k| input(k).name).collect();
-            other
-                .warnings
-                .push(format!("folded into {OTHER}, among others: {}", names.join(", ")));
+            other.warnings.push(format!(
+                "folded into {OTHER}, among others: {}",
+                names.join(", ")
+            ));
             reports.push(other);
         }
         drop(keys);
@@ -429,7 +430,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observe<K> for CapacityRecord
                 Outcome::Transient => {
                     self.with_log(key, now, |log| bump(&mut log.slot(at, keep).transient))
                 }
-                Outcome::Fatal => self.with_log(key, now, |log| bump(&mut log.slot(at, keep).fatal)),
+                Outcome::Fatal => {
+                    self.with_log(key, now, |log| bump(&mut log.slot(at, keep).fatal))
+                }
                 _ => {}
             },
             Event::Settled { reserved, settled } => self.with_log(key, now, |log| {

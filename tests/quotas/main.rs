@@ -275,8 +275,17 @@ async fn the_real_client_reads_every_page_and_pattern() {
         sonnet.warnings
     );
     // Llama has no quota of any kind: counted in `other` (bounded observation), which names it.
-    assert!(report.keys.iter().all(|k| k.model.as_deref() != Some("meta.llama3-8b-instruct-v1:0")));
-    let other = report.keys.iter().find(|k| k.key == "other").expect("other");
+    assert!(
+        report
+            .keys
+            .iter()
+            .all(|k| k.model.as_deref() != Some("meta.llama3-8b-instruct-v1:0"))
+    );
+    let other = report
+        .keys
+        .iter()
+        .find(|k| k.key == "other")
+        .expect("other");
     assert!(
         other
             .warnings
