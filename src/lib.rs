@@ -108,6 +108,9 @@
 
 mod macros;
 
+#[cfg(any(feature = "metrics", feature = "bedrock"))]
+mod bounded;
+
 pub mod admit;
 pub mod budget;
 pub mod classify;

@@ -22,6 +22,17 @@
 //! `region`, `scope` (on-demand, cross-region, global-cross-region) per key, plus `outcome`,
 //! `reason`, `cause` or `dimension` from fixed sets; never a tenant or request id.
 //!
+//! # Bounded whatever callers send
+//!
+//! Keys come from requests: a gateway forwards the model id its users choose. So a key gets
+//! labels of its own only when [`track`](Metrics::track) accepts it (the one-call setup tracks
+//! the models with a configured or applied quota, and its
+//! [allow-list](crate::sdk::BedrockThrottleBuilder::observe_models)), and only for the first
+//! [`max_keys`](Metrics::max_keys) such keys at a time; every other key is recorded under one
+//! series set whose labels all read `other`. A key unused for [`idle`](Metrics::idle) gives its
+//! place back. The series a process records are then at most those of the tracked keys, plus
+//! `other`: with a predicate that accepts a fixed set of keys, a fixed number.
+//!
 //! Histograms need explicit buckets in a Prometheus exporter (without them it renders
 //! summaries): [`WAIT_BUCKETS`], [`RATIO_BUCKETS`].
 //!
@@ -39,14 +50,19 @@
 //! assert!(!snapshotter.snapshot().into_vec().is_empty());
 //! ```
 
-use std::collections::HashMap;
+// Numbers here come from requests, responses and settings: no arithmetic may panic or wrap
+// on them (issue 21). Each exception is an `#[allow]` that says why it cannot.
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::fmt;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Label, Unit};
 
 use crate::admit::{Event, Observe};
+use crate::bounded::KeyMap;
 use crate::budget::{AdmissionError, Budget, Dimension};
 use crate::classify::{Outcome, ThrottleCause};
 use crate::retry::RetryEvent;
@@ -214,12 +230,21 @@ impl KeyHandles {
 
 type LabelFn<K> = Arc<dyn Fn(&K) -> Vec<(&'static str, String)> + Send + Sync>;
 
+/// The label value of every label of the series that keys without labels of their own share.
+pub const OTHER: &str = "other";
+
+/// The most keys with labels of their own at a time, by default ([`Metrics::max_keys`]).
+pub const DEFAULT_MAX_KEYS: usize = crate::bounded::DEFAULT_MAX_KEYS;
+
+/// How long a key keeps its place unused, by default ([`Metrics::idle`]).
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
+
 /// An [`Observe`]r that records admission metrics per key (see the [module docs](self)).
-/// Clones share their handles.
+/// Clones share their handles and settings.
 pub struct Metrics<K> {
     labels: LabelFn<K>,
     budget: Option<Budget<K>>,
-    keys: Arc<Mutex<HashMap<K, Arc<KeyHandles>>>>,
+    keys: Arc<Mutex<KeyMap<K, Arc<KeyHandles>>>>,
 }
 
 impl<K> Clone for Metrics<K> {
@@ -239,13 +264,40 @@ impl<K> fmt::Debug for Metrics<K> {
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> Metrics<K> {
-    /// Metrics labelled per key by `labels` (keep the set bounded).
+    /// Metrics labelled per key by `labels`: every key up to [`max_keys`](Self::max_keys),
+    /// unless [`track`](Self::track) narrows it.
     pub fn new(labels: impl Fn(&K) -> Vec<(&'static str, String)> + Send + Sync + 'static) -> Self {
         Self {
             labels: Arc::new(labels),
             budget: None,
-            keys: Arc::default(),
+            keys: Arc::new(Mutex::new(KeyMap::new(DEFAULT_IDLE))),
         }
+    }
+
+    /// Labels of its own only for the keys `track` accepts; the others are recorded as
+    /// `other` (see [bounded](self#bounded-whatever-callers-send)).
+    pub fn track(self, track: impl Fn(&K) -> bool + Send + Sync + 'static) -> Self {
+        self.lock().track = Some(Arc::new(track));
+        self
+    }
+
+    /// At most `max` keys with labels of their own at a time (default
+    /// [`DEFAULT_MAX_KEYS`]); further keys are recorded as `other` until one gives its place
+    /// back.
+    pub fn max_keys(self, max: usize) -> Self {
+        self.lock().max = max;
+        self
+    }
+
+    /// How long a key keeps its place unused (default [`DEFAULT_IDLE`]). When it comes back,
+    /// it records into the same series again.
+    pub fn idle(self, idle: Duration) -> Self {
+        self.lock().idle = idle;
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyMap<K, Arc<KeyHandles>>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Also sets the gauges (queue depth, debt, configured and effective limits) from
@@ -255,18 +307,25 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Metrics<K> {
         self
     }
 
-    fn handles(&self, key: &K) -> Arc<KeyHandles> {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = keys.get(key) {
-            return Arc::clone(h);
-        }
-        let labels: Vec<Label> = (self.labels)(key)
-            .into_iter()
-            .map(|(k, v)| Label::new(k, v))
-            .collect();
-        let h = Arc::new(KeyHandles::new(&labels));
-        keys.insert(key.clone(), Arc::clone(&h));
-        h
+    /// The handles of `key`, or those of `other` (then `true`).
+    fn handles(&self, key: &K) -> (Arc<KeyHandles>, bool) {
+        let now = tokio::time::Instant::now();
+        let mut keys = self.lock();
+        let (h, other) = keys.entry(key, now, |key, other| {
+            // `other` takes the label names of the first key folded into it.
+            let labels: Vec<Label> = (self.labels)(key)
+                .into_iter()
+                .map(|(k, v)| {
+                    if other {
+                        Label::from_static_parts(k, OTHER)
+                    } else {
+                        Label::new(k, v)
+                    }
+                })
+                .collect();
+            Arc::new(KeyHandles::new(&labels))
+        });
+        (Arc::clone(h), other)
     }
 
     fn gauges(&self, key: &K, h: &KeyHandles) {
@@ -319,7 +378,13 @@ fn refusal(error: &AdmissionError) -> usize {
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observe<K> for Metrics<K> {
     fn observe(&self, key: &K, event: Event<'_>) {
-        let h = self.handles(key);
+        let (h, other) = self.handles(key);
+        // The gauges of a key's state mean nothing for keys taken together.
+        let gauges = |key: &K, h: &KeyHandles| {
+            if !other {
+                self.gauges(key, h);
+            }
+        };
         match event {
             Event::Admitted {
                 tokens,
@@ -336,11 +401,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observe<K> for Metrics<K> {
                 };
                 h.wait[dim].record(waited.as_secs_f64());
                 h.reserved.increment(tokens);
-                self.gauges(key, &h);
+                gauges(key, &h);
             }
             Event::Refused { error, .. } => {
                 h.refused[refusal(error)].increment(1);
-                self.gauges(key, &h);
+                gauges(key, &h);
             }
             Event::LeftQueue { .. } => h.resigns.increment(1),
             Event::Completed { classification } => {
@@ -361,7 +426,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observe<K> for Metrics<K> {
                 if reserved > 0 {
                     h.ratio.record(settled as f64 / reserved as f64);
                 }
-                self.gauges(key, &h);
+                gauges(key, &h);
             }
         }
     }

@@ -1,5 +1,9 @@
 //! How many tokens to reserve for a request before it is sent.
 
+// Numbers here come from requests, responses and settings: no arithmetic may panic or wrap
+// on them (issue 21). Each exception is an `#[allow]` that says why it cannot.
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::fmt;
 use std::num::NonZeroU32;
 
@@ -514,25 +518,25 @@ impl<'de> DeserializeSeed<'de> for Size {
 }
 
 fn digits(mut v: u64) -> u64 {
-    let mut n = 1;
+    let mut n: u64 = 1;
     while v >= 10 {
         v /= 10;
-        n += 1;
+        n = n.saturating_add(1);
     }
     n
 }
 
 fn escaped_len(s: &str) -> u64 {
     if !json::needs_escape(s.as_bytes()) {
-        return s.len() as u64 + 2;
+        return (s.len() as u64).saturating_add(2);
     }
     let mut n = 2u64; // the quotes
     for &b in s.as_bytes() {
-        n += match b {
+        n = n.saturating_add(match b {
             b'"' | b'\\' | 0x08 | b'\t' | b'\n' | 0x0c | b'\r' => 2,
             0..=0x1f => 6,
             _ => 1,
-        };
+        });
     }
     n
 }
@@ -546,7 +550,7 @@ impl<'de> Visitor<'de> for Size {
         Ok(if v { 4 } else { 5 })
     }
     fn visit_i64<E>(self, v: i64) -> Result<u64, E> {
-        Ok(digits(v.unsigned_abs()) + u64::from(v < 0))
+        Ok(digits(v.unsigned_abs()).saturating_add(u64::from(v < 0)))
     }
     fn visit_u64<E>(self, v: u64) -> Result<u64, E> {
         Ok(digits(v))
@@ -565,7 +569,7 @@ impl<'de> Visitor<'de> for Size {
         let mut count = 0u64;
         while let Some(item) = seq.next_element_seed(Size)? {
             n = n.saturating_add(item);
-            count += 1;
+            count = count.saturating_add(1);
         }
         Ok(n.saturating_add(count.saturating_sub(1)))
     }
@@ -578,7 +582,7 @@ impl<'de> Visitor<'de> for Size {
                 .saturating_add(key)
                 .saturating_add(1)
                 .saturating_add(value);
-            count += 1;
+            count = count.saturating_add(1);
         }
         Ok(n.saturating_add(count.saturating_sub(1)))
     }

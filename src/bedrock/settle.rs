@@ -2,6 +2,10 @@
 //! stream: the permit travels with the response body and settles when the body ends or is
 //! dropped.
 
+// Numbers here come from requests, responses and settings: no arithmetic may panic or wrap
+// on them (issue 21). Each exception is an `#[allow]` that says why it cannot.
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -141,7 +145,7 @@ impl Observer {
                 if *overflow || data.is_empty() {
                     return;
                 }
-                *len += data.len();
+                *len = len.saturating_add(data.len());
                 if *len > JSON_USAGE_LIMIT {
                     *overflow = true;
                     chunks.clear();

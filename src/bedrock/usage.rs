@@ -1,5 +1,9 @@
 //! What a call really used, as Bedrock reports it, and what that costs against the quota.
 
+// Numbers here come from requests, responses and settings: no arithmetic may panic or wrap
+// on them (issue 21). Each exception is an `#[allow]` that says why it cannot.
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::fmt;
 
 use aws_smithy_types::event_stream::Message;
@@ -355,9 +359,9 @@ impl StreamUsage {
             .into_iter()
             .flatten()
             .map(|s| s.0)
-            .sum::<u64>();
+            .fold(0, u64::saturating_add);
         if let Some(bytes) = delta {
-            self.add_delta(bytes + text, bytes_per_token);
+            self.add_delta(bytes.saturating_add(text), bytes_per_token);
         } else if text > 0 {
             self.add_delta(text, bytes_per_token);
         }

@@ -378,7 +378,7 @@ impl<'de> ArrayReader<'de> for MessagesReader {
         let mut out = Messages::default();
         while let Some(seen) = seq.next_element_seed(Any(MessageReader(self.0), Skip))? {
             let i = out.len;
-            out.len += 1;
+            out.len = out.len.saturating_add(1);
             out.tokens = out.tokens.saturating_add(MESSAGE_OVERHEAD_TOKENS);
             let message = match seen {
                 Seen::Object(m) => m,
@@ -389,7 +389,7 @@ impl<'de> ArrayReader<'de> for MessagesReader {
                                 wrong_type(&format!("#/messages/{i}"), "JSONObject", other.kind())
                             }
                             Mode::Converse => constraint(
-                                &format!("messages.{}", i + 1),
+                                &format!("messages.{}", i.saturating_add(1)),
                                 "Member must be a structure",
                             ),
                         });
@@ -456,16 +456,17 @@ impl Message {
             Mode::Converse => {
                 if !self.role.is_some_and(|r| r.user_or_assistant) {
                     return Some(constraint(
-                        &format!("messages.{}.member.role", i + 1),
+                        &format!("messages.{}.member.role", i.saturating_add(1)),
                         "Member must satisfy enum value set: [user, assistant]",
                     ));
                 }
                 match &self.content {
-                    Some(Part::Array(blocks)) => {
-                        blocks.violation_at(mode, &format!("messages.{}.member.content", i + 1))
-                    }
+                    Some(Part::Array(blocks)) => blocks.violation_at(
+                        mode,
+                        &format!("messages.{}.member.content", i.saturating_add(1)),
+                    ),
                     _ => Some(constraint(
-                        &format!("messages.{}.member.content", i + 1),
+                        &format!("messages.{}.member.content", i.saturating_add(1)),
                         "Member must be a list",
                     )),
                 }
@@ -543,7 +544,7 @@ impl Blocks {
                 BadBlock::Text(kind) => Some(wrong_type(&format!("{at}/{j}/text"), "String", kind)),
             },
             Mode::Converse => Some(constraint(
-                &format!("{at}.{}", j + 1),
+                &format!("{at}.{}", j.saturating_add(1)),
                 if at == "system" {
                     "Member must be a valid system content block"
                 } else {
@@ -582,7 +583,7 @@ impl<'de> ArrayReader<'de> for BlocksReader {
             if out.first_bad.is_none() {
                 out.first_bad = bad.map(|b| (j, b));
             }
-            j += 1;
+            j = j.saturating_add(1);
         }
         Ok(out)
     }
@@ -757,7 +758,7 @@ impl<'de> ArrayReader<'de> for TextsReader {
     fn read<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Texts, S::Error> {
         let mut out = Texts::default();
         while let Some(seen) = seq.next_element_seed(scalar())? {
-            out.len += 1;
+            out.len = out.len.saturating_add(1);
             let s = Scalar::of(&seen);
             if s.kind == Kind::String {
                 out.tokens = out.tokens.saturating_add(s.tokens);
@@ -922,14 +923,13 @@ impl<'de> DeserializeSeed<'de> for CompactChars {
 
 /// Characters of `s` as a JSON string literal (serde_json's escapes).
 fn string_chars(s: &str) -> u64 {
-    2 + s
-        .chars()
+    s.chars()
         .map(|c| match c {
             '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
             c if (c as u32) < 0x20 => 6,
             _ => 1,
         })
-        .sum::<u64>()
+        .fold(2, u64::saturating_add)
 }
 
 fn number_chars(n: impl fmt::Display) -> u64 {
@@ -970,7 +970,7 @@ impl<'de> Visitor<'de> for CompactChars {
         let (mut chars, mut n) = (2u64, 0u64);
         while let Some((_, c)) = seq.next_element_seed(CompactChars)? {
             chars = chars.saturating_add(c);
-            n += 1;
+            n = n.saturating_add(1);
         }
         Ok((Kind::Array, chars.saturating_add(n.saturating_sub(1))))
     }
@@ -979,9 +979,9 @@ impl<'de> Visitor<'de> for CompactChars {
         while let Some(key) = next_key(&mut map)? {
             let (_, c) = map.next_value_seed(CompactChars)?;
             chars = chars
-                .saturating_add(string_chars(&key) + 1)
+                .saturating_add(string_chars(&key).saturating_add(1))
                 .saturating_add(c);
-            n += 1;
+            n = n.saturating_add(1);
         }
         Ok((Kind::Object, chars.saturating_add(n.saturating_sub(1))))
     }

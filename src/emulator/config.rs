@@ -306,7 +306,8 @@ pub struct Faults {
 ///   "fault_schedule": { "3": "model-timeout", "7": "stream:throttling@0" },
 ///   "max_connections": 4096,
 ///   "max_in_flight": 1024,
-///   "header_read_timeout_ms": 30000
+///   "header_read_timeout_ms": 30000,
+///   "body_read_timeout_ms": 60000
 /// }
 /// "#)?;
 /// assert_eq!(config.default_quota.tokens, Some(200_000));
@@ -343,15 +344,21 @@ pub struct EmulatorConfig {
     /// The most connections served at once (default 4,096). Further connections wait in the
     /// listen backlog until one closes.
     pub max_connections: usize,
-    /// The most inference and CountTokens requests whose body is being read, validated or
-    /// answered at once (default 1,024). Further requests wait, before their body is read, for
-    /// one to finish: with Bedrock's 25 MB body limit this bounds the memory bodies can take.
+    /// The most inference and CountTokens requests being validated or answered at once
+    /// (default 1,024). A request takes its slot once its body is complete, so clients that
+    /// stall mid-body hold none; further complete requests wait for a free one. Bodies still
+    /// being read are bounded by the connections, Bedrock's 25 MB body limit and the
+    /// [body-read timeout](Self::body_read_timeout).
     pub max_in_flight: usize,
     /// How long a client may take to send a request's headers, including an idle keep-alive
     /// connection waiting for its next request (default 30 s, hyper's default). A connection
     /// that takes longer is closed. For HTTP/2 it bounds the wait for the connection's first
     /// byte only (hyper has no per-stream header timeout).
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body, from the moment its headers are
+    /// read (default 60 s). A slower body is answered 408 `RequestTimeoutException`, as
+    /// Bedrock's front end answers a client that stops sending, and its memory is freed.
+    pub body_read_timeout: Duration,
     /// Entries of the Service Quotas listing beside those of the configured quotas.
     pub extra_service_quotas: Vec<crate::quotas::ListedQuota>,
 }
@@ -374,6 +381,7 @@ impl Default for EmulatorConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             extra_service_quotas: Vec::new(),
         }
     }
@@ -385,6 +393,8 @@ const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Default of [`EmulatorConfig::header_read_timeout`].
 const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`EmulatorConfig::body_read_timeout`].
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest simulated delay a configuration may ask for (time to first token).
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(86_400);
 /// The most output tokens a configuration may ask a response to generate.
@@ -454,6 +464,9 @@ impl EmulatorConfig {
         if let Some(ms) = file.header_read_timeout_ms {
             c.header_read_timeout = duration_from_secs(ms / 1000.0)?;
         }
+        if let Some(ms) = file.body_read_timeout_ms {
+            c.body_read_timeout = duration_from_secs(ms / 1000.0)?;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -475,6 +488,11 @@ impl EmulatorConfig {
         if self.header_read_timeout.is_zero() {
             return Err(ConfigError::new(
                 "the header read timeout must be longer than zero",
+            ));
+        }
+        if self.body_read_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "the body read timeout must be longer than zero",
             ));
         }
         let longest = match self.output_length {
@@ -587,6 +605,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_in_flight: Option<usize>,
     header_read_timeout_ms: Option<f64>,
+    body_read_timeout_ms: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -693,7 +712,8 @@ mod tests {
               "fault_schedule": {"2": "stream:throttling@1"},
               "max_connections": 8,
               "max_in_flight": 4,
-              "header_read_timeout_ms": 1500
+              "header_read_timeout_ms": 1500,
+              "body_read_timeout_ms": 2500
             }"#,
         )
         .unwrap();
@@ -716,6 +736,7 @@ mod tests {
         assert_eq!(c.seed, 9);
         assert_eq!((c.max_connections, c.max_in_flight), (8, 4));
         assert_eq!(c.header_read_timeout, Duration::from_millis(1500));
+        assert_eq!(c.body_read_timeout, Duration::from_millis(2500));
         assert_eq!(c.models["arn:x"].output_burndown, 5);
         assert_eq!(
             c.faults.probabilities,
@@ -746,6 +767,7 @@ mod tests {
             r#"{"max_connections": 0}"#,
             r#"{"max_in_flight": 0}"#,
             r#"{"header_read_timeout_ms": 0}"#,
+            r#"{"body_read_timeout_ms": 0}"#,
             r#"{"output_tokens": 1000001}"#,
             r#"{"output_tokens": {"min": 1, "max": 1000001}}"#,
             r#"{"time_to_first_token_ms": 86400001}"#,

@@ -141,6 +141,16 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
     }
 
+    /// 408 for a body not received within the body-read timeout: what AWS front ends answer a
+    /// client that stops sending mid-request.
+    pub(crate) fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeoutException",
+            "Request timed out: the request body was not received in time.",
+        )
+    }
+
     /// 404 for paths that are no Bedrock Runtime operation.
     pub(crate) fn unknown_operation() -> Self {
         Self::new(

@@ -28,7 +28,7 @@ pub(crate) fn padding(rng: &mut fastrand::Rng) -> &'static str {
 
 fn encode(headers: Vec<Header>, payload: Vec<u8>) -> Bytes {
     let message = Message::new_from_parts(headers, payload);
-    let mut out = Vec::with_capacity(message.payload().len() + 128);
+    let mut out = Vec::with_capacity(message.payload().len().saturating_add(128));
     // Encoding only fails for oversized headers or payloads, which the emulator never builds.
     match write_message_to(&message, &mut out) {
         Ok(()) => Bytes::from(out),
@@ -119,7 +119,7 @@ impl Body for FrameBody {
         let Some(next) = this.frames.front() else {
             return Poll::Ready(None);
         };
-        let deadline = this.start + next.at;
+        let deadline = this.start.checked_add(next.at).unwrap_or(this.start);
         if deadline > Instant::now() {
             let sleep = this
                 .sleep

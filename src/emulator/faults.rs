@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::config::{Fault, Faults, StreamException};
 use super::error::ApiError;
 use super::ops::Operation;
-use super::stats::FaultCounters;
+use super::stats::{FaultCounters, bump};
 
 /// The fault for inference request number `index`: the schedule first, else one uniform draw
 /// against the cumulative probabilities. A fault the operation's service model does not define
@@ -142,18 +142,18 @@ fn stream_exception_message(e: StreamException) -> (&'static str, &'static str) 
 /// sent at (it may be clamped below the configured one).
 pub(crate) fn count(counters: &mut FaultCounters, fault: Fault, after_events: usize) {
     match fault {
-        Fault::ServiceUnavailable => counters.service_unavailable += 1,
-        Fault::TooManyConnections => counters.too_many_connections += 1,
-        Fault::InternalServer => counters.internal_server += 1,
-        Fault::ModelTimeout => counters.model_timeout += 1,
-        Fault::ModelNotReady => counters.model_not_ready += 1,
-        Fault::ModelError => counters.model_error += 1,
-        Fault::AccessDenied => counters.access_denied += 1,
-        Fault::ServiceQuotaExceeded => counters.service_quota_exceeded += 1,
+        Fault::ServiceUnavailable => bump(&mut counters.service_unavailable),
+        Fault::TooManyConnections => bump(&mut counters.too_many_connections),
+        Fault::InternalServer => bump(&mut counters.internal_server),
+        Fault::ModelTimeout => bump(&mut counters.model_timeout),
+        Fault::ModelNotReady => bump(&mut counters.model_not_ready),
+        Fault::ModelError => bump(&mut counters.model_error),
+        Fault::AccessDenied => bump(&mut counters.access_denied),
+        Fault::ServiceQuotaExceeded => bump(&mut counters.service_quota_exceeded),
         Fault::StreamException { .. } if after_events == 0 => {
-            counters.stream_exception_before_events += 1;
+            bump(&mut counters.stream_exception_before_events);
         }
-        Fault::StreamException { .. } => counters.stream_exception_after_events += 1,
+        Fault::StreamException { .. } => bump(&mut counters.stream_exception_after_events),
     }
 }
 

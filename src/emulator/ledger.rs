@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::Enforcement;
-use super::stats::{Counters, ModelStats, Stats, WindowUsage};
+use super::stats::{Counters, ModelStats, Stats, WindowUsage, bump};
 use crate::budget::Quota;
 
 /// Locks a mutex, ignoring poisoning: the ledger's invariants hold between calls, and a panic
@@ -182,7 +182,7 @@ impl Sliding {
     fn new(len: Duration) -> Self {
         Self {
             len,
-            group: len / 1000,
+            group: len.checked_div(1000).unwrap_or_default(),
             entries: VecDeque::new(),
             front_seq: 0,
             sum: 0,
@@ -196,19 +196,21 @@ impl Sliding {
             }
             self.sum = self.sum.saturating_sub(e.amount);
             self.entries.pop_front();
-            self.front_seq += 1;
+            self.front_seq = self.front_seq.saturating_add(1);
         }
     }
 
     fn book(&mut self, now: Instant, amount: u64) -> u64 {
         self.evict(now);
         self.sum = self.sum.saturating_add(amount);
-        let next_seq = self.front_seq + self.entries.len() as u64;
+        let next_seq = self
+            .front_seq
+            .saturating_add(u64::try_from(self.entries.len()).unwrap_or(u64::MAX));
         if let Some(e) = self.entries.back_mut() {
             if now >= e.last && now.saturating_duration_since(e.first) <= self.group {
                 e.amount = e.amount.saturating_add(amount);
                 e.last = now;
-                return next_seq - 1;
+                return next_seq.saturating_sub(1);
             }
         }
         self.entries.push_back(Entry {
@@ -231,7 +233,7 @@ impl Sliding {
             return;
         };
         let cut = amount.min(e.amount);
-        e.amount -= cut;
+        e.amount = e.amount.saturating_sub(cut);
         self.sum = self.sum.saturating_sub(cut);
     }
 }
@@ -247,9 +249,14 @@ pub(crate) struct Bucket {
 
 const MICRO: i128 = 1_000_000;
 
+/// `amount` in micro-tokens (exact: `u64::MAX × 10⁶` is far below `i128::MAX`).
+fn micro(amount: u64) -> i128 {
+    i128::from(amount).saturating_mul(MICRO)
+}
+
 impl Bucket {
     fn new(cap: u64, len: Duration, now: Instant) -> Self {
-        let cap = i128::from(cap) * MICRO;
+        let cap = micro(cap);
         Self {
             cap,
             level: cap,
@@ -273,28 +280,32 @@ impl Bucket {
 
     fn fits(&mut self, now: Instant, amount: u64) -> bool {
         self.refill(now);
-        self.level >= i128::from(amount) * MICRO
+        self.level >= micro(amount)
     }
 
     fn usage(&mut self, now: Instant) -> u64 {
         self.refill(now);
-        let used = (self.cap - self.level).max(0);
-        u64::try_from((used + MICRO - 1) / MICRO).unwrap_or(u64::MAX)
+        let used = self.cap.saturating_sub(self.level).max(0);
+        u64::try_from(
+            used.div_euclid(MICRO)
+                .saturating_add(i128::from(used.rem_euclid(MICRO) > 0)),
+        )
+        .unwrap_or(u64::MAX)
     }
 
     fn take(&mut self, now: Instant, amount: u64) {
         self.refill(now);
-        self.level -= i128::from(amount) * MICRO;
+        self.level = self.level.saturating_sub(micro(amount));
     }
 
     fn give(&mut self, now: Instant, amount: u64) {
         self.refill(now);
-        self.level = (self.level + i128::from(amount) * MICRO).min(self.cap);
+        self.level = self.level.saturating_add(micro(amount)).min(self.cap);
     }
 
     fn time_to(&mut self, now: Instant, amount: u64) -> Duration {
         self.refill(now);
-        let deficit = i128::from(amount) * MICRO - self.level;
+        let deficit = micro(amount).saturating_sub(self.level);
         if deficit <= 0 || self.cap == 0 {
             return Duration::ZERO;
         }
@@ -302,7 +313,12 @@ impl Bucket {
         let len = i128::try_from(self.len.as_nanos()).unwrap_or(i128::MAX);
         let nanos = deficit.checked_mul(len).map_or_else(
             || (deficit as f64 / self.cap as f64 * len as f64) as i128,
-            |product| (product + self.cap - 1) / self.cap,
+            |product| {
+                let cap = self.cap;
+                product
+                    .div_euclid(cap)
+                    .saturating_add(i128::from(product.rem_euclid(cap) > 0))
+            },
         );
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
@@ -320,7 +336,8 @@ pub(crate) struct Fixed {
 impl Fixed {
     fn roll(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.origin).as_nanos();
-        let index = u64::try_from(elapsed / self.len.as_nanos().max(1)).unwrap_or(u64::MAX);
+        let index = u64::try_from(elapsed.checked_div(self.len.as_nanos()).unwrap_or(0))
+            .unwrap_or(u64::MAX);
         if index != self.index {
             self.index = index;
             self.count = 0;
@@ -405,9 +422,9 @@ impl ModelLedger {
             if !window.fits(now, amount, limit) {
                 let wait = window.retry_after(now, amount, limit);
                 match dim {
-                    Throttle::Requests => self.counters.throttled_requests += 1,
-                    Throttle::Tokens => self.counters.throttled_tokens += 1,
-                    Throttle::TokensPerDay => self.counters.throttled_tokens_per_day += 1,
+                    Throttle::Requests => bump(&mut self.counters.throttled_requests),
+                    Throttle::Tokens => bump(&mut self.counters.throttled_tokens),
+                    Throttle::TokensPerDay => bump(&mut self.counters.throttled_tokens_per_day),
                 }
                 return Err((dim, wait));
             }
@@ -415,7 +432,7 @@ impl ModelLedger {
         self.requests.book(now, 1);
         let tokens = self.tokens.book(now, reservation);
         let day = self.day.book(now, reservation);
-        self.counters.admitted += 1;
+        self.counters.admitted = self.counters.admitted.saturating_add(1);
         self.counters.tokens_reserved = self.counters.tokens_reserved.saturating_add(reservation);
         self.track_peak(now);
         Ok(Reservation {
@@ -429,18 +446,18 @@ impl ModelLedger {
     /// booked now.
     pub(crate) fn settle(&mut self, now: Instant, r: &Reservation, settled: u64, output: u64) {
         if settled < r.reserved {
-            let refund = r.reserved - settled;
+            let refund = r.reserved.saturating_sub(settled);
             self.tokens.refund(now, r.tokens, refund);
             self.day.refund(now, r.day, refund);
         } else if settled > r.reserved {
-            let extra = settled - r.reserved;
+            let extra = settled.saturating_sub(r.reserved);
             self.tokens.book(now, extra);
             self.day.book(now, extra);
             self.track_peak(now);
         }
         self.counters.tokens_settled = self.counters.tokens_settled.saturating_add(settled);
         self.counters.output_tokens = self.counters.output_tokens.saturating_add(output);
-        self.counters.settled += 1;
+        self.counters.settled = self.counters.settled.saturating_add(1);
     }
 
     fn track_peak(&mut self, now: Instant) {
@@ -552,7 +569,11 @@ impl Ledgers {
                 peak_window: l.peak,
             };
             drop(l);
-            stats.totals += model.counters;
+            // `Counters`' `AddAssign` saturates, field by field.
+            #[allow(clippy::arithmetic_side_effects)]
+            {
+                stats.totals += model.counters;
+            }
             stats.models.insert(id, model);
         }
         stats

@@ -61,7 +61,10 @@
 //!   streaming pass, without building a JSON tree, so a request costs about its body's size;
 //!   connections and in-flight requests are limited ([`max_connections`](EmulatorBuilder::max_connections),
 //!   [`max_in_flight`](EmulatorBuilder::max_in_flight)), and a client that does not send its
-//!   headers in time is disconnected ([`header_read_timeout`](EmulatorBuilder::header_read_timeout)).
+//!   headers in time is disconnected ([`header_read_timeout`](EmulatorBuilder::header_read_timeout)),
+//!   one that does not send its body in time is answered 408
+//!   ([`body_read_timeout`](EmulatorBuilder::body_read_timeout)). An in-flight slot is taken once
+//!   the body is complete, so clients stalled mid-body cannot keep complete requests waiting.
 //! - **Stats** at `GET /_emulator/stats` (and [`EmulatorHandle::stats`]): per model, requests,
 //!   admissions, throttles by dimension, faults, tokens reserved and settled, current and peak
 //!   window usage ([`Stats`]). `POST /_emulator/reset` zeroes the counters.
@@ -129,6 +132,10 @@
 //! # Ok(())
 //! # }
 //! ```
+
+// Numbers here come from requests, responses and settings: no arithmetic may panic or wrap
+// on them (issue 21). Each exception is an `#[allow]` that says why it cannot.
+#![warn(clippy::arithmetic_side_effects)]
 
 mod body;
 mod config;
@@ -322,8 +329,9 @@ impl EmulatorBuilder {
         self
     }
 
-    /// The most requests read, validated or answered at once (default 1,024); further ones wait
-    /// before their body is read. Zero is refused by [`start`](Self::start).
+    /// The most requests validated or answered at once (default 1,024); a request takes its
+    /// slot once its body is complete, and further ones wait for a free slot. Zero is refused
+    /// by [`start`](Self::start).
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.config.max_in_flight = max;
         self
@@ -333,6 +341,14 @@ impl EmulatorBuilder {
     /// (default 30 s); slower connections are closed. Zero is refused by [`start`](Self::start).
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.config.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to send a request's body once its headers are read (default
+    /// 60 s); a slower body is answered 408 `RequestTimeoutException`. Zero is refused by
+    /// [`start`](Self::start).
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.body_read_timeout = timeout;
         self
     }
 

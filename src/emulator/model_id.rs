@@ -106,7 +106,7 @@ fn model_name(s: &str) -> bool {
         return false;
     };
     let (name, suffix) = match rest.find(['.', ':']) {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        Some(i) => (&rest[..i], Some(&rest[i.saturating_add(1)..])),
         None => (rest, None),
     };
     lower(provider, 63) && lower(name, 63) && suffix.is_none_or(|x| lower(x, 63))

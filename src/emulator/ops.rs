@@ -15,6 +15,7 @@ use super::eventstream::{self, FrameBody, PlannedFrame, padding};
 use super::faults;
 use super::ledger::{Admission, ModelLedger, lock};
 use super::server::{Body, Shared, full};
+use super::stats::bump;
 use super::validate::{self, Parsed, Shape};
 
 /// A Bedrock Runtime operation, from the last path segment.
@@ -78,7 +79,7 @@ fn token_time(latency: &Latency, j: u64) -> Duration {
             Duration::try_from_secs_f64(j as f64 / tps).unwrap_or(MAX_DELAY)
         })
         .min(MAX_DELAY);
-    ttft + after
+    ttft.saturating_add(after)
 }
 
 /// When the last output token is produced (the first-token time when there is none).
@@ -133,7 +134,7 @@ impl Output {
                 " ".to_owned()
             };
             text.push_str(&chunk.join(" "));
-            produced += chunk.len() as u64;
+            produced = produced.saturating_add(chunk.len() as u64);
             out.push((text, produced));
         }
         out
@@ -171,10 +172,10 @@ pub(crate) async fn inference(
     let mut rng = request_rng(shared.config.seed, index);
     let request_id = request_id(&mut rng);
     let ledger = shared.ledgers.get(&model_id);
-    lock(&ledger).counters.requests += 1;
+    bump(&mut lock(&ledger).counters.requests);
 
     let reject = |e: ApiError| {
-        lock(&ledger).counters.rejected += 1;
+        bump(&mut lock(&ledger).counters.rejected);
         e.into_response(&request_id)
     };
     let info = shared.table.lookup(&model_id);
@@ -255,7 +256,7 @@ pub(crate) async fn inference(
         }
         _ => {
             let end = end_time(&shared.config.latency, output.n());
-            tokio::time::sleep_until(start + end).await;
+            tokio::time::sleep_until(start.checked_add(end).unwrap_or(start)).await;
             admission.settle(ctx.settle_amount(output.n()), output.n());
             if op == Operation::Converse {
                 converse_response(&ctx, &output, end)
@@ -274,12 +275,12 @@ pub(crate) fn count_tokens(
     request_id: &str,
 ) -> Response<Body> {
     let ledger = shared.ledgers.get(model_id);
-    lock(&ledger).counters.count_tokens_requests += 1;
+    bump(&mut lock(&ledger).counters.count_tokens_requests);
     let result = validate::count_tokens(body);
     match result {
         Ok(n) => json_response(&json!({ "inputTokens": n }), request_id),
         Err(e) => {
-            lock(&ledger).counters.rejected += 1;
+            bump(&mut lock(&ledger).counters.rejected);
             e.into_response(request_id)
         }
     }

@@ -46,7 +46,7 @@ pub(crate) struct Shared {
     pub(crate) config: EmulatorConfig,
     pub(crate) table: ModelTable,
     pub(crate) ledgers: Ledgers,
-    /// Permits for requests being read, validated or answered.
+    /// Permits for requests being validated or answered (taken once the body is complete).
     in_flight: Arc<Semaphore>,
     next_index: AtomicU64,
     other_requests: AtomicU64,
@@ -217,14 +217,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if let Err(e) = shared.check_model(&model_id, op) {
         return Ok(e.into_response(&shared.other_request_id()));
     }
-    // Before the body is read: this is what bounds the memory that bodies take.
+    // The body first, bounded by time: a client that stalls mid-body is answered 408 and
+    // holds no in-flight slot meanwhile, so stalled clients cannot keep complete requests out.
+    let body = match tokio::time::timeout(shared.config.body_read_timeout, read_body(req)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Ok(e.into_response(&shared.other_request_id())),
+        Err(_) => return Ok(ApiError::body_timeout().into_response(&shared.other_request_id())),
+    };
     let _permit = match Arc::clone(&shared.in_flight).acquire_owned().await {
         Ok(permit) => permit,
         Err(_) => unreachable!("the in-flight semaphore is never closed"),
-    };
-    let body = match read_body(req).await {
-        Ok(b) => b,
-        Err(e) => return Ok(e.into_response(&shared.other_request_id())),
     };
     Ok(match op {
         Operation::CountTokens => {

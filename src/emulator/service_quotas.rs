@@ -221,7 +221,7 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
                 .get("MaxResults")
                 .and_then(Value::as_u64)
                 .map_or(DEFAULT_PAGE, |n| n.clamp(1, 100) as usize);
-            let end = (start + page).min(quotas.len());
+            let end = start.saturating_add(page).min(quotas.len());
             let mut out = json!({
                 "Quotas": quotas[start..end].iter().map(quota_json).collect::<Vec<_>>(),
             });

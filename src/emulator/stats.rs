@@ -75,21 +75,34 @@ pub struct Counters {
     pub count_tokens_requests: u64,
 }
 
+/// Adds one to a counter, saturating (a counter never wraps, however long the emulator runs).
+pub(crate) fn bump(count: &mut u64) {
+    *count = count.saturating_add(1);
+}
+
 impl AddAssign for Counters {
     fn add_assign(&mut self, o: Self) {
-        self.requests += o.requests;
-        self.admitted += o.admitted;
-        self.throttled_requests += o.throttled_requests;
-        self.throttled_tokens += o.throttled_tokens;
-        self.throttled_tokens_per_day += o.throttled_tokens_per_day;
-        self.rejected += o.rejected;
-        self.faults += o.faults;
-        self.tokens_reserved += o.tokens_reserved;
-        self.tokens_settled += o.tokens_settled;
-        self.input_tokens += o.input_tokens;
-        self.output_tokens += o.output_tokens;
-        self.settled += o.settled;
-        self.count_tokens_requests += o.count_tokens_requests;
+        self.requests = self.requests.saturating_add(o.requests);
+        self.admitted = self.admitted.saturating_add(o.admitted);
+        self.throttled_requests = self.throttled_requests.saturating_add(o.throttled_requests);
+        self.throttled_tokens = self.throttled_tokens.saturating_add(o.throttled_tokens);
+        self.throttled_tokens_per_day = self
+            .throttled_tokens_per_day
+            .saturating_add(o.throttled_tokens_per_day);
+        self.rejected = self.rejected.saturating_add(o.rejected);
+        // `FaultCounters`' `AddAssign` saturates, field by field.
+        #[allow(clippy::arithmetic_side_effects)]
+        {
+            self.faults += o.faults;
+        }
+        self.tokens_reserved = self.tokens_reserved.saturating_add(o.tokens_reserved);
+        self.tokens_settled = self.tokens_settled.saturating_add(o.tokens_settled);
+        self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
+        self.settled = self.settled.saturating_add(o.settled);
+        self.count_tokens_requests = self
+            .count_tokens_requests
+            .saturating_add(o.count_tokens_requests);
     }
 }
 
@@ -123,31 +136,45 @@ pub struct FaultCounters {
 impl FaultCounters {
     /// All faults together.
     pub fn total(&self) -> u64 {
-        self.service_unavailable
-            + self.too_many_connections
-            + self.internal_server
-            + self.model_timeout
-            + self.model_not_ready
-            + self.model_error
-            + self.access_denied
-            + self.service_quota_exceeded
-            + self.stream_exception_before_events
-            + self.stream_exception_after_events
+        [
+            self.service_unavailable,
+            self.too_many_connections,
+            self.internal_server,
+            self.model_timeout,
+            self.model_not_ready,
+            self.model_error,
+            self.access_denied,
+            self.service_quota_exceeded,
+            self.stream_exception_before_events,
+            self.stream_exception_after_events,
+        ]
+        .into_iter()
+        .fold(0, u64::saturating_add)
     }
 }
 
 impl AddAssign for FaultCounters {
     fn add_assign(&mut self, o: Self) {
-        self.service_unavailable += o.service_unavailable;
-        self.too_many_connections += o.too_many_connections;
-        self.internal_server += o.internal_server;
-        self.model_timeout += o.model_timeout;
-        self.model_not_ready += o.model_not_ready;
-        self.model_error += o.model_error;
-        self.access_denied += o.access_denied;
-        self.service_quota_exceeded += o.service_quota_exceeded;
-        self.stream_exception_before_events += o.stream_exception_before_events;
-        self.stream_exception_after_events += o.stream_exception_after_events;
+        self.service_unavailable = self
+            .service_unavailable
+            .saturating_add(o.service_unavailable);
+        self.too_many_connections = self
+            .too_many_connections
+            .saturating_add(o.too_many_connections);
+        self.internal_server = self.internal_server.saturating_add(o.internal_server);
+        self.model_timeout = self.model_timeout.saturating_add(o.model_timeout);
+        self.model_not_ready = self.model_not_ready.saturating_add(o.model_not_ready);
+        self.model_error = self.model_error.saturating_add(o.model_error);
+        self.access_denied = self.access_denied.saturating_add(o.access_denied);
+        self.service_quota_exceeded = self
+            .service_quota_exceeded
+            .saturating_add(o.service_quota_exceeded);
+        self.stream_exception_before_events = self
+            .stream_exception_before_events
+            .saturating_add(o.stream_exception_before_events);
+        self.stream_exception_after_events = self
+            .stream_exception_after_events
+            .saturating_add(o.stream_exception_after_events);
     }
 }
 

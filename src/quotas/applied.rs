@@ -51,6 +51,18 @@ pub enum QuotaIssue {
         /// Why.
         reason: &'static str,
     },
+    /// The same quota (model id, scope and kind) is listed more than once, as when a listing
+    /// carries it under both name patterns ("model inference" and "InvokeModel"). The smaller
+    /// value is used: the server enforces one of them, and admitting above the lower one
+    /// could be throttled.
+    ListedTwice {
+        /// The quota read second.
+        quota: ListedQuota,
+        /// The entry read before it for the same model id and kind.
+        other: ListedQuota,
+        /// The value used (the smaller of the two).
+        used: u64,
+    },
 }
 
 impl fmt::Display for QuotaIssue {
@@ -76,6 +88,11 @@ impl fmt::Display for QuotaIssue {
                 f,
                 "{} \"{}\" = {}: not applied ({reason})",
                 quota.code, quota.name, quota.value
+            ),
+            QuotaIssue::ListedTwice { quota, other, used } => write!(
+                f,
+                "{} \"{}\" = {}: the same quota as {} \"{}\" = {}; the smaller, {used}, is used",
+                quota.code, quota.name, quota.value, other.code, other.name, other.value
             ),
         }
     }
@@ -215,18 +232,38 @@ impl AppliedQuotas {
                 out.issues.push(QuotaIssue::UnknownModel { quota, model });
                 continue;
             }
+            let mut twice = None;
             for id in ids {
                 let entry = out.quotas.entry(id.clone()).or_default();
-                match parsed.kind {
-                    QuotaKind::TokensPerMinute => entry.tokens = Some(value),
-                    QuotaKind::RequestsPerMinute => entry.requests = Some(value),
-                    QuotaKind::TokensPerDay => entry.tokens_per_day = Some(value),
-                    QuotaKind::AccountTokensPerDay => {}
+                let slot = match parsed.kind {
+                    QuotaKind::TokensPerMinute => &mut entry.tokens,
+                    QuotaKind::RequestsPerMinute => &mut entry.requests,
+                    QuotaKind::TokensPerDay => &mut entry.tokens_per_day,
+                    QuotaKind::AccountTokensPerDay => continue,
+                };
+                let sources = out.sources.entry(id).or_default();
+                if let Some(previous) = *slot {
+                    let used = previous.min(value);
+                    *slot = Some(used);
+                    // Reported once per listing entry, however many ids it maps to.
+                    if twice.is_none() {
+                        let other = sources
+                            .iter()
+                            .find(|s| s.parsed.kind == parsed.kind)
+                            .map(|s| s.quota.clone());
+                        twice = other.map(|other| (other, used));
+                    }
+                } else {
+                    *slot = Some(value);
                 }
-                out.sources.entry(id).or_default().push(AppliedQuota {
+                sources.push(AppliedQuota {
                     quota: quota.clone(),
                     parsed: parsed.clone(),
                 });
+            }
+            if let Some((other, used)) = twice {
+                out.issues
+                    .push(QuotaIssue::ListedTwice { quota, other, used });
             }
         }
         out
@@ -273,5 +310,78 @@ impl AppliedQuotas {
                 _ => tracing::warn!(region = %self.region, "service quota: {issue}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(code: &str, name: &str, value: f64) -> ListedQuota {
+        ListedQuota {
+            code: code.into(),
+            name: name.into(),
+            value,
+        }
+    }
+
+    /// Issue 21: a quota under both name patterns silently took the last entry.
+    #[test]
+    fn a_quota_listed_twice_is_an_issue_and_the_smaller_value_is_used() {
+        let model = "Anthropic Claude Sonnet 4 V1";
+        for (first, second) in [(200_000.0, 100_000.0), (100_000.0, 200_000.0)] {
+            let listing = [
+                listed(
+                    "L-A",
+                    &format!("Cross-region model inference tokens per minute for {model}"),
+                    first,
+                ),
+                listed(
+                    "L-B",
+                    &format!("Cross-region InvokeModel tokens per minute for {model}"),
+                    second,
+                ),
+                listed(
+                    "L-C",
+                    &format!("Cross-region model inference requests per minute for {model}"),
+                    200.0,
+                ),
+            ];
+            let applied = AppliedQuotas::from_listing("us-east-1", listing, &ModelNames::new());
+            let quota = applied
+                .quota("us.anthropic.claude-sonnet-4-20250514-v1:0")
+                .unwrap();
+            assert_eq!(quota.tokens, Some(100_000));
+            assert_eq!(quota.requests, Some(200));
+            let twice: Vec<&QuotaIssue> = applied
+                .issues()
+                .iter()
+                .filter(|i| matches!(i, QuotaIssue::ListedTwice { .. }))
+                .collect();
+            assert_eq!(twice.len(), 1, "{:?}", applied.issues());
+            let QuotaIssue::ListedTwice { quota, other, used } = twice[0] else {
+                unreachable!()
+            };
+            assert_eq!((quota.code.as_str(), other.code.as_str()), ("L-B", "L-A"));
+            assert_eq!(*used, 100_000);
+            assert!(
+                twice[0]
+                    .to_string()
+                    .contains("the smaller, 100000, is used")
+            );
+        }
+    }
+
+    /// The daily quota of a model reaches its on-demand and cross-region ids from one entry:
+    /// that is not a duplicate.
+    #[test]
+    fn one_daily_entry_for_two_scopes_is_not_listed_twice() {
+        let listing = [listed(
+            "L-D",
+            "Model invocation max tokens per day for Anthropic Claude Sonnet 4 V1",
+            1e8,
+        )];
+        let applied = AppliedQuotas::from_listing("us-east-1", listing, &ModelNames::new());
+        assert!(applied.issues().is_empty(), "{:?}", applied.issues());
     }
 }

@@ -27,8 +27,9 @@ pub(crate) fn quantile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
     if sorted.is_empty() {
         return T::default();
     }
+    // A float-to-int `as` saturates (NaN gives 0), and the rank is clamped into the slice.
     let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    sorted[rank.clamp(1, sorted.len()).saturating_sub(1)]
 }
 
 fn spread(mut values: Vec<u64>) -> Spread {
@@ -69,26 +70,28 @@ pub(crate) fn build_key(
     let mut throttles = BTreeMap::new();
     let mut refusals = BTreeMap::new();
     let (mut transient, mut fatal, mut resigns) = (0, 0, 0);
+    // Sums saturate: the counts come from request bodies and settings (see the recorder).
+    let add = |total: &mut u64, n: u64| *total = total.saturating_add(n);
     for s in slots {
         for (total, d) in waited_on.iter_mut().zip(s.waited_on) {
-            *total += d;
+            *total = total.saturating_add(d);
         }
         waits.extend_from_slice(&s.waits);
-        saturated += s.saturated;
-        waited += s.waited;
-        for (i, n) in s.throttles.iter().enumerate() {
-            if *n > 0 {
-                *throttles.entry(cause_name(CAUSES[i])).or_insert(0) += n;
+        saturated = saturated.saturating_add(s.saturated);
+        add(&mut waited, s.waited);
+        for (cause, n) in CAUSES.iter().zip(s.throttles) {
+            if n > 0 {
+                add(throttles.entry(cause_name(*cause)).or_insert(0), n);
             }
         }
-        for (i, n) in s.refusals.iter().enumerate() {
-            if *n > 0 {
-                *refusals.entry(REFUSALS[i]).or_insert(0) += n;
+        for (reason, n) in REFUSALS.iter().zip(s.refusals) {
+            if n > 0 {
+                add(refusals.entry(*reason).or_insert(0), n);
             }
         }
-        transient += s.transient;
-        fatal += s.fatal;
-        resigns += s.resigns;
+        add(&mut transient, s.transient);
+        add(&mut fatal, s.fatal);
+        add(&mut resigns, s.resigns);
     }
     waits.sort_unstable();
     let binding = ["requests", "tokens", "tokens-per-day"]
@@ -150,7 +153,10 @@ pub(crate) fn build_key(
     // calls cost more than they reserved, as with output burndown), and no less than the p95
     // window of settlements.
     let (sum_settled, sum_reserved) = slots.iter().fold((0u64, 0u64), |(s, r), slot| {
-        (s + slot.settled, r + slot.settled_reserved)
+        (
+            s.saturating_add(slot.settled),
+            r.saturating_add(slot.settled_reserved),
+        )
     });
     let ratio = if sum_reserved > 0 {
         (sum_settled as f64 / sum_reserved as f64).max(1.0)
@@ -184,18 +190,22 @@ pub(crate) fn build_key(
     }
     let daily = stats.and_then(|s| s.tokens_per_day).and_then(|d| {
         let spent_windows = windows.max(1) as f64;
-        let rate = slots.iter().map(|s| s.settled).sum::<u64>() as f64 / spent_windows;
+        let rate = sum_settled as f64 / spent_windows;
         if rate <= 0.0 {
             return None;
         }
         let left = d.effective_limit.saturating_sub(d.used) as f64;
         let secs = left / rate * window.as_secs_f64();
+        // A daily limit of u64::MAX lasts longer than a `Duration` can say.
+        let when = match Duration::try_from_secs_f64(secs) {
+            Ok(d) if d < LONG => format!("is spent in {}", human(d)),
+            _ => "lasts more than a year".to_owned(),
+        };
         Some((
             secs,
             format!(
-                "at this rate ({rate:.0} tokens per window) the daily quota of {} is spent in {}",
+                "at this rate ({rate:.0} tokens per window) the daily quota of {} {when}",
                 d.limit,
-                human(Duration::from_secs_f64(secs))
             ),
         ))
     });
@@ -230,6 +240,9 @@ pub(crate) fn build_key(
         warnings,
     }
 }
+
+/// Beyond this, the report says "more than a year" instead of a number of hours.
+const LONG: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub(crate) fn human(d: Duration) -> String {
     let s = d.as_secs();

@@ -16,6 +16,15 @@
 //! [`BedrockThrottle::report`](crate::sdk::BedrockThrottle::report) does it for the SDK
 //! setup. The report is [`Display`](std::fmt::Display) (a table) and `serde::Serialize`.
 //!
+//! # Bounded whatever callers send
+//!
+//! Keys come from requests, so the recorder keeps windows of their own for at most
+//! [`max_keys`](CapacityRecorder::max_keys) keys, only those it
+//! [tracks](CapacityRecorder::track) (the one-call setup tracks the models with a configured
+//! or applied quota, and its [allow-list](crate::sdk::BedrockThrottleBuilder::observe_models)),
+//! and drops a key once its windows have left the report. Every other key's events are
+//! counted together in one entry, [`OTHER`], which names a few of them.
+//!
 //! # The recommendation's arithmetic
 //!
 //! Per window, the tokens reserved by the attempts that *arrived* in it and the tokens settled
@@ -27,6 +36,10 @@
 //! when it is above the applied quota (or the configured one when none is applied). Requests:
 //! the p95 of attempts arrived per window, likewise.
 
+// Numbers here come from requests, responses and settings: no arithmetic may panic or wrap
+// on them (issue 21). Each exception is an `#[allow]` that says why it cannot.
+#![warn(clippy::arithmetic_side_effects)]
+
 mod build;
 mod recorder;
 
@@ -35,7 +48,7 @@ use std::fmt;
 
 #[cfg(feature = "sdk")]
 pub(crate) use self::build::KeyInput;
-pub use self::recorder::CapacityRecorder;
+pub use self::recorder::{CapacityRecorder, DEFAULT_MAX_KEYS, OTHER};
 
 use crate::quotas::QuotaValues;
 

@@ -1,6 +1,6 @@
 //! The recorder: an [`Observe`] implementation that keeps the last windows of each key.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::admit::{Event, Observe};
+use crate::bounded::KeyMap;
 use crate::budget::{AdmissionError, Budget, Dimension};
 use crate::classify::{Outcome, ThrottleCause};
 
@@ -17,6 +18,16 @@ use super::{CapacityReport, KeyReport};
 
 /// The most queue waits one window keeps for the quantiles (the count and the time are exact).
 const MAX_WAIT_SAMPLES: usize = 4096;
+
+/// The most keys a recorder keeps of its own by default
+/// ([`CapacityRecorder::max_keys`]); events of further keys go to the `other` entry.
+pub const DEFAULT_MAX_KEYS: usize = crate::bounded::DEFAULT_MAX_KEYS;
+
+/// The name of the entry that keys without one of their own share.
+pub const OTHER: &str = "other";
+
+/// How many of the keys folded into `other` the report names.
+const FOLDED_SAMPLE: usize = 8;
 
 /// The throttle causes, in report order.
 pub(crate) const CAUSES: [ThrottleCause; 6] = [
@@ -105,14 +116,17 @@ impl KeyLog {
         match pos {
             Some(p) if self.slots[p].index == index => &mut self.slots[p],
             Some(p) => {
+                // `p` is a position in the deque, so `p + 1 <= len`.
+                #[allow(clippy::arithmetic_side_effects)]
+                let next = p + 1;
                 self.slots.insert(
-                    p + 1,
+                    next,
                     Slot {
                         index,
                         ..Slot::default()
                     },
                 );
-                &mut self.slots[p + 1]
+                &mut self.slots[next]
             }
             None => {
                 self.slots.push_front(Slot {
@@ -129,12 +143,23 @@ pub(crate) struct Inner<K> {
     pub(crate) window: Duration,
     pub(crate) windows: usize,
     pub(crate) start: Instant,
-    pub(crate) keys: Mutex<HashMap<K, KeyLog>>,
+    pub(crate) keys: Mutex<Keys<K>>,
+}
+
+/// The logs of the keys, bounded (see [`KeyMap`]), and a few of the keys folded into `other`.
+pub(crate) struct Keys<K> {
+    logs: KeyMap<K, KeyLog>,
+    folded: Vec<K>,
 }
 
 /// Records what the capacity report needs, per key, over the last `windows` windows: an
 /// [`Observe`]r for an [`AdmissionLayer`](crate::admit::AdmissionLayer). Clones share the
-/// record.
+/// record and its settings.
+///
+/// Its memory is bounded whatever keys callers send: it keeps the windows of at most
+/// [`max_keys`](Self::max_keys) keys (only those [`track`](Self::track) accepts, when set),
+/// drops a key once its windows have left the report, and records every other key's events in
+/// one entry, reported as `other`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -180,14 +205,49 @@ impl<K: Hash + Eq + Clone> CapacityRecorder<K> {
     /// A recorder of windows of length `window` (the budget's), keeping the last `windows`
     /// (at least 1). Windows are counted from now.
     pub fn new(window: Duration, windows: usize) -> Self {
+        let window = window.max(Duration::from_millis(1));
+        let windows = windows.max(1);
+        // A key idle this long has no window left in the report.
+        let idle = u32::try_from(windows)
+            .ok()
+            .and_then(|n| n.checked_add(1))
+            .and_then(|n| window.checked_mul(n))
+            .unwrap_or(Duration::MAX);
         Self {
             inner: Arc::new(Inner {
-                window: window.max(Duration::from_millis(1)),
-                windows: windows.max(1),
+                window,
+                windows,
                 start: Instant::now(),
-                keys: Mutex::new(HashMap::new()),
+                keys: Mutex::new(Keys {
+                    logs: KeyMap::new(idle),
+                    folded: Vec::new(),
+                }),
             }),
         }
+    }
+
+    /// Keeps the windows of at most `max` keys of their own (default [`DEFAULT_MAX_KEYS`]);
+    /// the events of further keys go to the `other` entry until a key leaves.
+    pub fn max_keys(self, max: usize) -> Self {
+        self.keys().logs.max = max;
+        self
+    }
+
+    /// Keeps windows of their own only for the keys `track` accepts (for Bedrock, the models
+    /// with a configured or applied quota); the others share the `other` entry. Default: every
+    /// key, up to [`max_keys`](Self::max_keys).
+    pub fn track(self, track: impl Fn(&K) -> bool + Send + Sync + 'static) -> Self {
+        self.keys().logs.track = Some(Arc::new(track));
+        self
+    }
+
+    /// How many keys have windows of their own now (the `other` entry aside).
+    pub fn key_count(&self) -> usize {
+        self.keys().logs.len()
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, Keys<K>> {
+        self.inner.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The window length.
@@ -202,21 +262,28 @@ impl<K: Hash + Eq + Clone> CapacityRecorder<K> {
 
     fn index(&self, at: Instant) -> u64 {
         let since = at.saturating_duration_since(self.inner.start);
-        (since.as_nanos() / self.inner.window.as_nanos().max(1)) as u64
+        let index = since
+            .as_nanos()
+            .checked_div(self.inner.window.as_nanos())
+            .unwrap_or(0);
+        u64::try_from(index).unwrap_or(u64::MAX)
     }
 
-    fn with_log<R>(&self, key: &K, f: impl FnOnce(&mut KeyLog) -> R) -> R {
-        let mut keys = self.inner.keys.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(log) = keys.get_mut(key) {
-            return f(log);
+    fn with_log<R>(&self, key: &K, now: Instant, f: impl FnOnce(&mut KeyLog) -> R) -> R {
+        let mut keys = self.keys();
+        let Keys { logs, folded } = &mut *keys;
+        let (log, other) = logs.entry(key, now, |_, _| KeyLog::default());
+        if other && folded.len() < FOLDED_SAMPLE && !folded.contains(key) {
+            folded.push(key.clone());
         }
-        f(keys.entry(key.clone()).or_default())
+        f(log)
     }
 
     /// The current window index and the first one a report covers.
     pub(crate) fn range(&self) -> (u64, u64) {
         let now = self.index(Instant::now());
-        let first = (now + 1).saturating_sub(self.inner.windows as u64);
+        let windows = u64::try_from(self.inner.windows).unwrap_or(u64::MAX);
+        let first = now.saturating_add(1).saturating_sub(windows);
         (first, now)
     }
 
@@ -238,33 +305,62 @@ impl<K: Hash + Eq + Clone> CapacityRecorder<K> {
 
     pub(crate) fn report_with(&self, mut input: impl FnMut(&K) -> KeyInput) -> CapacityReport {
         let (first, last) = self.range();
+        // `first <= last` (see `range`); at most `self.inner.windows`.
+        let windows =
+            usize::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(usize::MAX);
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.inner.start);
-        let covered = elapsed.min(self.inner.window * self.inner.windows as u32);
-        let keys = self.inner.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let span = u32::try_from(self.inner.windows)
+            .ok()
+            .and_then(|n| self.inner.window.checked_mul(n))
+            .unwrap_or(Duration::MAX);
+        let covered = elapsed.min(span);
+        let build = |input: KeyInput, log: &KeyLog| {
+            let slots: Vec<&Slot> = log
+                .slots
+                .iter()
+                .filter(|s| s.index >= first && s.index <= last)
+                .collect();
+            build_key(input, &slots, windows, self.inner.window, covered)
+        };
+        let mut keys = self.keys();
+        keys.logs.sweep(now);
         let mut reports: Vec<KeyReport> = keys
+            .logs
             .iter()
-            .map(|(key, log)| {
-                let slots: Vec<&Slot> = log
-                    .slots
-                    .iter()
-                    .filter(|s| s.index >= first && s.index <= last)
-                    .collect();
-                build_key(
-                    input(key),
-                    &slots,
-                    (last - first + 1) as usize,
-                    self.inner.window,
-                    covered,
-                )
-            })
+            .map(|(key, log)| build(input(key), log))
             .collect();
-        drop(keys);
         reports.sort_by(|a, b| a.key.cmp(&b.key));
-        let resigns = reports.iter().map(|k| k.resigns).sum();
+        if let Some(log) = keys.logs.other() {
+            let whole = KeyInput {
+                name: OTHER.to_owned(),
+                model: None,
+                region: None,
+                stats: None,
+                applied: None,
+                applied_known: false,
+            };
+            let mut other = build(whole, log);
+            other.recommendation.text = format!(
+                "keys without an entry of their own (not tracked, or past the recorder's {} \
+                 keys) are counted here together",
+                keys.logs.max
+            );
+            let names: Vec<String> = keys.folded.iter().map(|k| input(k).name).collect();
+            other.warnings.push(format!(
+                "folded into {OTHER}, among others: {}",
+                names.join(", ")
+            ));
+            reports.push(other);
+        }
+        drop(keys);
+        let resigns = reports
+            .iter()
+            .map(|k| k.resigns)
+            .fold(0, u64::saturating_add);
         CapacityReport {
             window_secs: self.inner.window.as_secs_f64(),
-            windows: (last - first + 1) as usize,
+            windows,
             keys: reports,
             retries: 0,
             resigns,
@@ -276,8 +372,10 @@ impl<K: Hash + Eq + Clone> CapacityRecorder<K> {
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observe<K> for CapacityRecorder<K> {
     fn observe(&self, key: &K, event: Event<'_>) {
         let now = Instant::now();
-        let keep = self.inner.windows + 1;
+        let keep = self.inner.windows.saturating_add(1);
         let at = self.index(now);
+        // Every count saturates: tokens come from request bodies (`max_tokens` may be
+        // `u64::MAX`), and a report must not panic or wrap on them.
         match event {
             Event::Admitted {
                 tokens,
@@ -286,61 +384,71 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observe<K> for CapacityRecord
             } => {
                 let arrived = now.checked_sub(waited).unwrap_or(now);
                 let arrived_at = self.index(arrived);
-                self.with_log(key, |log| {
+                self.with_log(key, now, |log| {
                     let s = log.slot(arrived_at, keep);
-                    s.requests += 1;
-                    s.reserved += tokens;
+                    s.requests = s.requests.saturating_add(1);
+                    s.reserved = s.reserved.saturating_add(tokens);
                     // Saturated: some attempt was held by a full window.
                     let saturated = match waited_on {
                         Some(_) => covered(&mut log.covered_until, arrived, now),
                         None => Duration::ZERO,
                     };
                     let s = log.slot(at, keep);
-                    s.saturated += saturated;
+                    s.saturated = s.saturated.saturating_add(saturated);
                     if s.waits.len() < MAX_WAIT_SAMPLES {
                         s.waits.push(waited);
                     }
                     if let Some(d) = waited_on {
-                        s.waited += 1;
-                        s.waited_on[d.index_for_report()] += waited;
+                        s.waited = s.waited.saturating_add(1);
+                        let on = &mut s.waited_on[d.index_for_report()];
+                        *on = on.saturating_add(waited);
                     }
                 });
             }
             Event::Refused { error, waited } => {
                 let arrived = now.checked_sub(waited).unwrap_or(now);
                 let arrived_at = self.index(arrived);
-                self.with_log(key, |log| {
-                    log.slot(arrived_at, keep).requests += 1;
+                self.with_log(key, now, |log| {
+                    let s = log.slot(arrived_at, keep);
+                    s.requests = s.requests.saturating_add(1);
                     let saturated = covered(&mut log.covered_until, arrived, now);
                     let s = log.slot(at, keep);
-                    s.saturated += saturated;
-                    s.refusals[refusal_index(error)] += 1;
+                    s.saturated = s.saturated.saturating_add(saturated);
+                    bump(&mut s.refusals[refusal_index(error)]);
                 });
             }
             Event::LeftQueue { waited } => {
                 let arrived = now.checked_sub(waited).unwrap_or(now);
-                self.with_log(key, |log| {
+                self.with_log(key, now, |log| {
                     let saturated = covered(&mut log.covered_until, arrived, now);
                     let s = log.slot(at, keep);
-                    s.saturated += saturated;
-                    s.resigns += 1;
+                    s.saturated = s.saturated.saturating_add(saturated);
+                    bump(&mut s.resigns);
                 });
             }
             Event::Completed { classification } => match classification.outcome {
-                Outcome::Throttled(cause) => self.with_log(key, |log| {
-                    log.slot(at, keep).throttles[cause_index(cause)] += 1;
+                Outcome::Throttled(cause) => self.with_log(key, now, |log| {
+                    bump(&mut log.slot(at, keep).throttles[cause_index(cause)]);
                 }),
-                Outcome::Transient => self.with_log(key, |log| log.slot(at, keep).transient += 1),
-                Outcome::Fatal => self.with_log(key, |log| log.slot(at, keep).fatal += 1),
+                Outcome::Transient => {
+                    self.with_log(key, now, |log| bump(&mut log.slot(at, keep).transient))
+                }
+                Outcome::Fatal => {
+                    self.with_log(key, now, |log| bump(&mut log.slot(at, keep).fatal))
+                }
                 _ => {}
             },
-            Event::Settled { reserved, settled } => self.with_log(key, |log| {
+            Event::Settled { reserved, settled } => self.with_log(key, now, |log| {
                 let s = log.slot(at, keep);
-                s.settled += settled;
-                s.settled_reserved += reserved;
+                s.settled = s.settled.saturating_add(settled);
+                s.settled_reserved = s.settled_reserved.saturating_add(reserved);
             }),
         }
     }
+}
+
+fn bump(count: &mut u64) {
+    *count = count.saturating_add(1);
 }
 
 /// The part of `[from, to]` not yet covered by earlier waits (the union of waiting intervals,

@@ -175,6 +175,7 @@ pub struct BedrockThrottleBuilder {
     applied: Option<AppliedQuotas>,
     report_windows: usize,
     metrics: bool,
+    observed: Vec<String>,
     fairness: Option<Fairness>,
     #[cfg(feature = "redis")]
     redis: Option<RedisSettings>,
@@ -209,6 +210,7 @@ impl Default for BedrockThrottleBuilder {
             applied: None,
             report_windows: DEFAULT_REPORT_WINDOWS,
             metrics: false,
+            observed: Vec::new(),
             #[cfg(feature = "redis")]
             redis: None,
             fairness: None,
@@ -338,6 +340,15 @@ impl BedrockThrottleBuilder {
         self
     }
 
+    /// Model ids the report and the metrics show apart even without a quota of their own
+    /// (beside every model with a configured or applied quota). Other model ids are counted
+    /// together as `other`, so ids chosen by callers cannot grow them without bound (see
+    /// [`crate::report`]).
+    pub fn observe_models<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
+        self.observed.extend(ids.into_iter().map(Into::into));
+        self
+    }
+
     /// Records admission, throttle and retry metrics through the `metrics` facade (feature
     /// `metrics`; default off). See [`crate::metrics`].
     #[cfg(feature = "metrics")]
@@ -424,6 +435,15 @@ impl BedrockThrottleBuilder {
             return Err(SetupError::Budget(ConfigError::ZeroLimit));
         }
         let quotas = merge_applied(self.quotas.clone(), self.applied.as_ref());
+        // The models the observers show apart: a set fixed at build, so they stay bounded.
+        let observed: Arc<std::collections::HashSet<String>> = Arc::new(
+            quotas
+                .keys()
+                .cloned()
+                .chain(self.observed.iter().cloned())
+                .collect(),
+        );
+        let track = move |key: &BedrockKey| observed.contains(key.model());
         let applied = self.applied.clone().map(Arc::new);
         let unquoted = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
         let check = applied.clone();
@@ -461,12 +481,14 @@ impl BedrockThrottleBuilder {
         let retry_counts = Arc::new(RetryCounts::default());
         let retry = retry.on_decision(retry_counts.observer(self.metrics));
         let observer = ThrottleObserver {
-            recorder: CapacityRecorder::new(self.window, self.report_windows),
+            recorder: CapacityRecorder::new(self.window, self.report_windows).track(track.clone()),
             counts: Arc::clone(&retry_counts),
             #[cfg(feature = "metrics")]
-            metrics: self
-                .metrics
-                .then(|| crate::metrics::Metrics::bedrock().budget(budget.clone())),
+            metrics: self.metrics.then(|| {
+                crate::metrics::Metrics::bedrock()
+                    .budget(budget.clone())
+                    .track(track)
+            }),
         };
         let stack = ServiceBuilder::new()
             .layer(retry)

@@ -112,6 +112,7 @@ async fn start_up_errors_are_typed_and_say_what_to_do() {
         Emulator::builder().max_connections(0),
         Emulator::builder().max_in_flight(0),
         Emulator::builder().header_read_timeout(Duration::ZERO),
+        Emulator::builder().body_read_timeout(Duration::ZERO),
         Emulator::builder().window(Duration::ZERO),
     ] {
         let err = builder.start().await.unwrap_err();
@@ -133,4 +134,99 @@ async fn start_up_errors_are_typed_and_say_what_to_do() {
         Some(std::io::ErrorKind::AddrInUse)
     );
     assert!(err.to_string().contains("port 0"), "{err}");
+}
+
+/// Sends a request's head with `Expect: 100-continue` and a declared body of `len` bytes,
+/// waits for the server's `100 Continue` (sent when the handler starts reading the body), and
+/// sends only `sent` bytes of the body. The connection is then left stalled.
+async fn stalled_body(addr: std::net::SocketAddr, len: usize, sent: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {len}\r\nExpect: 100-continue\r\n\r\n",
+        path(SONNET4, "converse")
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 256];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before 100 Continue");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    stream.write_all(&vec![b' '; sent]).await.unwrap();
+    stream
+}
+
+/// Issue 21: the in-flight permit was taken before the body was read, and the read had no
+/// timeout, so eight clients stalled mid-body with `max_in_flight(8)` kept a ninth, complete
+/// request waiting for ever. The 100 Continue each stalled client waits for proves its handler
+/// is reading the body before the ninth request is sent.
+#[tokio::test(start_paused = true)]
+async fn stalled_bodies_do_not_block_a_complete_request() {
+    let e = Emulator::builder()
+        .max_in_flight(8)
+        .body_read_timeout(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        stalled.push(stalled_body(e.addr(), 100, 10).await);
+    }
+    let start = Instant::now();
+    let body = converse_body("hi", Some(5));
+    // A guard, not a timing assertion: on the paused clock an idle runtime jumps to it at once
+    // when the request is blocked (it would otherwise hang the test).
+    let ninth = tokio::time::timeout(
+        Duration::from_secs(600),
+        send(e.addr(), "POST", &path(SONNET4, "converse"), &body),
+    )
+    .await
+    .expect("the ninth request waited behind stalled bodies");
+    assert_eq!(ninth.status, 200);
+    assert!(start.elapsed() < Duration::from_secs(3600));
+    // The stalled ones are still waiting for their bodies: nothing was answered to them.
+    for s in &stalled {
+        let mut buf = [0u8; 16];
+        assert!(matches!(
+            s.try_read(&mut buf),
+            Err(ref err) if err.kind() == std::io::ErrorKind::WouldBlock
+        ));
+    }
+}
+
+/// A body that stops mid-way is answered 408 once the body-read timeout has passed, and the
+/// emulator goes on serving.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_body_is_answered_408_after_the_body_read_timeout() {
+    let e = Emulator::builder()
+        .max_in_flight(1)
+        .body_read_timeout(Duration::from_secs(5))
+        .start()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let stalled = stalled_body(e.addr(), 100, 10).await;
+    let r = read_response(stalled).await;
+    assert_eq!(r.status, 408);
+    assert_eq!(r.error_code(), "RequestTimeoutException");
+    assert!(
+        start.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let ok = send(
+        e.addr(),
+        "POST",
+        &path(SONNET4, "converse"),
+        &converse_body("hi", Some(5)),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
 }

@@ -21,6 +21,10 @@
 //! `visit_f64`, `visit_bool`, `visit_unit`, `visit_seq` and `visit_map`; every `deserialize_*`
 //! method is `deserialize_any`.
 
+// A parser: its arithmetic is on positions in the input (at most its length, far below
+// `usize::MAX`) and on the nesting depth it bounds itself.
+#![allow(clippy::arithmetic_side_effects)]
+
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
