@@ -29,14 +29,19 @@ use crate::classify::{Outcome, ThrottleCause};
 /// | `ThrottlingException`: "Too many tokens per day…" | `Throttled(TokensPerDay)`: never retried |
 /// | `ThrottlingException`: other text | `Throttled(Unknown)` |
 /// | `ModelNotReadyException` (429) | `Throttled(ModelNotReady)` |
-/// | `ServiceUnavailableException`, 503 | `Throttled(Capacity)` |
+/// | `ServiceUnavailableException`, 503; `overloaded_error`, 529 (some model APIs, since 2026) | `Throttled(Capacity)` |
+/// | any code with the message "Operation not allowed" (the account is not authorized); `FTUFormNotFilled` (the model's use-case form was not submitted) | `Fatal` |
 /// | `InternalServerException`, 500, 502, 504, other 5xx | `Transient` |
 /// | `ModelTimeoutException`, 408 | `Transient` |
 /// | `ModelErrorException`, `ModelStreamErrorException`, 424 | `Transient` (a failed model run usually passes; the retry budget bounds the cost) |
 /// | `ValidationException`, `AccessDeniedException`, `ResourceNotFoundException`, `ServiceQuotaExceededException`, other 4xx | `Fatal` |
 ///
 /// `x-amz-retry-after` (milliseconds) becomes the classification's `retry_after`; a standard
-/// `Retry-After` in seconds is honoured when it is absent. Bedrock itself sends neither.
+/// `Retry-After` (seconds, or an HTTP date) is honoured when it is absent. AWS says to honour
+/// one when present (a 529 may carry it); the retry layer bounds it by its backoff's maximum.
+///
+/// The body's code and message may also sit in an Anthropic-style envelope
+/// (`{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`).
 ///
 /// ```
 /// use bedrock_throttle::bedrock::{BedrockError, classify_response_parts};
@@ -79,13 +84,22 @@ impl BedrockError {
                 .iter()
                 .find_map(|name| object.get(*name).and_then(Value::as_str))
         };
+        // Anthropic's envelope: {"type":"error","error":{"type":"overloaded_error","message":..}}.
+        let nested = |name: &str| -> Option<&str> {
+            json.as_ref()?
+                .get("error")?
+                .as_object()?
+                .get(name)?
+                .as_str()
+        };
         let code = error_type_header
             .map(error_code)
             .filter(|c| !c.is_empty())
             .or_else(|| field(&["code", "Code"]).map(error_code))
             .or_else(|| field(&["__type"]).map(error_code))
+            .or_else(|| nested("type"))
             .filter(|c| !c.is_empty());
-        let message = field(&["message", "Message", "errorMessage"]);
+        let message = field(&["message", "Message", "errorMessage"]).or_else(|| nested("message"));
         Self::new(code, message)
     }
 
@@ -163,6 +177,14 @@ pub(crate) fn classify_error(status: u16, error: &BedrockError) -> Outcome {
     if (200..300).contains(&status) {
         return Outcome::Success;
     }
+    // "ValidationException: Operation not allowed": the account may not call the model;
+    // no retry can change that, whatever the code or status says.
+    if error
+        .message()
+        .is_some_and(|m| starts_with_ignore_case(m.trim_start(), "operation not allowed"))
+    {
+        return Outcome::Fatal;
+    }
     match error.code() {
         Some("ThrottlingException") => {
             return Outcome::Throttled(throttle_cause(error.message()));
@@ -170,9 +192,10 @@ pub(crate) fn classify_error(status: u16, error: &BedrockError) -> Outcome {
         Some("ModelNotReadyException") => {
             return Outcome::Throttled(ThrottleCause::ModelNotReady);
         }
-        Some("ServiceUnavailableException") => {
+        Some("ServiceUnavailableException" | "overloaded_error" | "OverloadedException") => {
             return Outcome::Throttled(ThrottleCause::Capacity);
         }
+        Some("FTUFormNotFilled") => return Outcome::Fatal,
         Some(
             "InternalServerException"
             | "ModelTimeoutException"
@@ -189,14 +212,22 @@ pub(crate) fn classify_error(status: u16, error: &BedrockError) -> Outcome {
     }
     match status {
         429 => Outcome::Throttled(throttle_cause(error.message())),
-        503 => Outcome::Throttled(ThrottleCause::Capacity),
+        503 | 529 => Outcome::Throttled(ThrottleCause::Capacity),
         408 | 424 | 500..=599 => Outcome::Transient,
         _ => Outcome::Fatal,
     }
 }
 
+/// The attempts in all (the first and five retries) AWS advises for Bedrock since late 2026:
+/// the one source of the SDK setup's default.
+pub(crate) const RECOMMENDED_ATTEMPTS: std::num::NonZeroU32 = match std::num::NonZeroU32::new(6) {
+    Some(n) => n,
+    None => unreachable!(),
+};
+
 /// The delay a server asked for: `x-amz-retry-after` in milliseconds, else `Retry-After` in
-/// seconds. Values that are not plain non-negative integers are ignored.
+/// seconds or as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`; a date in the past is no
+/// delay). Other values are ignored.
 pub(crate) fn retry_after(
     x_amz_retry_after: Option<&str>,
     retry_after: Option<&str>,
@@ -205,7 +236,42 @@ pub(crate) fn retry_after(
     x_amz_retry_after
         .and_then(parse)
         .map(Duration::from_millis)
-        .or_else(|| retry_after.and_then(parse).map(Duration::from_secs))
+        .or_else(|| {
+            let v = retry_after?;
+            parse(v).map(Duration::from_secs).or_else(|| {
+                let at = http_date(v.trim())?;
+                Some(
+                    at.duration_since(std::time::SystemTime::now())
+                        .unwrap_or(Duration::ZERO),
+                )
+            })
+        })
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form HTTP servers send.
+fn http_date(v: &str) -> Option<std::time::SystemTime> {
+    let rest = v.split_once(", ")?.1;
+    let mut parts = rest.split(' ');
+    let day: i64 = parts.next()?.parse().ok()?;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, s) = (hms.next()??, hms.next()??, hms.next()??);
+    if parts.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 #[cfg(test)]
@@ -285,5 +351,50 @@ mod tests {
             Some(Duration::from_secs(3))
         );
         assert_eq!(retry_after(Some("-1"), None), None);
+        assert_eq!(
+            retry_after(None, Some("Sun, 06 Nov 1994 08:49:37 GMT")),
+            Some(Duration::ZERO),
+            "a date in the past: no delay"
+        );
+        assert_eq!(
+            http_date("Sun, 06 Nov 1994 08:49:37 GMT")
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            784_111_777
+        );
+        assert_eq!(
+            retry_after(None, Some("Sun, 06 Nov 1994 08:49:37 PST")),
+            None
+        );
+    }
+
+    #[test]
+    fn late_2026_errors() {
+        let overloaded = BedrockError::from_parts(
+            None,
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        );
+        assert_eq!(overloaded.code(), Some("overloaded_error"));
+        assert_eq!(overloaded.message(), Some("Overloaded"));
+        assert_eq!(
+            classify_error(529, &overloaded),
+            Outcome::Throttled(ThrottleCause::Capacity)
+        );
+        assert_eq!(
+            classify_error(529, &BedrockError::default()),
+            Outcome::Throttled(ThrottleCause::Capacity)
+        );
+        let ftu = BedrockError::new(
+            Some("FTUFormNotFilled"),
+            Some("Model use case details have not been submitted for this account."),
+        );
+        assert_eq!(classify_error(404, &ftu), Outcome::Fatal);
+        let not_allowed =
+            BedrockError::new(Some("ValidationException"), Some("Operation not allowed"));
+        assert_eq!(classify_error(400, &not_allowed), Outcome::Fatal);
+        // Whatever the status: the account is not authorized.
+        assert_eq!(classify_error(503, &not_allowed), Outcome::Fatal);
     }
 }

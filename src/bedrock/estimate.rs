@@ -169,6 +169,9 @@ impl Estimator {
                 basis: EstimateBasis::BodyNotInMemory,
             };
         };
+        if operation.is_openai() {
+            return super::openai::estimate(self, operation, model, body);
+        }
         let whole_body = self.tokens_for_bytes(body.len() as u64);
         let Some(parsed) = parse_body(body, self) else {
             return RequestEstimate {
@@ -198,7 +201,7 @@ impl Estimator {
             // A duplicated field may be read as unset: the model's maximum at least.
             Some(n) if parsed.duplicate_max => n.max(model.max_output_tokens),
             Some(n) => n,
-            None => model.max_output_tokens,
+            None => model.default_max_tokens,
         };
         RequestEstimate {
             operation,

@@ -75,6 +75,11 @@ pub enum Operation {
     ConverseStream,
     /// `POST /model/{id}/count-tokens`: not charged against the tokens-per-minute quota.
     CountTokens,
+    /// `POST /openai/v1/chat/completions` (OpenAI-compatible; the model is the body's
+    /// `model`): the same per-model quota as Converse.
+    ChatCompletions,
+    /// `POST /openai/v1/responses` (OpenAI-compatible; the model is the body's `model`).
+    Responses,
     /// Anything else (ApplyGuardrail, unknown paths): no model quota.
     Other,
 }
@@ -92,8 +97,8 @@ impl Operation {
         }
     }
 
-    /// Whether the operation draws on the model's token quota (the two Invoke and the two
-    /// Converse operations).
+    /// Whether the operation draws on the model's token quota (the two Invoke, the two
+    /// Converse and the two OpenAI-compatible operations).
     pub fn uses_token_quota(self) -> bool {
         matches!(
             self,
@@ -101,7 +106,15 @@ impl Operation {
                 | Self::InvokeModelWithResponseStream
                 | Self::Converse
                 | Self::ConverseStream
+                | Self::ChatCompletions
+                | Self::Responses
         )
+    }
+
+    /// Whether the model is named by the body's `model` (the OpenAI-compatible APIs) rather
+    /// than by the path.
+    pub fn is_openai(self) -> bool {
+        matches!(self, Self::ChatCompletions | Self::Responses)
     }
 
     /// Whether the response is an event stream.
@@ -129,7 +142,10 @@ pub(crate) fn split_path(path: &str) -> (Operation, Option<&str>) {
         Some(rest) => rest,
         None => match path.find("/model/") {
             Some(start) => &path[start + "/model/".len()..],
-            None => return (Operation::Other, None),
+            None => {
+                let op = super::openai::operation_of(path).unwrap_or(Operation::Other);
+                return (op, None);
+            }
         },
     };
     let Some((encoded, suffix)) = rest.rsplit_once('/') else {

@@ -49,7 +49,9 @@
 pub(crate) mod error;
 pub(crate) mod estimate;
 pub(crate) mod key;
+pub mod model_table;
 pub(crate) mod models;
+mod openai;
 mod protocol;
 mod seen_cache;
 pub(crate) mod settle;
@@ -59,7 +61,9 @@ pub(crate) mod usage;
 pub use self::error::BedrockError;
 pub use self::estimate::{EstimateBasis, Estimator, RequestEstimate};
 pub use self::key::{BedrockKey, BodyBytes, Operation};
+pub use self::model_table::{Endpoint, ModelRow, ModelTableError};
 pub use self::models::{ModelFamily, ModelInfo, ModelTable};
+pub use self::openai::{OpenAiBodyError, openai_model};
 #[cfg(feature = "sdk")]
 pub use self::protocol::classify_connector_error;
 pub use self::protocol::{Bedrock, Memo, classify_response_parts};

@@ -1,8 +1,7 @@
 //! Model ids and what they imply: the body family, where `max_tokens` sits, the model's maximum
-//! output and its output burndown, from built-in defaults the user can override per model.
+//! output and burndown (the values live in the [model table](super::model_table)).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+pub use super::model_table::ModelTable;
 
 #[cfg(test)]
 use serde_json::Value;
@@ -35,26 +34,71 @@ pub enum ModelFamily {
 pub struct ModelInfo {
     /// The body family.
     pub family: ModelFamily,
-    /// The most output tokens the model can produce: reserved when the request does not say.
+    /// The most output tokens the model can produce.
     pub max_output_tokens: u64,
-    /// How many quota tokens one output token costs (5 for Claude 3.7 and later, else 1).
+    /// The max tokens Bedrock reserves when the request does not say (the maximum output for
+    /// most models; 512 for Titan text).
+    pub default_max_tokens: u64,
+    /// How many quota tokens one output token costs (15, 10, 5 or 1 in late 2026).
     pub output_burndown: u64,
 }
 
 impl ModelInfo {
-    /// Model info with the given family, maximum output and burndown.
+    /// Model info with the given family, maximum output and burndown; the default max tokens
+    /// is the maximum output.
     pub const fn new(family: ModelFamily, max_output_tokens: u64, output_burndown: u64) -> Self {
         Self {
             family,
             max_output_tokens,
+            default_max_tokens: max_output_tokens,
             output_burndown,
         }
     }
+
+    /// The same, with the max tokens reserved when a request does not say.
+    pub const fn with_default_max_tokens(mut self, default_max_tokens: u64) -> Self {
+        self.default_max_tokens = default_max_tokens;
+        self
+    }
 }
 
-/// The geographic prefixes of cross-region inference profile ids.
+impl ModelFamily {
+    /// The family's name in table files: `anthropic`, `titan-text`, `embedding`, `nova`,
+    /// `llama`, `jurassic`, `max-tokens`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelFamily::AnthropicClaude => "anthropic",
+            ModelFamily::TitanText => "titan-text",
+            ModelFamily::Embedding => "embedding",
+            ModelFamily::Nova => "nova",
+            ModelFamily::Llama => "llama",
+            ModelFamily::Jurassic => "jurassic",
+            ModelFamily::MaxTokens => "max-tokens",
+            ModelFamily::Unknown => "unknown",
+        }
+    }
+
+    /// Parses a family name ([`as_str`](Self::as_str), and the aliases `claude`,
+    /// `anthropic-claude`, `titan`, `embeddings`, `mistral`), ignoring case.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "anthropic" | "anthropic-claude" | "claude" => ModelFamily::AnthropicClaude,
+            "titan-text" | "titan" => ModelFamily::TitanText,
+            "embedding" | "embeddings" => ModelFamily::Embedding,
+            "nova" => ModelFamily::Nova,
+            "llama" => ModelFamily::Llama,
+            "jurassic" => ModelFamily::Jurassic,
+            "max-tokens" | "mistral" => ModelFamily::MaxTokens,
+            "unknown" => ModelFamily::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// The geographic prefixes of cross-region inference profile ids (late 2026).
 const GEO_PREFIXES: &[&str] = &[
-    "us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "global.", "ca.",
+    "us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "global.", "ca.", "sa.", "kr.", "in.", "il.",
+    "mx.",
 ];
 
 /// Strips a cross-region inference profile prefix (`us.`, `eu.`, `global.` ...) from a model id.
@@ -65,144 +109,9 @@ pub(crate) fn base_model_id(model_id: &str) -> &str {
         .unwrap_or(model_id)
 }
 
-/// The built-in knowledge of a model id (base id, cross-region profile id; ARNs give `Unknown`).
+/// What the built-in table says of a model id (no override, no warning).
 pub(crate) fn default_model_info(model_id: &str) -> ModelInfo {
-    let base = base_model_id(model_id);
-    // Model ids are lower case: allocate only for the odd one that is not.
-    let lower;
-    let id = if base.bytes().any(|b| b.is_ascii_uppercase()) {
-        lower = base.to_ascii_lowercase();
-        lower.as_str()
-    } else {
-        base
-    };
-    use ModelFamily::*;
-    if let Some(rest) = id.strip_prefix("anthropic.") {
-        return ModelInfo::new(
-            AnthropicClaude,
-            claude_max_output(rest),
-            claude_burndown(rest),
-        );
-    }
-    if id.starts_with("amazon.titan-embed") || id.starts_with("cohere.embed") {
-        return ModelInfo::new(Embedding, 0, 1);
-    }
-    if id.starts_with("amazon.titan-text") || id.starts_with("amazon.titan-tg1") {
-        return ModelInfo::new(TitanText, 8_192, 1);
-    }
-    if id.starts_with("amazon.nova-premier") {
-        return ModelInfo::new(Nova, 32_000, 1);
-    }
-    if id.starts_with("amazon.nova") {
-        return ModelInfo::new(Nova, 10_000, 1);
-    }
-    if id.starts_with("meta.llama") {
-        return ModelInfo::new(Llama, 8_192, 1);
-    }
-    if id.starts_with("ai21.j2") {
-        return ModelInfo::new(Jurassic, 8_191, 1);
-    }
-    if id.starts_with("deepseek.") {
-        return ModelInfo::new(MaxTokens, 32_768, 1);
-    }
-    const MAX_TOKENS_PREFIXES: &[&str] = &[
-        "mistral.",
-        "cohere.command",
-        "ai21.jamba",
-        "openai.",
-        "qwen.",
-        "writer.",
-    ];
-    if MAX_TOKENS_PREFIXES.iter().any(|p| id.starts_with(p)) {
-        return ModelInfo::new(MaxTokens, 32_768, 1);
-    }
-    ModelInfo::new(Unknown, UNKNOWN_MAX_OUTPUT, 1)
-}
-
-/// What is reserved for an unknown model that gives no max-tokens field: large, because
-/// under-reserving is what gets a client throttled.
-const UNKNOWN_MAX_OUTPUT: u64 = 64_000;
-
-/// Claude generations before 3.7 burn output tokens at 1x; 3.7 and every later model at 5x.
-fn claude_burndown(rest: &str) -> u64 {
-    if is_pre_3_7_claude(rest) { 1 } else { 5 }
-}
-
-fn is_pre_3_7_claude(rest: &str) -> bool {
-    rest.starts_with("claude-v")
-        || rest.starts_with("claude-instant")
-        || rest.starts_with("claude-3-5")
-        || rest.starts_with("claude-3-haiku")
-        || rest.starts_with("claude-3-sonnet")
-        || rest.starts_with("claude-3-opus")
-}
-
-fn claude_max_output(rest: &str) -> u64 {
-    if rest.starts_with("claude-v") || rest.starts_with("claude-instant") {
-        4_096
-    } else if rest.starts_with("claude-3-5") {
-        8_192
-    } else if is_pre_3_7_claude(rest) {
-        4_096
-    } else if rest.starts_with("claude-opus-4") && !rest.starts_with("claude-opus-4-5") {
-        32_000
-    } else {
-        // Claude 3.7 Sonnet, Sonnet 4 / 4.5, Haiku 4.5, Opus 4.5 and anything newer.
-        64_000
-    }
-}
-
-/// The model knowledge in use: the built-in defaults plus the user's overrides, by exact model
-/// id or ARN. Cheap to clone.
-///
-/// # Model ids and what they imply: the body family, where `max_tokens` sits, the model's maximum
-/// output, and the output-token burndown rate Bedrock applies to the quota.
-///
-/// Everything here is a default that users can override per model id or ARN with a
-/// [`ModelTable`]: application inference profile ARNs and provisioned models do not reveal their
-/// family, and AWS adds models faster than any table.
-///
-/// ```
-/// use bedrock_throttle::bedrock::{ModelFamily, ModelTable};
-///
-/// let table = ModelTable::default();
-/// let info = table.lookup("us.anthropic.claude-sonnet-4-5-20250929-v1:0");
-/// assert_eq!(info.family, ModelFamily::AnthropicClaude);
-/// assert_eq!(info.output_burndown, 5);
-/// assert_eq!(info.max_output_tokens, 64_000);
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct ModelTable {
-    overrides: Arc<HashMap<String, ModelInfo>>,
-}
-
-impl ModelTable {
-    /// The built-in defaults only.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Overrides what is known of one model id or ARN (exact match, after percent-decoding).
-    ///
-    /// ```
-    /// use bedrock_throttle::bedrock::{ModelFamily, ModelInfo, ModelTable};
-    ///
-    /// let arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123";
-    /// let table = ModelTable::new().with_model(arn, ModelInfo::new(ModelFamily::AnthropicClaude, 64_000, 5));
-    /// assert_eq!(table.lookup(arn).output_burndown, 5);
-    /// ```
-    pub fn with_model(mut self, model_id: impl Into<String>, info: ModelInfo) -> Self {
-        Arc::make_mut(&mut self.overrides).insert(model_id.into(), info);
-        self
-    }
-
-    /// What is known of `model_id`: the override if any, else the built-in default.
-    pub fn lookup(&self, model_id: &str) -> ModelInfo {
-        self.overrides
-            .get(model_id)
-            .copied()
-            .unwrap_or_else(|| default_model_info(model_id))
-    }
+    ModelTable::default().resolve(model_id).0
 }
 
 /// The max-output-tokens fields a request body may carry, as read in one pass over the body.

@@ -1,6 +1,5 @@
 //! [`Bedrock`]: all the protocol knowledge the layers need, in one cheap-to-clone value.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::error::{BedrockError, classify_error, retry_after};
@@ -8,6 +7,7 @@ use super::estimate::{Estimator, RequestEstimate};
 use super::key::{
     BedrockKey, BedrockRequest, BodyBytes, Operation, percent_decode, region_from_host, split_path,
 };
+use super::model_table::ModelTableError;
 use super::models::{ModelInfo, ModelTable};
 use super::seen_cache::{SeenCache, SeenModel};
 use super::settle::{Amount, Observer, Reservation, SettlingBody};
@@ -65,7 +65,7 @@ impl Memo {
 /// let profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc";
 /// let bedrock = Bedrock::new()
 ///     .with_region("eu-west-1") // for custom endpoints (an emulator on 127.0.0.1)
-///     .with_models(ModelTable::new().with_model(profile, ModelInfo::new(ModelFamily::AnthropicClaude, 64_000, 5)));
+///     .with_models(ModelTable::new().with_model(profile, ModelInfo::new(ModelFamily::AnthropicClaude, 64_000, 5))?);
 ///
 /// let request = http::Request::post("http://127.0.0.1:8080/model/amazon.nova-lite-v1%3A0/converse")
 ///     .body(Bytes::from_static(br#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}],"inferenceConfig":{"maxTokens":100}}"#))
@@ -73,6 +73,7 @@ impl Memo {
 /// let plan = bedrock.plan_of(&request);
 /// assert_eq!(plan.key.to_string(), "eu-west-1/amazon.nova-lite-v1:0");
 /// assert_eq!(plan.tokens, 8 + 1 + 100);
+/// # Ok::<(), bedrock_throttle::bedrock::ModelTableError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Bedrock {
@@ -84,11 +85,12 @@ struct Config {
     region: Arc<str>,
     no_model: Arc<str>,
     models: ModelTable,
-    burndown: HashMap<String, u64>,
     estimator: Estimator,
     /// Derived from the fields above: model ids by encoded path segment, regions by host.
     /// Cleared by every setter.
     models_seen: SeenCache<SeenModel>,
+    /// Model ids read from OpenAI-compatible bodies (not percent-encoded: a cache of its own).
+    body_models_seen: SeenCache<SeenModel>,
     regions_seen: SeenCache<Arc<str>>,
     /// Fair shares: where a request's tenant and lane come from (see [`Bedrock::tenant_header`]).
     classes: ClassSource,
@@ -157,9 +159,9 @@ impl Default for Bedrock {
                 region: Arc::from("us-east-1"),
                 no_model: Arc::from(""),
                 models: ModelTable::default(),
-                burndown: HashMap::new(),
                 estimator: Estimator::default(),
                 models_seen: SeenCache::default(),
+                body_models_seen: SeenCache::default(),
                 regions_seen: SeenCache::default(),
                 classes: ClassSource::default(),
             }),
@@ -177,6 +179,7 @@ impl Bedrock {
     fn config(&mut self) -> &mut Config {
         let config = Arc::make_mut(&mut self.inner);
         config.models_seen.clear();
+        config.body_models_seen.clear();
         config.regions_seen.clear();
         config
     }
@@ -187,16 +190,32 @@ impl Bedrock {
         self
     }
 
-    /// The model table (family, maximum output, burndown per model id or ARN).
+    /// The model table (family, maximum output, default max tokens, burndown per model
+    /// pattern, id or ARN): the built-in one by default, or a newer one
+    /// ([`ModelTable::from_file`]).
     pub fn with_models(mut self, models: ModelTable) -> Self {
         self.config().models = models;
         self
     }
 
-    /// Overrides the output burndown of one model id (exact, decoded), whatever the table says.
-    pub fn with_burndown(mut self, model: impl Into<String>, burndown: u64) -> Self {
-        self.config().burndown.insert(model.into(), burndown);
-        self
+    /// Overrides the output burndown of one model id or ARN (exact, decoded), or with `*` or
+    /// `?` of every model a pattern matches ([`ModelTable::with_burndown`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelTableError`]: a burndown of 0, a bad pattern, a pattern that matches no row.
+    pub fn with_burndown(
+        mut self,
+        id_or_pattern: &str,
+        burndown: u64,
+    ) -> Result<Self, ModelTableError> {
+        let models = self
+            .inner
+            .models
+            .clone()
+            .with_burndown(id_or_pattern, burndown)?;
+        self.config().models = models;
+        Ok(self)
     }
 
     /// The input-token heuristic.
@@ -267,13 +286,10 @@ impl Bedrock {
         &self.inner.estimator
     }
 
-    /// What is known of `model`: the table's entry with any burndown override applied.
+    /// What the model table says of `model` (with one warning for a model it does not know:
+    /// see [`ModelTable::lookup`]).
     pub fn model_info(&self, model: &str) -> ModelInfo {
-        let mut info = self.inner.models.lookup(model);
-        if let Some(&burndown) = self.inner.burndown.get(model) {
-            info.output_burndown = burndown;
-        }
-        info
+        self.inner.models.lookup(model)
     }
 
     /// The output burndown of `model`.
@@ -340,7 +356,31 @@ impl Bedrock {
         request: &Req,
         body: Option<&[u8]>,
     ) -> Plan<BedrockKey, Memo> {
-        let (key, operation, info) = self.target_and_model(request.host(), request.path());
+        let (mut key, operation, mut info) = self.target_and_model(request.host(), request.path());
+        if operation.is_openai() {
+            // The model is the body's `model` (OpenAI-compatible APIs).
+            match body.map(super::openai::openai_model) {
+                Some(Ok(model)) => {
+                    let seen = self.inner.body_models_seen.get_or_insert_with(&model, || {
+                        let info = self.model_info(&model);
+                        SeenModel {
+                            model: Arc::from(model.as_str()),
+                            info,
+                        }
+                    });
+                    key.model = seen.model;
+                    info = Some(seen.info);
+                }
+                outcome => {
+                    // No model: no model quota (the server refuses the body with a 400).
+                    tracing::debug!(
+                        error = ?outcome.map(|r| r.err()),
+                        "an OpenAI-compatible request without a readable `model`: not charged"
+                    );
+                    return Plan::new(key, 0).with_memo(Memo::new(operation, 1, 0));
+                }
+            }
+        }
         let info = info.unwrap_or_else(|| self.model_info(key.model()));
         let estimate = self.inner.estimator.estimate(operation, info, body);
         let burndown = info.output_burndown;

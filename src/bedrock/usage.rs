@@ -84,9 +84,21 @@ impl Usage {
 /// `usage` in any of the shapes Bedrock and the model providers use.
 #[derive(Deserialize, Default)]
 struct AnyUsage {
-    #[serde(alias = "input_tokens", rename = "inputTokens", default)]
+    // `prompt_tokens` / `completion_tokens`: OpenAI Chat Completions (on bedrock-runtime's
+    // `/openai/v1`); `input_tokens` / `output_tokens` are also the Responses API's.
+    #[serde(
+        alias = "input_tokens",
+        alias = "prompt_tokens",
+        rename = "inputTokens",
+        default
+    )]
     input: Option<u64>,
-    #[serde(alias = "output_tokens", rename = "outputTokens", default)]
+    #[serde(
+        alias = "output_tokens",
+        alias = "completion_tokens",
+        rename = "outputTokens",
+        default
+    )]
     output: Option<u64>,
     #[serde(
         alias = "cache_read_input_tokens",

@@ -287,6 +287,8 @@ pub(crate) struct Top {
     pub(crate) input: Option<Part<CountInput, ()>>,
     /// Keys outside `allowed` (when the reader was given a schema), in body order.
     pub(crate) extraneous: Vec<String>,
+    /// Whether the reader was given a schema (then content-block keys are checked too).
+    pub(crate) schema: bool,
 }
 
 /// The most extraneous keys listed in one error; the rest are not named.
@@ -350,6 +352,7 @@ impl<'de> ObjectReader<'de> for TopReader {
                 }
             }
             if let Some(allowed) = self.allowed {
+                top.schema = true;
                 if !allowed.contains(&&*key) && top.extraneous.len() < MAX_LISTED_KEYS {
                     top.extraneous.push(key.into_owned());
                 }
@@ -367,7 +370,31 @@ pub(crate) struct Messages {
     pub(crate) tokens: u64,
     /// The first violation in array order.
     pub(crate) violation: Option<Violation>,
+    /// The first content-block key outside [`CLAUDE_BLOCK_KEYS`] (model-native bodies only):
+    /// `(message, block, key)`. Only the Claude validator refuses it.
+    pub(crate) extraneous: Option<(usize, usize, String)>,
 }
+
+/// The keys an Anthropic Claude Messages content block may carry (every block type's own:
+/// text, image and document sources, tool use and results, thinking, citations, caching).
+pub(crate) const CLAUDE_BLOCK_KEYS: &[&str] = &[
+    "type",
+    "text",
+    "source",
+    "id",
+    "name",
+    "input",
+    "tool_use_id",
+    "content",
+    "is_error",
+    "cache_control",
+    "citations",
+    "thinking",
+    "signature",
+    "data",
+    "title",
+    "context",
+];
 
 #[derive(Clone, Copy)]
 struct MessagesReader(Mode);
@@ -400,6 +427,14 @@ impl<'de> ArrayReader<'de> for MessagesReader {
             out.tokens = out.tokens.saturating_add(message.content_tokens);
             if out.violation.is_none() {
                 out.violation = message.violation(self.0, i);
+            }
+            if out.extraneous.is_none() {
+                if let Some(Part::Array(blocks)) = &message.content {
+                    out.extraneous = blocks
+                        .first_extraneous
+                        .as_ref()
+                        .map(|(j, key)| (i, *j, key.clone()));
+                }
             }
         }
         Ok(out)
@@ -520,6 +555,9 @@ pub(crate) struct Blocks {
     /// The first invalid block: its index and whether its `text` (rather than the block) is
     /// at fault, with the kind found.
     pub(crate) first_bad: Option<(usize, BadBlock)>,
+    /// The first block with a key outside [`CLAUDE_BLOCK_KEYS`] (model-native bodies only),
+    /// and the key.
+    pub(crate) first_extraneous: Option<(usize, String)>,
 }
 
 /// What is wrong with a block.
@@ -570,6 +608,9 @@ impl<'de> ArrayReader<'de> for BlocksReader {
             let bad = match seen {
                 Seen::Object(block) => {
                     out.tokens = out.tokens.saturating_add(block.tokens);
+                    if out.first_extraneous.is_none() && self.0 != Mode::Converse {
+                        out.first_extraneous = block.extraneous.map(|key| (j, key));
+                    }
                     match block.text {
                         Some(Kind::String) => None,
                         // Invoke rules treat a null text as absent; Converse's do not.
@@ -594,6 +635,8 @@ impl<'de> ArrayReader<'de> for BlocksReader {
 struct Block {
     text: Option<Kind>,
     tokens: u64,
+    /// The first key outside [`CLAUDE_BLOCK_KEYS`].
+    extraneous: Option<String>,
 }
 
 /// `Some(Mode::Converse)`: every counted part; otherwise the text only.
@@ -635,7 +678,10 @@ impl<'de> ObjectReader<'de> for BlockReader {
                         _ => 0,
                     };
                 }
-                _ => {
+                (other, _) => {
+                    if out.extraneous.is_none() && !CLAUDE_BLOCK_KEYS.contains(&other) {
+                        out.extraneous = Some(other.to_owned());
+                    }
                     map.next_value::<IgnoredAny>()?;
                 }
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::bedrock::models::{ModelFamily, ModelInfo};
+use crate::bedrock::models::{ModelFamily, ModelInfo, ModelTable};
 use crate::budget::Quota;
 
 use super::ops::Operation;
@@ -176,6 +176,14 @@ pub enum Fault {
     /// 400 `ServiceQuotaExceededException`. Modeled for InvokeModel and
     /// InvokeModelWithResponseStream only: Converse and ConverseStream answer normally.
     ServiceQuotaExceeded,
+    /// HTTP 529 `overloaded_error` (some model APIs, since 2026): Anthropic's error envelope
+    /// (`{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`), no
+    /// `x-amzn-ErrorType`, and a `Retry-After` of this many seconds when given. Textual form
+    /// `overloaded` or `overloaded@SECONDS`.
+    Overloaded {
+        /// The `Retry-After` header's seconds, if one is sent.
+        retry_after_secs: Option<u32>,
+    },
     /// HTTP 200, then `after_events` normal events, then an exception frame that ends the stream.
     /// Applies to the streaming operations whose event stream models the exception (other
     /// operations answer normally): every [`StreamException`] in InvokeModelWithResponseStream,
@@ -215,7 +223,7 @@ impl FromStr for Fault {
             ConfigError::new(format!(
                 "unknown fault `{s}`: expected service-unavailable, too-many-connections, \
                  internal-server, model-timeout, model-not-ready, model-error, access-denied, \
-                 service-quota-exceeded or stream:<exception>@<events>"
+                 service-quota-exceeded, overloaded[@<seconds>] or stream:<exception>@<events>"
             ))
         };
         let lower = s.trim().to_ascii_lowercase();
@@ -232,7 +240,15 @@ impl FromStr for Fault {
                 after_events,
             });
         }
+        if let Some(secs) = lower.strip_prefix("overloaded@") {
+            return Ok(Self::Overloaded {
+                retry_after_secs: Some(secs.parse().map_err(|_| bad())?),
+            });
+        }
         Ok(match lower.as_str() {
+            "overloaded" => Self::Overloaded {
+                retry_after_secs: None,
+            },
             "service-unavailable" => Self::ServiceUnavailable,
             "too-many-connections" => Self::TooManyConnections,
             "internal-server" => Self::InternalServer,
@@ -257,6 +273,12 @@ impl fmt::Display for Fault {
             Self::ModelError => f.write_str("model-error"),
             Self::AccessDenied => f.write_str("access-denied"),
             Self::ServiceQuotaExceeded => f.write_str("service-quota-exceeded"),
+            Self::Overloaded {
+                retry_after_secs: None,
+            } => f.write_str("overloaded"),
+            Self::Overloaded {
+                retry_after_secs: Some(secs),
+            } => write!(f, "overloaded@{secs}"),
             Self::StreamException {
                 exception,
                 after_events,
@@ -341,6 +363,16 @@ pub struct EmulatorConfig {
     pub seed: u64,
     /// Model info for ids the built-in table does not know (ARNs) or gets wrong.
     pub models: HashMap<String, ModelInfo>,
+    /// The model table the emulator takes families, maximums and burndowns from: the crate's
+    /// built-in one by default (the same DATA as the client's), or a newer one.
+    pub model_table: ModelTable,
+    /// Burndown overrides by exact id or pattern (`*`, `?`), applied over the table: to put
+    /// the server out of step with a client on purpose (a server at 15x, a client at 5x).
+    pub burndown: BTreeMap<String, u64>,
+    /// The account-wide tokens per day shared by every model ("Cross-Model Max Tokens Per
+    /// Day", per account and region since 2026-09): `None` for none. A limit of 0 refuses
+    /// every call with "Too many tokens per day", as a new account's zero quota does.
+    pub account_tokens_per_day: Option<u64>,
     /// The most connections served at once (default 4,096). Further connections wait in the
     /// listen backlog until one closes.
     pub max_connections: usize,
@@ -378,6 +410,9 @@ impl Default for EmulatorConfig {
             retry_after: false,
             seed: 0,
             models: HashMap::new(),
+            model_table: ModelTable::default(),
+            burndown: BTreeMap::new(),
+            account_tokens_per_day: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -446,6 +481,12 @@ impl EmulatorConfig {
         for (id, m) in file.models {
             c.models.insert(id, m.into_info()?);
         }
+        if let Some(path) = file.model_table {
+            c.model_table = ModelTable::from_file(&path)
+                .map_err(|e| ConfigError::new(format!("config: model_table: {e}")))?;
+        }
+        c.burndown = file.burndown;
+        c.account_tokens_per_day = file.account_tokens_per_day;
         for (fault, p) in file.faults {
             c.faults.probabilities.push((fault.parse()?, p));
         }
@@ -542,7 +583,26 @@ impl EmulatorConfig {
         if sum > 1.0 + 1e-9 {
             return Err(ConfigError::new("fault probabilities sum to more than 1"));
         }
+        self.table()?;
         Ok(())
+    }
+
+    /// The model table in force: [`model_table`](Self::model_table), then the exact
+    /// [`models`](Self::models), then the [`burndown`](Self::burndown) overrides.
+    ///
+    /// # Errors
+    ///
+    /// A burndown of 0, or an override pattern that matches no row.
+    pub fn table(&self) -> Result<ModelTable, ConfigError> {
+        let bad = |e: crate::bedrock::ModelTableError| ConfigError::new(format!("models: {e}"));
+        let mut table = self.model_table.clone();
+        for (id, info) in &self.models {
+            table = table.with_model(id.clone(), *info).map_err(bad)?;
+        }
+        for (pattern, burndown) in &self.burndown {
+            table = table.with_burndown(pattern, *burndown).map_err(bad)?;
+        }
+        Ok(table)
     }
 }
 
@@ -598,6 +658,10 @@ struct FileConfig {
     seed: u64,
     #[serde(default)]
     models: HashMap<String, FileModel>,
+    model_table: Option<String>,
+    #[serde(default)]
+    burndown: BTreeMap<String, u64>,
+    account_tokens_per_day: Option<u64>,
     #[serde(default)]
     faults: BTreeMap<String, f64>,
     #[serde(default)]
@@ -642,17 +706,7 @@ impl FileModel {
 /// Parses a family name: `anthropic`, `titan-text`, `embedding`, `nova`, `llama`, `jurassic`,
 /// `max-tokens`, `unknown`.
 pub(crate) fn parse_family(s: &str) -> Result<ModelFamily, ConfigError> {
-    Ok(match s.to_ascii_lowercase().as_str() {
-        "anthropic" | "anthropic-claude" | "claude" => ModelFamily::AnthropicClaude,
-        "titan-text" | "titan" => ModelFamily::TitanText,
-        "embedding" | "embeddings" => ModelFamily::Embedding,
-        "nova" => ModelFamily::Nova,
-        "llama" => ModelFamily::Llama,
-        "jurassic" => ModelFamily::Jurassic,
-        "max-tokens" | "mistral" => ModelFamily::MaxTokens,
-        "unknown" => ModelFamily::Unknown,
-        _ => return Err(ConfigError::new(format!("unknown model family `{s}`"))),
-    })
+    ModelFamily::from_name(s).ok_or_else(|| ConfigError::new(format!("unknown model family `{s}`")))
 }
 
 #[cfg(test)]
@@ -670,6 +724,8 @@ mod tests {
             "model-error",
             "access-denied",
             "service-quota-exceeded",
+            "overloaded",
+            "overloaded@3",
             "stream:throttling@0",
             "stream:model-stream-error@3",
             "stream:validation@1",

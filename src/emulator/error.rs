@@ -105,6 +105,23 @@ pub(crate) struct ApiError {
     pub(crate) retry_after: Option<Duration>,
     /// Modeled members besides `message` (`originalStatusCode`, `resourceName`, ...).
     pub(crate) members: serde_json::Map<String, serde_json::Value>,
+    /// The body's shape.
+    style: Style,
+}
+
+/// The shape of an error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// Bedrock's: `{"message": ..}` plus modeled members, the code in `x-amzn-ErrorType`.
+    Aws,
+    /// As a model API sends it (HTTP 529): Anthropic's envelope
+    /// `{"type":"error","error":{"type":CODE,"message":..}}`, no `x-amzn-ErrorType`, and
+    /// `Retry-After` in whole seconds instead of `x-amz-retry-after`.
+    Anthropic,
+    /// The OpenAI-compatible routes: `{"error":{"message":..,"type":CODE,"code":CODE}}`, the
+    /// code also in `x-amzn-ErrorType`. (What bedrock-runtime's `/openai/v1` sends is not
+    /// documented; this is the one place that says it.)
+    OpenAi,
 }
 
 impl ApiError {
@@ -115,7 +132,22 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             members: serde_json::Map::new(),
+            style: Style::Aws,
         }
+    }
+
+    /// This error as a model API sends it: `{"type":"error","error":{"type":CODE,"message":..}}`,
+    /// no `x-amzn-ErrorType`, `Retry-After` in whole seconds.
+    pub(crate) fn anthropic_envelope(mut self) -> Self {
+        self.style = Style::Anthropic;
+        self
+    }
+
+    /// This error as the OpenAI-compatible routes send it:
+    /// `{"error":{"message":..,"type":CODE,"code":CODE}}`, the code in `x-amzn-ErrorType` too.
+    pub(crate) fn openai_envelope(mut self) -> Self {
+        self.style = Style::OpenAi;
+        self
     }
 
     /// This error with one more modeled member in its body.
@@ -162,9 +194,37 @@ impl ApiError {
 
     /// The HTTP response.
     pub(crate) fn into_response(self, request_id: &str) -> Response<Body> {
-        let mut members = self.members;
-        members.insert("message".to_owned(), self.message.into());
-        let body = serde_json::Value::Object(members).to_string();
+        if self.style == Style::Anthropic {
+            let body = serde_json::json!({
+                "type": "error",
+                "error": {"type": self.code, "message": self.message},
+            });
+            let mut res = Response::new(full(Bytes::from(body.to_string())));
+            *res.status_mut() = self.status;
+            let h = res.headers_mut();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Ok(v) = HeaderValue::from_str(request_id) {
+                h.insert("x-amzn-RequestId", v);
+            }
+            if let Some(wait) = self.retry_after {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return res;
+        }
+        let body = if self.style == Style::OpenAi {
+            serde_json::json!({
+                "error": {"message": self.message, "type": self.code, "code": self.code},
+            })
+            .to_string()
+        } else {
+            let mut members = self.members;
+            members.insert("message".to_owned(), self.message.into());
+            serde_json::Value::Object(members).to_string()
+        };
         let mut res = Response::new(full(Bytes::from(body)));
         *res.status_mut() = self.status;
         let h = res.headers_mut();

@@ -87,6 +87,16 @@ pub(crate) fn http_error(fault: Fault, model_id: &str) -> Option<ApiError> {
             "Your request exceeds the service quota for your account. You can view your quotas \
              at Viewing service quotas. You can resubmit your request later.",
         ),
+        Fault::Overloaded { retry_after_secs } => {
+            let mut e = ApiError::new(
+                StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                "overloaded_error",
+                "Overloaded",
+            )
+            .anthropic_envelope();
+            e.retry_after = retry_after_secs.map(|s| std::time::Duration::from_secs(s.into()));
+            return Some(e);
+        }
         Fault::StreamException { .. } => return None,
     };
     Some(ApiError::new(status, code, message))
@@ -150,6 +160,7 @@ pub(crate) fn count(counters: &mut FaultCounters, fault: Fault, after_events: us
         Fault::ModelError => bump(&mut counters.model_error),
         Fault::AccessDenied => bump(&mut counters.access_denied),
         Fault::ServiceQuotaExceeded => bump(&mut counters.service_quota_exceeded),
+        Fault::Overloaded { .. } => bump(&mut counters.overloaded),
         Fault::StreamException { .. } if after_events == 0 => {
             bump(&mut counters.stream_exception_before_events);
         }

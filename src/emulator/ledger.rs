@@ -370,6 +370,23 @@ pub(crate) struct Reservation {
     reserved: u64,
     tokens: Booking,
     day: Booking,
+    /// The booking in the account-wide day, when there is one.
+    account: Option<Booking>,
+}
+
+/// The account-wide tokens per day, shared by every model's ledger. Locked after a model's
+/// ledger, never before, so two admissions cannot deadlock.
+#[derive(Debug)]
+pub(crate) struct AccountDay {
+    limit: u64,
+    window: Window,
+}
+
+impl AccountDay {
+    /// Current usage of the account's day.
+    pub(crate) fn usage(&mut self, now: Instant) -> u64 {
+        self.window.usage(now)
+    }
 }
 
 /// The quota state and counters of one model.
@@ -379,6 +396,7 @@ pub(crate) struct ModelLedger {
     requests: Window,
     tokens: Window,
     day: Window,
+    account: Option<Arc<Mutex<AccountDay>>>,
     pub(crate) counters: Counters,
     peak: WindowUsage,
 }
@@ -391,6 +409,7 @@ impl ModelLedger {
             requests: Window::new(enforcement, quota.requests, window, origin),
             tokens: Window::new(enforcement, quota.tokens, window, origin),
             day: Window::new(enforcement, quota.tokens_per_day, day, origin),
+            account: None,
             counters: Counters::default(),
             peak: WindowUsage::default(),
         }
@@ -429,9 +448,19 @@ impl ModelLedger {
                 return Err((dim, wait));
             }
         }
+        let mut account = self.account.as_deref().map(lock);
+        if let Some(a) = account.as_deref_mut() {
+            // A limit of 0 refuses even a reservation of 0 (Bedrock refuses a 2-token call).
+            if a.limit == 0 || !a.window.fits(now, reservation, a.limit) {
+                let wait = a.window.retry_after(now, reservation, a.limit);
+                self.counters.throttled_tokens_per_day += 1;
+                return Err((Throttle::TokensPerDay, wait.filter(|_| a.limit > 0)));
+            }
+        }
         self.requests.book(now, 1);
         let tokens = self.tokens.book(now, reservation);
         let day = self.day.book(now, reservation);
+        let account = account.map(|mut a| a.window.book(now, reservation));
         self.counters.admitted = self.counters.admitted.saturating_add(1);
         self.counters.tokens_reserved = self.counters.tokens_reserved.saturating_add(reservation);
         self.track_peak(now);
@@ -439,20 +468,29 @@ impl ModelLedger {
             reserved: reservation,
             tokens,
             day,
+            account,
         })
     }
 
     /// Settles an admitted request: a refund reduces the admission-time charge, an overshoot is
     /// booked now.
     pub(crate) fn settle(&mut self, now: Instant, r: &Reservation, settled: u64, output: u64) {
+        let mut account = self.account.as_deref().map(lock);
         if settled < r.reserved {
             let refund = r.reserved.saturating_sub(settled);
             self.tokens.refund(now, r.tokens, refund);
             self.day.refund(now, r.day, refund);
+            if let (Some(a), Some(booking)) = (account.as_deref_mut(), r.account) {
+                a.window.refund(now, booking, refund);
+            }
         } else if settled > r.reserved {
             let extra = settled.saturating_sub(r.reserved);
             self.tokens.book(now, extra);
             self.day.book(now, extra);
+            if let (Some(a), Some(_)) = (account.as_deref_mut(), r.account) {
+                a.window.book(now, extra);
+            }
+            drop(account);
             self.track_peak(now);
         }
         self.counters.tokens_settled = self.counters.tokens_settled.saturating_add(settled);
@@ -486,6 +524,8 @@ pub(crate) struct Ledgers {
     map: RwLock<HashMap<String, Arc<Mutex<ModelLedger>>>>,
     /// The most model ids with a ledger ([`MAX_MODELS`]).
     max_models: usize,
+    /// The account-wide day, shared by every ledger.
+    account: Option<Arc<Mutex<AccountDay>>>,
 }
 
 /// The most distinct model ids the emulator keeps a ledger for. Without strict model checking
@@ -509,7 +549,24 @@ impl Ledgers {
             model_quotas,
             map: RwLock::new(HashMap::new()),
             max_models: MAX_MODELS,
+            account: None,
         }
+    }
+
+    /// The same ledgers with an account-wide tokens-per-day `limit` shared by every model.
+    pub(crate) fn with_account_day(mut self, limit: u64) -> Self {
+        let day = self.window.saturating_mul(1440);
+        // A bucket needs a capacity above 0; a limit of 0 refuses before the window is read.
+        let window = Window::new(self.enforcement, Some(limit.max(1)), day, self.origin);
+        self.account = Some(Arc::new(Mutex::new(AccountDay { limit, window })));
+        self
+    }
+
+    /// The account-wide day's usage, if there is one.
+    pub(crate) fn account_usage(&self) -> Option<u64> {
+        self.account
+            .as_deref()
+            .map(|a| lock(a).usage(Instant::now()))
     }
 
     /// The ledger of `model_id`, created if needed.
@@ -529,12 +586,9 @@ impl Ledgers {
                 .get(model_id)
                 .copied()
                 .unwrap_or(self.default_quota);
-            Arc::new(Mutex::new(ModelLedger::new(
-                quota,
-                self.enforcement,
-                self.window,
-                self.origin,
-            )))
+            let mut ledger = ModelLedger::new(quota, self.enforcement, self.window, self.origin);
+            ledger.account = self.account.clone();
+            Arc::new(Mutex::new(ledger))
         });
         Arc::clone(ledger)
     }
@@ -576,6 +630,7 @@ impl Ledgers {
             }
             stats.models.insert(id, model);
         }
+        stats.account_tokens_per_day = self.account_usage();
         stats
     }
 

@@ -144,6 +144,7 @@ mod eventstream;
 mod faults;
 mod ledger;
 mod model_id;
+mod openai;
 mod ops;
 mod server;
 mod service_quotas;
@@ -309,6 +310,35 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Takes families, maximums and burndowns from `table` instead of the crate's built-in
+    /// one (the exact [`model_info`](Self::model_info) entries and [`burndown`](Self::burndown)
+    /// overrides still apply over it).
+    pub fn model_table(mut self, table: crate::bedrock::ModelTable) -> Self {
+        self.config.model_table = table;
+        self
+    }
+
+    /// Settles the output of the models `id_or_pattern` names (an exact id, or a pattern with
+    /// `*` or `?` that matches a row of the table) at `burndown` instead of the table's rate:
+    /// a server out of step with its clients, as Bedrock is when it changes a rate before a
+    /// client's table does. [`start`](Self::start) refuses a burndown of 0 and a pattern
+    /// that matches no row.
+    pub fn burndown(mut self, id_or_pattern: impl Into<String>, burndown: u64) -> Self {
+        self.config.burndown.insert(id_or_pattern.into(), burndown);
+        self
+    }
+
+    /// The account-wide tokens per day, shared by every model (Bedrock's "Cross-Model Max
+    /// Tokens Per Day" since 2026-09, per account and region): a call is refused with "Too
+    /// many tokens per day, please wait before trying again." when its reservation does not
+    /// fit in what the account has left of its day (1440 windows), whatever its model. Zero
+    /// refuses every call, as a new account's quota of 0 does. Service Quotas lists it under
+    /// code L-E3F10727.
+    pub fn account_tokens_per_day(mut self, limit: u64) -> Self {
+        self.config.account_tokens_per_day = Some(limit);
+        self
+    }
+
     /// Sends `x-amz-retry-after` (milliseconds until the request would fit) on throttles. Off
     /// by default: real Bedrock sends no retry hint.
     pub fn retry_after(mut self, enabled: bool) -> Self {
@@ -360,11 +390,12 @@ impl EmulatorBuilder {
     /// address cannot be bound.
     pub async fn start(self) -> Result<EmulatorHandle, Error> {
         self.config.validate()?;
+        let table = self.config.table()?;
         let addr = self.config.listen;
         let bind = |source| Error::Bind { addr, source };
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
         let addr = listener.local_addr().map_err(bind)?;
-        let shared = Arc::new(Shared::new(self.config));
+        let shared = Arc::new(Shared::new(self.config, table));
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server::serve(listener, Arc::clone(&shared), rx));
         Ok(EmulatorHandle {

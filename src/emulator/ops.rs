@@ -26,6 +26,8 @@ pub(crate) enum Operation {
     Converse,
     ConverseStream,
     CountTokens,
+    /// `/openai/v1/chat/completions` or `/openai/v1/responses` (the model in the body).
+    OpenAi,
 }
 
 impl Operation {
@@ -83,7 +85,7 @@ fn token_time(latency: &Latency, j: u64) -> Duration {
 }
 
 /// When the last output token is produced (the first-token time when there is none).
-fn end_time(latency: &Latency, n: u64) -> Duration {
+pub(crate) fn end_time(latency: &Latency, n: u64) -> Duration {
     token_time(latency, n.saturating_sub(1))
 }
 
@@ -92,14 +94,14 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// The generated output of one request.
-struct Output {
+pub(crate) struct Output {
     tokens: Vec<&'static str>,
     /// The output hit the max-tokens cap.
     truncated: bool,
 }
 
 impl Output {
-    fn new(length: OutputLength, cap: u64, rng: &mut fastrand::Rng) -> Self {
+    pub(crate) fn new(length: OutputLength, cap: u64, rng: &mut fastrand::Rng) -> Self {
         let wanted = match length {
             OutputLength::Fixed(n) => n,
             OutputLength::Uniform { min, max } => rng.u64(min..=max.max(min)),
@@ -114,11 +116,15 @@ impl Output {
         }
     }
 
-    fn n(&self) -> u64 {
+    pub(crate) fn n(&self) -> u64 {
         self.tokens.len() as u64
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    pub(crate) fn text(&self) -> String {
         self.tokens.join(" ")
     }
 
@@ -178,7 +184,7 @@ pub(crate) async fn inference(
         bump(&mut lock(&ledger).counters.rejected);
         e.into_response(&request_id)
     };
-    let info = shared.table.lookup(&model_id);
+    let info = shared.table.resolve(&model_id).0;
     let parsed = match op {
         Operation::Converse | Operation::ConverseStream => validate::converse(info, &body),
         _ => validate::invoke(info, &body),
@@ -276,6 +282,17 @@ pub(crate) fn count_tokens(
 ) -> Response<Body> {
     let ledger = shared.ledgers.get(model_id);
     bump(&mut lock(&ledger).counters.count_tokens_requests);
+    // CountTokens takes base model ids only: inference profiles (geographic, global,
+    // application) and Nova are refused, as Bedrock refuses them.
+    let profile = crate::bedrock::models::base_model_id(model_id) != model_id
+        || model_id.contains(":application-inference-profile/")
+        || model_id.contains(":inference-profile/");
+    let nova = shared.table.resolve(model_id).0.family == crate::bedrock::ModelFamily::Nova;
+    if profile || nova {
+        bump(&mut lock(&ledger).counters.rejected);
+        return ApiError::validation("The provided model doesn't support counting tokens.")
+            .into_response(request_id);
+    }
     let result = validate::count_tokens(body);
     match result {
         Ok(n) => json_response(&json!({ "inputTokens": n }), request_id),
@@ -286,7 +303,7 @@ pub(crate) fn count_tokens(
     }
 }
 
-fn json_response(v: &Value, request_id: &str) -> Response<Body> {
+pub(crate) fn json_response(v: &Value, request_id: &str) -> Response<Body> {
     let mut res = Response::new(full(Bytes::from(v.to_string())));
     let h = res.headers_mut();
     h.insert(

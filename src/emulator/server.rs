@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::bedrock::models::{ModelFamily, ModelTable, default_model_info};
+use crate::bedrock::models::ModelTable;
 
 use super::config::EmulatorConfig;
 use super::error::ApiError;
@@ -53,19 +53,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: EmulatorConfig) -> Self {
-        let table = config
-            .models
-            .iter()
-            .fold(ModelTable::new(), |t, (id, info)| {
-                t.with_model(id.clone(), *info)
-            });
+    /// The shared state of a server with `config` and its model `table`
+    /// ([`EmulatorConfig::table`]).
+    pub(crate) fn new(config: EmulatorConfig, table: ModelTable) -> Self {
         let ledgers = Ledgers::new(
             config.enforcement,
             config.window,
             config.default_quota,
             config.model_quotas.clone(),
         );
+        let ledgers = match config.account_tokens_per_day {
+            Some(limit) => ledgers.with_account_day(limit),
+            None => ledgers,
+        };
         Self {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
@@ -92,7 +92,7 @@ impl Shared {
     /// counters. Runs before any per-model state exists, so random ids cannot grow the stats.
     ///
     /// [`MAX_MODELS`]: super::ledger::MAX_MODELS
-    fn check_model(&self, model_id: &str, op: Operation) -> Result<(), ApiError> {
+    pub(crate) fn check_model(&self, model_id: &str, op: Operation) -> Result<(), ApiError> {
         match op {
             Operation::Invoke | Operation::InvokeStream => {
                 model_id::check_pattern(model_id, model_id::INVOKE_PATTERN)?;
@@ -100,14 +100,14 @@ impl Shared {
             Operation::Converse | Operation::ConverseStream => {
                 model_id::check_pattern(model_id, model_id::CONVERSE_PATTERN)?;
             }
-            // The emulator does not know CountTokens' own id pattern: it checks none.
-            Operation::CountTokens => {}
+            // The emulator does not know CountTokens' own id pattern: it checks none; the
+            // OpenAI-compatible body's `model` is checked by its route.
+            Operation::CountTokens | Operation::OpenAi => {}
         }
         let configured =
             self.config.models.contains_key(model_id) || self.ledgers.has_quota(model_id);
         let known = configured
-            || (!self.config.strict_models
-                || default_model_info(model_id).family != ModelFamily::Unknown)
+            || (!self.config.strict_models || self.table.knows(model_id))
                 && self.ledgers.has_room_for(model_id);
         if known {
             Ok(())
@@ -195,6 +195,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     }
     if super::service_quotas::is_service_quotas(&req) {
         return Ok(super::service_quotas::handle(&shared, req).await);
+    }
+    if let Some(api) = super::openai::route(&path).filter(|_| req.method() == Method::POST) {
+        let _permit = match Arc::clone(&shared.in_flight).acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => unreachable!("the in-flight semaphore is never closed"),
+        };
+        let body = match read_body(req).await {
+            Ok(b) => b,
+            Err(e) => return Ok(e.into_response(&shared.other_request_id())),
+        };
+        return Ok(super::openai::serve(shared, api, body, start).await);
     }
     let route = path
         .strip_prefix("/model/")

@@ -61,7 +61,60 @@ const KNOWN_CODES: &[(&str, &str)] = &[
         "Cross-region model inference tokens per minute for Amazon Nova Lite",
         "L-7C42E72A",
     ),
+    (
+        "Cross-region model inference requests per minute for Anthropic Claude Sonnet 4 V1",
+        "L-559DCC33",
+    ),
+    (
+        "Global cross-region model inference tokens per minute for Anthropic Claude Sonnet 4 V1",
+        "L-97E41E39",
+    ),
+    (
+        "Global cross-region model inference requests per minute for Anthropic Claude Sonnet 4 V1",
+        "L-C63AA5DA",
+    ),
+    (
+        "Global cross-region model inference tokens per minute for Anthropic Claude Haiku 4.5",
+        "L-9A11C666",
+    ),
+    (
+        "Cross-region model inference tokens per minute for Anthropic Claude Opus 5.5",
+        "L-A4430697",
+    ),
+    (
+        "Global cross-region model inference tokens per minute for Anthropic Claude Opus 5.5",
+        "L-A103A344",
+    ),
+    (
+        "Cross-region model inference tokens per minute for Anthropic Claude Opus 5",
+        "L-99296DCD",
+    ),
+    (
+        "Global cross-region model inference tokens per minute for Anthropic Claude Opus 5",
+        "L-D73B1244",
+    ),
+    (
+        "Cross-region model inference tokens per minute for Anthropic Claude Opus 4.8",
+        "L-DB99DCDB",
+    ),
+    (
+        "Global cross-region model inference tokens per minute for Anthropic Claude Opus 4.8",
+        "L-4FCE27C7",
+    ),
+    (
+        "Cross-region model inference tokens per minute for Anthropic Claude Sonnet 5",
+        "L-D4FBCF4E",
+    ),
+    (
+        "Global cross-region model inference tokens per minute for Anthropic Claude Sonnet 5",
+        "L-DD84E5CA",
+    ),
+    (ACCOUNT_DAILY_NAME, ACCOUNT_DAILY_CODE),
 ];
+
+/// The account-wide daily quota's name and code (since 2026-09-21).
+const ACCOUNT_DAILY_NAME: &str = "Cross-Model Max Tokens Per Day";
+const ACCOUNT_DAILY_CODE: &str = "L-E3F10727";
 
 /// Whether a request is a Service Quotas call (`X-Amz-Target: ServiceQuotasV20190624.*`).
 pub(crate) fn is_service_quotas(req: &Request<Incoming>) -> bool {
@@ -110,6 +163,9 @@ pub(crate) fn listing(shared: &Shared) -> Vec<ListedQuota> {
             let name = quota_name(scope, kind, &display);
             by_name.insert(name.clone(), value as f64);
         }
+    }
+    if let Some(limit) = shared.config.account_tokens_per_day {
+        by_name.insert(ACCOUNT_DAILY_NAME.to_owned(), limit as f64);
     }
     for extra in &shared.config.extra_service_quotas {
         by_name.insert(extra.name.clone(), extra.value);
@@ -197,11 +253,15 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
         }
     };
     let service = input["ServiceCode"].as_str().unwrap_or_default();
-    let quotas = if service == "bedrock" {
-        listing(shared)
-    } else {
-        Vec::new()
-    };
+    if service != "bedrock" {
+        // As Service Quotas answers a service code it does not know (the emulator knows one).
+        return error(
+            StatusCode::BAD_REQUEST,
+            "NoSuchResourceException",
+            "The request failed because the specified service does not exist.",
+        );
+    }
+    let quotas = listing(shared);
     match target.as_str() {
         "ListServiceQuotas" => {
             let start = match input.get("NextToken").and_then(Value::as_str) {

@@ -17,6 +17,9 @@ pub struct Stats {
     pub models: BTreeMap<String, ModelStats>,
     /// The counters summed over every model.
     pub totals: Counters,
+    /// Usage of the account-wide day (every model's reservations and settlements), when the
+    /// emulator has an [account-wide daily quota](super::EmulatorBuilder::account_tokens_per_day).
+    pub account_tokens_per_day: Option<u64>,
 }
 
 impl Stats {
@@ -127,6 +130,8 @@ pub struct FaultCounters {
     pub access_denied: u64,
     /// 400 `ServiceQuotaExceededException`.
     pub service_quota_exceeded: u64,
+    /// HTTP 529 `overloaded_error`.
+    pub overloaded: u64,
     /// Exception frames sent before the first event.
     pub stream_exception_before_events: u64,
     /// Exception frames sent after some events.
@@ -145,6 +150,7 @@ impl FaultCounters {
             self.model_error,
             self.access_denied,
             self.service_quota_exceeded,
+            self.overloaded,
             self.stream_exception_before_events,
             self.stream_exception_after_events,
         ]
@@ -175,6 +181,7 @@ impl AddAssign for FaultCounters {
         self.stream_exception_after_events = self
             .stream_exception_after_events
             .saturating_add(o.stream_exception_after_events);
+        self.overloaded = self.overloaded.saturating_add(o.overloaded);
     }
 }
 

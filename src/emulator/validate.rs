@@ -195,15 +195,38 @@ fn invoke_mode(family: ModelFamily) -> Mode {
     }
 }
 
+/// The top-level keys Bedrock permits in an Amazon Nova (InvokeModel) body: any other one,
+/// such as `max_tokens`, is refused.
+pub(crate) const NOVA_KEYS: &[&str] = &[
+    "schemaVersion",
+    "messages",
+    "system",
+    "inferenceConfig",
+    "toolConfig",
+];
+
 /// Validates an InvokeModel / InvokeModelWithResponseStream body for the model's family.
 pub(crate) fn invoke(info: ModelInfo, body: &[u8]) -> Result<Parsed, ApiError> {
-    invoke_with_schema(info, body, info.family == ModelFamily::AnthropicClaude)
+    invoke_with_schema(
+        info,
+        body,
+        matches!(
+            info.family,
+            ModelFamily::AnthropicClaude | ModelFamily::Nova
+        ),
+    )
 }
 
-/// [`invoke`], enforcing the Claude Messages schema's keys only when `schema`.
+/// [`invoke`], enforcing the family's schema keys (Claude Messages, Nova) only when `schema`.
 fn invoke_with_schema(info: ModelInfo, body: &[u8], schema: bool) -> Result<Parsed, ApiError> {
     let mode = invoke_mode(info.family);
-    let schema = schema.then_some(CLAUDE_MESSAGES_KEYS);
+    let schema = schema
+        .then_some(match info.family {
+            ModelFamily::AnthropicClaude => Some(CLAUDE_MESSAGES_KEYS),
+            ModelFamily::Nova => Some(NOVA_KEYS),
+            _ => None,
+        })
+        .flatten();
     let top = parse(
         body,
         TopReader {
@@ -290,6 +313,15 @@ fn family_shape(family: ModelFamily, top: &Top, mode: Mode) -> Result<Shape, Api
                 |c| c.max_new_tokens,
             )
             .map_err(malformed)?;
+            if !top.extraneous.is_empty() {
+                return Err(malformed(
+                    top.extraneous
+                        .iter()
+                        .map(|key| format!("#: extraneous key [{key}] is not permitted"))
+                        .collect::<Vec<_>>()
+                        .concat(),
+                ));
+            }
             Shape::Nova
         }
         ModelFamily::Llama => {
@@ -362,6 +394,21 @@ fn claude(top: &Top, mode: Mode, schema: bool) -> Result<Shape, ApiError> {
                 .iter()
                 .map(|key| format!("#: extraneous key [{key}] is not permitted")),
         );
+        // Inside content blocks too (the first one, where Bedrock's schema stops).
+        if let Some(Part::Array(m)) = top.messages.as_ref().filter(|_| top.schema) {
+            if let Some((i, j, key)) = &m.extraneous {
+                violations.push(format!(
+                    "#/messages/{i}/content/{j}: extraneous key [{key}] is not permitted"
+                ));
+            }
+        }
+        if let Some(Part::Array(b)) = top.system.as_ref().filter(|_| top.schema) {
+            if let Some((j, key)) = &b.first_extraneous {
+                violations.push(format!(
+                    "#/system/{j}: extraneous key [{key}] is not permitted"
+                ));
+            }
+        }
     }
     if violations.is_empty() {
         Ok(Shape::ClaudeMessages)

@@ -44,7 +44,7 @@ pub enum QuotaIssue {
         quota: ListedQuota,
     },
     /// A quota the limiter's keys cannot express (latency-optimized, mantle, a context-length
-    /// variant, the account-level daily quota); kept for the report.
+    /// variant); kept for the report.
     NotApplied {
         /// The quota.
         quota: ListedQuota,
@@ -133,6 +133,7 @@ pub struct AppliedQuotas {
     quotas: BTreeMap<String, Quota>,
     sources: BTreeMap<String, Vec<AppliedQuota>>,
     account_tokens_per_day: Option<u64>,
+    account: Option<AppliedQuota>,
     issues: Vec<QuotaIssue>,
 }
 
@@ -186,15 +187,22 @@ impl AppliedQuotas {
                 out.issues.push(QuotaIssue::UnknownName { quota });
                 continue;
             };
+            if parsed.scope == QuotaScope::Account {
+                // An account-level limit of 0 is real (new accounts): it refuses every call.
+                match sane(quota.value).or((quota.value == 0.0).then_some(0)) {
+                    Some(value) => {
+                        out.account_tokens_per_day = Some(value);
+                        out.account = Some(AppliedQuota { quota, parsed });
+                    }
+                    None => out.issues.push(QuotaIssue::AbsurdValue { quota }),
+                }
+                continue;
+            }
             let Some(value) = sane(quota.value) else {
                 out.issues.push(QuotaIssue::AbsurdValue { quota });
                 continue;
             };
             let not_applied = match (parsed.scope, &parsed.context_length) {
-                (QuotaScope::Account, _) => {
-                    out.account_tokens_per_day = Some(value);
-                    Some("shared by every model of the account: the limiter keys per model")
-                }
                 (_, Some(_)) => {
                     Some("a context-length variant: the limiter does not key by context length")
                 }
@@ -289,9 +297,17 @@ impl AppliedQuotas {
         self.sources.get(model_id).map_or(&[], Vec::as_slice)
     }
 
-    /// The account-level tokens per day, shared by every model, if listed.
+    /// The account-level tokens per day, shared by every model of the region (Bedrock's
+    /// "Cross-Model Max Tokens Per Day", code L-E3F10727, since 2026-09-21), if listed: the
+    /// limit of the account scope, not of any model. May be 0 (a new account): then every
+    /// call is refused.
     pub fn account_tokens_per_day(&self) -> Option<u64> {
         self.account_tokens_per_day
+    }
+
+    /// The listed quota [`account_tokens_per_day`](Self::account_tokens_per_day) came from.
+    pub fn account_source(&self) -> Option<&AppliedQuota> {
+        self.account.as_ref()
     }
 
     /// What in the listing was not used, and why.

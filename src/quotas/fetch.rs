@@ -20,6 +20,14 @@ pub enum ServiceQuotasError {
         /// The service's message.
         message: String,
     },
+    /// Service Quotas does not know the service code (`NoSuchResourceException`: "The request
+    /// failed because the specified service does not exist.").
+    UnknownService {
+        /// The service code asked for.
+        service_code: String,
+        /// The service's message.
+        message: String,
+    },
     /// Any other failure of the call (throttled, service error, a response that did not parse).
     Service {
         /// The error code, if the service sent one.
@@ -41,6 +49,13 @@ impl fmt::Display for ServiceQuotasError {
                 "access denied to Service Quotas ({message}): allow servicequotas:ListServiceQuotas \
                  or configure the quotas by hand"
             ),
+            ServiceQuotasError::UnknownService {
+                service_code,
+                message,
+            } => write!(
+                f,
+                "Service Quotas does not know the service code `{service_code}` ({message})"
+            ),
             ServiceQuotasError::Service { code, source } => write!(
                 f,
                 "Service Quotas failed ({}): {source}",
@@ -54,7 +69,9 @@ impl std::error::Error for ServiceQuotasError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ServiceQuotasError::Unreachable(e) => Some(e.as_ref()),
-            ServiceQuotasError::AccessDenied { .. } => None,
+            ServiceQuotasError::AccessDenied { .. } | ServiceQuotasError::UnknownService { .. } => {
+                None
+            }
             ServiceQuotasError::Service { source, .. } => Some(source.as_ref()),
         }
     }
@@ -92,6 +109,21 @@ impl AppliedQuotas {
         client: &aws_sdk_servicequotas::Client,
         names: &ModelNames,
     ) -> Result<AppliedQuotas, ServiceQuotasError> {
+        Self::fetch_service(client, "bedrock", names).await
+    }
+
+    /// As [`fetch`](Self::fetch), for another service code with Bedrock's quota names (a
+    /// partition or a preview that lists them under its own code).
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceQuotasError::UnknownService`] when Service Quotas does not know the code,
+    /// else as [`fetch`](Self::fetch).
+    pub async fn fetch_service(
+        client: &aws_sdk_servicequotas::Client,
+        service_code: &str,
+        names: &ModelNames,
+    ) -> Result<AppliedQuotas, ServiceQuotasError> {
         let region = client
             .config()
             .region()
@@ -102,10 +134,19 @@ impl AppliedQuotas {
         loop {
             let page = client
                 .list_service_quotas()
-                .service_code("bedrock")
+                .service_code(service_code)
                 .set_next_token(next_token.take())
                 .send()
-                .await?;
+                .await
+                .map_err(|error| match error {
+                    SdkError::ServiceError(ref e) if e.err().is_no_such_resource_exception() => {
+                        ServiceQuotasError::UnknownService {
+                            service_code: service_code.to_owned(),
+                            message: e.err().message().unwrap_or_default().to_owned(),
+                        }
+                    }
+                    other => ServiceQuotasError::from(other),
+                })?;
             for q in page.quotas() {
                 listing.push(ListedQuota {
                     code: q.quota_code().unwrap_or_default().to_owned(),

@@ -20,14 +20,14 @@
 //!
 //! let listing = [
 //!     ("L-CFA4FA0D", "On-demand model inference tokens per minute for Amazon Nova Micro", 2_000_000.0),
-//!     ("L-1", "Cross-Model Account-Level Tokens Per Day", 1e9),
+//!     ("L-E3F10727", "Cross-Model Max Tokens Per Day", 7e8),
 //!     ("L-2", "Imported models per account", 3.0),
 //! ]
 //! .map(|(code, name, value)| ListedQuota { code: code.into(), name: name.into(), value });
 //! let applied = AppliedQuotas::from_listing("us-east-1", listing, &ModelNames::new());
 //! assert_eq!(applied.quota("amazon.nova-micro-v1:0").unwrap().tokens, Some(2_000_000));
-//! assert_eq!(applied.account_tokens_per_day(), Some(1_000_000_000));
-//! assert!(matches!(applied.issues()[1], QuotaIssue::UnknownName { .. }));
+//! assert_eq!(applied.account_tokens_per_day(), Some(700_000_000));
+//! assert!(matches!(applied.issues()[0], QuotaIssue::UnknownName { .. }));
 //! ```
 
 mod applied;

@@ -206,7 +206,9 @@ const PATTERNS: &[(&str, QuotaScope, QuotaKind)] = &[
 pub fn parse_quota_name(name: &str) -> Option<QuotaName> {
     let name = name.trim();
     let lower = name.to_ascii_lowercase();
-    if lower == "cross-model account-level tokens per day" {
+    if lower == "cross-model max tokens per day"
+        || lower == "cross-model account-level tokens per day"
+    {
         return Some(QuotaName {
             scope: QuotaScope::Account,
             kind: QuotaKind::AccountTokensPerDay,
@@ -258,7 +260,7 @@ pub fn quota_name(scope: QuotaScope, kind: QuotaKind, model: &str) -> String {
     };
     match (scope, kind) {
         (_, QuotaKind::AccountTokensPerDay) | (QuotaScope::Account, _) => {
-            "Cross-Model Account-Level Tokens Per Day".to_owned()
+            "Cross-Model Max Tokens Per Day".to_owned()
         }
         (QuotaScope::OnDemand | QuotaScope::CrossRegion, QuotaKind::TokensPerDay) => {
             format!("Model invocation max tokens per day for {model}")
@@ -393,9 +395,14 @@ mod tests {
             assert_eq!(parsed.model.as_deref(), Some(model), "{name}");
             assert_eq!(parsed.context_length.as_deref(), ctx, "{name}");
         }
-        let account = parse_quota_name("Cross-Model Account-Level Tokens Per Day").unwrap();
-        assert_eq!(account.kind, QuotaKind::AccountTokensPerDay);
-        assert_eq!(account.model, None);
+        for name in [
+            "Cross-Model Max Tokens Per Day",
+            "Cross-Model Account-Level Tokens Per Day",
+        ] {
+            let account = parse_quota_name(name).unwrap();
+            assert_eq!(account.kind, QuotaKind::AccountTokensPerDay);
+            assert_eq!(account.model, None);
+        }
         for unknown in [
             "Custom models per account",
             "On-demand model inference tokens per minute for ",

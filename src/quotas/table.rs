@@ -71,6 +71,24 @@ const BUILT_IN: &[(&str, &str)] = &[
         "Anthropic Claude Opus 4.5",
         "anthropic.claude-opus-4-5-20251101-v1:0",
     ),
+    // Late-2026 models: the base ids are assumptions (no listing with them was at hand); map
+    // the real ones with `ModelNames::with` if they differ.
+    (
+        "Anthropic Claude Opus 4.8",
+        "anthropic.claude-opus-4-8-20261015-v1:0",
+    ),
+    (
+        "Anthropic Claude Sonnet 5",
+        "anthropic.claude-sonnet-5-20260917-v1:0",
+    ),
+    (
+        "Anthropic Claude Opus 5",
+        "anthropic.claude-opus-5-20261101-v1:0",
+    ),
+    (
+        "Anthropic Claude Opus 5.5",
+        "anthropic.claude-opus-5-5-20261201-v1:0",
+    ),
     ("Amazon Nova Micro", "amazon.nova-micro-v1:0"),
     ("Amazon Nova Micro V1", "amazon.nova-micro-v1:0"),
     ("Amazon Nova Lite", "amazon.nova-lite-v1:0"),
@@ -202,7 +220,8 @@ impl ModelNames {
     }
 }
 
-/// The geographic inference-profile prefixes usable from `region`.
+/// The geographic inference-profile prefixes usable from `region` (late 2026: `us`,
+/// `us-gov`, `eu`, `apac`, `jp`, `au`, `kr`, `in`, `ca`, `sa`, `il`, `mx`).
 pub(crate) fn geo_prefixes(region: &str) -> &'static [&'static str] {
     if region.starts_with("us-gov-") {
         &["us-gov."]
@@ -214,11 +233,47 @@ pub(crate) fn geo_prefixes(region: &str) -> &'static [&'static str] {
         &["apac.", "jp."]
     } else if matches!(region, "ap-southeast-2" | "ap-southeast-4") {
         &["apac.", "au."]
+    } else if region == "ap-northeast-2" {
+        &["apac.", "kr."]
+    } else if matches!(region, "ap-south-1" | "ap-south-2") {
+        &["apac.", "in."]
     } else if region.starts_with("ap-") {
         &["apac."]
     } else if region.starts_with("ca-") {
         &["ca."]
+    } else if region.starts_with("sa-") {
+        &["sa."]
+    } else if region.starts_with("il-") {
+        &["il."]
+    } else if region.starts_with("mx-") {
+        &["mx."]
     } else {
         &[]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_geo_prefix_of_late_2026_has_a_region() {
+        for (region, prefix) in [
+            ("ca-central-1", "ca."),
+            ("sa-east-1", "sa."),
+            ("ap-northeast-2", "kr."),
+            ("ap-south-1", "in."),
+            ("il-central-1", "il."),
+            ("mx-central-1", "mx."),
+            ("ap-northeast-1", "jp."),
+            ("ap-southeast-2", "au."),
+        ] {
+            assert!(geo_prefixes(region).contains(&prefix), "{region}");
+            let id = format!("{prefix}anthropic.claude-sonnet-4-20250514-v1:0");
+            assert_eq!(
+                crate::bedrock::models::base_model_id(&id),
+                "anthropic.claude-sonnet-4-20250514-v1:0"
+            );
+        }
     }
 }

@@ -106,6 +106,5 @@ pub use budget::RetryBudget;
 pub use error::ConfigError;
 pub use layer::ThrottleRetryLayer;
 #[cfg(feature = "sdk")]
-pub(crate) use policy::DEFAULT_ATTEMPTS;
 pub use policy::{GiveUpReason, RetryEvent};
 pub use service::ThrottleRetry;

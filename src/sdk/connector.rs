@@ -237,8 +237,18 @@ async fn buffer_body(request: &mut HttpRequest) -> Result<(), ConnectorError> {
 }
 
 /// The time left before the request's SigV4 signature expires, minus `margin`; `None` when the
-/// request is not SigV4-signed (bearer tokens do not expire with the request).
+/// request is not SigV4-signed: a bearer-authenticated request (`Authorization: Bearer`, a
+/// Bedrock API key) has no 5-minute window, so it may wait in line for as long as its caller
+/// lets it, and is never re-signed or cut.
 pub fn signature_deadline(request: &HttpRequest, margin: Duration) -> Option<SystemTime> {
+    let bearer = request.headers().get("authorization").is_some_and(|v| {
+        v.trim_start()
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+    });
+    if bearer {
+        return None;
+    }
     let date = request.headers().get("x-amz-date")?;
     let signed_at = parse_amz_date(date)?;
     Some(signed_at + SIGNATURE_VALIDITY.saturating_sub(margin))

@@ -200,7 +200,7 @@ impl Default for BedrockThrottleBuilder {
             day: crate::budget::DAY,
             max_wait: None,
             expiry_margin: None,
-            max_attempts: crate::retry::DEFAULT_ATTEMPTS,
+            max_attempts: crate::bedrock::error::RECOMMENDED_ATTEMPTS,
             backoff: Backoff::default(),
             retry_budget: None,
             retry_deadline: Duration::from_secs(240),
@@ -272,7 +272,8 @@ impl BedrockThrottleBuilder {
         self
     }
 
-    /// Attempts per call inside the stack, first included (default 3).
+    /// Attempts per call inside the stack, first included (default 6: the first and five
+    /// retries, as AWS advises for Bedrock since late 2026).
     pub fn max_attempts(mut self, attempts: NonZeroU32) -> Self {
         self.max_attempts = attempts;
         self

@@ -360,8 +360,8 @@ fn throttle_messages_by_prefix() {
     assert_eq!(c.throttle_cause(), Some(Unknown));
 }
 
-/// `x-amz-retry-after` in milliseconds, else `Retry-After` in seconds; anything but a plain
-/// non-negative integer is ignored (what the private `retry_after` does).
+/// `x-amz-retry-after` in milliseconds, else `Retry-After` in seconds or as an HTTP date (a
+/// date in the past: no delay); anything else is ignored (what the private `retry_after` does).
 #[test]
 fn retry_after_headers() {
     for (x_amz, standard, expected) in [
@@ -371,7 +371,12 @@ fn retry_after_headers() {
         (Some(" 20 "), None, Some(Duration::from_millis(20))),
         (Some("soon"), Some("3"), Some(Duration::from_secs(3))),
         (Some("-1"), None, None),
-        (None, Some("Wed, 21 Oct 2015 07:28:00 GMT"), None),
+        (
+            None,
+            Some("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO),
+        ),
+        (None, Some("21 Oct 2015"), None),
         (None, None, None),
     ] {
         let c = classify_response_parts(

@@ -232,7 +232,10 @@ fn plan_reserves_input_and_max_output_and_remembers_the_worst_case() {
     assert_eq!(nova.if_unknown, nova.tokens);
     // A burndown override reaches the plan.
     let overridden = plan_of_nova(
-        &bedrock.clone().with_burndown("amazon.nova-lite-v1:0", 3),
+        &bedrock
+            .clone()
+            .with_burndown("amazon.nova-lite-v1:0", 3)
+            .unwrap(),
         r#"{"messages":[],"inferenceConfig":{"maxTokens":50}}"#,
     );
     assert_eq!(overridden.memo.burndown(), 3);
@@ -399,7 +402,9 @@ fn overrides_apply() {
 
     // Mapped to Claude with a smaller maximum: parsed, the mapped maximum.
     let mapped = Bedrock::new().with_models(
-        ModelTable::new().with_model(arn, ModelInfo::new(ModelFamily::AnthropicClaude, 8_000, 5)),
+        ModelTable::new()
+            .with_model(arn, ModelInfo::new(ModelFamily::AnthropicClaude, 8_000, 5))
+            .unwrap(),
     );
     let e = mapped.estimate(&key, operation, Some(body.as_bytes()));
     assert_eq!(e.basis, EstimateBasis::Parsed);
@@ -407,7 +412,7 @@ fn overrides_apply() {
     assert_eq!(mapped.output_burndown(arn), 5);
 
     // Burndown override on top of the table.
-    let overridden = mapped.clone().with_burndown(arn, 2);
+    let overridden = mapped.clone().with_burndown(arn, 2).unwrap();
     assert_eq!(overridden.output_burndown(arn), 2);
     assert_eq!(
         mapped.output_burndown(arn),
@@ -449,18 +454,18 @@ fn setters_after_requests_are_not_answered_from_the_model_cache() {
     let claude = ModelInfo::new(ModelFamily::AnthropicClaude, 8_000, 5);
     let mapped = plain
         .clone()
-        .with_models(ModelTable::new().with_model(arn, claude));
+        .with_models(ModelTable::new().with_model(arn, claude).unwrap());
     assert_eq!(tokens(&mapped), 9 + 100, "a clone with a new table");
     assert_eq!(tokens(&plain), whole_body, "the original keeps its own");
 
     // The same value, unshared, changed in place after its cache was filled.
     let only = Bedrock::new();
     assert_eq!(tokens(&only), whole_body);
-    let only = only.with_models(ModelTable::new().with_model(arn, claude));
+    let only = only.with_models(ModelTable::new().with_model(arn, claude).unwrap());
     assert_eq!(tokens(&only), 9 + 100);
     // The burndown cached with the model follows a later override too.
     assert_eq!(only.plan_of(&req).memo.burndown(), 5);
-    let only = only.with_burndown(arn, 1);
+    let only = only.with_burndown(arn, 1).unwrap();
     assert_eq!(only.plan_of(&req).memo.burndown(), 1);
 
     // Regions are cached by host: a custom endpoint's requests follow the configured region.

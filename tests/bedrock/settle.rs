@@ -92,7 +92,10 @@ async fn converse_body_settles_at_end() {
         settle(memo(&bedrock, NOVA_LITE_ENCODED, "converse")).await,
         vec![1_100]
     );
-    let overridden = bedrock.clone().with_burndown("amazon.nova-lite-v1:0", 3);
+    let overridden = bedrock
+        .clone()
+        .with_burndown("amazon.nova-lite-v1:0", 3)
+        .unwrap();
     // The burndown travels in the memo: the plan decided it, whichever value settles (the old
     // "untagged response" fallback to 5 is gone with the response extension it read).
     assert_eq!(

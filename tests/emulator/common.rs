@@ -14,6 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub const SONNET4: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+/// Sonnet 4's base id: CountTokens refuses inference-profile ids.
+pub const SONNET4_BASE: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
 pub const HAIKU3: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 pub const TITAN_TEXT: &str = "amazon.titan-text-express-v1";
 pub const TITAN_EMBED: &str = "amazon.titan-embed-text-v2:0";

@@ -92,7 +92,7 @@ async fn requests_over_the_in_flight_limit_wait_for_a_free_slot() {
         let quick = async move {
             tokio::time::sleep(Duration::from_millis(1)).await;
             let body = br#"{"input":{"converse":{"messages":[{"role":"user","content":[{"text":"hi"}]}]}}}"#;
-            let r = send(addr, "POST", &path(SONNET4, "count-tokens"), body).await;
+            let r = send(addr, "POST", &path(SONNET4_BASE, "count-tokens"), body).await;
             assert_eq!(r.status, 200);
             start.elapsed()
         };

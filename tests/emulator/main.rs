@@ -6,6 +6,7 @@
 mod binary;
 mod common;
 mod errors;
+mod late_2026;
 mod limits;
 mod malformed;
 mod memory;

@@ -66,7 +66,7 @@ async fn malformed_bodies_get_validation_exception() {
         ),
         (path(TITAN_TEXT, "invoke"), json!({"inputText": ["a"]}).to_string().into_bytes(), "#/inputText: expected type: String"),
         (path(LLAMA, "invoke"), json!({"max_gen_len": 5}).to_string().into_bytes(), "required key [prompt]"),
-        (path(SONNET4, "count-tokens"), json!({"input": {}}).to_string().into_bytes(), "exactly one of"),
+        (path(SONNET4_BASE, "count-tokens"), json!({"input": {}}).to_string().into_bytes(), "exactly one of"),
         (path(TITAN_EMBED, "converse"), converse_body("x", None), "doesn't support the model"),
         (path(TITAN_EMBED, "invoke-with-response-stream"), json!({"inputText": "x"}).to_string().into_bytes(), "streaming"),
         ("/model/%FF%FE/converse".to_owned(), converse_body("x", None), "modelId"),

@@ -304,7 +304,7 @@ async fn count_tokens_both_inputs() {
         .build();
     let out = client
         .count_tokens()
-        .model_id(SONNET4)
+        .model_id(SONNET4_BASE)
         .input(CountTokensInput::Converse(converse))
         .send()
         .await
@@ -317,13 +317,13 @@ async fn count_tokens_both_inputs() {
         .unwrap();
     let out = client
         .count_tokens()
-        .model_id(SONNET4)
+        .model_id(SONNET4_BASE)
         .input(CountTokensInput::InvokeModel(invoke))
         .send()
         .await
         .unwrap();
     assert_eq!(out.input_tokens(), 5);
-    let stats = emulator.stats().model(SONNET4);
+    let stats = emulator.stats().model(SONNET4_BASE);
     assert_eq!(stats.counters.count_tokens_requests, 2);
     assert_eq!(stats.counters.requests, 0);
     assert_eq!(stats.window.tokens, 0, "CountTokens uses no quota");

@@ -20,6 +20,8 @@ const SONNET4: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
 const SONNET45_GLOBAL: &str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0";
 const NOVA_MICRO: &str = "amazon.nova-micro-v1:0";
 
+mod late_2026;
+
 fn client(endpoint: &str) -> aws_sdk_servicequotas::Client {
     let config = aws_sdk_servicequotas::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -204,7 +206,12 @@ async fn the_real_client_reads_every_page_and_pattern() {
     );
     assert_eq!(
         codes(|i| matches!(i, QuotaIssue::NotApplied { .. })),
-        ["L-ACC", "L-CTX", "L-LAT", "L-MIN", "L-MOUT"]
+        ["L-CTX", "L-LAT", "L-MIN", "L-MOUT"]
+    );
+    // The account-level daily quota is the account scope's, not a model's, and not an issue.
+    assert_eq!(
+        applied.account_source().map(|q| q.quota.code.as_str()),
+        Some("L-ACC")
     );
     // The model the table does not know is reported under its display name (its id, here).
     assert_eq!(
