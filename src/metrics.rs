@@ -214,12 +214,14 @@ impl KeyHandles {
 }
 
 type LabelFn<K> = Arc<dyn Fn(&K) -> Vec<(&'static str, String)> + Send + Sync>;
+type StatsFn<K> = Arc<dyn Fn(&K) -> Option<crate::budget::KeyStats> + Send + Sync>;
 
 /// An [`Observe`]r that records admission metrics per key (see the [module docs](self)).
 /// Clones share their handles.
 pub struct Metrics<K> {
     labels: LabelFn<K>,
     budget: Option<Budget<K>>,
+    store: Option<StatsFn<K>>,
     keys: Arc<Mutex<HashMap<K, Arc<KeyHandles>>>>,
 }
 
@@ -228,6 +230,7 @@ impl<K> Clone for Metrics<K> {
         Self {
             labels: Arc::clone(&self.labels),
             budget: self.budget.clone(),
+            store: self.store.clone(),
             keys: Arc::clone(&self.keys),
         }
     }
@@ -245,6 +248,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Metrics<K> {
         Self {
             labels: Arc::new(labels),
             budget: None,
+            store: None,
             keys: Arc::default(),
         }
     }
@@ -253,6 +257,13 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Metrics<K> {
     /// `budget`'s state of the key at each admission and settlement.
     pub fn budget(mut self, budget: Budget<K>) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// As [`budget`](Self::budget), from any store's view of the key (a shared store's
+    /// figures are the fleet's as last read).
+    pub fn store<St: crate::budget::QuotaStore<K>>(mut self, store: St) -> Self {
+        self.store = Some(Arc::new(move |key: &K| store.stats(key)));
         self
     }
 
@@ -271,7 +282,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Metrics<K> {
     }
 
     fn gauges(&self, key: &K, h: &KeyHandles) {
-        let Some(stats) = self.budget.as_ref().and_then(|b| b.stats(key)) else {
+        let stats = match &self.store {
+            Some(store) => store(key),
+            None => self.budget.as_ref().and_then(|b| b.stats(key)),
+        };
+        let Some(stats) = stats else {
             return;
         };
         h.queue_depth.set(stats.waiters as f64);

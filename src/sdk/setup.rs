@@ -467,7 +467,7 @@ impl BedrockThrottleBuilder {
             #[cfg(feature = "metrics")]
             metrics: self
                 .metrics
-                .then(|| crate::metrics::Metrics::bedrock().budget(budget.clone())),
+                .then(|| crate::metrics::Metrics::bedrock().store(store.clone())),
         };
         let stack = ServiceBuilder::new()
             .layer(retry)
