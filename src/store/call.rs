@@ -166,10 +166,11 @@ impl Caller {
                 .query(&args.command("EVALSHA", &self.script.get_hash(), names))
                 .await;
             match first {
-                Err(e) if matches!(
-                    e.kind(),
-                    redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-                ) =>
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                    ) =>
                 {
                     if self.health.ever_ran.load(Ordering::Acquire) {
                         self.health.script_epoch.fetch_add(1, Ordering::AcqRel);

@@ -128,7 +128,11 @@ impl OutageState {
             .flatten()
             .fold(now, |a, &b| if b > a { b } else { a });
         for (d, limit) in quota.limits() {
-            let w = if d == Dimension::TokensPerDay { day } else { window };
+            let w = if d == Dimension::TokensPerDay {
+                day
+            } else {
+                window
+            };
             let cost = d.cost(tokens) as f64;
             let step = w.mul_f64((cost / limit.max(1) as f64).min(1e6));
             self.pace[d.index()] = Some(start + step);

@@ -103,9 +103,9 @@ mod local;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub use self::either::{Store, StoreAcquire};
 #[cfg(feature = "redis")]
 pub use self::builder::{BuildError, MAX_LIMIT, Outage, RedisStoreBuilder, StoreStats};
+pub use self::either::{Store, StoreAcquire};
 #[cfg(feature = "redis")]
 pub use self::error::{StoreError, StoreWarning};
 pub use self::key::StoreKey;

@@ -409,7 +409,13 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
             self.caller.health.prober.store(false, Ordering::Release);
             return;
         };
-        let error = self.caller.health.last_error.lock().expect("poisoned").clone();
+        let error = self
+            .caller
+            .health
+            .last_error
+            .lock()
+            .expect("poisoned")
+            .clone();
         tracing::warn!(prefix = %self.prefix, error = ?error, mode = ?self.settings.outage, "redis store unreachable or slow: switching to the outage mode");
         handle.spawn(async move {
             loop {
@@ -697,14 +703,13 @@ async fn acquire<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static>(
                 let at = {
                     let mut state = local.outage.lock().expect("poisoned");
                     state.begin(health.outages.load(Ordering::Relaxed));
-                    state.pace(
-                        &quota,
-                        tokens,
-                        inner.settings.window,
-                        inner.settings.day,
-                    )
+                    state.pace(&quota, tokens, inner.settings.window, inner.settings.day)
                 };
-                too_long(start, at.saturating_duration_since(Instant::now()), inner.settings.max_wait)?;
+                too_long(
+                    start,
+                    at.saturating_duration_since(Instant::now()),
+                    inner.settings.max_wait,
+                )?;
                 tokio::select! {
                     () = tokio::time::sleep_until(at) => {
                         health.open_admissions.fetch_add(1, Ordering::Relaxed);
@@ -890,7 +895,9 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
             let s = &me.settings;
             let (rw, rd) = s.steps();
             let mut args = Args::new("t");
-            args.arg(mask).arg(at.unwrap_or(-1)).arg(reserved.min(MAX_LIMIT));
+            args.arg(mask)
+                .arg(at.unwrap_or(-1))
+                .arg(reserved.min(MAX_LIMIT));
             push_limits(&mut args, &quota);
             args.arg(s.win_us)
                 .arg(s.day_us)
