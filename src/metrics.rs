@@ -229,6 +229,7 @@ impl KeyHandles {
 }
 
 type LabelFn<K> = Arc<dyn Fn(&K) -> Vec<(&'static str, String)> + Send + Sync>;
+type StatsFn<K> = Arc<dyn Fn(&K) -> Option<crate::budget::KeyStats> + Send + Sync>;
 
 /// The label value of every label of the series that keys without labels of their own share.
 pub const OTHER: &str = "other";
@@ -244,6 +245,7 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
 pub struct Metrics<K> {
     labels: LabelFn<K>,
     budget: Option<Budget<K>>,
+    store: Option<StatsFn<K>>,
     keys: Arc<Mutex<KeyMap<K, Arc<KeyHandles>>>>,
 }
 
@@ -252,6 +254,7 @@ impl<K> Clone for Metrics<K> {
         Self {
             labels: Arc::clone(&self.labels),
             budget: self.budget.clone(),
+            store: self.store.clone(),
             keys: Arc::clone(&self.keys),
         }
     }
@@ -270,6 +273,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Metrics<K> {
         Self {
             labels: Arc::new(labels),
             budget: None,
+            store: None,
             keys: Arc::new(Mutex::new(KeyMap::new(DEFAULT_IDLE))),
         }
     }
@@ -307,6 +311,13 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Metrics<K> {
         self
     }
 
+    /// As [`budget`](Self::budget), from any store's view of the key (a shared store's
+    /// figures are the fleet's as last read).
+    pub fn store<St: crate::budget::QuotaStore<K>>(mut self, store: St) -> Self {
+        self.store = Some(Arc::new(move |key: &K| store.stats(key)));
+        self
+    }
+
     /// The handles of `key`, or those of `other` (then `true`).
     fn handles(&self, key: &K) -> (Arc<KeyHandles>, bool) {
         let now = tokio::time::Instant::now();
@@ -329,7 +340,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Metrics<K> {
     }
 
     fn gauges(&self, key: &K, h: &KeyHandles) {
-        let Some(stats) = self.budget.as_ref().and_then(|b| b.stats(key)) else {
+        let stats = match &self.store {
+            Some(store) => store(key),
+            None => self.budget.as_ref().and_then(|b| b.stats(key)),
+        };
+        let Some(stats) = stats else {
             return;
         };
         h.queue_depth.set(stats.waiters as f64);

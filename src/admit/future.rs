@@ -101,6 +101,9 @@ pin_project! {
             memo: Option<M>,
             if_unknown: u64,
             leaving: Option<Box<Leaving>>,
+            // From the first poll that had to wait: told to a retry layer around (waiting is
+            // not retrying).
+            waiting_since: Option<Instant>,
         },
         Calling {
             #[pin]
@@ -136,6 +139,7 @@ where
                 memo: Some(plan.memo),
                 if_unknown: plan.if_unknown,
                 leaving,
+                waiting_since: None,
             },
             protocol,
             observed,
@@ -200,10 +204,19 @@ where
                     memo,
                     if_unknown,
                     leaving,
+                    waiting_since,
                 } => {
                     let admitted = match Pin::new(&mut *waiter).poll(cx) {
-                        Poll::Ready(admitted) => admitted,
+                        Poll::Ready(admitted) => {
+                            if let Some(since) = waiting_since.take() {
+                                crate::retry::admission_waited(
+                                    Instant::now().saturating_duration_since(since),
+                                );
+                            }
+                            admitted
+                        }
                         Poll::Pending => {
+                            waiting_since.get_or_insert_with(Instant::now);
                             let Some(leave) = leaving.as_deref_mut() else {
                                 return Poll::Pending;
                             };
@@ -213,6 +226,11 @@ where
                             ready!(sleep.as_mut().poll(cx));
                             // Time to leave: keep the place for the re-sent attempt.
                             let waited = Instant::now().saturating_duration_since(leave.arrived);
+                            if let Some(since) = waiting_since.take() {
+                                crate::retry::admission_waited(
+                                    Instant::now().saturating_duration_since(since),
+                                );
+                            }
                             let kept = leave.arrival.is_some();
                             let Some(leave) = leaving.take() else {
                                 unreachable!("leaving was just borrowed")

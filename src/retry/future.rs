@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -33,6 +34,9 @@ pin_project! {
         attempt: u32,
         first_start: Instant,
         attempt_start: Instant,
+        // Time waited for admission: by every attempt so far, and by the current one.
+        waited: Duration,
+        attempt_waited: Duration,
     }
 }
 
@@ -72,6 +76,8 @@ where
             attempt: 1,
             first_start: start,
             attempt_start: start,
+            waited: Duration::ZERO,
+            attempt_waited: Duration::ZERO,
         }
     }
 }
@@ -89,15 +95,21 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
-                    let result = ready!(future.poll(cx));
+                    let (polled, waited) = super::waited::metered(|| future.poll(cx));
+                    *this.waited += waited;
+                    *this.attempt_waited += waited;
+                    let result = ready!(polled);
                     let config = &this.policy.config;
                     let classification = this.policy.classifier.classify(result.as_ref());
+                    // Waiting for admission is not retrying: the deadline sees the calls and
+                    // the backoffs only.
+                    let shifted = |at: Instant, by: Duration| at.checked_add(by).unwrap_or(at);
                     let delay = config.retry_delay(
                         classification,
                         *this.attempt,
                         this.spare.is_some(),
-                        *this.first_start,
-                        *this.attempt_start,
+                        shifted(*this.first_start, *this.waited),
+                        shifted(*this.attempt_start, *this.attempt_waited),
                     );
                     match delay {
                         // The result goes back as it came.
@@ -126,6 +138,7 @@ where
                         *this.spare = this.policy.cloner.clone_request(&request);
                     }
                     *this.attempt_start = Instant::now();
+                    *this.attempt_waited = Duration::ZERO;
                     tracing::trace!(attempt = *this.attempt, "starting a retry");
                     this.state.set(State::Calling {
                         future: this.service.call(request),

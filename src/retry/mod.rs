@@ -28,6 +28,10 @@
 //!   `now + delay + duration of the previous attempt ≤ first start + deadline` (the previous
 //!   attempt's duration is the best estimate of the next one's). Time is tokio's clock, whose
 //!   timers have a 1 ms resolution. An attempt in flight is not cut short: that is a timeout's job.
+//!   **Waiting is not retrying:** the time attempts spent waiting in an admission layer of this
+//!   crate below the retry layer is left out of both sides (the elapsed time and the previous
+//!   attempt's duration), so a call that waited its turn for minutes and then met one throttle is
+//!   still retried; the admission layer's own bounds (max wait, signature window) limit waits.
 //! - **Cloning:** the request is copied through [`CloneRequest`](crate::classify::CloneRequest)
 //!   before each attempt that could be followed by another. A request that cannot be copied
 //!   (`None`) is sent once and its result returned, whatever it is.
@@ -100,6 +104,7 @@ pub mod future;
 mod layer;
 mod policy;
 mod service;
+mod waited;
 
 pub use backoff::Backoff;
 pub use budget::RetryBudget;
@@ -108,3 +113,4 @@ pub use layer::ThrottleRetryLayer;
 #[cfg(feature = "sdk")]
 pub use policy::{GiveUpReason, RetryEvent};
 pub use service::ThrottleRetry;
+pub(crate) use waited::admission_waited;

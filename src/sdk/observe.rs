@@ -99,7 +99,8 @@ impl BedrockThrottle {
             name: key.to_string(),
             model: Some(key.model().to_owned()),
             region: Some(key.region().to_owned()),
-            stats: self.budget().stats(key),
+            // The store's figures: with a shared store, the fleet's as last read from Redis.
+            stats: crate::budget::QuotaStore::stats(self.store(), key),
             applied: applied
                 .filter(|a| a.region().is_empty() || a.region() == key.region())
                 .and_then(|a| a.quota(key.model())),

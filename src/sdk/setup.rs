@@ -487,7 +487,7 @@ impl BedrockThrottleBuilder {
             #[cfg(feature = "metrics")]
             metrics: self.metrics.then(|| {
                 crate::metrics::Metrics::bedrock()
-                    .budget(budget.clone())
+                    .store(store.clone())
                     .track(track)
             }),
         };

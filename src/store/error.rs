@@ -25,6 +25,15 @@ pub enum StoreError {
         /// The prefix as given.
         prefix: String,
     },
+    /// A limit above [`MAX_LIMIT`](super::MAX_LIMIT) (2^53): the store's script counts in
+    /// doubles, exact only up to there, so a larger limit would be rounded (and near 2^63,
+    /// corrupted).
+    LimitTooLarge {
+        /// The dimension of the limit.
+        dimension: crate::budget::Dimension,
+        /// The limit given.
+        limit: u64,
+    },
     /// A call did not answer within the configured timeout.
     Timeout,
     /// Another error from the server or the client.
@@ -74,6 +83,11 @@ impl fmt::Display for StoreError {
                 "the key prefix {prefix:?} holds '{{' or '}}', so one quota key's names could \
                  span cluster slots: use a prefix without braces"
             ),
+            StoreError::LimitTooLarge { dimension, limit } => write!(
+                f,
+                "the {dimension:?} limit {limit} is above 2^53, the largest the Redis store \
+                 counts exactly: give a smaller limit (or none)"
+            ),
             StoreError::Timeout => f.write_str("the Redis store did not answer within its timeout"),
             StoreError::Redis(e) => write!(f, "Redis error: {e}"),
         }
@@ -87,7 +101,47 @@ impl std::error::Error for StoreError {
             StoreError::Unreachable(e) | StoreError::NoScripting(e) | StoreError::Redis(e) => {
                 Some(e)
             }
-            StoreError::KeySpansSlots { .. } | StoreError::Timeout => None,
+            StoreError::KeySpansSlots { .. }
+            | StoreError::LimitTooLarge { .. }
+            | StoreError::Timeout => None,
+        }
+    }
+}
+
+/// What [`RedisStore::ready`](super::RedisStore::ready) found that does not stop the store but
+/// weakens its guarantee. Each is also logged at warn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreWarning {
+    /// The server's `maxmemory-policy` may evict the store's keys under memory pressure: an
+    /// evicted ledger forgets what the fleet admitted, so up to a whole window more may pass
+    /// (the store notices a lost ledger only when this process held live charges on it). Use
+    /// `noeviction`.
+    Eviction {
+        /// The policy in force.
+        policy: String,
+    },
+    /// The policy could not be read (`CONFIG` renamed or forbidden, as on some managed
+    /// services): check it is `noeviction`.
+    EvictionUnknown {
+        /// Why it could not be read.
+        reason: String,
+    },
+}
+
+impl fmt::Display for StoreWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreWarning::Eviction { policy } => write!(
+                f,
+                "the Redis maxmemory-policy is {policy:?}: it may evict a ledger and let a window \
+                 be admitted twice; set it to noeviction"
+            ),
+            StoreWarning::EvictionUnknown { reason } => write!(
+                f,
+                "the Redis maxmemory-policy could not be read ({reason}): make sure it is \
+                 noeviction"
+            ),
         }
     }
 }

@@ -90,18 +90,24 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "redis")]
+mod builder;
+#[cfg(feature = "redis")]
+mod call;
 mod either;
 #[cfg(feature = "redis")]
 mod error;
 mod key;
 #[cfg(feature = "redis")]
+mod local;
+#[cfg(feature = "redis")]
 mod redis;
 
+#[cfg(feature = "redis")]
+pub use self::builder::{BuildError, MAX_LIMIT, Outage, RedisStoreBuilder, StoreStats};
 pub use self::either::{Store, StoreAcquire};
 #[cfg(feature = "redis")]
-pub use self::error::StoreError;
+pub use self::error::{StoreError, StoreWarning};
 pub use self::key::StoreKey;
 #[cfg(feature = "redis")]
-pub use self::redis::{
-    BuildError, Outage, RedisAcquire, RedisStore, RedisStoreBuilder, StoreStats,
-};
+pub use self::redis::{RedisAcquire, RedisStore};

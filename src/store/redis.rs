@@ -6,453 +6,89 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
-use redis::{Script, Value};
-use tokio::sync::{Notify, OnceCell};
+use redis::Value;
 use tokio::time::Instant;
 
-use super::error::StoreError;
+use super::builder::{MAX_LIMIT, Outage, RedisStoreBuilder, StoreStats, check_exact, scaled};
+use super::call::{Args, Caller, Lost, Reply, Role, SCRIPT, View, ints};
+use super::error::{StoreError, StoreWarning};
 use super::key::StoreKey;
+use super::local::LocalKey;
 use crate::budget::{
     AdmissionError, Aimd, Budget, ConfigError, Dimension, DimensionStats, KeyStats, Permit, Quota,
     QuotaStore, StorePermit,
 };
 use crate::classify::ThrottleCause;
 
-const SCRIPT: &str = include_str!("admit.lua");
-
-/// What the store does while Redis is unreachable or slower than its
-/// [timeout](RedisStoreBuilder::timeout).
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub enum Outage {
-    /// Wait for the store (retrying with a capped backoff), bounded by the caller's deadline
-    /// (dropping the admission) or the [`max_wait`](RedisStoreBuilder::max_wait). Never admits
-    /// what the fleet's ledger has not seen.
-    FailClosed,
-    /// Admit against an in-process ledger holding this fraction of each limit (in `(0, 1]`,
-    /// e.g. `1 / expected processes`), until Redis answers again.
-    LocalShare(f64),
-    /// Admit without limit until Redis answers again.
-    FailOpen,
-}
-
-/// Counters of the store's health, from [`RedisStore::store_stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct StoreStats {
-    /// Whether the store is in its outage mode now.
-    pub degraded: bool,
-    /// Switches from healthy to the outage mode.
-    pub outages: u64,
-    /// Calls to Redis that failed or timed out.
-    pub errors: u64,
-    /// Admissions granted by the local share during outages.
-    pub local_admissions: u64,
-    /// Admissions granted without limit during outages (fail open).
-    pub open_admissions: u64,
-    /// Settlements and feedback that could not reach Redis (their charge stays as reserved
-    /// and expires with the window).
-    pub lost_updates: u64,
-}
+/// Buckets per window of the requests and tokens ledgers: a charge is freed at most one
+/// step (1%) after its exact expiry, and a ledger holds at most 101 buckets.
+const WINDOW_STEPS: u64 = 100;
+/// Buckets per day of the tokens-per-day ledger (one a minute for a 24-hour day).
+const DAY_STEPS: u64 = 1_440;
+/// How often a degraded store asks Redis whether it is back.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
 
 type QuotaFn<K> = Arc<dyn Fn(&K) -> Option<Quota> + Send + Sync>;
 
-/// Builds a [`RedisStore`]; see [`RedisStore::builder`].
-pub struct RedisStoreBuilder<K> {
-    urls: Vec<String>,
-    cluster: bool,
-    prefix: String,
-    quota: Quota,
-    per_key: HashMap<K, Quota>,
-    quota_fn: Option<QuotaFn<K>>,
-    window: Duration,
-    day: Duration,
-    margin: Duration,
-    aimd: Option<Aimd>,
-    max_wait: Option<Duration>,
-    timeout: Duration,
-    outage: Outage,
-    grace: Duration,
+/// The settings of a built store.
+pub(super) struct Settings {
+    pub(super) window: Duration,
+    pub(super) day: Duration,
+    pub(super) window_us: u64,
+    pub(super) win_us: u64,
+    pub(super) day_us: u64,
+    pub(super) aimd: Aimd,
+    pub(super) max_wait: Option<Duration>,
+    pub(super) grace_us: u64,
+    pub(super) outage: Outage,
 }
 
-impl<K> fmt::Debug for RedisStoreBuilder<K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStoreBuilder")
-            .field("urls", &self.urls)
-            .field("cluster", &self.cluster)
-            .field("prefix", &self.prefix)
-            .field("quota", &self.quota)
-            .field("window", &self.window)
-            .field("timeout", &self.timeout)
-            .field("outage", &self.outage)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStoreBuilder<K> {
-    /// The tokens-per-window limit of every key not given one otherwise.
-    pub fn tokens(mut self, limit: u64) -> Self {
-        self.quota.tokens = Some(limit);
-        self
+impl Settings {
+    /// The resolution (µs) of the window's buckets and of the day's.
+    fn steps(&self) -> (u64, u64) {
+        (
+            (self.win_us / WINDOW_STEPS).max(1),
+            (self.day_us / DAY_STEPS).max(1),
+        )
     }
 
-    /// The requests-per-window limit of every key not given one otherwise.
-    pub fn requests(mut self, limit: u64) -> Self {
-        self.quota.requests = Some(limit);
-        self
-    }
-
-    /// The tokens-per-day limit of every key not given one otherwise.
-    pub fn tokens_per_day(mut self, limit: u64) -> Self {
-        self.quota.tokens_per_day = Some(limit);
-        self
-    }
-
-    /// The quota of every key not given one otherwise.
-    pub fn quota(mut self, quota: Quota) -> Self {
-        self.quota = quota;
-        self
-    }
-
-    /// The quota of one key.
-    pub fn quota_for(mut self, key: K, quota: Quota) -> Self {
-        self.per_key.insert(key, quota);
-        self
-    }
-
-    /// Computes the quota of a key (`None`: no limit), as
-    /// [`BudgetBuilder::quota_fn`](crate::budget::BudgetBuilder::quota_fn).
-    pub fn quota_fn(mut self, f: impl Fn(&K) -> Option<Quota> + Send + Sync + 'static) -> Self {
-        self.quota_fn = Some(Arc::new(f));
-        self
-    }
-
-    /// The window `W` of the requests and tokens limits. Default 60 s.
-    pub fn window(mut self, window: Duration) -> Self {
-        self.window = window;
-        self
-    }
-
-    /// The window of the tokens-per-day limit. Default 24 hours.
-    pub fn day(mut self, day: Duration) -> Self {
-        self.day = day;
-        self
-    }
-
-    /// Extra time each entry counts beyond its window. Default zero.
-    pub fn expiry_margin(mut self, margin: Duration) -> Self {
-        self.margin = margin;
-        self
-    }
-
-    /// The feedback policy, shared fleet-wide through the key's state. Default
-    /// [`Aimd::default`].
-    pub fn aimd(mut self, aimd: Aimd) -> Self {
-        self.aimd = Some(aimd);
-        self
-    }
-
-    /// Feedback only exhausts the window; it does not lower the effective limit.
-    pub fn without_aimd(mut self) -> Self {
-        self.aimd = None;
-        self
-    }
-
-    /// The longest a request may wait for admission; longer fails with
-    /// [`AdmissionError::WaitTooLong`]. Default: no bound.
-    pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = Some(max_wait);
-        self
-    }
-
-    /// The prefix of every Redis key the store writes. Default `bt`. Must not hold braces.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// The URLs are the seed nodes of a Redis Cluster, not one server.
-    pub fn cluster(mut self) -> Self {
-        self.cluster = true;
-        self
-    }
-
-    /// Another seed node of the cluster (implies [`cluster`](Self::cluster)).
-    pub fn node(mut self, url: impl Into<String>) -> Self {
-        self.urls.push(url.into());
-        self.cluster = true;
-        self
-    }
-
-    /// The longest one call to Redis may take before the store counts it as down. Default
-    /// 250 ms.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// What to do while Redis is down or slow. Default [`Outage::FailClosed`].
-    pub fn on_outage(mut self, outage: Outage) -> Self {
-        self.outage = outage;
-        self
-    }
-
-    /// How long a waiting process keeps its turn in the fleet's line past the instant it was
-    /// told to come back (a process that died holds the line no longer). Default 250 ms plus
-    /// the timeout.
-    pub fn ticket_grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
-        self
-    }
-
-    /// Checks the configuration and builds the store. It connects on first use; call
-    /// [`RedisStore::ready`] to connect (and check the server) now.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::BadUrl`] for a URL that does not parse, [`StoreError::KeySpansSlots`] for
-    /// a prefix with braces; a bad limit, window or factor as [`ConfigError`] inside
-    /// [`BuildError::Config`].
-    pub fn build(self) -> Result<RedisStore<K>, BuildError> {
-        if self.prefix.contains(['{', '}']) {
-            return Err(BuildError::Store(StoreError::KeySpansSlots {
-                prefix: self.prefix,
-            }));
-        }
-        if let Outage::LocalShare(f) = self.outage
-            && !(f > 0.0 && f <= 1.0)
-        {
-            return Err(BuildError::Config(ConfigError::InvalidFactor {
-                name: "outage.local_share",
-                value: f,
-                expected: "in (0, 1]",
-            }));
-        }
-        if self.timeout.is_zero() {
-            return Err(BuildError::Config(ConfigError::ZeroWindow));
-        }
-        let share = match self.outage {
-            Outage::LocalShare(f) => f,
-            _ => 1.0,
-        };
-        // The local ledger checks the configuration the same way as the in-process store, and
-        // is the local share during an outage.
-        let scale = move |q: Quota| {
-            let mut out = Quota::unlimited();
-            for (d, limit) in q.limits() {
-                out = out.with(d, Some(((limit as f64 * share).floor() as u64).max(1)));
-            }
-            out
-        };
-        let per_key = self.per_key.clone();
-        let quota_fn = self.quota_fn.clone();
-        let default = self.quota;
-        let configured = Arc::new(move |k: &K| -> Option<Quota> {
-            if let Some(q) = per_key.get(k) {
-                return Some(*q);
-            }
-            match &quota_fn {
-                Some(f) => f(k),
-                None => Some(default),
-            }
-            .filter(|q| !q.is_unlimited())
-        });
-        let mut local = Budget::<K>::builder()
-            .window(self.window)
-            .day(self.day)
-            .expiry_margin(self.margin);
-        local = match self.aimd {
-            Some(aimd) => local.aimd(aimd),
-            None => local.without_aimd(),
-        };
-        if let Some(max_wait) = self.max_wait {
-            local = local.max_wait(max_wait);
-        }
-        for (k, q) in &self.per_key {
-            local = local.quota_for(k.clone(), scale(*q));
-        }
-        let for_local = Arc::clone(&configured);
-        let fallback = local
-            .quota_fn(move |k: &K| for_local(k).map(scale))
-            .build()
-            .map_err(BuildError::Config)?;
-        if self.quota.zero_dimension().is_some()
-            || self.per_key.values().any(|q| q.zero_dimension().is_some())
-        {
-            return Err(BuildError::Config(ConfigError::ZeroLimit));
-        }
-        let conn = if self.cluster {
-            let client =
-                redis::cluster::ClusterClientBuilder::new(self.urls.iter().map(String::as_str))
-                    .connection_timeout(self.timeout)
-                    .response_timeout(self.timeout)
-                    .retries(1)
-                    .build()
-                    .map_err(|source| {
-                        BuildError::Store(StoreError::BadUrl {
-                            url: self.urls.join(","),
-                            source,
-                        })
-                    })?;
-            Conn::Cluster(Arc::new(ClusterConn {
-                client,
-                conn: OnceCell::new(),
-            }))
+    /// How long a key's data lives after its last new bucket: its longest configured window,
+    /// the margin and two steps (not a day when it has no daily limit).
+    fn ttl_ms(&self, quota: &Quota) -> u64 {
+        let (rw, rd) = self.steps();
+        let longest = if quota.tokens_per_day.is_some() {
+            self.day_us + 2 * rd
         } else {
-            let url = self.urls.first().cloned().unwrap_or_default();
-            let client = redis::Client::open(url.as_str())
-                .map_err(|source| BuildError::Store(StoreError::BadUrl { url, source }))?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(self.timeout))
-                .set_response_timeout(Some(self.timeout))
-                .set_number_of_retries(1)
-                .set_max_delay(self.timeout);
-            Conn::Single(Arc::new(SingleConn {
-                client,
-                config,
-                conn: OnceCell::new(),
-            }))
+            self.win_us + 2 * rw
         };
-        let aimd = self.aimd;
-        let us = |d: Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
-        let ttl = self.window.max(self.day) + self.margin + Duration::from_secs(1);
-        Ok(RedisStore {
-            inner: Arc::new_cyclic(|this| Inner {
-                this: this.clone(),
-                conn,
-                script: Script::new(SCRIPT),
-                prefix: self.prefix,
-                configured,
-                overrides: Mutex::new(HashMap::new()),
-                window_us: us(self.window).max(1),
-                win_us: us(self.window + self.margin).max(1),
-                day_us: us(self.day + self.margin).max(1),
-                ttl_ms: ttl.as_millis().min(u128::from(u64::MAX)) as u64,
-                aimd: aimd.unwrap_or(Aimd {
-                    decrease: 1.0,
-                    ..Aimd::default()
-                }),
-                max_wait: self.max_wait,
-                timeout: self.timeout,
-                grace_us: us(if self.grace.is_zero() {
-                    Duration::from_millis(250) + self.timeout
-                } else {
-                    self.grace
-                }),
-                outage: self.outage,
-                fallback,
-                keys: Mutex::new(HashMap::new()),
-                process: fastrand::u64(..),
-                waiters: AtomicU64::new(0),
-                health: Health::default(),
-            }),
-        })
+        longest / 1_000 + 1_000
     }
 }
 
-/// A configuration error of [`RedisStoreBuilder::build`].
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// A limit, window or factor is invalid.
-    Config(ConfigError),
-    /// A URL or prefix is invalid.
-    Store(StoreError),
-}
-
-impl fmt::Display for BuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BuildError::Config(e) => write!(f, "invalid store configuration: {e}"),
-            BuildError::Store(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for BuildError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BuildError::Config(e) => Some(e),
-            BuildError::Store(e) => Some(e),
-        }
-    }
-}
-
-struct SingleConn {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    conn: OnceCell<ConnectionManager>,
-}
-
-struct ClusterConn {
-    client: redis::cluster::ClusterClient,
-    conn: OnceCell<ClusterConnection>,
-}
-
-#[derive(Clone)]
-enum Conn {
-    Single(Arc<SingleConn>),
-    Cluster(Arc<ClusterConn>),
-}
-
-#[derive(Default)]
-struct Health {
-    degraded: AtomicBool,
-    /// While degraded, the earliest instant (ms since the first outage's epoch) of the next
-    /// probe of Redis; the others go straight to the outage mode.
-    next_probe: Mutex<Option<Instant>>,
-    outages: AtomicU64,
-    errors: AtomicU64,
-    local_admissions: AtomicU64,
-    open_admissions: AtomicU64,
-    lost_updates: AtomicU64,
-}
-
-/// The local side of one quota key: the process's FIFO line (only its head talks to Redis)
-/// and the wake-up of a local refund.
-struct LocalKey {
-    names: [String; 6],
-    turn: tokio::sync::Mutex<()>,
-    freed: Notify,
-    waiting: AtomicU64,
-}
-
-struct Inner<K> {
+pub(super) struct Inner<K> {
     /// For the background calls of permits and feedback.
-    this: std::sync::Weak<Inner<K>>,
-    conn: Conn,
-    script: Script,
-    prefix: String,
-    configured: QuotaFn<K>,
-    overrides: Mutex<HashMap<K, Quota>>,
-    window_us: u64,
-    win_us: u64,
-    day_us: u64,
-    ttl_ms: u64,
-    aimd: Aimd,
-    max_wait: Option<Duration>,
-    timeout: Duration,
-    grace_us: u64,
-    outage: Outage,
-    fallback: Budget<K>,
-    keys: Mutex<HashMap<K, Arc<LocalKey>>>,
-    process: u64,
-    waiters: AtomicU64,
-    health: Health,
+    pub(super) this: std::sync::Weak<Inner<K>>,
+    pub(super) caller: Caller,
+    pub(super) prefix: String,
+    pub(super) configured: QuotaFn<K>,
+    pub(super) overrides: Mutex<HashMap<K, Quota>>,
+    pub(super) settings: Settings,
+    pub(super) fallback: Budget<K>,
+    pub(super) keys: Mutex<HashMap<K, Arc<LocalKey>>>,
+    pub(super) process: u64,
+    pub(super) waiters: AtomicU64,
 }
 
 /// A quota store shared by every process that uses the same Redis (or Valkey, or Redis
 /// Cluster): see the [module documentation](super) for the design and its guarantees.
 /// Clones share the connection and the local state.
 pub struct RedisStore<K> {
-    inner: Arc<Inner<K>>,
+    pub(super) inner: Arc<Inner<K>>,
 }
 
 impl<K> Clone for RedisStore<K> {
@@ -467,42 +103,19 @@ impl<K> fmt::Debug for RedisStore<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.inner.prefix)
-            .field("outage", &self.inner.outage)
+            .field("outage", &self.inner.settings.outage)
             .field(
                 "degraded",
-                &self.inner.health.degraded.load(Ordering::Relaxed),
+                &self.inner.caller.health.degraded.load(Ordering::Relaxed),
             )
             .finish_non_exhaustive()
     }
 }
 
-/// What the admission script answered.
-enum Reply {
-    Admitted { seq: i64, at_us: i64 },
-    Refused { wait: Duration, blocked: Dimension },
-    AboveLimit { dimension: Dimension, limit: u64 },
-}
-
-fn dim_of(i: i64) -> Dimension {
-    match i {
-        1 => Dimension::Requests,
-        2 => Dimension::Tokens,
-        _ => Dimension::TokensPerDay,
-    }
-}
-
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::Int(i) => *i,
-        Value::BulkString(b) => std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-        _ => 0,
-    }
-}
-
 impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
+    /// The largest limit the store takes (2^53): see [`StoreError::LimitTooLarge`].
+    pub const MAX_LIMIT: u64 = MAX_LIMIT;
+
     /// A builder for one server at `url` (`redis://host:port[/db]`; add
     /// [`node`](RedisStoreBuilder::node)s for a cluster). A limited quota or a quota function
     /// is required.
@@ -520,41 +133,50 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
             aimd: Some(Aimd::default()),
             max_wait: None,
             timeout: Duration::from_millis(250),
+            background_timeout: None,
             outage: Outage::FailClosed,
             grace: Duration::ZERO,
         }
     }
 
-    /// Connects now and loads the script: the typed errors of a bad server at start.
+    /// Connects now, loads the script, and reads the server's `maxmemory-policy`: the typed
+    /// errors of a bad server at start, and the warnings of a server that may lose ledgers
+    /// (each also logged at warn).
     ///
     /// # Errors
     ///
     /// [`StoreError::Unreachable`] (or [`StoreError::Timeout`]) when the server cannot be
     /// reached, [`StoreError::NoScripting`] when it does not run scripts.
-    pub async fn ready(&self) -> Result<(), StoreError> {
+    pub async fn ready(&self) -> Result<Vec<StoreWarning>, StoreError> {
+        let conn = &self.inner.caller.conn;
         let load = async {
-            match &self.inner.conn {
-                Conn::Single(s) => {
-                    let mut c = self.inner.single(s).await?;
-                    self.inner.script.prepare_invoke().load_async(&mut c).await
-                }
-                Conn::Cluster(c) => {
-                    let mut conn = self.inner.cluster(c).await?;
-                    // Load on every master: a script is cached per node.
-                    let reply: redis::RedisResult<Value> = redis::cmd("SCRIPT")
-                        .arg("LOAD")
-                        .arg(SCRIPT)
-                        .query_async(&mut conn)
-                        .await;
-                    reply.map(|_| String::new())
-                }
-            }
+            // On a cluster the command goes to one node; a node without it loads it on the
+            // first call (EVAL after NOSCRIPT), which is not taken for a lost ledger.
+            conn.query(redis::cmd("SCRIPT").arg("LOAD").arg(SCRIPT))
+                .await?;
+            conn.query(redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
+                .await
         };
-        match tokio::time::timeout(self.inner.timeout * 4, load).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::classify(e)),
-            Err(_) => Err(StoreError::Timeout),
+        let policy = match tokio::time::timeout(self.inner.caller.timeout * 4, load).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => match StoreError::classify(e) {
+                StoreError::Redis(e) => Err(e.to_string()),
+                other => return Err(other),
+            },
+            Err(_) => return Err(StoreError::Timeout),
+        };
+        let warning = match policy.map(|v| policy_of(&v)) {
+            Ok(Some(p)) if p == "noeviction" => None,
+            Ok(Some(policy)) => Some(StoreWarning::Eviction { policy }),
+            Ok(None) => Some(StoreWarning::EvictionUnknown {
+                reason: "unexpected CONFIG GET reply".to_owned(),
+            }),
+            Err(reason) => Some(StoreWarning::EvictionUnknown { reason }),
+        };
+        if let Some(w) = &warning {
+            tracing::warn!(prefix = %self.inner.prefix, "{w}");
         }
+        Ok(warning.into_iter().collect())
     }
 
     /// One `PING` on the store's connection (on a cluster, to a node), and how long it took:
@@ -565,28 +187,13 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
     /// A failed or timed-out call.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
-        let call = async {
-            match &self.inner.conn {
-                Conn::Single(s) => {
-                    let mut c = self.inner.single(s).await?;
-                    redis::cmd("PING").query_async::<Value>(&mut c).await
-                }
-                Conn::Cluster(c) => {
-                    let mut conn = self.inner.cluster(c).await?;
-                    redis::cmd("PING").query_async::<Value>(&mut conn).await
-                }
-            }
-        };
-        match tokio::time::timeout(self.inner.timeout, call).await {
-            Ok(Ok(_)) => Ok(start.elapsed()),
-            Ok(Err(e)) => Err(StoreError::classify(e)),
-            Err(_) => Err(StoreError::Timeout),
-        }
+        self.inner.caller.ping().await?;
+        Ok(start.elapsed())
     }
 
     /// The health counters of the store.
     pub fn store_stats(&self) -> StoreStats {
-        let h = &self.inner.health;
+        let h = &self.inner.caller.health;
         StoreStats {
             degraded: h.degraded.load(Ordering::Relaxed),
             outages: h.outages.load(Ordering::Relaxed),
@@ -594,6 +201,8 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
             local_admissions: h.local_admissions.load(Ordering::Relaxed),
             open_admissions: h.open_admissions.load(Ordering::Relaxed),
             lost_updates: h.lost_updates.load(Ordering::Relaxed),
+            unconfirmed: h.unconfirmed.load(Ordering::Relaxed),
+            lost_ledgers: h.lost_ledgers.load(Ordering::Relaxed),
         }
     }
 
@@ -613,34 +222,38 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
             return Ok(None);
         };
         let local = self.inner.local(key);
-        let i = &self.inner;
-        let mut inv = i.invocation(&local.names);
-        inv.arg("st");
-        push_limits(&mut inv, &quota);
-        inv.arg(i.win_us)
-            .arg(i.day_us)
-            .arg(i.window_us)
-            .arg(i.aimd.recover_per_window);
-        let v = i.run(&mut inv).await?;
-        let Value::Array(items) = v else {
+        let s = &self.inner.settings;
+        let mut args = Args::new("st");
+        push_limits(&mut args, &quota);
+        args.arg(s.win_us)
+            .arg(s.day_us)
+            .arg(s.window_us)
+            .arg(s.aimd.recover_per_window)
+            .arg(s.ttl_ms(&quota));
+        let v = self
+            .inner
+            .caller
+            .run(&local.names, &mut args, Role::Query)
+            .await?;
+        let Some(n) = ints(&v) else {
             return Ok(None);
         };
-        let n: Vec<i64> = items.iter().map(int).collect();
-        let dim = |j: usize| {
-            (n.get(j * 3).copied().unwrap_or(-1) >= 0).then(|| DimensionStats {
-                used: n[j * 3] as u64,
-                effective_limit: n[j * 3 + 1] as u64,
-                limit: n[j * 3 + 2] as u64,
-            })
+        let at = |j: usize| n.get(j).copied().unwrap_or(-1);
+        let view = View {
+            used: [0, 1, 2].map(|i| (at(i * 3) >= 0).then(|| at(i * 3).unsigned_abs())),
+            effective: [0, 1, 2].map(|i| (at(i * 3) >= 0).then(|| at(i * 3 + 1).unsigned_abs())),
         };
-        Ok(Some(KeyStats {
-            requests: dim(0),
-            tokens: dim(1),
-            tokens_per_day: dim(2),
-            waiters: n.get(9).copied().unwrap_or(0) as usize,
-            outstanding: 0,
-            tenants: 0,
-        }))
+        local.saw(view);
+        let mut stats = self.inner.stats_of(&local, &quota, Some(view));
+        stats.waiters = at(9).max(0).unsigned_abs() as usize;
+        for (d, j) in Dimension::ALL.into_iter().zip(0..) {
+            if let Some(s) = stats.dimension_mut(d)
+                && at(j * 3 + 2) >= 0
+            {
+                s.limit = at(j * 3 + 2).unsigned_abs();
+            }
+        }
+        Ok(Some(stats))
     }
 
     /// Sets the quota of `key` fleet-wide and waits for Redis to have it (see
@@ -648,8 +261,10 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
     ///
     /// # Errors
     ///
-    /// A failed or timed-out call.
+    /// [`StoreError::LimitTooLarge`] for a limit above [`MAX_LIMIT`], or a failed or timed-out
+    /// call.
     pub async fn apply_quota(&self, key: &K, quota: Quota) -> Result<(), StoreError> {
+        check_exact(&quota)?;
         self.inner
             .overrides
             .lock()
@@ -658,59 +273,81 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
         let _ = self
             .inner
             .fallback
-            .set_quota(key, scale_share(&self.inner, quota));
+            .set_quota(key, scaled(quota, self.inner.share()));
         let local = self.inner.local(key);
-        let i = &self.inner;
-        let mut inv = i.invocation(&local.names);
-        inv.arg("q");
-        push_limits(&mut inv, &quota);
-        inv.arg(i.ttl_ms);
-        i.run(&mut inv).await?;
+        let mut args = Args::new("q");
+        push_limits(&mut args, &quota);
+        args.arg(self.inner.settings.ttl_ms(&quota));
+        self.inner
+            .caller
+            .run(&local.names, &mut args, Role::Query)
+            .await?;
         local.freed.notify_waiters();
         Ok(())
     }
 }
 
-fn scale_share<K>(inner: &Inner<K>, q: Quota) -> Quota {
-    let share = match inner.outage {
-        Outage::LocalShare(f) => f,
-        _ => 1.0,
+/// The policy from a `CONFIG GET maxmemory-policy` reply (an array or a map).
+fn policy_of(v: &Value) -> Option<String> {
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
     };
-    let mut out = Quota::unlimited();
-    for (d, limit) in q.limits() {
-        out = out.with(d, Some(((limit as f64 * share).floor() as u64).max(1)));
+    match v {
+        Value::Array(items) => items.get(1).and_then(text),
+        Value::Map(pairs) => pairs.first().and_then(|(_, v)| text(v)),
+        _ => None,
     }
-    out
 }
 
-fn push_limits(inv: &mut redis::ScriptInvocation<'_>, q: &Quota) {
+fn push_limits(args: &mut Args, q: &Quota) {
     for d in Dimension::ALL {
-        inv.arg(q.get(d).unwrap_or(0));
+        args.arg(q.get(d).unwrap_or(0));
+    }
+}
+
+trait StatsExt {
+    fn dimension_mut(&mut self, d: Dimension) -> Option<&mut DimensionStats>;
+}
+
+impl StatsExt for KeyStats {
+    fn dimension_mut(&mut self, d: Dimension) -> Option<&mut DimensionStats> {
+        match d {
+            Dimension::Requests => self.requests.as_mut(),
+            Dimension::Tokens => self.tokens.as_mut(),
+            Dimension::TokensPerDay => self.tokens_per_day.as_mut(),
+        }
     }
 }
 
 impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
-    async fn single(&self, s: &SingleConn) -> redis::RedisResult<ConnectionManager> {
-        s.conn
-            .get_or_try_init(|| {
-                ConnectionManager::new_with_config(s.client.clone(), s.config.clone())
-            })
-            .await
-            .cloned()
+    /// A strong reference to this state, from the weak one kept for background calls.
+    fn me(&self) -> Option<Arc<Inner<K>>> {
+        self.this.upgrade()
     }
 
-    async fn cluster(&self, c: &ClusterConn) -> redis::RedisResult<ClusterConnection> {
-        c.conn
-            .get_or_try_init(|| c.client.get_async_connection())
-            .await
-            .cloned()
+    fn share(&self) -> f64 {
+        match self.settings.outage {
+            Outage::LocalShare(f) => f,
+            _ => 1.0,
+        }
     }
 
     fn quota_of(&self, key: &K) -> Option<Quota> {
         if let Some(q) = self.overrides.lock().expect("poisoned").get(key) {
             return Some(*q);
         }
-        (self.configured)(key)
+        let q = (self.configured)(key)?;
+        if check_exact(&q).is_err() {
+            tracing::warn!(prefix = %self.prefix, ?q, "a quota function returned a limit above 2^53: the store uses 2^53");
+            let mut out = Quota::unlimited();
+            for (d, limit) in q.limits() {
+                out = out.with(d, Some(limit.min(MAX_LIMIT)));
+            }
+            return Some(out);
+        }
+        Some(q)
     }
 
     fn local(&self, key: &K) -> Arc<LocalKey> {
@@ -723,12 +360,8 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
         let digest = sha1_smol::Sha1::from(&bytes).digest().to_string();
         let tag = format!("{{{}:{}}}", self.prefix, &digest[..32]);
         let names = ["s", "r", "t", "d", "q", "qc"].map(|s| format!("{tag}:{s}"));
-        let local = Arc::new(LocalKey {
-            names,
-            turn: tokio::sync::Mutex::new(()),
-            freed: Notify::new(),
-            waiting: AtomicU64::new(0),
-        });
+        let epoch = self.caller.health.script_epoch.load(Ordering::Acquire);
+        let local = Arc::new(LocalKey::new(names, epoch));
         // Idle keys are forgotten (their Redis state expires by itself): a bounded map.
         if keys.len() >= 4096 {
             keys.retain(|_, k| Arc::strong_count(k) > 1);
@@ -737,116 +370,174 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
         local
     }
 
-    fn invocation<'a>(&'a self, names: &[String; 6]) -> redis::ScriptInvocation<'a> {
-        let mut inv = self.script.prepare_invoke();
-        for n in names {
-            inv.key(n.as_str());
+    /// The snapshot of a key from the fleet's figures last read (`view`), this process's
+    /// waiters and live permits.
+    fn stats_of(&self, local: &LocalKey, quota: &Quota, view: Option<View>) -> KeyStats {
+        let dim = |d: Dimension| {
+            quota.get(d).map(|limit| {
+                let i = d.index();
+                DimensionStats {
+                    used: view.and_then(|v| v.used[i]).unwrap_or(0),
+                    limit,
+                    effective_limit: view.and_then(|v| v.effective[i]).unwrap_or(limit),
+                }
+            })
+        };
+        let outstanding = local.live.lock().expect("poisoned").totals(Some(
+            Instant::now()
+                .checked_sub(self.settings.window)
+                .unwrap_or_else(Instant::now),
+        ));
+        KeyStats {
+            requests: dim(Dimension::Requests),
+            tokens: dim(Dimension::Tokens),
+            tokens_per_day: dim(Dimension::TokensPerDay),
+            waiters: local.waiting.load(Ordering::Relaxed) as usize,
+            outstanding: outstanding.0 as usize,
+            tenants: 0,
         }
-        inv
     }
 
-    /// One script call: EVALSHA, and on NOSCRIPT the script is loaded and the call repeated
-    /// (the server restarted or flushed its script cache).
-    async fn run(&self, inv: &mut redis::ScriptInvocation<'_>) -> Result<Value, StoreError> {
-        let call = async {
-            match &self.conn {
-                Conn::Single(s) => {
-                    let mut c = self.single(s).await?;
-                    inv.invoke_async::<Value>(&mut c).await
+    /// While degraded, one task asks Redis every [`PROBE_EVERY`] whether it answers; the first
+    /// answer switches back and wakes every waiter, so no waiter has to hold a key's turn to
+    /// notice.
+    fn start_prober(&self) {
+        if self.caller.health.prober.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (Some(me), Ok(handle)) = (self.me(), tokio::runtime::Handle::try_current()) else {
+            self.caller.health.prober.store(false, Ordering::Release);
+            return;
+        };
+        let error = self
+            .caller
+            .health
+            .last_error
+            .lock()
+            .expect("poisoned")
+            .clone();
+        tracing::warn!(prefix = %self.prefix, error = ?error, mode = ?self.settings.outage, "redis store unreachable or slow: switching to the outage mode");
+        handle.spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                if !me.caller.health.degraded.load(Ordering::Acquire) {
+                    break;
                 }
-                Conn::Cluster(c) => {
-                    let mut conn = self.cluster(c).await?;
-                    inv.invoke_async::<Value>(&mut conn).await
+                if me.caller.ping().await.is_ok() {
+                    me.caller.healthy();
+                    break;
                 }
             }
-        };
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError::classify(e)),
-            Err(_) => Err(StoreError::Timeout),
-        };
-        match &result {
-            Ok(_) => self.healthy(),
-            Err(e) => self.failed(e),
-        }
-        result
-    }
-
-    fn healthy(&self) {
-        if self.health.degraded.swap(false, Ordering::AcqRel) {
-            *self.health.next_probe.lock().expect("poisoned") = None;
-            tracing::warn!(prefix = %self.prefix, "redis store reachable again: fleet-wide admission resumes");
-        }
-    }
-
-    fn failed(&self, e: &StoreError) {
-        self.health.errors.fetch_add(1, Ordering::Relaxed);
-        *self.health.next_probe.lock().expect("poisoned") =
-            Some(Instant::now() + self.timeout.max(Duration::from_millis(100)));
-        if !self.health.degraded.swap(true, Ordering::AcqRel) {
-            self.health.outages.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(prefix = %self.prefix, error = %e, mode = ?self.outage, "redis store unreachable or slow: switching to the outage mode");
-        }
-    }
-
-    /// Whether this call should go to Redis: always when healthy; when degraded, one probe per
-    /// interval.
-    fn should_try(&self) -> bool {
-        if !self.health.degraded.load(Ordering::Acquire) {
-            return true;
-        }
-        let mut next = self.health.next_probe.lock().expect("poisoned");
-        let now = Instant::now();
-        match *next {
-            Some(at) if at > now => false,
-            _ => {
-                *next = Some(now + self.timeout.max(Duration::from_millis(100)));
-                true
+            me.caller.health.prober.store(false, Ordering::Release);
+            // A failure between the last check and the flag's reset starts no prober: check.
+            if me.caller.health.degraded.load(Ordering::Acquire) {
+                me.start_prober();
             }
-        }
+        });
     }
 
-    async fn admit_once(
+    fn admit_args(
         &self,
-        names: &[String; 6],
+        local: &LocalKey,
         quota: &Quota,
         tokens: u64,
         waiter: &str,
-        may_wait: bool,
-    ) -> Result<Reply, StoreError> {
-        let mut inv = self.invocation(names);
-        inv.arg("a").arg(tokens);
-        push_limits(&mut inv, quota);
-        inv.arg(self.win_us)
-            .arg(self.day_us)
-            .arg(self.window_us)
-            .arg(self.aimd.recover_per_window)
-            .arg(waiter)
-            .arg(self.grace_us)
-            .arg(self.ttl_ms)
-            .arg(if may_wait { "1" } else { "0" });
-        let v = self.run(&mut inv).await?;
-        let Value::Array(items) = v else {
-            return Err(StoreError::Redis(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "admission script reply",
-            ))));
+        lost: bool,
+    ) -> Args {
+        let s = &self.settings;
+        let (rw, rd) = s.steps();
+        // This process's charges certainly still in the server's window (admitted less than
+        // a window, minus the longest a reply may take, ago).
+        let since = Instant::now().checked_sub(s.window.saturating_sub(self.caller.timeout));
+        let since = if s.window > self.caller.timeout {
+            since
+        } else {
+            None
         };
-        let n: Vec<i64> = items.iter().map(int).collect();
-        Ok(match n.first().copied() {
-            Some(1) => Reply::Admitted {
-                seq: n[1],
-                at_us: n[2],
-            },
-            Some(0) => Reply::Refused {
-                wait: Duration::from_micros(n[1].max(1) as u64),
-                blocked: dim_of(n[2]),
-            },
-            _ => Reply::AboveLimit {
-                dimension: dim_of(n.get(1).copied().unwrap_or(2)),
-                limit: n.get(2).copied().unwrap_or(0) as u64,
-            },
-        })
+        let (live_r, live_t) = local.live.lock().expect("poisoned").totals(since);
+        let mut args = Args::new("a");
+        args.arg(tokens);
+        push_limits(&mut args, quota);
+        args.arg(s.win_us)
+            .arg(s.day_us)
+            .arg(s.window_us)
+            .arg(s.aimd.recover_per_window)
+            .arg(waiter)
+            .arg(s.grace_us)
+            .arg(s.ttl_ms(quota))
+            .arg("1")
+            .arg(rw)
+            .arg(rd)
+            .arg(live_r)
+            .arg(live_t)
+            .arg(live_t)
+            .lost_flag(lost);
+        args
+    }
+
+    /// The call of a waiter at the head of its process's line for `key`.
+    async fn admit_once(
+        &self,
+        local: &LocalKey,
+        quota: &Quota,
+        tokens: u64,
+        waiter: &str,
+    ) -> Result<Reply, StoreError> {
+        let epoch = self.caller.health.script_epoch.load(Ordering::Acquire);
+        let lost = local.epoch.load(Ordering::Acquire) < epoch;
+        let mut args = self.admit_args(local, quota, tokens, waiter, lost);
+        let v = self
+            .caller
+            .run(&local.names, &mut args, Role::Admission)
+            .await?;
+        local.epoch.fetch_max(
+            self.caller.health.script_epoch.load(Ordering::Acquire),
+            Ordering::AcqRel,
+        );
+        let reply = Reply::parse(&v)?;
+        match &reply {
+            Reply::Admitted { lost, view, .. } | Reply::Refused { lost, view, .. } => {
+                local.saw(*view);
+                if *lost != Lost::No {
+                    self.caller
+                        .health
+                        .lost_ledgers
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(prefix = %self.prefix, key = %local.names[0], "a key's ledger was lost: {}; it is treated as full for one window", lost.why());
+                }
+            }
+            Reply::AboveLimit { .. } => {}
+        }
+        Ok(reply)
+    }
+
+    /// Local share: at the first admission of an outage, the share starts from what the fleet
+    /// had left when this process last read it; once that reading is a window old, the
+    /// requests and tokens shares grow back to their whole (the day's stays reduced).
+    fn seed_share(&self, key: &K, local: &LocalKey, quota: &Quota) {
+        let outage = self.caller.health.outages.load(Ordering::Relaxed);
+        let mut state = local.outage.lock().expect("poisoned");
+        let fresh = state.begin(outage);
+        let now = Instant::now();
+        let seeded = state.seeded_until();
+        let restore = !fresh && seeded.is_some_and(|until| until <= now);
+        if !fresh && !restore {
+            return;
+        }
+        let view = local.view();
+        let window = self.settings.window;
+        let mut q = Quota::unlimited();
+        for (d, limit) in quota.limits() {
+            let day = d == Dimension::TokensPerDay;
+            let used = view
+                .filter(|(at, _)| day || (fresh && *at + window > now))
+                .and_then(|(_, v)| v.used[d.index()])
+                .unwrap_or(0);
+            let left = limit.saturating_sub(used) as f64 * self.share();
+            q = q.with(d, Some((left.floor() as u64).max(1)));
+        }
+        let _ = self.fallback.set_quota(key, q);
+        *seeded = fresh.then(|| view.map_or(now, |(at, _)| at) + window);
     }
 }
 
@@ -871,10 +562,13 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Drop for TicketGua
         );
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let mut inv = inner.invocation(&local.names);
-                inv.arg("c").arg(waiter);
+                let mut args = Args::new("c");
+                args.arg(waiter);
                 // A lost cancel costs nothing for good: the ticket expires after its grace.
-                let _ = inner.run(&mut inv).await;
+                let _ = inner
+                    .caller
+                    .run(&local.names, &mut args, Role::Background)
+                    .await;
             });
         }
     }
@@ -882,6 +576,16 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Drop for TicketGua
 
 fn free_permit(tokens: u64) -> Permit {
     Permit::from_store(tokens, Box::new(Uncharged(Instant::now())))
+}
+
+fn too_long(start: Instant, wait: Duration, max: Option<Duration>) -> Result<(), AdmissionError> {
+    match max {
+        Some(max) if start.elapsed() + wait > max => Err(AdmissionError::WaitTooLong {
+            would_wait: start.elapsed() + wait,
+            max_wait: max,
+        }),
+        _ => Ok(()),
+    }
 }
 
 async fn acquire<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static>(
@@ -918,89 +622,110 @@ async fn acquire<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static>(
         ),
         ticketed: false,
     };
-    // The local line: only its head talks to Redis, so a process holds at most one ticket per
-    // key in the fleet's line, and the waiters behind it cost no round trips.
-    let _turn = local.turn.lock().await;
+    let health = &inner.caller.health;
     let mut waited_on = None;
     let mut backoff = Duration::from_millis(10);
     loop {
-        if !inner.should_try() {
-            match inner.outage {
-                Outage::FailClosed => {}
-                Outage::LocalShare(_) => match inner.fallback.acquire(key.clone(), tokens).await {
-                    Ok(permit) => {
-                        inner
-                            .health
-                            .local_admissions
-                            .fetch_add(1, Ordering::Relaxed);
-                        return Ok(permit);
-                    }
-                    // Above the local share but within the fleet's limit: only Redis can
-                    // admit it, so it waits for Redis (fail closed for this request).
-                    Err(AdmissionError::CostAboveLimit { .. }) => {}
-                    Err(e) => return Err(e),
-                },
-                Outage::FailOpen => {
-                    inner.health.open_admissions.fetch_add(1, Ordering::Relaxed);
-                    return Ok(free_permit(tokens));
-                }
-            }
-            if let Some(max) = inner.max_wait
-                && start.elapsed() + backoff > max
+        // The local line: only its head talks to Redis, so a process holds at most one ticket
+        // per key in the fleet's line, and the waiters behind it cost no round trips.
+        let turn = local.turn.lock().await;
+        if !health.degraded.load(Ordering::Acquire) {
+            match inner
+                .admit_once(&local, &quota, tokens, &guard.waiter)
+                .await
             {
-                return Err(AdmissionError::WaitTooLong {
-                    would_wait: start.elapsed() + backoff,
-                    max_wait: max,
-                });
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(inner.timeout.max(Duration::from_millis(100)));
-            continue;
-        }
-        match inner
-            .admit_once(&local.names, &quota, tokens, &guard.waiter, true)
-            .await
-        {
-            Ok(Reply::Admitted { seq, at_us }) => {
-                guard.ticketed = false;
-                let charge = RedisCharge {
-                    inner: Arc::clone(&inner) as Arc<dyn Settler>,
-                    local: Arc::clone(&local),
-                    quota,
-                    seq,
-                    at_us,
-                    admitted_at: Instant::now(),
-                };
-                return Ok(Permit::from_store(tokens, Box::new(charge)).with_waited_on(waited_on));
-            }
-            Ok(Reply::Refused { wait, blocked }) => {
-                guard.ticketed = true;
-                waited_on.get_or_insert(blocked);
-                if let Some(max) = inner.max_wait
-                    && start.elapsed() + wait > max
-                {
-                    return Err(AdmissionError::WaitTooLong {
-                        would_wait: start.elapsed() + wait,
-                        max_wait: max,
+                Ok(Reply::Admitted { at_us, .. }) => {
+                    guard.ticketed = false;
+                    let id = local.live.lock().expect("poisoned").add(tokens);
+                    let charge = RedisCharge {
+                        inner: Arc::clone(&inner) as Arc<dyn Settler>,
+                        local: Arc::clone(&local),
+                        quota,
+                        live: id,
+                        at_us,
+                        admitted_at: Instant::now(),
+                    };
+                    return Ok(
+                        Permit::from_store(tokens, Box::new(charge)).with_waited_on(waited_on)
+                    );
+                }
+                Ok(Reply::Refused { wait, blocked, .. }) => {
+                    guard.ticketed = true;
+                    waited_on.get_or_insert(blocked);
+                    too_long(start, wait, inner.settings.max_wait)?;
+                    let notified = local.freed.notified();
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = notified => {}
+                    }
+                    continue;
+                }
+                Ok(Reply::AboveLimit { dimension, limit }) => {
+                    return Err(AdmissionError::CostAboveLimit {
+                        dimension,
+                        cost: dimension.cost(tokens),
+                        limit,
                     });
                 }
-                let notified = local.freed.notified();
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = notified => {}
+                Err(_) => {
+                    // `run` switched the mode; the loop applies it, without the turn.
                 }
             }
-            Ok(Reply::AboveLimit { dimension, limit }) => {
-                return Err(AdmissionError::CostAboveLimit {
-                    dimension,
-                    cost: dimension.cost(tokens),
-                    limit,
-                });
-            }
-            Err(_) => {
-                // `run` switched the mode; the next turn of the loop applies it.
-            }
         }
+        drop(turn);
+        // Degraded: the outage mode, without the key's turn, so that the probe's answer sends
+        // every waiter back to Redis at once.
+        inner.start_prober();
+        let recovered = health.recovered.notified();
+        tokio::pin!(recovered);
+        recovered.as_mut().enable();
+        if !health.degraded.load(Ordering::Acquire) {
+            continue;
+        }
+        match inner.settings.outage {
+            Outage::LocalShare(_) => {
+                inner.seed_share(&key, &local, &quota);
+                tokio::select! {
+                    admitted = inner.fallback.acquire(key.clone(), tokens) => match admitted {
+                        Ok(permit) => {
+                            health.local_admissions.fetch_add(1, Ordering::Relaxed);
+                            return Ok(permit);
+                        }
+                        // Above the local share but within the fleet's limit: only Redis can
+                        // admit it, so it waits for Redis (fail closed for this request).
+                        Err(AdmissionError::CostAboveLimit { .. }) => {}
+                        Err(e) => return Err(e),
+                    },
+                    () = &mut recovered => continue,
+                }
+            }
+            Outage::FailOpen => {
+                let at = {
+                    let mut state = local.outage.lock().expect("poisoned");
+                    state.begin(health.outages.load(Ordering::Relaxed));
+                    state.pace(&quota, tokens, inner.settings.window, inner.settings.day)
+                };
+                too_long(
+                    start,
+                    at.saturating_duration_since(Instant::now()),
+                    inner.settings.max_wait,
+                )?;
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {
+                        health.open_admissions.fetch_add(1, Ordering::Relaxed);
+                        return Ok(free_permit(tokens));
+                    }
+                    () = &mut recovered => continue,
+                }
+            }
+            Outage::FailClosed => {}
+        }
+        too_long(start, backoff, inner.settings.max_wait)?;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = &mut recovered => {}
+        }
+        backoff = (backoff * 2).min(inner.caller.timeout.max(Duration::from_millis(100)));
     }
 }
 
@@ -1048,7 +773,8 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> QuotaStore<K> for 
 
     /// Changes the quota of `key` fleet-wide: every process's admissions use it from the next
     /// script call after it reaches Redis (sent in the background; see
-    /// [`RedisStore::apply_quota`] to wait for it).
+    /// [`RedisStore::apply_quota`] to wait for it). A limit above [`MAX_LIMIT`] is refused
+    /// as [`ConfigError::InvalidFactor`] named `redis limit`.
     fn set_quota(&self, key: &K, quota: Quota) -> Result<(), ConfigError> {
         if quota.zero_dimension().is_some() {
             return Err(ConfigError::ZeroLimit);
@@ -1056,16 +782,19 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> QuotaStore<K> for 
         if quota.is_unlimited() {
             return Err(ConfigError::MissingLimit);
         }
+        if let Err(StoreError::LimitTooLarge { limit, .. }) = check_exact(&quota) {
+            return Err(ConfigError::InvalidFactor {
+                name: "redis limit",
+                value: limit as f64,
+                expected: "at most 2^53",
+            });
+        }
         let this = self.clone();
         let key = key.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                if this.apply_quota(&key, quota).await.is_err() {
-                    this.inner
-                        .health
-                        .lost_updates
-                        .fetch_add(1, Ordering::Relaxed);
-                }
+                // A failure is counted by the call.
+                let _ = this.apply_quota(&key, quota).await;
             });
         } else {
             self.inner
@@ -1077,68 +806,49 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> QuotaStore<K> for 
         Ok(())
     }
 
-    /// The local view of `key`: its configured limits and the requests waiting in this
-    /// process (the fleet-wide usage needs a round trip: [`RedisStore::fetch_stats`]).
+    /// The fleet's figures of `key` as this process last read them (every admission call
+    /// returns them; [`RedisStore::fetch_stats`] reads them now), with this process's waiters
+    /// and live permits. Before the first call, nothing is known to be used.
     fn stats(&self, key: &K) -> Option<KeyStats> {
         let quota = self.inner.quota_of(key)?;
-        let waiters = self
-            .inner
-            .keys
-            .lock()
-            .expect("poisoned")
-            .get(key)
-            .map_or(0, |k| k.waiting.load(Ordering::Relaxed) as usize);
-        let dim = |d: Dimension| {
-            quota.get(d).map(|limit| DimensionStats {
-                used: 0,
-                limit,
-                effective_limit: limit,
-            })
-        };
-        Some(KeyStats {
-            requests: dim(Dimension::Requests),
-            tokens: dim(Dimension::Tokens),
-            tokens_per_day: dim(Dimension::TokensPerDay),
-            waiters,
-            outstanding: 0,
-            tenants: 0,
-        })
+        let local = self.inner.local(key);
+        let view = local.view().map(|(_, v)| v);
+        Some(self.inner.stats_of(&local, &quota, view))
     }
 }
 
 /// What a permit's charge needs of its store, without the key type.
 trait Settler: Send + Sync + 'static {
-    fn settle(&self, charge: &RedisCharge, reserved: u64, refund: u64, debt: u64);
+    fn settle(&self, charge: &RedisCharge, refund: u64, debt: u64);
     fn feedback_permit(&self, charge: &RedisCharge, dims: &[Dimension], reserved: u64);
 }
 
 impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Settler for Inner<K> {
-    fn settle(&self, charge: &RedisCharge, reserved: u64, refund: u64, debt: u64) {
+    fn settle(&self, charge: &RedisCharge, refund: u64, debt: u64) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            self.health.lost_updates.fetch_add(1, Ordering::Relaxed);
+            self.caller
+                .health
+                .lost_updates
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         let Some(me) = self.me() else { return };
-        let (local, quota, seq, at) = (
-            Arc::clone(&charge.local),
-            charge.quota,
-            charge.seq,
-            charge.at_us,
-        );
+        let (local, quota, at) = (Arc::clone(&charge.local), charge.quota, charge.at_us);
         handle.spawn(async move {
-            let mut inv = me.invocation(&local.names);
-            inv.arg("s")
-                .arg(seq)
-                .arg(at)
-                .arg(reserved)
-                .arg(refund)
-                .arg(debt)
-                .arg(me.ttl_ms)
+            let (rw, rd) = me.settings.steps();
+            let mut args = Args::new("s");
+            args.arg(at)
+                .arg(refund.min(MAX_LIMIT))
+                .arg(debt.min(MAX_LIMIT))
+                .arg(me.settings.ttl_ms(&quota))
                 .arg(quota.tokens.unwrap_or(0))
-                .arg(quota.tokens_per_day.unwrap_or(0));
-            if me.run(&mut inv).await.is_err() {
-                me.health.lost_updates.fetch_add(1, Ordering::Relaxed);
-            }
+                .arg(quota.tokens_per_day.unwrap_or(0))
+                .arg(rw)
+                .arg(rd);
+            let _ = me
+                .caller
+                .run(&local.names, &mut args, Role::Background)
+                .await;
             if refund > 0 {
                 local.freed.notify_waiters();
             }
@@ -1146,35 +856,30 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Settler for Inner<
     }
 
     fn feedback_permit(&self, charge: &RedisCharge, dims: &[Dimension], reserved: u64) {
-        if let Some(me) = self.me() {
-            me.feedback(
-                Arc::clone(&charge.local),
-                charge.quota,
-                dims,
-                Some((charge.seq, charge.at_us)),
-                reserved,
-            );
-        }
+        self.feedback(
+            Arc::clone(&charge.local),
+            charge.quota,
+            dims,
+            Some(charge.at_us),
+            reserved,
+        );
     }
 }
 
 impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
-    /// A strong reference to this state, from the weak one kept for the permits' background
-    /// calls.
-    fn me(&self) -> Option<Arc<Inner<K>>> {
-        self.this.upgrade()
-    }
-
     fn feedback(
         &self,
         local: Arc<LocalKey>,
         quota: Quota,
         dims: &[Dimension],
-        permit: Option<(i64, i64)>,
+        at: Option<i64>,
         reserved: u64,
     ) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            self.health.lost_updates.fetch_add(1, Ordering::Relaxed);
+            self.caller
+                .health
+                .lost_updates
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         let Some(me) = self.me() else { return };
@@ -1186,31 +891,38 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
                 Dimension::TokensPerDay => 'd',
             })
             .collect();
-        let (seq, at) = permit.unwrap_or((-1, -1));
         handle.spawn(async move {
-            let mut inv = me.invocation(&local.names);
-            inv.arg("t").arg(mask).arg(at).arg(seq).arg(reserved);
-            push_limits(&mut inv, &quota);
-            inv.arg(me.win_us)
-                .arg(me.day_us)
-                .arg(me.window_us)
-                .arg(me.aimd.decrease)
-                .arg(me.aimd.recover_per_window)
-                .arg(me.aimd.floor)
-                .arg(me.ttl_ms);
-            if me.run(&mut inv).await.is_err() {
-                me.health.lost_updates.fetch_add(1, Ordering::Relaxed);
-            }
+            let s = &me.settings;
+            let (rw, rd) = s.steps();
+            let mut args = Args::new("t");
+            args.arg(mask)
+                .arg(at.unwrap_or(-1))
+                .arg(reserved.min(MAX_LIMIT));
+            push_limits(&mut args, &quota);
+            args.arg(s.win_us)
+                .arg(s.day_us)
+                .arg(s.window_us)
+                .arg(s.aimd.decrease)
+                .arg(s.aimd.recover_per_window)
+                .arg(s.aimd.floor)
+                .arg(s.ttl_ms(&quota))
+                .arg(rw)
+                .arg(rd);
+            let _ = me
+                .caller
+                .run(&local.names, &mut args, Role::Background)
+                .await;
         });
     }
 }
 
-/// A permit's charge in Redis: where its entries are, to refund them or book debt.
+/// A permit's charge in Redis: when it was booked (the server's clock), to find its buckets
+/// for a refund.
 struct RedisCharge {
     inner: Arc<dyn Settler>,
     local: Arc<LocalKey>,
     quota: Quota,
-    seq: i64,
+    live: u64,
     at_us: i64,
     admitted_at: Instant,
 }
@@ -1218,7 +930,6 @@ struct RedisCharge {
 impl fmt::Debug for RedisCharge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisCharge")
-            .field("seq", &self.seq)
             .field("at_us", &self.at_us)
             .finish_non_exhaustive()
     }
@@ -1229,12 +940,13 @@ impl StorePermit for RedisCharge {
         self.admitted_at
     }
 
-    fn settle(self: Box<Self>, reserved: u64, refund: u64, debt: u64) {
+    fn settle(self: Box<Self>, _reserved: u64, refund: u64, debt: u64) {
+        self.local.live.lock().expect("poisoned").remove(self.live);
         // Settling at exactly the reservation changes nothing in the ledger: no round trip.
         if refund == 0 && debt == 0 {
             return;
         }
-        self.inner.settle(&self, reserved, refund, debt);
+        self.inner.settle(&self, refund, debt);
     }
 
     fn throttled(&self, dims: &[Dimension], reserved: u64) {

@@ -5,12 +5,19 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The server binary: `redis-server`, or the one `BT_FLEET_SERVER` names (a path or a name on
+/// PATH, e.g. Valkey's `valkey-server`; `scripts/test` runs the fleet tests on both).
+pub fn server_binary() -> String {
+    std::env::var("BT_FLEET_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
 /// Fails the test with a clear message when the server binaries are missing: the fleet tests
 /// never skip silently.
 fn require(binary: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(binary).is_file()))
-        .unwrap_or(false);
+    let found = std::path::Path::new(binary).is_file()
+        || std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).any(|p| p.join(binary).is_file()))
+            .unwrap_or(false);
     assert!(
         found,
         "`{binary}` is not on PATH: the fleet tests need a real Redis. Run ./scripts/test (it \
@@ -44,7 +51,7 @@ impl RedisServer {
     }
 
     fn start_on(port: u16, cluster: bool) -> Self {
-        require("redis-server");
+        require(&server_binary());
         let dir = std::env::temp_dir().join(format!("bt-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = RedisServer {
@@ -58,7 +65,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = Command::new(server_binary());
         cmd.args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -176,5 +183,32 @@ impl RedisCluster {
 
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+/// An integer reply (or a bulk string holding one).
+pub fn int(v: &redis::Value) -> i64 {
+    match v {
+        redis::Value::Int(i) => *i,
+        other => text(other).parse().unwrap_or(-1),
+    }
+}
+
+/// A string reply.
+pub fn text(v: &redis::Value) -> String {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::VerbatimString { text, .. } => text.clone(),
+        redis::Value::Int(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Every key on the server (the tests' servers hold only the store's).
+pub fn keys(server: &RedisServer) -> Vec<String> {
+    match server.cmd(&["KEYS", "*"]) {
+        redis::Value::Array(k) => k.iter().map(text).collect(),
+        other => panic!("KEYS: {other:?}"),
     }
 }

@@ -4,6 +4,8 @@
 //! repeats), records when it started, and answers with a reply that carries its attempt number,
 //! so a test can tell exactly which attempt's result reached the caller.
 
+mod waiting;
+
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

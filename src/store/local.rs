@@ -1,0 +1,146 @@
+//! The local side of one quota key: the process's line, its live charges, the fleet's figures
+//! as last read, and the state of the outage modes.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::call::View;
+use crate::budget::{Dimension, Quota};
+
+/// The local side of one quota key: the process's FIFO line (only its head talks to Redis),
+/// the wake-up of a local refund, and what the outage modes and the lost-ledger check need.
+pub(super) struct LocalKey {
+    pub(super) names: [String; 6],
+    pub(super) turn: tokio::sync::Mutex<()>,
+    pub(super) freed: Notify,
+    pub(super) waiting: AtomicU64,
+    /// The script epoch this key's admissions have seen (see `Health::script_epoch`).
+    pub(super) epoch: AtomicU64,
+    pub(super) live: Mutex<Live>,
+    pub(super) fleet: Mutex<Option<(Instant, View)>>,
+    pub(super) outage: Mutex<OutageState>,
+}
+
+impl LocalKey {
+    pub(super) fn new(names: [String; 6], epoch: u64) -> Self {
+        LocalKey {
+            names,
+            turn: tokio::sync::Mutex::new(()),
+            freed: Notify::new(),
+            waiting: AtomicU64::new(0),
+            epoch: AtomicU64::new(epoch),
+            live: Mutex::new(Live::default()),
+            fleet: Mutex::new(None),
+            outage: Mutex::new(OutageState::default()),
+        }
+    }
+
+    pub(super) fn saw(&self, view: View) {
+        *self.fleet.lock().expect("poisoned") = Some((Instant::now(), view));
+    }
+
+    pub(super) fn view(&self) -> Option<(Instant, View)> {
+        *self.fleet.lock().expect("poisoned")
+    }
+}
+
+/// This process's charges on a key that are certainly still in the fleet's window: a fleet
+/// usage below them means the ledger lost writes. Bounded by the permits alive.
+#[derive(Default)]
+pub(super) struct Live {
+    next: u64,
+    charges: BTreeMap<u64, (Instant, u64)>,
+    requests: u64,
+    tokens: u64,
+}
+
+impl Live {
+    pub(super) fn add(&mut self, tokens: u64) -> u64 {
+        self.next += 1;
+        self.charges.insert(self.next, (Instant::now(), tokens));
+        self.requests += 1;
+        self.tokens = self.tokens.saturating_add(tokens);
+        self.next
+    }
+
+    pub(super) fn remove(&mut self, id: u64) {
+        if let Some((_, tokens)) = self.charges.remove(&id) {
+            self.requests -= 1;
+            self.tokens -= tokens;
+        }
+    }
+
+    /// The live charges admitted after `since` (older ones may have left the server's window).
+    pub(super) fn totals(&mut self, since: Option<Instant>) -> (u64, u64) {
+        let Some(since) = since else { return (0, 0) };
+        while let Some((&id, &(at, _))) = self.charges.first_key_value() {
+            if at >= since {
+                break;
+            }
+            self.remove(id);
+        }
+        (self.requests, self.tokens)
+    }
+}
+
+/// What an outage mode keeps per key, reset at each outage.
+#[derive(Default)]
+pub(super) struct OutageState {
+    /// The outage (its number) this state belongs to.
+    outage: u64,
+    /// Fail open: the instant each dimension is free again at the configured rate.
+    pace: [Option<Instant>; 3],
+    /// Local share: when the first window's seed expires and the share grows to its whole.
+    seeded_until: Option<Instant>,
+}
+
+impl OutageState {
+    /// Starts the state of outage number `outage` if it is a new one; true then.
+    pub(super) fn begin(&mut self, outage: u64) -> bool {
+        if self.outage == outage {
+            return false;
+        }
+        *self = OutageState {
+            outage,
+            ..OutageState::default()
+        };
+        true
+    }
+
+    /// Fail open: the instant a request of `tokens` may leave, paced at the configured rate
+    /// (each dimension's limit per window, no burst beyond one request), and books it.
+    pub(super) fn pace(
+        &mut self,
+        quota: &Quota,
+        tokens: u64,
+        window: Duration,
+        day: Duration,
+    ) -> Instant {
+        let now = Instant::now();
+        let start = self
+            .pace
+            .iter()
+            .flatten()
+            .fold(now, |a, &b| if b > a { b } else { a });
+        for (d, limit) in quota.limits() {
+            let w = if d == Dimension::TokensPerDay {
+                day
+            } else {
+                window
+            };
+            let cost = d.cost(tokens) as f64;
+            let step = w.mul_f64((cost / limit.max(1) as f64).min(1e6));
+            self.pace[d.index()] = Some(start + step);
+        }
+        start
+    }
+
+    pub(super) fn seeded_until(&mut self) -> &mut Option<Instant> {
+        &mut self.seeded_until
+    }
+}
