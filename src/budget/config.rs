@@ -2,6 +2,7 @@
 //! queue discipline and the bounds on waiting.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -33,6 +34,8 @@ pub(crate) struct KeyConfig {
     pub(crate) max_wait: Option<Duration>,
     /// The most requests that may wait on one key (with fairness: per tenant).
     pub(crate) max_queue: Option<usize>,
+    /// The order of the gates of requests of several scopes, across the budget's keys.
+    pub(super) gate_seq: AtomicU64,
 }
 
 impl KeyConfig {
@@ -57,6 +60,7 @@ impl KeyConfig {
             fair,
             max_wait: None,
             max_queue: None,
+            gate_seq: AtomicU64::new(0),
         }
     }
 

@@ -308,6 +308,14 @@ impl DimSim {
 }
 
 impl Dims {
+    /// The offset of the latest entry of every dimension, if any.
+    pub(super) fn last_at(&self) -> Option<u64> {
+        self.as_slice()
+            .iter()
+            .filter_map(|d| d.ledger.last_at())
+            .max()
+    }
+
     /// Drops, on every dimension, the entries that no longer count at `now`.
     #[inline]
     pub(super) fn expire(&mut self, settings: &KeyConfig, now: u64) {

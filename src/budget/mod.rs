@@ -151,6 +151,53 @@
 //! # }
 //! ```
 //!
+//! # Scopes
+//!
+//! A request may be charged to several keys at once ([`Scopes`], up to [`MAX_SCOPES`]): for
+//! Bedrock, its model's key (tokens and requests per minute) and its account's key in the
+//! region (tokens per day, shared by every model of the account since 2026-09); for a gateway,
+//! a tenant's own budget inside a model's quota. [`Budget::acquire_scopes`] admits it when
+//! every dimension of every scope fits, and charges them all at one instant; each key keeps its
+//! own [`Quota`] (from the same [`quota_fn`](BudgetBuilder::quota_fn)), and the window
+//! guarantee above holds on every scope. Settlement, refunds, debt and the worst-case charge of
+//! a permit dropped unsettled reach every scope; throttle feedback through the permit reaches
+//! every scope that limits the dimension the cause names ("too many tokens per day" lowers the
+//! scopes that limit tokens per day, such as the account's; a scope that does not limit a
+//! dimension ignores it).
+//!
+//! The order across keys: the request waits in its first scope's queue (FIFO, or fairly),
+//! and once served there, at a *gate* on each of its keys; gates are numbered by one sequence
+//! for the whole budget, and a key serves its gates first, in that order. So there is no
+//! deadlock (the oldest gate is first on all of its keys), requests whose first scope is a key
+//! stay FIFO (or fair) among themselves, and a request of scopes `A` and `B` holds back the
+//! other waiters of `A` only while it waits for `B`: for the gates ahead of it on `B` and its
+//! own cost to fit there, at most [`max_wait`](BudgetBuilder::max_wait) when it is set.
+//! A scope after the first must have a quota ([`AdmissionError::ScopeWithoutQuota`]); the
+//! first may have none (a model without a quota is not charged, as a key without a limit
+//! never is). A key named twice, too many scopes, or a cost above one scope's whole limit
+//! (which names the scope) are typed errors, at once.
+//!
+//! ```
+//! use std::time::Duration;
+//! use bedrock_throttle::budget::{Budget, Quota, Scopes};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let budget: Budget<&str> = Budget::builder()
+//!     .quota_fn(|key: &&str| match *key {
+//!         "account" => Some(Quota::unlimited().with_tokens_per_day(1_000_000)),
+//!         _ => Some(Quota::tokens(100_000)),
+//!     })
+//!     .build()?;
+//! let permit = budget
+//!     .acquire_scopes(Scopes::new("claude").with("account"), 2_000)
+//!     .await?;
+//! permit.settle(1_500);
+//! assert_eq!(budget.stats(&"account").unwrap().tokens_per_day.unwrap().used, 1_500);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Feedback
 //!
 //! When the server throttles anyway (the quota is shared with other clients, or set too high),
@@ -307,6 +354,7 @@ mod ledger;
 mod permit;
 mod queue;
 mod quota;
+mod scoped;
 mod shares;
 mod stats;
 mod store;
@@ -324,6 +372,7 @@ pub use self::fair::{Class, DEFAULT_MAX_TENANTS, Fairness, Lane, MAX_WEIGHT, MIN
 pub use self::feedback::Aimd;
 pub use self::permit::Permit;
 pub use self::quota::{Dimension, Quota};
+pub use self::scoped::{MAX_SCOPES, Scopes};
 pub use self::stats::{DimensionStats, KeyStats};
 pub use self::store::{QuotaStore, StorePermit};
 

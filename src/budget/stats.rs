@@ -77,7 +77,7 @@ impl KeyShared {
                 .values()
                 .filter(|o| matches!(o, Verdict::Failed(_)))
                 .count();
-            let live = w.discipline.live_waiters();
+            let live = w.live_waiters();
             (live, live + failed)
         });
         stats.waiters = waiters;

@@ -2,6 +2,7 @@
 
 mod invariant;
 mod prop;
+mod scopes;
 
 use std::future::Future;
 use std::pin::Pin;
