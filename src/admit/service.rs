@@ -12,7 +12,7 @@ use super::observe::Observe;
 use super::park::ParkingLot;
 use super::plan::{Plan, Protocol};
 use crate::BoxError;
-use crate::budget::QuotaStore;
+use crate::budget::{QuotaStore, Scopes};
 use crate::macros::define_inner_service_accessors;
 
 /// Admits each attempt on its key's quota before calling the inner service, and settles it
@@ -101,6 +101,7 @@ where
             leave_by,
             arrival,
             class,
+            also,
         } = self.protocol.plan(&mut request);
         let observed = O::ENABLED.then(|| Observed {
             key: key.clone(),
@@ -112,6 +113,12 @@ where
         let waiter = match kept {
             Some(rx) => Waiter::Kept(rx),
             // An empty class is the FIFO path, as fast as before fairness existed.
+            None if !also.is_empty() => {
+                let scopes = also
+                    .into_iter()
+                    .fold(Scopes::new(key), |scopes, scope| scopes.with(scope));
+                Waiter::Fresh(self.store.acquire_scopes(scopes, tokens, class))
+            }
             None if class.is_empty() => Waiter::Fresh(self.store.acquire(key, tokens)),
             None => Waiter::Fresh(self.store.acquire_as(key, tokens, class)),
         };
