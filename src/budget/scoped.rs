@@ -5,7 +5,8 @@
 //!
 //! Its FIRST scope that has a quota is its *primary*: the request waits in the primary's queue,
 //! served by that key's discipline (FIFO or fair shares) like any other waiter. When the
-//! discipline serves it (it is the head, or the selected waiter), the drain does not grant it
+//! discipline serves it (it is the head, or the selected waiter, and fits on the primary: when
+//! a waiter of one scope would be granted), the drain does not grant it
 //! (only a holder of all of its keys' locks can), it tells it; the request then locks all of
 //! its keys, in one canonical order (by the address of their states), and becomes a *gate* on
 //! each of them: gates are numbered by one sequence for the whole budget, taken under those
@@ -369,7 +370,8 @@ impl ScopedWait {
             }
             primary.drain(state, now, false);
             let share = state.dims.share(config, now);
-            let Some(waiting) = state.waiting.as_deref_mut() else {
+            let KeyState { dims, waiting, .. } = state;
+            let Some(waiting) = waiting.as_deref_mut() else {
                 return lost();
             };
             let Some(slot) = waiting.discipline.find_mut(self.ticket) else {
@@ -390,6 +392,15 @@ impl ScopedWait {
                     waiting.notified = u64::MAX;
                 }
                 return ScopedPoll::Behind;
+            }
+            if !dims.fits(config, now, tokens) {
+                // Served when it fits on its primary, as a waiter of one scope would be (so
+                // the fair shares account for it when the others it competes with are there).
+                waiting.notified = self.ticket.seq;
+                return match dims.schedule(config, now, std::iter::empty(), tokens) {
+                    Some(at) => ScopedPoll::Head(config.instant(at)),
+                    None => lost(),
+                };
             }
             // Served by its primary: it leaves the queue there and waits at the gates.
             let Some((_, account)) =

@@ -431,3 +431,47 @@ proptest! {
         rt.block_on(run(ops))?;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_of_several_scopes_waits_fairly_in_its_first_scope() {
+    use bedrock_throttle::budget::{Class, Fairness};
+    let b: Budget<&'static str> = Budget::builder()
+        .window(W)
+        .fairness(Fairness::new())
+        .quota_fn(|k: &&'static str| match *k {
+            "account" => Some(Quota::tokens(1_000)),
+            _ => Some(Quota::tokens(10)),
+        })
+        .build()
+        .unwrap();
+    let hold = b.try_acquire("a", 10).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (i, tenant) in ["heavy", "heavy", "heavy", "heavy", "light"]
+        .into_iter()
+        .enumerate()
+    {
+        let (b, order) = (b.clone(), Arc::clone(&order));
+        tasks.push(tokio::spawn(async move {
+            let p = b
+                .acquire_scopes_as(Scopes::new("a").with("account"), 10, Class::tenant(tenant))
+                .await
+                .unwrap();
+            order.lock().unwrap().push((i, tenant));
+            p.settle(10);
+        }));
+        tokio::task::yield_now().await;
+    }
+    drop(hold);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    let light = order.iter().position(|&(_, t)| t == "light").unwrap();
+    assert!(
+        light <= 1,
+        "the light tenant does not wait behind the heavy one's backlog: {order:?}"
+    );
+    advance(W).await;
+    assert_eq!(b.stats(&"account").unwrap().tokens.unwrap().used, 0);
+}
