@@ -411,7 +411,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
 
     /// Feedback that the server throttled `key` for `cause`: each dimension the cause names
     /// ([`Dimension::of_cause`]) is treated as exhausted now, and its effective limit is lowered
-    /// (see [`Aimd`]). Does nothing for a key without state or a cause no quota cures.
+    /// (see [`Aimd`](super::Aimd)). Does nothing for a key without state or a cause no quota cures.
     pub fn throttled(&self, key: &K, cause: ThrottleCause) {
         let dims = Dimension::of_cause(cause);
         if dims.is_empty() {

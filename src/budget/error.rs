@@ -178,6 +178,17 @@ pub enum ConfigError {
     WindowTooLong,
     /// Neither a default limit nor a limit function was given.
     MissingLimit,
+    /// A ledger bucket ([`resolution`](super::BudgetBuilder::resolution) or
+    /// [`day_bucket`](super::BudgetBuilder::day_bucket)) of zero length.
+    ZeroBucket,
+    /// A ledger bucket longer than its window: a window would be counted in less than one
+    /// bucket, and its charges held for up to twice the window.
+    BucketAboveWindow {
+        /// The bucket given.
+        bucket: Duration,
+        /// Its window.
+        window: Duration,
+    },
     /// A factor outside its range, or NaN.
     InvalidFactor {
         /// Which setting.
@@ -233,6 +244,15 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::WindowTooLong => f.write_str(
                 "a window (plus expiry margin) longer than a year: check the unit of the duration",
+            ),
+            ConfigError::ZeroBucket => f.write_str(
+                "a ledger bucket of zero length would keep one entry per admission: give a \
+                 positive resolution (1 ms by default)",
+            ),
+            ConfigError::BucketAboveWindow { bucket, window } => write!(
+                f,
+                "a ledger bucket of {bucket:?} is longer than its window of {window:?}: give a \
+                 bucket of at most the window (a small fraction of it)"
             ),
             ConfigError::MissingLimit => f.write_str(
                 "no limit configured: give a quota (`tokens(n)`, `requests(n)`, `quota(..)`) or \

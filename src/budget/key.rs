@@ -119,7 +119,7 @@ impl KeyShared {
             self.drain(state, now, false);
         }
         if !state.has_waiters() && state.dims.fits(config, now, tokens) {
-            let at = state.dims.charge(now, tokens);
+            let at = state.dims.charge(config, now, tokens);
             if config.fair.as_ref().is_some_and(|f| f.has_minimums()) {
                 self.record_lane(state, arrival.class, at, tokens, now);
             }
@@ -331,7 +331,7 @@ impl KeyShared {
         match state.take_outcome(ticket.seq) {
             Some(Verdict::Granted { at, .. }) => {
                 for dim in state.dims.as_mut_slice() {
-                    dim.ledger.refund(at, dim.which.cost(tokens));
+                    Dims::unbook(&self.config, dim, at, dim.which.cost(tokens));
                 }
                 self.drain(state, now, true);
             }
@@ -372,7 +372,7 @@ impl KeyShared {
         if refund > 0 {
             for dim in state.dims.as_mut_slice() {
                 if dim.which.settles() {
-                    dim.ledger.refund(at, refund);
+                    Dims::unbook(&self.config, dim, at, refund);
                 }
             }
         }
@@ -382,10 +382,11 @@ impl KeyShared {
         }
         let now = self.config.offset(Instant::now());
         if debt > 0 {
+            let at = state.dims.stamp(now);
             for dim in state.dims.as_mut_slice() {
                 if dim.which.settles() {
                     dim.ledger.expire(self.config.span(dim.which), now);
-                    dim.ledger.push(now, debt);
+                    Dims::book(&self.config, dim, at, debt);
                 }
             }
         }
@@ -399,11 +400,7 @@ impl KeyShared {
     /// nothing changes nothing (the caller refuses it).
     pub(crate) fn set_quota(&self, state: &mut KeyState, quota: &Quota, now: Instant) {
         let now = self.config.offset(now);
-        let old = std::mem::replace(&mut state.dims, Dims::Many(Box::new([])));
-        let mut old: Vec<Dim> = match old {
-            Dims::One(d) => vec![d],
-            Dims::Many(ds) => ds.into_vec(),
-        };
+        let (mut old, latest) = state.dims.take();
         let mut dims = Vec::with_capacity(Dimension::ALL.len());
         for (which, limit) in quota.limits() {
             match old.iter().position(|d| d.which == which) {
@@ -419,9 +416,9 @@ impl KeyShared {
             0 => {
                 // Refused by the caller; keep the old limits rather than none.
                 old.sort_by_key(|d| d.which);
-                Dims::from_vec(old)
+                Dims::from_vec(old, latest)
             }
-            _ => Dims::from_vec(dims),
+            _ => Dims::from_vec(dims, latest),
         };
         state.pinned = true;
         let KeyState { dims, waiting, .. } = state;
@@ -502,7 +499,7 @@ impl KeyShared {
                 }
                 return;
             }
-            let at = dims.charge(now, cost);
+            let at = dims.charge(config, now, cost);
             let Some((slot, account)) = waiting.discipline.grant(flow, at, share.unit.cost(cost))
             else {
                 super::shares::broken("the selected waiter cannot be granted");

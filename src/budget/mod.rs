@@ -241,6 +241,37 @@
 //! or [`Budget::evict_idle`] sweeps on demand. Eviction never loses the accounting of an
 //! outstanding permit: a key with one is not idle.
 //!
+//! # Ledgers of bounded size
+//!
+//! A ledger keeps one entry per *bucket*, not per admission: a charge at offset `t` joins the
+//! entry dated at the END of its bucket, `ceil(t / bucket) × bucket`, and counts until that
+//! date plus the window. So **a key holds at most `window / bucket + 1` entries per dimension,
+//! whatever the request rate**, and no charge is freed before its exact expiry: it is freed up
+//! to one bucket later, never earlier, so the sliding-window guarantee is kept exactly (it is
+//! only conservative by less than one bucket). The buckets:
+//! - requests and tokens per window: [`resolution`](BudgetBuilder::resolution), 1 ms by
+//!   default, so at most 60,001 entries (960 KB) for a minute, and in practice one per instant
+//!   that admitted something (charges at one instant share an entry); waits come out at most
+//!   1 ms longer than exact;
+//! - tokens per day: [`day_bucket`](BudgetBuilder::day_bucket), the day / 1,440 by default
+//!   (one minute): at most 1,441 entries, 23 KB, for an account key that every model of the
+//!   account charges at any rate; a charge is freed at the end of its minute's day.
+//!
+//! A bucket coarser than its window is refused ([`ConfigError::BucketAboveWindow`]).
+//! [`KeyStats::memory`] gives the bytes a key holds.
+//!
+//! **The shape, for a shared store.** Per key and dimension: an ordered list of `(bucket end,
+//! amount)` pairs with strictly increasing ends, their sum (`used`), and the key's latest
+//! booking offset. An admission at `t` (the store's clock) is dated `at = max(t, latest)`,
+//! adds its cost to the pair of `ceil(at / bucket) × bucket` (the last pair, or a new one after
+//! it) and to `used`; expiry pops pairs from the front while `end + window <= now`; a refund
+//! takes from the pair of `ceil(at / bucket) × bucket` found by the permit's `at` (at most
+//! what it charged); debt and a throttle's fill are bookings at the settle instant. Every
+//! operation touches the ends of the list (or one pair found by its end), and the list holds
+//! at most `window / bucket + 1` pairs: in Redis, a hash of `end → amount` plus `used`,
+//! `latest` and the first end (or a sorted set scored by the end), so no script walks more
+//! than the expired pairs.
+//!
 //! # The cost of an admission
 //!
 //! An admission that does not wait reads the clock once, probes the key map once (one hash of
@@ -252,13 +283,12 @@
 //! as they may now fit); a debt reads the clock for its entry. Nothing is allocated per
 //! admission. What keeps it that small:
 //! - The ledger is a queue of 16-byte entries (a `u64` offset in nanoseconds from the budget's
-//!   creation, and an amount); the conversion back to [`Instant`] is exact, nothing is rounded.
-//!   Charges at the same instant share one entry (under a paused clock, or a burst within one
-//!   clock tick), and a charge never goes before the last entry: a clock read that loses the race
-//!   to the lock joins the later entry, which counts it longer, never shorter. An admission
-//!   dates every dimension's entry at the same offset (the latest of the clock and each ledger's
-//!   last entry); the permit keeps that offset, finds its entry by it when it refunds (the last
-//!   entry first, else a binary search), and [`Permit::admitted_at`] converts it when asked.
+//!   creation, and an amount), one per bucket (see [ledgers](#ledgers-of-bounded-size)). A
+//!   charge never goes before an earlier booking of the key: a clock read that loses the race to
+//!   the lock is dated at the later booking, which counts it longer, never shorter. An admission
+//!   has one offset (the latest of the clock and the key's latest booking); the permit keeps
+//!   it, finds its entry on each dimension by it when it refunds (the last entry first, else a
+//!   binary search), and [`Permit::admitted_at`] converts it, exactly, when asked.
 //! - There is no separate counter of outstanding permits: a permit *is* a reference to the key's
 //!   state, so eviction checks that the map holds the only reference, and [`Budget::stats`]
 //!   derives the count from the reference count (exact when nothing is in flight on the key;

@@ -326,6 +326,20 @@ impl Waiting {
         self.gates.is_empty() && self.discipline.live_waiters() == 0
     }
 
+    /// The bytes of the waiting side: exact for FIFO queues, gates and outcomes (by capacity;
+    /// the outcome table's per-slot overhead estimated at one byte), estimated for fair shares.
+    pub(super) fn memory(&self) -> usize {
+        use std::mem::size_of;
+        let discipline = match &self.discipline {
+            Discipline::Fifo(q) => q.queue.capacity() * size_of::<Slot>(),
+            Discipline::Fair(f) => size_of::<Fair>() + f.memory(),
+        };
+        size_of::<Waiting>()
+            + discipline
+            + self.gates.capacity() * size_of::<Gate>()
+            + self.outcomes.capacity() * (size_of::<(u64, Verdict)>() + 1)
+    }
+
     /// Waiters on the key: its own, and the gates.
     pub(super) fn live_waiters(&self) -> usize {
         self.discipline.live_waiters() + self.gates.len()

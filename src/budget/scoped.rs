@@ -217,15 +217,17 @@ impl ScopeSet {
         })
     }
 
-    /// Charges `tokens` on every key at one offset: the latest of `now` and every ledger's last
-    /// entry.
-    fn charge(guards: &mut [MutexGuard<'_, KeyState>], now: u64, tokens: u64) -> u64 {
-        let at = guards
-            .iter()
-            .filter_map(|g| g.dims.last_at())
-            .fold(now, u64::max);
+    /// Charges `tokens` on every key at one offset: the latest of `now` and every key's latest
+    /// booking.
+    fn charge(
+        config: &KeyConfig,
+        guards: &mut [MutexGuard<'_, KeyState>],
+        now: u64,
+        tokens: u64,
+    ) -> u64 {
+        let at = guards.iter().map(|g| g.dims.latest()).fold(now, u64::max);
         for g in guards.iter_mut() {
-            g.dims.charge(at, tokens);
+            g.dims.charge(config, at, tokens);
         }
         at
     }
@@ -263,7 +265,7 @@ impl ScopeSet {
             .iter_mut()
             .all(|g| !g.has_waiters() && g.dims.fits(config, now, tokens))
         {
-            let at = Self::charge(&mut guards, now, tokens);
+            let at = Self::charge(config, &mut guards, now, tokens);
             if config.fair.as_ref().is_some_and(|f| f.has_minimums()) {
                 self.keys[0]
                     .1
@@ -463,7 +465,7 @@ impl ScopedWait {
             g.dims.expire(config, now);
         }
         if guards.iter_mut().all(|g| g.dims.fits(config, now, tokens)) {
-            let at = ScopeSet::charge(&mut guards, now, tokens);
+            let at = ScopeSet::charge(config, &mut guards, now, tokens);
             for ((_, shared), g) in set.keys.iter().zip(guards.iter_mut()) {
                 if let Some(waiting) = g.waiting.as_deref_mut() {
                     waiting.remove_gate(seq);

@@ -640,6 +640,7 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
             waiters: n.get(9).copied().unwrap_or(0) as usize,
             outstanding: 0,
             tenants: 0,
+            memory: 0,
         }))
     }
 
@@ -1102,6 +1103,7 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> QuotaStore<K> for 
             waiters,
             outstanding: 0,
             tenants: 0,
+            memory: 0,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The admission engine's guarantees, under `tokio::time::pause()`.
 
+mod day;
 mod invariant;
 mod prop;
 mod scopes;
