@@ -96,3 +96,39 @@ async fn a_day_at_two_thousand_requests_a_minute_keeps_the_account_key_small() {
         "{largest} / {memory} bytes"
     );
 }
+
+#[test]
+fn a_bucket_coarser_than_its_window_is_refused() {
+    use bedrock_throttle::budget::ConfigError;
+    let build = |b: bedrock_throttle::budget::BudgetBuilder<u8>| b.tokens(10).build().map(|_| ());
+    let window = Duration::from_secs(60);
+    assert_eq!(
+        build(Budget::builder().window(window).resolution(window * 2)),
+        Err(ConfigError::BucketAboveWindow {
+            bucket: window * 2,
+            window
+        })
+    );
+    assert!(matches!(
+        build(
+            Budget::builder()
+                .day(window)
+                .day_bucket(window + Duration::from_nanos(1))
+        ),
+        Err(ConfigError::BucketAboveWindow { .. })
+    ));
+    assert_eq!(
+        build(Budget::builder().resolution(Duration::ZERO)),
+        Err(ConfigError::ZeroBucket)
+    );
+    assert_eq!(
+        build(Budget::builder().day_bucket(Duration::ZERO)),
+        Err(ConfigError::ZeroBucket)
+    );
+    build(
+        Budget::builder()
+            .resolution(window)
+            .day_bucket(Duration::from_secs(3600)),
+    )
+    .unwrap();
+}
