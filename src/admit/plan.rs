@@ -40,6 +40,10 @@ pub struct Plan<K, M> {
     /// Who the attempt is for and its lane, for a store that shares keys fairly
     /// ([`Fairness`](crate::budget::Fairness)); empty by default (and ignored by a FIFO store).
     pub class: Class,
+    /// Further scopes the attempt is charged to with [`key`](Self::key), admitted together
+    /// ([`Scopes`](crate::budget::Scopes): for Bedrock, the account's daily key). Empty for
+    /// most plans (an empty `Vec` allocates nothing).
+    pub also: Vec<K>,
 }
 
 impl<K> Plan<K, ()> {
@@ -53,6 +57,7 @@ impl<K> Plan<K, ()> {
             leave_by: None,
             arrival: None,
             class: Class::default(),
+            also: Vec::new(),
         }
     }
 }
@@ -68,7 +73,14 @@ impl<K, M> Plan<K, M> {
             leave_by: self.leave_by,
             arrival: self.arrival,
             class: self.class,
+            also: self.also,
         }
+    }
+
+    /// The same plan, also charged to `scope` (admitted together with the key).
+    pub fn with_scope(mut self, scope: K) -> Self {
+        self.also.push(scope);
+        self
     }
 
     /// The same plan, settling `tokens` (at least the reservation) if the usage never arrives.

@@ -14,7 +14,7 @@ use super::park::ParkingLot;
 use super::plan::{Plan, Protocol};
 use super::respond::{AsError, AsResponse};
 use crate::BoxError;
-use crate::budget::QuotaStore;
+use crate::budget::{QuotaStore, Scopes};
 use crate::macros::define_inner_service_accessors;
 
 /// Admits each attempt on its key's quota before calling the inner service, and settles it
@@ -145,6 +145,7 @@ impl<S, St, P, O, R> Admission<S, St, P, O, R> {
             leave_by,
             arrival,
             class,
+            also,
         } = self.protocol.plan(&mut request);
         let observed = O::ENABLED.then(|| Observed {
             key: key.clone(),
@@ -156,6 +157,12 @@ impl<S, St, P, O, R> Admission<S, St, P, O, R> {
         let waiter = match kept {
             Some(rx) => Waiter::Kept(rx),
             // An empty class is the FIFO path, as fast as before fairness existed.
+            None if !also.is_empty() => {
+                let scopes = also
+                    .into_iter()
+                    .fold(Scopes::new(key), |scopes, scope| scopes.with(scope));
+                Waiter::Fresh(self.store.acquire_scopes(scopes, tokens, class))
+            }
             None if class.is_empty() => Waiter::Fresh(self.store.acquire(key, tokens)),
             None => Waiter::Fresh(self.store.acquire_as(key, tokens, class)),
         };

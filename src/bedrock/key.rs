@@ -51,9 +51,43 @@ impl BedrockKey {
     /// Whether the request named a model. Requests that do not (ApplyGuardrail, paths this crate
     /// does not know) draw on no model quota and are estimated at zero tokens.
     pub fn has_model(&self) -> bool {
-        !self.model.is_empty()
+        !self.model.is_empty() && !self.is_account()
+    }
+
+    /// The account-and-region scope of `account_id` in `region`: the key of the quotas an
+    /// account has in a region across every model ("Cross-Model Max Tokens Per Day" since
+    /// 2026-09). A request is charged to it besides its model's key (see
+    /// [`Bedrock::with_account`](super::Bedrock::with_account)). Its model part is
+    /// `account:<id>`, which no model id, profile id or ARN starts with.
+    ///
+    /// ```
+    /// use bedrock_throttle::bedrock::BedrockKey;
+    ///
+    /// let key = BedrockKey::account("us-east-1", "123456789012");
+    /// assert!(key.is_account() && !key.has_model());
+    /// assert_eq!(key.account_id(), Some("123456789012"));
+    /// assert_eq!(key.to_string(), "us-east-1/account:123456789012");
+    /// ```
+    pub fn account(region: impl Into<Arc<str>>, account_id: &str) -> Self {
+        Self {
+            region: region.into(),
+            model: Arc::from(format!("{ACCOUNT_PREFIX}{account_id}")),
+        }
+    }
+
+    /// Whether this is an account-and-region scope ([`account`](Self::account)).
+    pub fn is_account(&self) -> bool {
+        self.model.starts_with(ACCOUNT_PREFIX)
+    }
+
+    /// The account id of an account-and-region scope.
+    pub fn account_id(&self) -> Option<&str> {
+        self.model.strip_prefix(ACCOUNT_PREFIX)
     }
 }
+
+/// The model part of an account-and-region key.
+const ACCOUNT_PREFIX: &str = "account:";
 
 impl fmt::Display for BedrockKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -94,6 +94,8 @@ struct Config {
     regions_seen: SeenCache<Arc<str>>,
     /// Fair shares: where a request's tenant and lane come from (see [`Bedrock::tenant_header`]).
     classes: ClassSource,
+    /// The account whose account-and-region scope every request is also charged to.
+    account: Option<Arc<str>>,
 }
 
 /// Where the class of a Bedrock request comes from. All off by default: no class, nothing read.
@@ -164,6 +166,7 @@ impl Default for Bedrock {
                 body_models_seen: SeenCache::default(),
                 regions_seen: SeenCache::default(),
                 classes: ClassSource::default(),
+                account: None,
             }),
         }
     }
@@ -269,6 +272,20 @@ impl Bedrock {
             class = class.with_lane(tier);
         }
         class
+    }
+
+    /// Charges every request that names a model to its account-and-region scope too
+    /// ([`BedrockKey::account`] of the request's region and `account_id`), besides its model's
+    /// key: the scope of the account's daily quota, shared by every model. The store must give
+    /// that key a quota (the SDK setup's `account_daily_quota` does).
+    pub fn with_account(mut self, account_id: impl Into<Arc<str>>) -> Self {
+        self.config().account = Some(account_id.into());
+        self
+    }
+
+    /// The account of [`with_account`](Self::with_account), if any.
+    pub fn account(&self) -> Option<&str> {
+        self.inner.account.as_deref()
     }
 
     /// The default region.
@@ -387,9 +404,19 @@ impl Bedrock {
         let worst = estimate
             .input_tokens
             .saturating_add(estimate.max_output_tokens.saturating_mul(burndown));
-        Plan::new(key, estimate.total())
+        let account = match &self.inner.account {
+            Some(account) if key.has_model() => {
+                Some(BedrockKey::account(key.region.clone(), account))
+            }
+            _ => None,
+        };
+        let plan = Plan::new(key, estimate.total())
             .with_if_unknown(worst)
-            .with_memo(Memo::new(operation, burndown, estimate.max_output_tokens))
+            .with_memo(Memo::new(operation, burndown, estimate.max_output_tokens));
+        match account {
+            Some(account) => plan.with_scope(account),
+            None => plan,
+        }
     }
 
     /// The plan [`Protocol::plan`] makes for `request`, without marking it.

@@ -17,6 +17,7 @@ use super::key::{KeyShared, WaiterPoll};
 use super::permit::Permit;
 use super::queue::{Ticket, Verdict};
 use super::quota::Dimension;
+use super::scoped::{ScopedPoll, ScopedWait, Scopes};
 
 /// The future returned by [`Budget::acquire`]: resolves to a [`Permit`] once the cost fits in
 /// the key's window on every dimension, in arrival order, or to an [`AdmissionError`].
@@ -35,9 +36,24 @@ pub struct Acquire<K> {
 enum State<K> {
     /// The key and the class (the class is empty for [`Budget::acquire`]): moved into the
     /// queue on the first poll, so the class costs the future no room once it waits.
-    Start(K, Class),
+    Start(Target<K>, Class),
     Queued(Queued),
+    /// A request of several scopes, waiting (boxed: a request of one scope does not pay for
+    /// its room).
+    Scoped(Box<ScopedQueued>),
     Done,
+}
+
+/// What an admission is for: one key, or several scopes.
+pub(super) enum Target<K> {
+    One(K),
+    Many(Box<Scopes<K>>),
+}
+
+struct ScopedQueued {
+    wait: ScopedWait,
+    arrived: Instant,
+    deadline: Option<Instant>,
 }
 
 struct Queued {
@@ -57,11 +73,11 @@ struct Queued {
 impl<K> Unpin for Acquire<K> {}
 
 impl<K> Acquire<K> {
-    pub(super) fn new(budget: Budget<K>, key: K, cost: u64, class: Class) -> Self {
+    pub(super) fn new(budget: Budget<K>, target: Target<K>, cost: u64, class: Class) -> Self {
         Acquire {
             budget,
             cost,
-            state: State::Start(key, class),
+            state: State::Start(target, class),
             sleep: None,
         }
     }
@@ -105,12 +121,36 @@ where
             let queued = match &mut this.state {
                 State::Done => panic!("`Acquire` polled after completion"),
                 State::Start(..) => {
-                    let State::Start(key, class) = std::mem::replace(&mut this.state, State::Done)
+                    let State::Start(target, class) =
+                        std::mem::replace(&mut this.state, State::Done)
                     else {
                         unreachable!()
                     };
-                    match this.budget.start(key, cost, Some(cx.waker()), Some(&class)) {
+                    let started = match target {
+                        Target::One(key) => {
+                            this.budget.start(key, cost, Some(cx.waker()), Some(&class))
+                        }
+                        Target::Many(scopes) => {
+                            this.budget
+                                .start_scoped(&scopes, cost, Some(cx.waker()), &class)
+                        }
+                    };
+                    match started {
                         Started::Ready(result) => return Poll::Ready(result),
+                        Started::Scoped(wait) => {
+                            let arrived = Instant::now();
+                            let deadline = this
+                                .budget
+                                .inner
+                                .config
+                                .max_wait
+                                .and_then(|max| arrived.checked_add(max));
+                            this.state = State::Scoped(Box::new(ScopedQueued {
+                                wait: *wait,
+                                arrived,
+                                deadline,
+                            }));
+                        }
                         Started::Queued {
                             shared,
                             ticket,
@@ -137,6 +177,38 @@ where
                     continue;
                 }
                 State::Queued(queued) => queued,
+                State::Scoped(scoped) => {
+                    let now = Instant::now();
+                    let wake_at = match scoped.wait.poll(cost, now, cx.waker()) {
+                        ScopedPoll::Admitted(permit) => {
+                            this.state = State::Done;
+                            return Poll::Ready(Ok(permit));
+                        }
+                        ScopedPoll::Failed(error) => {
+                            this.state = State::Done;
+                            return Poll::Ready(Err(error));
+                        }
+                        ScopedPoll::Head(at) => {
+                            if scoped.deadline.is_some_and(|deadline| at > deadline) {
+                                return Poll::Ready(this.give_up_scoped(now));
+                            }
+                            at.max(now + Duration::from_millis(1))
+                        }
+                        ScopedPoll::Behind | ScopedPoll::Queued(_) => match scoped.deadline {
+                            Some(deadline) => {
+                                if deadline <= now {
+                                    return Poll::Ready(this.give_up_scoped(now));
+                                }
+                                deadline
+                            }
+                            None => return Poll::Pending,
+                        },
+                    };
+                    if !sleep_until(&mut this.sleep, wake_at, cx) {
+                        return Poll::Pending;
+                    }
+                    continue;
+                }
             };
             let now = Instant::now();
             let ticket = Ticket {
@@ -176,6 +248,20 @@ where
 }
 
 impl<K> Acquire<K> {
+    /// [`give_up`](Self::give_up) for a request of several scopes.
+    fn give_up_scoped(&mut self, now: Instant) -> Result<Permit, AdmissionError> {
+        let State::Scoped(mut q) = std::mem::replace(&mut self.state, State::Done) else {
+            unreachable!("give_up_scoped is only called while a scoped request waits")
+        };
+        let max_wait = self.budget.inner.config.max_wait.unwrap_or(Duration::ZERO);
+        let at = q.wait.give_up(self.cost, now);
+        let would_wait = at.map_or(Duration::MAX, |at| at.saturating_duration_since(q.arrived));
+        Err(AdmissionError::WaitTooLong {
+            would_wait,
+            max_wait,
+        })
+    }
+
     /// The deadline passed (or will pass before admission): leave the queue with the wait.
     fn give_up(&mut self, now: Instant) -> Result<Permit, AdmissionError> {
         let State::Queued(q) = std::mem::replace(&mut self.state, State::Done) else {
@@ -204,6 +290,9 @@ impl<K> Acquire<K> {
 
 impl<K> Drop for Acquire<K> {
     fn drop(&mut self) {
+        if let State::Scoped(q) = &mut self.state {
+            q.wait.cancel();
+        }
         if let State::Queued(q) = &self.state {
             let ticket = Ticket {
                 seq: q.ticket,
@@ -218,7 +307,7 @@ impl<K> fmt::Debug for Acquire<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Start(..) => "start",
-            State::Queued(_) => "queued",
+            State::Queued(_) | State::Scoped(_) => "queued",
             State::Done => "done",
         };
         f.debug_struct("Acquire")

@@ -15,6 +15,12 @@ use super::feedback::Aimd;
 use super::quota::Quota;
 use super::{Budget, DAY};
 
+/// The default resolution of the requests and tokens ledgers.
+const DEFAULT_RESOLUTION: Duration = Duration::from_millis(1);
+
+/// The default number of buckets of the day ledger.
+const DAY_BUCKETS: u32 = 1_440;
+
 /// Builds a [`Budget`]; see [`Budget::builder`].
 pub struct BudgetBuilder<K> {
     quota: Quota,
@@ -27,6 +33,8 @@ pub struct BudgetBuilder<K> {
     margin: Duration,
     aimd: Option<Aimd>,
     fairness: Option<Fairness>,
+    resolution: Option<Duration>,
+    day_bucket: Option<Duration>,
 }
 
 impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
@@ -95,14 +103,14 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
     /// its admissions). When set, it decides for every key not given by
     /// [`quota_for`](Self::quota_for), and the default quota is not used. A function returning a
     /// zero limit makes every cost on that dimension fail with
-    /// [`AdmissionError::CostAboveLimit`].
+    /// [`AdmissionError::CostAboveLimit`](super::AdmissionError::CostAboveLimit).
     pub fn quota_fn(mut self, f: impl Fn(&K) -> Option<Quota> + Send + Sync + 'static) -> Self {
         self.quota_fn = Some(Arc::new(f));
         self
     }
 
     /// The longest a request may wait. A request whose computed wait is longer fails at once with
-    /// [`AdmissionError::WaitTooLong`]; one whose wait grows past it while queued (feedback, a
+    /// [`AdmissionError::WaitTooLong`](super::AdmissionError::WaitTooLong); one whose wait grows past it while queued (feedback, a
     /// lower limit) fails when its deadline passes. Default: no bound.
     ///
     /// Computing the wait of a new arrival walks the queue ahead of it and the window's entries,
@@ -114,7 +122,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
     }
 
     /// The most requests that may wait on one key; more fail with
-    /// [`AdmissionError::QueueFull`]. `0` means never wait. Default: no bound.
+    /// [`AdmissionError::QueueFull`](super::AdmissionError::QueueFull). `0` means never wait. Default: no bound.
     pub fn max_queue(mut self, max_queue: usize) -> Self {
         self.max_queue = Some(max_queue);
         self
@@ -137,6 +145,26 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
     /// exhausts the window.
     pub fn without_aimd(mut self) -> Self {
         self.aimd = None;
+        self
+    }
+
+    /// The resolution of the requests and tokens ledgers: charges within one bucket of this
+    /// length share one entry, dated at the END of the bucket, so a key's ledger holds at most
+    /// `window / resolution + 1` entries (16 bytes each) whatever the request rate, and no charge
+    /// is freed before its exact expiry (up to one resolution later). Default 1 ms (at most the
+    /// window): 60,001 entries for a minute at most, and in practice one per admission instant.
+    pub fn resolution(mut self, resolution: Duration) -> Self {
+        self.resolution = Some(resolution);
+        self
+    }
+
+    /// The bucket of the tokens-per-day ledger, as [`resolution`](Self::resolution) for the
+    /// day: a key's day holds at most `day / bucket + 1` entries, and a charge is freed at the
+    /// end of its bucket's day (conservative by at most one bucket). Default: the
+    /// [`day`](Self::day) / 1,440 (one minute for 24 hours: at most 1,441 entries, about
+    /// 23 KB).
+    pub fn day_bucket(mut self, bucket: Duration) -> Self {
+        self.day_bucket = Some(bucket);
         self
     }
 
@@ -168,6 +196,18 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
         if let Some(aimd) = &self.aimd {
             aimd.validate()?;
         }
+        let resolution = self
+            .resolution
+            .unwrap_or(DEFAULT_RESOLUTION.min(self.window));
+        let day_bucket = self.day_bucket.unwrap_or(self.day / DAY_BUCKETS);
+        for (bucket, window) in [(resolution, self.window), (day_bucket, self.day)] {
+            if bucket.is_zero() {
+                return Err(ConfigError::ZeroBucket);
+            }
+            if bucket > window {
+                return Err(ConfigError::BucketAboveWindow { bucket, window });
+            }
+        }
         let fair = self
             .fairness
             .map(Fairness::build)
@@ -181,7 +221,8 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
                 quota_fn: self.quota_fn,
                 config: Arc::new(
                     KeyConfig::new(self.window, self.day, self.margin, self.aimd, fair)
-                        .with_bounds(self.max_wait, self.max_queue),
+                        .with_bounds(self.max_wait, self.max_queue)
+                        .with_buckets(resolution, day_bucket.max(Duration::from_nanos(1))),
                 ),
                 inserted: AtomicUsize::new(0),
             }),
@@ -202,6 +243,8 @@ impl<K> fmt::Debug for BudgetBuilder<K> {
             .field("expiry_margin", &self.margin)
             .field("aimd", &self.aimd)
             .field("fairness", &self.fairness)
+            .field("resolution", &self.resolution)
+            .field("day_bucket", &self.day_bucket)
             .finish()
     }
 }
@@ -223,6 +266,8 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
             margin: Duration::ZERO,
             aimd: Some(Aimd::default()),
             fairness: None,
+            resolution: None,
+            day_bucket: None,
         }
     }
 }

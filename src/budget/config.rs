@@ -2,6 +2,7 @@
 //! queue discipline and the bounds on waiting.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,6 +24,9 @@ pub(crate) struct KeyConfig {
     pub(super) window_nanos: [u64; DIMENSIONS],
     /// How long an entry counts on each dimension, in nanoseconds: its window + the margin.
     span_nanos: [u64; DIMENSIONS],
+    /// Each dimension's bucket in nanoseconds, at least 1: charges are dated at the end of
+    /// their bucket (see [`grid`](Self::grid)).
+    bucket_nanos: [u64; DIMENSIONS],
     /// The feedback policy, if any.
     pub(crate) aimd: Option<Aimd>,
     /// The origin of the keys' time offsets.
@@ -33,6 +37,8 @@ pub(crate) struct KeyConfig {
     pub(crate) max_wait: Option<Duration>,
     /// The most requests that may wait on one key (with fairness: per tenant).
     pub(crate) max_queue: Option<usize>,
+    /// The order of the gates of requests of several scopes, across the budget's keys.
+    pub(super) gate_seq: AtomicU64,
 }
 
 impl KeyConfig {
@@ -52,11 +58,13 @@ impl KeyConfig {
             day,
             window_nanos: windows.map(|w| nanos(w).max(1)),
             span_nanos: windows.map(|w| nanos(w.saturating_add(margin))),
+            bucket_nanos: [1; DIMENSIONS],
             aimd,
             epoch: Instant::now(),
             fair,
             max_wait: None,
             max_queue: None,
+            gate_seq: AtomicU64::new(0),
         }
     }
 
@@ -69,6 +77,28 @@ impl KeyConfig {
         self.max_wait = max_wait;
         self.max_queue = max_queue;
         self
+    }
+
+    /// The same settings with `resolution` as the bucket of the requests and tokens ledgers and
+    /// `day_bucket` as that of the tokens-per-day ledger (each at most its window: the
+    /// builder checks).
+    pub(crate) fn with_buckets(mut self, resolution: Duration, day_bucket: Duration) -> Self {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.bucket_nanos = [nanos(resolution), nanos(resolution), nanos(day_bucket)];
+        self
+    }
+
+    /// The entry a booking at offset `at` joins on `dimension`: the end of its bucket, `at`
+    /// rounded UP to the dimension's resolution. Later than the booking (by less than one
+    /// bucket), so it counts longer, never shorter: no charge is freed before its exact
+    /// expiry.
+    #[inline]
+    pub(crate) fn grid(&self, dimension: Dimension, at: u64) -> u64 {
+        let bucket = self.bucket_nanos[dimension.index()];
+        if bucket <= 1 {
+            return at;
+        }
+        at.div_ceil(bucket).saturating_mul(bucket)
     }
 
     /// `t` as nanoseconds since the epoch. An instant before the epoch (a clock from another

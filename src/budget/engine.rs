@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::acquire::Acquire;
+use super::acquire::{Acquire, Target};
 use super::config::KeyConfig;
 use super::error::{AdmissionError, ConfigError};
 use super::fair::{ANONYMOUS, Class};
@@ -18,6 +18,7 @@ use super::key::{Arrival, Begin, KeyShared, KeyState};
 use super::permit::Permit;
 use super::queue::Ticket;
 use super::quota::{Dimension, Quota};
+use super::scoped::{MAX_SCOPES, ScopeSet, ScopedPoll, ScopedWait, Scopes};
 use super::stats::KeyStats;
 use crate::classify::ThrottleCause;
 
@@ -74,6 +75,8 @@ pub(crate) enum Started {
         at: Instant,
         blocked: Option<Dimension>,
     },
+    /// A request of several scopes, queued in its primary's queue.
+    Scoped(Box<ScopedWait>),
 }
 
 impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
@@ -92,7 +95,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     /// [`max_wait`](super::BudgetBuilder::max_wait), [`AdmissionError::QueueFull`] if
     /// [`max_queue`](super::BudgetBuilder::max_queue) requests already wait.
     pub fn acquire(&self, key: K, tokens: u64) -> Acquire<K> {
-        Acquire::new(self.clone(), key, tokens, Class::default())
+        Acquire::new(self.clone(), Target::One(key), tokens, Class::default())
     }
 
     /// [`acquire`](Self::acquire) for a request of `class`: with
@@ -107,7 +110,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     /// [`max_wait`](super::BudgetBuilder::max_wait) at arrival is an estimate (see
     /// [fair shares](super#fair-shares)).
     pub fn acquire_as(&self, key: K, tokens: u64, class: Class) -> Acquire<K> {
-        Acquire::new(self.clone(), key, tokens, class)
+        Acquire::new(self.clone(), Target::One(key), tokens, class)
     }
 
     /// [`try_acquire`](Self::try_acquire) for a request of `class`: never waits.
@@ -130,6 +133,122 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
                     depth: 0,
                     would_wait: None,
                 })
+            }
+            Started::Scoped(mut wait) => {
+                debug_assert!(false, "try_acquire never queues");
+                wait.cancel();
+                Err(AdmissionError::QueueFull {
+                    depth: 0,
+                    would_wait: None,
+                })
+            }
+        }
+    }
+
+    /// Admits a request costing `tokens` on every one of its `scopes` at once (each counts one
+    /// request and the tokens on the dimensions its quota limits), waiting in its first scope's
+    /// queue and then at the gates of all of them (see [scopes](super#scopes)). With one scope
+    /// it is [`acquire`](Self::acquire).
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire); besides, [`AdmissionError::ScopeAboveLimit`] (naming the
+    /// scope) for a cost above one scope's whole limit, [`AdmissionError::ScopeWithoutQuota`]
+    /// for a scope after the first whose key has no quota, [`AdmissionError::DuplicateScope`]
+    /// and [`AdmissionError::TooManyScopes`].
+    pub fn acquire_scopes(&self, scopes: Scopes<K>, tokens: u64) -> Acquire<K> {
+        self.acquire_scopes_as(scopes, tokens, Class::default())
+    }
+
+    /// [`acquire_scopes`](Self::acquire_scopes) for a request of `class`: with fairness, it
+    /// waits fairly in its first scope's queue.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire_scopes`](Self::acquire_scopes).
+    pub fn acquire_scopes_as(&self, scopes: Scopes<K>, tokens: u64, class: Class) -> Acquire<K> {
+        let target = match scopes.into_single() {
+            Ok(key) => Target::One(key),
+            Err(scopes) => Target::Many(Box::new(scopes)),
+        };
+        Acquire::new(self.clone(), target, tokens, class)
+    }
+
+    /// [`acquire_scopes`](Self::acquire_scopes) now, or fails: never waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire) and [`acquire_scopes`](Self::acquire_scopes).
+    pub fn try_acquire_scopes(
+        &self,
+        scopes: Scopes<K>,
+        tokens: u64,
+    ) -> Result<Permit, AdmissionError> {
+        let scopes = match scopes.into_single() {
+            Ok(key) => return self.try_acquire(key, tokens),
+            Err(scopes) => scopes,
+        };
+        match self.start_scoped(&scopes, tokens, None, &ANONYMOUS) {
+            Started::Ready(result) => result,
+            Started::Queued { .. } | Started::Scoped(_) => {
+                debug_assert!(false, "try_acquire never queues");
+                Err(AdmissionError::QueueFull {
+                    depth: 0,
+                    would_wait: None,
+                })
+            }
+        }
+    }
+
+    /// The first step of an admission of several scopes.
+    pub(crate) fn start_scoped(
+        &self,
+        scopes: &Scopes<K>,
+        tokens: u64,
+        waker: Option<&Waker>,
+        class: &Class,
+    ) -> Started {
+        if let Err(error) = scopes.check() {
+            return Started::Ready(Err(error));
+        }
+        loop {
+            let mut keys = Vec::with_capacity(MAX_SCOPES);
+            for (scope, key) in scopes.iter().enumerate() {
+                match self.lookup(key, None) {
+                    Some(shared) => keys.push((scope, shared)),
+                    // The first scope may be without a limit (a model without a quota): it is
+                    // not charged, as a key without a limit never is.
+                    None if scope == 0 => {}
+                    None => {
+                        return Started::Ready(Err(AdmissionError::ScopeWithoutQuota { scope }));
+                    }
+                }
+            }
+            if keys.is_empty() {
+                return Started::Ready(Ok(Permit::free(tokens, Instant::now())));
+            }
+            match ScopeSet::new(keys).begin(tokens, Instant::now(), waker, class) {
+                Some(ScopedPoll::Admitted(permit)) => return Started::Ready(Ok(permit)),
+                Some(ScopedPoll::Failed(error)) => return Started::Ready(Err(error)),
+                Some(ScopedPoll::Queued(wait)) => return Started::Scoped(Box::new(wait)),
+                Some(ScopedPoll::Head(_) | ScopedPoll::Behind) => {
+                    debug_assert!(false, "an arrival is admitted, refused or queued");
+                    return Started::Ready(Err(AdmissionError::QueueFull {
+                        depth: 0,
+                        would_wait: None,
+                    }));
+                }
+                None => {
+                    // A state was evicted meanwhile: forget it and look the keys up again.
+                    for key in scopes.iter() {
+                        let found = self.inner.keys.pin().get(key).cloned();
+                        if let Some(shared) = found
+                            && shared.lock().evicted
+                        {
+                            self.forget(key, &shared);
+                        }
+                    }
+                }
             }
         }
     }
@@ -203,6 +322,14 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
                 // Without a waker nothing is queued.
                 debug_assert!(false, "try_acquire never queues");
                 shared.cancel(ticket, tokens);
+                Err(AdmissionError::QueueFull {
+                    depth: 0,
+                    would_wait: None,
+                })
+            }
+            Started::Scoped(mut wait) => {
+                debug_assert!(false, "try_acquire never queues");
+                wait.cancel();
                 Err(AdmissionError::QueueFull {
                     depth: 0,
                     would_wait: None,
@@ -284,7 +411,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
 
     /// Feedback that the server throttled `key` for `cause`: each dimension the cause names
     /// ([`Dimension::of_cause`]) is treated as exhausted now, and its effective limit is lowered
-    /// (see [`Aimd`]). Does nothing for a key without state or a cause no quota cures.
+    /// (see [`Aimd`](super::Aimd)). Does nothing for a key without state or a cause no quota cures.
     pub fn throttled(&self, key: &K, cause: ThrottleCause) {
         let dims = Dimension::of_cause(cause);
         if dims.is_empty() {

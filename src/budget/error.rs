@@ -39,6 +39,34 @@ pub enum AdmissionError {
         /// How long this request would have waited behind them, if it could be computed.
         would_wait: Option<Duration>,
     },
+    /// A request of several [scopes](super::Scopes) costs more than one scope's whole limit
+    /// on one dimension: it could never be admitted.
+    ScopeAboveLimit {
+        /// The scope (its index in the request's scopes, from 0).
+        scope: usize,
+        /// The dimension it does not fit in.
+        dimension: Dimension,
+        /// The cost of the request on that dimension.
+        cost: u64,
+        /// The scope's configured limit on that dimension.
+        limit: u64,
+    },
+    /// A scope after the first has no quota: a scope is named to be enforced, so one without a
+    /// limit is a configuration mistake (give its key a quota).
+    ScopeWithoutQuota {
+        /// The scope (its index in the request's scopes).
+        scope: usize,
+    },
+    /// The same key is named twice in one request's scopes.
+    DuplicateScope {
+        /// The scope that repeats an earlier one (its index in the request's scopes).
+        scope: usize,
+    },
+    /// More scopes than [`MAX_SCOPES`](super::MAX_SCOPES) were named.
+    TooManyScopes {
+        /// The most a request may name.
+        max: usize,
+    },
 }
 
 impl AdmissionError {
@@ -46,16 +74,39 @@ impl AdmissionError {
     /// the limit, which would wait for ever).
     pub fn would_wait(&self) -> Option<Duration> {
         match self {
-            AdmissionError::CostAboveLimit { .. } => None,
             AdmissionError::WaitTooLong { would_wait, .. } => Some(*would_wait),
             AdmissionError::QueueFull { would_wait, .. } => *would_wait,
+            _ => None,
         }
     }
 
-    /// Whether waiting longer could ever admit the request: false only for a cost above the
-    /// limit.
+    /// Whether waiting longer could ever admit the request: false for a cost above a limit
+    /// and for scopes named wrongly.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, AdmissionError::CostAboveLimit { .. })
+        matches!(
+            self,
+            AdmissionError::WaitTooLong { .. } | AdmissionError::QueueFull { .. }
+        )
+    }
+
+    /// The dimension a cost above a limit does not fit in (a daily limit of 0 refuses every
+    /// request at once on [`Dimension::TokensPerDay`]: the tokens-per-day cause).
+    pub fn dimension(&self) -> Option<Dimension> {
+        match self {
+            AdmissionError::CostAboveLimit { dimension, .. }
+            | AdmissionError::ScopeAboveLimit { dimension, .. } => Some(*dimension),
+            _ => None,
+        }
+    }
+
+    /// The scope an error names, for a request of several scopes.
+    pub fn scope(&self) -> Option<usize> {
+        match self {
+            AdmissionError::ScopeAboveLimit { scope, .. }
+            | AdmissionError::ScopeWithoutQuota { scope }
+            | AdmissionError::DuplicateScope { scope } => Some(*scope),
+            _ => None,
+        }
     }
 }
 
@@ -86,6 +137,28 @@ impl fmt::Display for AdmissionError {
                 }
                 write!(f, "; shed load or allow a deeper queue")
             }
+            AdmissionError::ScopeAboveLimit {
+                scope,
+                dimension,
+                cost,
+                limit,
+            } => write!(
+                f,
+                "request costs {cost} {dimension}, more than the whole limit of {limit} of its \
+                 scope {scope}: it can never be admitted; lower its cost or raise that limit"
+            ),
+            AdmissionError::ScopeWithoutQuota { scope } => write!(
+                f,
+                "scope {scope} of the request has no quota: give its key a quota, or do not name it"
+            ),
+            AdmissionError::DuplicateScope { scope } => write!(
+                f,
+                "scope {scope} of the request names a key an earlier scope names: name each key once"
+            ),
+            AdmissionError::TooManyScopes { max } => write!(
+                f,
+                "a request names more than {max} scopes: merge some of them"
+            ),
         }
     }
 }
@@ -105,6 +178,17 @@ pub enum ConfigError {
     WindowTooLong,
     /// Neither a default limit nor a limit function was given.
     MissingLimit,
+    /// A ledger bucket ([`resolution`](super::BudgetBuilder::resolution) or
+    /// [`day_bucket`](super::BudgetBuilder::day_bucket)) of zero length.
+    ZeroBucket,
+    /// A ledger bucket longer than its window: a window would be counted in less than one
+    /// bucket, and its charges held for up to twice the window.
+    BucketAboveWindow {
+        /// The bucket given.
+        bucket: Duration,
+        /// Its window.
+        window: Duration,
+    },
     /// A factor outside its range, or NaN.
     InvalidFactor {
         /// Which setting.
@@ -160,6 +244,15 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::WindowTooLong => f.write_str(
                 "a window (plus expiry margin) longer than a year: check the unit of the duration",
+            ),
+            ConfigError::ZeroBucket => f.write_str(
+                "a ledger bucket of zero length would keep one entry per admission: give a \
+                 positive resolution (1 ms by default)",
+            ),
+            ConfigError::BucketAboveWindow { bucket, window } => write!(
+                f,
+                "a ledger bucket of {bucket:?} is longer than its window of {window:?}: give a \
+                 bucket of at most the window (a small fraction of it)"
             ),
             ConfigError::MissingLimit => f.write_str(
                 "no limit configured: give a quota (`tokens(n)`, `requests(n)`, `quota(..)`) or \

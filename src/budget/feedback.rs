@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use super::config::KeyConfig;
 use super::error::ConfigError;
 use super::key::{KeyShared, KeyState};
-use super::ledger::Dim;
+use super::ledger::{Dim, Dims};
 use super::quota::Dimension;
 
 /// The feedback policy: how far the effective limit falls on a throttle and how fast it comes
@@ -157,6 +157,7 @@ impl KeyShared {
     ) {
         let now = self.config.offset(now);
         let settings = &*self.config;
+        let at = state.dims.stamp(now);
         for dim in state
             .dims
             .as_mut_slice()
@@ -185,7 +186,7 @@ impl KeyShared {
             let own = permit.map_or(0, |(_, reserved)| u128::from(dim.which.cost(reserved)));
             let fill = u128::from(after).saturating_sub(dim.ledger.used.saturating_sub(own));
             if fill > 0 {
-                dim.ledger.push(now, fill as u64);
+                Dims::book(settings, dim, at, fill as u64);
             }
             tracing::debug!(
                 dimension = %dim.which,

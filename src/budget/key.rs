@@ -13,7 +13,7 @@ use super::config::KeyConfig;
 use super::error::AdmissionError;
 use super::fair::Class;
 use super::ledger::{Dim, Dims};
-use super::queue::{Account, Ticket, Verdict, Waiting};
+use super::queue::{Account, SCOPED, Ticket, Verdict, Waiting};
 use super::quota::{Dimension, Quota};
 
 /// The shared, reference-counted state of one key.
@@ -119,7 +119,7 @@ impl KeyShared {
             self.drain(state, now, false);
         }
         if !state.has_waiters() && state.dims.fits(config, now, tokens) {
-            let at = state.dims.charge(now, tokens);
+            let at = state.dims.charge(config, now, tokens);
             if config.fair.as_ref().is_some_and(|f| f.has_minimums()) {
                 self.record_lane(state, arrival.class, at, tokens, now);
             }
@@ -130,7 +130,14 @@ impl KeyShared {
 
     /// An admission that did not wait counts towards its lane's minimum share.
     #[cold]
-    fn record_lane(&self, state: &mut KeyState, class: &Class, at: u64, tokens: u64, now: u64) {
+    pub(super) fn record_lane(
+        &self,
+        state: &mut KeyState,
+        class: &Class,
+        at: u64,
+        tokens: u64,
+        now: u64,
+    ) {
         let unit = state.dims.share(&self.config, now).unit;
         state
             .waiting
@@ -162,7 +169,12 @@ impl KeyShared {
             let ahead = state
                 .waiting
                 .as_deref()
-                .map(|w| w.discipline.ahead(flow, None, share))
+                .map(|w| {
+                    let gates = w.gates.iter().map(|g| g.cost);
+                    gates
+                        .chain(w.discipline.ahead(flow, None, share))
+                        .collect::<Vec<u64>>()
+                })
                 .unwrap_or_default();
             match state.dims.schedule(config, now, ahead.into_iter(), cost) {
                 Some(at) => Duration::from_nanos(at - now),
@@ -206,8 +218,7 @@ impl KeyShared {
             .selected(now, share)
             .map_or(cost, |(_, s)| s.cost);
         let blocked = dims.blocking(config, now, next);
-        let seq = waiting.next_ticket;
-        waiting.next_ticket += 1;
+        let seq = waiting.ticket(false);
         waiting.discipline.push(flow, seq, cost, waker.clone());
         // The arrival may now be the selected waiter: it polls at once, so it needs no wake-up.
         // If it displaced another (fair), that one keeps its timer (a spurious wake-up at
@@ -253,6 +264,12 @@ impl KeyShared {
             .selected(now, share)
             .is_some_and(|(_, s)| s.ticket == ticket.seq);
         if !selected {
+            return WaiterPoll::Behind;
+        }
+        if !waiting.gates.is_empty() {
+            // Requests of several scopes go first; the drain that admits the last of them
+            // tells this one again.
+            waiting.notified = u64::MAX;
             return WaiterPoll::Behind;
         }
         waiting.notified = ticket.seq;
@@ -314,7 +331,7 @@ impl KeyShared {
         match state.take_outcome(ticket.seq) {
             Some(Verdict::Granted { at, .. }) => {
                 for dim in state.dims.as_mut_slice() {
-                    dim.ledger.refund(at, dim.which.cost(tokens));
+                    Dims::unbook(&self.config, dim, at, dim.which.cost(tokens));
                 }
                 self.drain(state, now, true);
             }
@@ -324,7 +341,7 @@ impl KeyShared {
     }
 
     /// Removes a queued waiter; whoever is selected next is told.
-    fn remove_waiter(&self, state: &mut KeyState, ticket: Ticket, now: u64) {
+    pub(super) fn remove_waiter(&self, state: &mut KeyState, ticket: Ticket, now: u64) {
         let removed = state
             .waiting
             .as_deref_mut()
@@ -355,7 +372,7 @@ impl KeyShared {
         if refund > 0 {
             for dim in state.dims.as_mut_slice() {
                 if dim.which.settles() {
-                    dim.ledger.refund(at, refund);
+                    Dims::unbook(&self.config, dim, at, refund);
                 }
             }
         }
@@ -365,10 +382,11 @@ impl KeyShared {
         }
         let now = self.config.offset(Instant::now());
         if debt > 0 {
+            let at = state.dims.stamp(now);
             for dim in state.dims.as_mut_slice() {
                 if dim.which.settles() {
                     dim.ledger.expire(self.config.span(dim.which), now);
-                    dim.ledger.push(now, debt);
+                    Dims::book(&self.config, dim, at, debt);
                 }
             }
         }
@@ -382,11 +400,7 @@ impl KeyShared {
     /// nothing changes nothing (the caller refuses it).
     pub(crate) fn set_quota(&self, state: &mut KeyState, quota: &Quota, now: Instant) {
         let now = self.config.offset(now);
-        let old = std::mem::replace(&mut state.dims, Dims::Many(Box::new([])));
-        let mut old: Vec<Dim> = match old {
-            Dims::One(d) => vec![d],
-            Dims::Many(ds) => ds.into_vec(),
-        };
+        let (mut old, latest) = state.dims.take();
         let mut dims = Vec::with_capacity(Dimension::ALL.len());
         for (which, limit) in quota.limits() {
             match old.iter().position(|d| d.which == which) {
@@ -402,9 +416,9 @@ impl KeyShared {
             0 => {
                 // Refused by the caller; keep the old limits rather than none.
                 old.sort_by_key(|d| d.which);
-                Dims::from_vec(old)
+                Dims::from_vec(old, latest)
             }
-            _ => Dims::from_vec(dims),
+            _ => Dims::from_vec(dims, latest),
         };
         state.pinned = true;
         let KeyState { dims, waiting, .. } = state;
@@ -462,12 +476,21 @@ impl KeyShared {
         let Some(waiting) = waiting.as_deref_mut() else {
             return;
         };
+        if let Some(gate) = waiting.gates.front() {
+            // A request of several scopes goes first; only it can admit itself (it locks all of
+            // its keys), so it is told.
+            if notify_head || gate.seq != waiting.gate_notified {
+                gate.waker.wake_by_ref();
+                waiting.gate_notified = gate.seq;
+            }
+            return;
+        }
         loop {
             let Some((flow, head)) = waiting.discipline.selected(now, share) else {
                 return;
             };
             let (cost, ticket) = (head.cost, head.ticket);
-            if !dims.fits(config, now, cost) {
+            if ticket & SCOPED != 0 || !dims.fits(config, now, cost) {
                 if notify_head || ticket != waiting.notified {
                     if let Some(w) = &head.waker {
                         w.wake_by_ref();
@@ -476,7 +499,7 @@ impl KeyShared {
                 }
                 return;
             }
-            let at = dims.charge(now, cost);
+            let at = dims.charge(config, now, cost);
             let Some((slot, account)) = waiting.discipline.grant(flow, at, share.unit.cost(cost))
             else {
                 super::shares::broken("the selected waiter cannot be granted");
@@ -508,7 +531,7 @@ impl KeyState {
         self.waiting.as_ref().is_some_and(|w| !w.is_empty())
     }
 
-    fn take_outcome(&mut self, seq: u64) -> Option<Verdict> {
+    pub(super) fn take_outcome(&mut self, seq: u64) -> Option<Verdict> {
         self.waiting.as_mut()?.take_outcome(seq)
     }
 

@@ -52,10 +52,24 @@ impl Dim {
     }
 }
 
-/// The limited dimensions of a key, in [`Dimension::ALL`] order. A key with one dimension (the
-/// common case: tokens, or requests) keeps it inline, so its admissions chase no pointer.
+/// The limited dimensions of a key, in [`Dimension::ALL`] order, and the latest offset
+/// anything was booked at on them.
+///
+/// Every booking (an admission, debt, a throttle's fill) is dated `at = max(now, latest)`, so
+/// the bookings of a key never go back in time, and each dimension's entry is the bucket that
+/// ends at `at` rounded UP to that dimension's resolution ([`KeyConfig::grid`]): entries only
+/// ever join the last one or come after it, and a permit finds its entry on every dimension
+/// from its one admission offset.
 #[derive(Debug)]
-pub(super) enum Dims {
+pub(super) struct Dims {
+    list: DimList,
+    latest: u64,
+}
+
+/// A key with one dimension (the common case: tokens, or requests) keeps it inline, so its
+/// admissions chase no pointer.
+#[derive(Debug)]
+enum DimList {
     One(Dim),
     Many(Box<[Dim]>),
 }
@@ -63,39 +77,85 @@ pub(super) enum Dims {
 impl Dims {
     /// The dimensions of `quota`; `None` for an unlimited quota.
     pub(super) fn of(quota: &Quota) -> Option<Self> {
-        let mut dims: Vec<Dim> = quota.limits().map(|(d, l)| Dim::new(d, l)).collect();
-        match dims.len() {
-            0 => None,
-            1 => dims.pop().map(Dims::One),
-            _ => Some(Dims::Many(dims.into_boxed_slice())),
-        }
+        let dims: Vec<Dim> = quota.limits().map(|(d, l)| Dim::new(d, l)).collect();
+        (!dims.is_empty()).then(|| Dims::from_vec(dims, 0))
     }
 
     #[inline]
     pub(super) fn as_slice(&self) -> &[Dim] {
-        match self {
-            Dims::One(d) => std::slice::from_ref(d),
-            Dims::Many(ds) => ds,
+        match &self.list {
+            DimList::One(d) => std::slice::from_ref(d),
+            DimList::Many(ds) => ds,
         }
     }
 
     #[inline]
     pub(super) fn as_mut_slice(&mut self) -> &mut [Dim] {
-        match self {
-            Dims::One(d) => std::slice::from_mut(d),
-            Dims::Many(ds) => ds,
+        match &mut self.list {
+            DimList::One(d) => std::slice::from_mut(d),
+            DimList::Many(ds) => ds,
         }
     }
 
-    /// The dimensions of `dims` (at least one, in [`Dimension::ALL`] order).
-    pub(super) fn from_vec(mut dims: Vec<Dim>) -> Self {
-        match (dims.len(), dims.pop()) {
-            (1, Some(d)) => Dims::One(d),
+    /// The dimensions of `dims` (in [`Dimension::ALL`] order), with the latest booking offset.
+    pub(super) fn from_vec(mut dims: Vec<Dim>, latest: u64) -> Self {
+        let list = match (dims.len(), dims.pop()) {
+            (1, Some(d)) => DimList::One(d),
             (_, last) => {
                 dims.extend(last);
-                Dims::Many(dims.into_boxed_slice())
+                DimList::Many(dims.into_boxed_slice())
             }
-        }
+        };
+        Dims { list, latest }
+    }
+
+    /// Takes the dimensions out (for a quota change), leaving none.
+    pub(super) fn take(&mut self) -> (Vec<Dim>, u64) {
+        let list = std::mem::replace(&mut self.list, DimList::Many(Box::new([])));
+        let dims = match list {
+            DimList::One(d) => vec![d],
+            DimList::Many(ds) => ds.into_vec(),
+        };
+        (dims, self.latest)
+    }
+
+    /// The bytes the dimensions hold beyond the key's fixed size: the boxed list of several,
+    /// and every ledger's entries by capacity.
+    pub(super) fn memory(&self) -> usize {
+        let list = match &self.list {
+            DimList::One(_) => 0,
+            DimList::Many(ds) => std::mem::size_of_val::<[Dim]>(ds),
+        };
+        list + self
+            .as_slice()
+            .iter()
+            .map(|d| d.ledger.entries.capacity() * std::mem::size_of::<Entry>())
+            .sum::<usize>()
+    }
+
+    /// The offset of the latest booking.
+    #[inline]
+    pub(super) fn latest(&self) -> u64 {
+        self.latest
+    }
+
+    /// The offset of a booking read at `now`: never before an earlier booking.
+    #[inline]
+    pub(super) fn stamp(&mut self, now: u64) -> u64 {
+        self.latest = self.latest.max(now);
+        self.latest
+    }
+
+    /// Books `amount` on `dim` at offset `at` (a [`stamp`](Self::stamp)), in its bucket.
+    #[inline]
+    pub(super) fn book(config: &KeyConfig, dim: &mut Dim, at: u64, amount: u64) {
+        dim.ledger.push(config.grid(dim.which, at), amount);
+    }
+
+    /// Gives back `amount` on `dim` of the booking at offset `at`.
+    #[inline]
+    pub(super) fn unbook(config: &KeyConfig, dim: &mut Dim, at: u64, amount: u64) {
+        dim.ledger.refund(config.grid(dim.which, at), amount);
     }
 
     /// The dimension fair shares count in (see [`share`](Self::share)).
@@ -127,18 +187,14 @@ impl Dims {
     }
 
     /// Books an admission of `tokens` on every dimension, all at one offset: the latest of `now`
-    /// and every ledger's last entry. Returns that offset.
+    /// and every earlier booking ([`stamp`](Self::stamp)). Returns that offset.
     #[inline]
-    pub(super) fn charge(&mut self, now: u64, tokens: u64) -> u64 {
-        let dims = self.as_mut_slice();
-        let at = dims
-            .iter()
-            .filter_map(|d| d.ledger.last_at())
-            .fold(now, u64::max);
-        for dim in dims {
+    pub(super) fn charge(&mut self, config: &KeyConfig, now: u64, tokens: u64) -> u64 {
+        let at = self.stamp(now);
+        for dim in self.as_mut_slice() {
             let cost = dim.which.cost(tokens);
             if cost > 0 {
-                dim.ledger.push(at, cost);
+                Dims::book(config, dim, at, cost);
             }
         }
         at
@@ -169,7 +225,7 @@ impl Ledger {
     }
 
     /// The offset of the last entry, if any.
-    #[inline]
+    #[cfg(test)]
     pub(super) fn last_at(&self) -> Option<u64> {
         self.entries.back().map(|e| e.at)
     }
@@ -393,7 +449,8 @@ impl Dims {
             for (dim, sim) in dims.iter().zip(&mut sims) {
                 sim.advance_to(dim, settings, t);
                 let amount = dim.which.cost(c);
-                sim.simulated.push_back(Entry { at: t, amount });
+                let at = settings.grid(dim.which, t);
+                sim.simulated.push_back(Entry { at, amount });
                 sim.used += u128::from(amount);
             }
         }

@@ -151,6 +151,53 @@
 //! # }
 //! ```
 //!
+//! # Scopes
+//!
+//! A request may be charged to several keys at once ([`Scopes`], up to [`MAX_SCOPES`]): for
+//! Bedrock, its model's key (tokens and requests per minute) and its account's key in the
+//! region (tokens per day, shared by every model of the account since 2026-09); for a gateway,
+//! a tenant's own budget inside a model's quota. [`Budget::acquire_scopes`] admits it when
+//! every dimension of every scope fits, and charges them all at one instant; each key keeps its
+//! own [`Quota`] (from the same [`quota_fn`](BudgetBuilder::quota_fn)), and the window
+//! guarantee above holds on every scope. Settlement, refunds, debt and the worst-case charge of
+//! a permit dropped unsettled reach every scope; throttle feedback through the permit reaches
+//! every scope that limits the dimension the cause names ("too many tokens per day" lowers the
+//! scopes that limit tokens per day, such as the account's; a scope that does not limit a
+//! dimension ignores it).
+//!
+//! The order across keys: the request waits in its first scope's queue (FIFO, or fairly),
+//! and once served there, at a *gate* on each of its keys; gates are numbered by one sequence
+//! for the whole budget, and a key serves its gates first, in that order. So there is no
+//! deadlock (the oldest gate is first on all of its keys), requests whose first scope is a key
+//! stay FIFO (or fair) among themselves, and a request of scopes `A` and `B` holds back the
+//! other waiters of `A` only while it waits for `B`: for the gates ahead of it on `B` and its
+//! own cost to fit there, at most [`max_wait`](BudgetBuilder::max_wait) when it is set.
+//! A scope after the first must have a quota ([`AdmissionError::ScopeWithoutQuota`]); the
+//! first may have none (a model without a quota is not charged, as a key without a limit
+//! never is). A key named twice, too many scopes, or a cost above one scope's whole limit
+//! (which names the scope) are typed errors, at once.
+//!
+//! ```
+//! use std::time::Duration;
+//! use bedrock_throttle::budget::{Budget, Quota, Scopes};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let budget: Budget<&str> = Budget::builder()
+//!     .quota_fn(|key: &&str| match *key {
+//!         "account" => Some(Quota::unlimited().with_tokens_per_day(1_000_000)),
+//!         _ => Some(Quota::tokens(100_000)),
+//!     })
+//!     .build()?;
+//! let permit = budget
+//!     .acquire_scopes(Scopes::new("claude").with("account"), 2_000)
+//!     .await?;
+//! permit.settle(1_500);
+//! assert_eq!(budget.stats(&"account").unwrap().tokens_per_day.unwrap().used, 1_500);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Feedback
 //!
 //! When the server throttles anyway (the quota is shared with other clients, or set too high),
@@ -194,6 +241,37 @@
 //! or [`Budget::evict_idle`] sweeps on demand. Eviction never loses the accounting of an
 //! outstanding permit: a key with one is not idle.
 //!
+//! # Ledgers of bounded size
+//!
+//! A ledger keeps one entry per *bucket*, not per admission: a charge at offset `t` joins the
+//! entry dated at the END of its bucket, `ceil(t / bucket) × bucket`, and counts until that
+//! date plus the window. So **a key holds at most `window / bucket + 1` entries per dimension,
+//! whatever the request rate**, and no charge is freed before its exact expiry: it is freed up
+//! to one bucket later, never earlier, so the sliding-window guarantee is kept exactly (it is
+//! only conservative by less than one bucket). The buckets:
+//! - requests and tokens per window: [`resolution`](BudgetBuilder::resolution), 1 ms by
+//!   default, so at most 60,001 entries (960 KB) for a minute, and in practice one per instant
+//!   that admitted something (charges at one instant share an entry); waits come out at most
+//!   1 ms longer than exact;
+//! - tokens per day: [`day_bucket`](BudgetBuilder::day_bucket), the day / 1,440 by default
+//!   (one minute): at most 1,441 entries, 23 KB, for an account key that every model of the
+//!   account charges at any rate; a charge is freed at the end of its minute's day.
+//!
+//! A bucket coarser than its window is refused ([`ConfigError::BucketAboveWindow`]).
+//! [`KeyStats::memory`] gives the bytes a key holds.
+//!
+//! **The shape, for a shared store.** Per key and dimension: an ordered list of `(bucket end,
+//! amount)` pairs with strictly increasing ends, their sum (`used`), and the key's latest
+//! booking offset. An admission at `t` (the store's clock) is dated `at = max(t, latest)`,
+//! adds its cost to the pair of `ceil(at / bucket) × bucket` (the last pair, or a new one after
+//! it) and to `used`; expiry pops pairs from the front while `end + window <= now`; a refund
+//! takes from the pair of `ceil(at / bucket) × bucket` found by the permit's `at` (at most
+//! what it charged); debt and a throttle's fill are bookings at the settle instant. Every
+//! operation touches the ends of the list (or one pair found by its end), and the list holds
+//! at most `window / bucket + 1` pairs: in Redis, a hash of `end → amount` plus `used`,
+//! `latest` and the first end (or a sorted set scored by the end), so no script walks more
+//! than the expired pairs.
+//!
 //! # The cost of an admission
 //!
 //! An admission that does not wait reads the clock once, probes the key map once (one hash of
@@ -205,13 +283,12 @@
 //! as they may now fit); a debt reads the clock for its entry. Nothing is allocated per
 //! admission. What keeps it that small:
 //! - The ledger is a queue of 16-byte entries (a `u64` offset in nanoseconds from the budget's
-//!   creation, and an amount); the conversion back to [`Instant`] is exact, nothing is rounded.
-//!   Charges at the same instant share one entry (under a paused clock, or a burst within one
-//!   clock tick), and a charge never goes before the last entry: a clock read that loses the race
-//!   to the lock joins the later entry, which counts it longer, never shorter. An admission
-//!   dates every dimension's entry at the same offset (the latest of the clock and each ledger's
-//!   last entry); the permit keeps that offset, finds its entry by it when it refunds (the last
-//!   entry first, else a binary search), and [`Permit::admitted_at`] converts it when asked.
+//!   creation, and an amount), one per bucket (see [ledgers](#ledgers-of-bounded-size)). A
+//!   charge never goes before an earlier booking of the key: a clock read that loses the race to
+//!   the lock is dated at the later booking, which counts it longer, never shorter. An admission
+//!   has one offset (the latest of the clock and the key's latest booking); the permit keeps
+//!   it, finds its entry on each dimension by it when it refunds (the last entry first, else a
+//!   binary search), and [`Permit::admitted_at`] converts it, exactly, when asked.
 //! - There is no separate counter of outstanding permits: a permit *is* a reference to the key's
 //!   state, so eviction checks that the map holds the only reference, and [`Budget::stats`]
 //!   derives the count from the reference count (exact when nothing is in flight on the key;
@@ -307,6 +384,7 @@ mod ledger;
 mod permit;
 mod queue;
 mod quota;
+mod scoped;
 mod shares;
 mod stats;
 mod store;
@@ -324,6 +402,7 @@ pub use self::fair::{Class, DEFAULT_MAX_TENANTS, Fairness, Lane, MAX_WEIGHT, MIN
 pub use self::feedback::Aimd;
 pub use self::permit::Permit;
 pub use self::quota::{Dimension, Quota};
+pub use self::scoped::{MAX_SCOPES, Scopes};
 pub use self::stats::{DimensionStats, KeyStats};
 pub use self::store::{QuotaStore, StorePermit};
 

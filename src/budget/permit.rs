@@ -47,6 +47,12 @@ enum Holder {
     /// offset on the key's clock (see `KeyConfig::offset`), at which every dimension's entry is
     /// dated. The key counts its outstanding permits by these references (see `KeyShared`).
     Charged { shared: Arc<KeyShared>, at: u64 },
+    /// A charge on several keys of the in-process store (a request of several scopes), all at
+    /// one offset; the first is the primary (whose account a fair settlement corrects).
+    Scoped {
+        keys: Box<[Arc<KeyShared>]>,
+        at: u64,
+    },
     /// A charge in another store.
     Store(Box<dyn StorePermit>),
     /// Settled: nothing left to do when dropped.
@@ -61,6 +67,22 @@ impl Permit {
             if_unknown: reserved,
             waited_on: None,
             account: None,
+            on_settle: None,
+        }
+    }
+
+    pub(crate) fn scoped(
+        keys: Box<[Arc<KeyShared>]>,
+        reserved: u64,
+        at: u64,
+        account: Option<Account>,
+    ) -> Self {
+        Permit {
+            holder: Holder::Scoped { keys, at },
+            reserved,
+            if_unknown: reserved,
+            waited_on: None,
+            account,
             on_settle: None,
         }
     }
@@ -154,6 +176,10 @@ impl Permit {
         match &self.holder {
             Holder::Free(at) => *at,
             Holder::Charged { shared, at } => shared.config().instant(*at),
+            Holder::Scoped { keys, at } => match keys.first() {
+                Some(shared) => shared.config().instant(*at),
+                None => Instant::now(),
+            },
             Holder::Store(charge) => charge.admitted_at(),
             Holder::Settled => Instant::now(),
         }
@@ -175,6 +201,14 @@ impl Permit {
         }
         match &self.holder {
             Holder::Charged { shared, at } => shared.throttled_now(dims, *at, self.reserved),
+            // Each scope takes the dimensions of the cause that it limits: "too many tokens per
+            // day" reaches the scopes that limit tokens per day (an account's), and a scope
+            // that does not limit the dimension ignores it.
+            Holder::Scoped { keys, at } => {
+                for shared in keys.iter() {
+                    shared.throttled_now(dims, *at, self.reserved);
+                }
+            }
             Holder::Store(charge) => charge.throttled(dims, self.reserved),
             Holder::Free(_) | Holder::Settled => {}
         }
@@ -243,6 +277,14 @@ impl Permit {
                     shared.settle(at, refund, debt, self.account.as_ref());
                 }
             }
+            Holder::Scoped { keys, at } => {
+                if refund > 0 || debt > 0 {
+                    for (i, shared) in keys.iter().enumerate() {
+                        let account = if i == 0 { self.account.as_ref() } else { None };
+                        shared.settle(at, refund, debt, account);
+                    }
+                }
+            }
             Holder::Store(charge) => charge.settle(self.reserved, refund, debt),
             Holder::Free(_) | Holder::Settled => {}
         }
@@ -272,7 +314,10 @@ impl fmt::Debug for Permit {
             .field("admitted_at", &self.admitted_at())
             .field(
                 "charged",
-                &matches!(self.holder, Holder::Charged { .. } | Holder::Store(_)),
+                &matches!(
+                    self.holder,
+                    Holder::Charged { .. } | Holder::Scoped { .. } | Holder::Store(_)
+                ),
             )
             .finish()
     }

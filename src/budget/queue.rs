@@ -276,11 +276,32 @@ impl Discipline {
     }
 }
 
+/// A request of several scopes that its first scope has served, waiting for every scope to
+/// fit (see `scoped.rs`): on each of its keys, gates go before the key's own queue, in the
+/// order of their `seq` (one sequence for the whole budget, taken under the locks of all of the
+/// request's keys, so every key orders two gates alike).
+#[derive(Debug)]
+pub(super) struct Gate {
+    pub(super) seq: u64,
+    pub(super) cost: u64,
+    pub(super) waker: Waker,
+}
+
+/// The low bit of a ticket: the waiter names several scopes. The discipline orders it as any
+/// other waiter; when it is selected, the drain does not grant it (its other keys are not
+/// locked) but tells it, and it moves to the gates of all of its keys.
+pub(super) const SCOPED: u64 = 1;
+
 /// The waiting side of a key, allocated the first time a request waits on it (or, with lane
 /// minimums, is counted for its lane): a key that never waits does not pay for it.
 #[derive(Debug)]
 pub(super) struct Waiting {
     pub(super) discipline: Discipline,
+    /// Requests of several scopes served by their first scope, in `seq` order: they go first.
+    pub(super) gates: VecDeque<Gate>,
+    /// The gate that was last told it is first.
+    pub(super) gate_notified: u64,
+    /// The next ticket: tickets go up by 2, the low bit says [`SCOPED`].
     pub(super) next_ticket: u64,
     /// The selected waiter that was last told it is selected (so it arms its timer).
     pub(super) notified: u64,
@@ -292,6 +313,8 @@ impl Waiting {
     pub(super) fn new(config: &KeyConfig) -> Self {
         Waiting {
             discipline: Discipline::new(config),
+            gates: VecDeque::new(),
+            gate_notified: u64::MAX,
             next_ticket: 0,
             notified: u64::MAX,
             outcomes: HashMap::new(),
@@ -300,7 +323,47 @@ impl Waiting {
 
     #[inline]
     pub(super) fn is_empty(&self) -> bool {
-        self.discipline.live_waiters() == 0
+        self.gates.is_empty() && self.discipline.live_waiters() == 0
+    }
+
+    /// The bytes of the waiting side: exact for FIFO queues, gates and outcomes (by capacity;
+    /// the outcome table's per-slot overhead estimated at one byte), estimated for fair shares.
+    pub(super) fn memory(&self) -> usize {
+        use std::mem::size_of;
+        let discipline = match &self.discipline {
+            Discipline::Fifo(q) => q.queue.capacity() * size_of::<Slot>(),
+            Discipline::Fair(f) => size_of::<Fair>() + f.memory(),
+        };
+        size_of::<Waiting>()
+            + discipline
+            + self.gates.capacity() * size_of::<Gate>()
+            + self.outcomes.capacity() * (size_of::<(u64, Verdict)>() + 1)
+    }
+
+    /// Waiters on the key: its own, and the gates.
+    pub(super) fn live_waiters(&self) -> usize {
+        self.discipline.live_waiters() + self.gates.len()
+    }
+
+    /// A new ticket (with the [`SCOPED`] bit for a request of several scopes).
+    pub(super) fn ticket(&mut self, scoped: bool) -> u64 {
+        let seq = self.next_ticket | u64::from(scoped);
+        self.next_ticket += 2;
+        seq
+    }
+
+    /// Removes the gate `seq`; whether it was the first.
+    pub(super) fn remove_gate(&mut self, seq: u64) -> bool {
+        match self.gates.binary_search_by_key(&seq, |g| g.seq) {
+            Ok(idx) => {
+                self.gates.remove(idx);
+                if self.gates.is_empty() && self.gates.capacity() > KEEP_CAPACITY {
+                    self.gates = VecDeque::new();
+                }
+                idx == 0
+            }
+            Err(_) => false,
+        }
     }
 
     pub(super) fn take_outcome(&mut self, seq: u64) -> Option<Verdict> {

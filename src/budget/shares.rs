@@ -154,6 +154,31 @@ impl Fair {
         self.live
     }
 
+    /// An estimate of the bytes the discipline holds beyond its fixed size.
+    pub(crate) fn memory(&self) -> usize {
+        use std::mem::size_of;
+        let queues: usize = self
+            .flows
+            .iter()
+            .flatten()
+            .map(|f| f.queue.capacity() * size_of::<Slot>())
+            .sum();
+        let lanes: usize = self
+            .lanes
+            .iter()
+            .map(|l| {
+                size_of::<LaneState>()
+                    + l.admitted.entries.capacity() * 16
+                    + (l.backlog.len() + l.ahead.len()) * 2 * size_of::<(u64, u32)>()
+            })
+            .sum();
+        self.flows.capacity() * size_of::<Option<Flow>>()
+            + self.free.capacity() * size_of::<u32>()
+            + self.index.capacity() * (size_of::<FlowKey>() + size_of::<u32>() + 1)
+            + queues
+            + lanes
+    }
+
     /// Tracked flows (for tests and stats).
     pub(crate) fn tracked(&self) -> usize {
         self.index.len()

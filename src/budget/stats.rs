@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::key::{KeyShared, KeyState};
-use super::queue::Verdict;
+use super::queue::{Verdict, Waiting};
 use super::quota::Dimension;
 
 /// A snapshot of one dimension of a key, from [`Budget::stats`](super::Budget::stats).
@@ -37,6 +37,11 @@ pub struct KeyStats {
     /// With fairness: the tenants the key tracks now (those with waiters, or whose account is
     /// ahead of their lane's virtual time).
     pub tenants: usize,
+    /// The bytes the key's state holds: its fixed size, its ledgers and queues by their
+    /// capacities (exact), and with fairness its tenants' maps (an estimate). A ledger holds at
+    /// most `window / resolution + 1` entries of 16 bytes (see
+    /// [`BudgetBuilder::resolution`](super::BudgetBuilder::resolution)).
+    pub memory: usize,
 }
 
 impl KeyStats {
@@ -77,10 +82,13 @@ impl KeyShared {
                 .values()
                 .filter(|o| matches!(o, Verdict::Failed(_)))
                 .count();
-            let live = w.discipline.live_waiters();
+            let live = w.live_waiters();
             (live, live + failed)
         });
         stats.waiters = waiters;
+        stats.memory = std::mem::size_of::<KeyShared>()
+            + state.dims.memory()
+            + state.waiting.as_deref().map_or(0, Waiting::memory);
         stats.tenants = state.waiting.as_ref().map_or(0, |w| w.discipline.tracked());
         // Every reference but the map's, the caller's and the waiting futures' is a permit.
         stats.outstanding = Arc::strong_count(this).saturating_sub(2 + holding);

@@ -12,7 +12,9 @@ use std::hash::Hash;
 
 use tokio::time::Instant;
 
-use super::{AdmissionError, Budget, Class, ConfigError, Dimension, KeyStats, Permit, Quota};
+use super::{
+    AdmissionError, Budget, Class, ConfigError, Dimension, KeyStats, Permit, Quota, Scopes,
+};
 use crate::classify::ThrottleCause;
 
 /// The budgets of quota keys, as the admission layer uses them. Clones share their state.
@@ -34,6 +36,18 @@ pub trait QuotaStore<K>: Clone + Send + Sync + 'static {
     fn acquire_as(&self, key: K, tokens: u64, class: Class) -> Self::Acquire {
         let _ = class;
         self.acquire(key, tokens)
+    }
+
+    /// Admits a request of `tokens` on every one of its `scopes` at once, for `class` (see
+    /// [scopes](super#scopes)).
+    ///
+    /// The default charges the FIRST scope only: a store that does not implement scopes
+    /// enforces only the first scope's quota (the in-process [`Budget`] implements them).
+    fn acquire_scopes(&self, scopes: Scopes<K>, tokens: u64, class: Class) -> Self::Acquire
+    where
+        K: Clone,
+    {
+        self.acquire_as(scopes.first().clone(), tokens, class)
     }
 
     /// Feedback that the server throttled `key` for `cause`, without a permit (a throttle seen
@@ -63,6 +77,10 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> QuotaStore<K> for Budget<K> {
     #[inline]
     fn acquire_as(&self, key: K, tokens: u64, class: Class) -> Self::Acquire {
         Budget::acquire_as(self, key, tokens, class)
+    }
+
+    fn acquire_scopes(&self, scopes: Scopes<K>, tokens: u64, class: Class) -> Self::Acquire {
+        Budget::acquire_scopes_as(self, scopes, tokens, class)
     }
 
     fn throttled(&self, key: &K, cause: ThrottleCause) {

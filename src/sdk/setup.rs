@@ -44,6 +44,9 @@ pub enum SetupError {
     /// The shared store's URL or prefix is invalid.
     #[cfg(feature = "redis")]
     Store(crate::store::StoreError),
+    /// An account-wide daily quota was given without the account it belongs to (or with an
+    /// empty account id): see [`BedrockThrottleBuilder::account_daily_quota`].
+    DailyQuotaWithoutAccount,
 }
 
 impl fmt::Display for SetupError {
@@ -58,6 +61,10 @@ impl fmt::Display for SetupError {
             ),
             #[cfg(feature = "redis")]
             SetupError::Store(e) => write!(f, "invalid shared store: {e}"),
+            SetupError::DailyQuotaWithoutAccount => f.write_str(
+                "an account-wide daily quota needs the account id it belongs to (the 12 digits \
+                 of the AWS account): give it with `account_daily_quota(account_id, tokens)`",
+            ),
         }
     }
 }
@@ -67,7 +74,8 @@ impl std::error::Error for SetupError {
         match self {
             SetupError::Budget(e) => Some(e),
             SetupError::Retry(e) => Some(e),
-            SetupError::WaitsExceedSignatureWindow { .. } => None,
+            SetupError::WaitsExceedSignatureWindow { .. }
+            | SetupError::DailyQuotaWithoutAccount => None,
             #[cfg(feature = "redis")]
             SetupError::Store(e) => Some(e),
         }
@@ -177,6 +185,8 @@ pub struct BedrockThrottleBuilder {
     metrics: bool,
     observed: Vec<String>,
     fairness: Option<Fairness>,
+    /// The account and its daily tokens across every model (`None`: the applied quota's).
+    account: Option<(Arc<str>, Option<u64>)>,
     #[cfg(feature = "redis")]
     redis: Option<RedisSettings>,
 }
@@ -214,6 +224,7 @@ impl Default for BedrockThrottleBuilder {
             #[cfg(feature = "redis")]
             redis: None,
             fairness: None,
+            account: None,
         }
     }
 }
@@ -238,6 +249,36 @@ impl BedrockThrottleBuilder {
     /// models pass unlimited; the retry layer still handles their throttles).
     pub fn default_quota(mut self, quota: Quota) -> Self {
         self.default_quota = quota;
+        self
+    }
+
+    /// The account-wide daily quota: `tokens_per_day` across every model of `account_id` (the
+    /// 12 digits of the AWS account) in the client's region, Bedrock's "Cross-Model Max Tokens
+    /// Per Day" (since 2026-09). Every request is charged to the account's scope
+    /// ([`BedrockKey::account`]) besides its model's key, admitted when both fit (see
+    /// [scopes](crate::budget#scopes)): a user of three models spends the account's day once,
+    /// and "Too many tokens per day" on one model holds back the others. Per-model daily
+    /// quotas ([`Quota::with_tokens_per_day`] in [`quota`](Self::quota)) keep working beside
+    /// it. A limit of 0 refuses every request at once on tokens per day.
+    ///
+    /// With [`applied_quotas`](Self::applied_quotas) listing the account's daily quota, use
+    /// [`account`](Self::account) instead to take the applied value. The shared store
+    /// (`redis`) does not implement scopes yet: with it, only the model's key is enforced.
+    pub fn account_daily_quota(
+        mut self,
+        account_id: impl Into<Arc<str>>,
+        tokens_per_day: u64,
+    ) -> Self {
+        self.account = Some((account_id.into(), Some(tokens_per_day)));
+        self
+    }
+
+    /// The account the client's requests are charged to (see
+    /// [`account_daily_quota`](Self::account_daily_quota)), with the daily quota read from the
+    /// [`applied_quotas`](Self::applied_quotas) (its account-level tokens per day). Without
+    /// an applied daily quota, requests are not charged to the account.
+    pub fn account(mut self, account_id: impl Into<Arc<str>>) -> Self {
+        self.account = Some((account_id.into(), None));
         self
     }
 
@@ -435,6 +476,21 @@ impl BedrockThrottleBuilder {
         {
             return Err(SetupError::Budget(ConfigError::ZeroLimit));
         }
+        let account_daily = match &self.account {
+            Some((id, _)) if id.is_empty() => return Err(SetupError::DailyQuotaWithoutAccount),
+            Some((_, Some(tokens))) => Some(*tokens),
+            Some((_, None)) => self
+                .applied
+                .as_ref()
+                .and_then(AppliedQuotas::account_tokens_per_day),
+            None => None,
+        };
+        let bedrock = match (&self.account, account_daily) {
+            (Some((id, _)), Some(_)) => self.bedrock.clone().with_account(Arc::clone(id)),
+            _ => self.bedrock.clone(),
+        };
+        let account_quota =
+            account_daily.map(|tokens| Quota::unlimited().with_tokens_per_day(tokens));
         let quotas = merge_applied(self.quotas.clone(), self.applied.as_ref());
         // The models the observers show apart: a set fixed at build, so they stay bounded.
         let observed: Arc<std::collections::HashSet<String>> = Arc::new(
@@ -451,6 +507,9 @@ impl BedrockThrottleBuilder {
         let default = self.default_quota;
         // The quota of a key, for whichever store serves it (the shared store asks too).
         let quota_of: QuotaOf = Arc::new(move |key: &BedrockKey| {
+            if key.is_account() {
+                return account_quota;
+            }
             if let Some(applied) = &check {
                 warn_unquoted(applied, key, &unquoted);
             }
@@ -471,8 +530,8 @@ impl BedrockThrottleBuilder {
         let budget = budget.build()?;
         let store: Store<BedrockKey> = self.store(budget.clone(), margin, quota_of)?;
 
-        let mut retry = ThrottleRetryLayer::new(ResignHandBack(self.bedrock.clone()))
-            .clone_with(self.bedrock.clone())
+        let mut retry = ThrottleRetryLayer::new(ResignHandBack(bedrock.clone()))
+            .clone_with(bedrock.clone())
             .max_attempts(self.max_attempts)
             .backoff(self.backoff)
             .deadline(self.retry_deadline);
@@ -493,10 +552,8 @@ impl BedrockThrottleBuilder {
         };
         let stack = ServiceBuilder::new()
             .layer(retry)
-            .layer(
-                AdmissionLayer::new(store.clone(), self.bedrock.clone()).observe(observer.clone()),
-            )
-            .layer(self.bedrock.response_layer())
+            .layer(AdmissionLayer::new(store.clone(), bedrock.clone()).observe(observer.clone()))
+            .layer(bedrock.response_layer())
             .into_inner();
         let inner = self.inner.unwrap_or_else(default_https_client);
         let http_client = SharedHttpClient::new(

@@ -10,7 +10,7 @@ use super::StoreKey;
 #[cfg(feature = "redis")]
 use super::{RedisAcquire, RedisStore};
 use crate::budget::{
-    AdmissionError, Budget, Class, ConfigError, KeyStats, Permit, Quota, QuotaStore,
+    AdmissionError, Budget, Class, ConfigError, KeyStats, Permit, Quota, QuotaStore, Scopes,
 };
 use crate::classify::ThrottleCause;
 
@@ -111,6 +111,16 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> QuotaStore<K> for 
             Store::Local(b) => StoreAcquire::Local(b.acquire_as(key, tokens, class)),
             #[cfg(feature = "redis")]
             Store::Redis(r) => StoreAcquire::Redis(QuotaStore::acquire_as(r, key, tokens, class)),
+        }
+    }
+
+    fn acquire_scopes(&self, scopes: Scopes<K>, tokens: u64, class: Class) -> Self::Acquire {
+        match self {
+            Store::Local(b) => StoreAcquire::Local(b.acquire_scopes_as(scopes, tokens, class)),
+            #[cfg(feature = "redis")]
+            Store::Redis(r) => {
+                StoreAcquire::Redis(QuotaStore::acquire_scopes(r, scopes, tokens, class))
+            }
         }
     }
 

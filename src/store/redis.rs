@@ -395,6 +395,9 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
             waiters: local.waiting.load(Ordering::Relaxed) as usize,
             outstanding: outstanding.0 as usize,
             tenants: 0,
+            // The ledger lives on the server (its bound is in the module docs); this process
+            // holds no ledger of the key.
+            memory: 0,
         }
     }
 

@@ -1,7 +1,9 @@
 //! The admission engine's guarantees, under `tokio::time::pause()`.
 
+mod day;
 mod invariant;
 mod prop;
+mod scopes;
 
 use std::future::Future;
 use std::pin::Pin;

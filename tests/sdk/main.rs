@@ -4,6 +4,7 @@
 
 #![cfg(all(feature = "sdk", feature = "emulator"))]
 
+mod account;
 mod backlog;
 mod end_to_end;
 mod support;
