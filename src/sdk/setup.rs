@@ -496,6 +496,7 @@ impl BedrockThrottleBuilder {
             store,
             observer,
             applied,
+            bedrock: self.bedrock.clone(),
         })
     }
 
@@ -604,6 +605,7 @@ pub struct BedrockThrottle {
     store: Store<BedrockKey>,
     pub(super) observer: ThrottleObserver,
     pub(super) applied: Option<Arc<AppliedQuotas>>,
+    pub(super) bedrock: Bedrock,
 }
 
 impl BedrockThrottle {
