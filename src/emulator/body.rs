@@ -349,10 +349,11 @@ impl<'de> ObjectReader<'de> for TopReader {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            if let Some(allowed) = self.allowed {
-                if !allowed.contains(&&*key) && top.extraneous.len() < MAX_LISTED_KEYS {
-                    top.extraneous.push(key.into_owned());
-                }
+            if let Some(allowed) = self.allowed
+                && !allowed.contains(&&*key)
+                && top.extraneous.len() < MAX_LISTED_KEYS
+            {
+                top.extraneous.push(key.into_owned());
             }
         }
         Ok(top)

@@ -204,12 +204,13 @@ impl Sliding {
         self.evict(now);
         self.sum = self.sum.saturating_add(amount);
         let next_seq = self.front_seq + self.entries.len() as u64;
-        if let Some(e) = self.entries.back_mut() {
-            if now >= e.last && now.saturating_duration_since(e.first) <= self.group {
-                e.amount = e.amount.saturating_add(amount);
-                e.last = now;
-                return next_seq - 1;
-            }
+        if let Some(e) = self.entries.back_mut()
+            && now >= e.last
+            && now.saturating_duration_since(e.first) <= self.group
+        {
+            e.amount = e.amount.saturating_add(amount);
+            e.last = now;
+            return next_seq - 1;
         }
         self.entries.push_back(Entry {
             first: now,
