@@ -2,54 +2,54 @@
 //! quota between tenants by weight on the axum side.
 //!
 //! ```text
-//! cargo run --features emulator,metrics --example axum_gateway                         # demo: embedded emulator, two tenants
+//! cargo run --features emulator,metrics --example axum_gateway                         # demo: embedded emulator, three tenants
 //! cargo run --features emulator,metrics --example axum_gateway -- --listen 127.0.0.1:3000   # serve; try:
 //! curl -s localhost:3000/chat -H 'x-tenant: acme' -d '{"prompt":"Hello","max_tokens":200}'
 //! curl -s localhost:3000/metrics   # the SDK side's admission metrics, Prometheus text
+//! cargo test --features emulator,metrics --example axum_gateway   # its refusal path
 //! ```
 //!
-//! Two levels of limits, both from this crate:
-//! - **Fair shares of the model's quota (axum side):** an `AdmissionLayer` over one budget with
-//!   the model's tokens per window and [`Fairness`]: the tenant is the `x-tenant` header, and
-//!   when the quota is saturated the backlogged tenants share its tokens in proportion to their
-//!   weights (`gold` 2, everyone else 1), so one noisy tenant cannot starve the others and
-//!   nobody's idle share is wasted. The estimate is the prompt's size plus `max_tokens`; the
-//!   settlement is the `x-quota-tokens` header the handler sets from Bedrock's reported usage
-//!   (it corrects the tenant's account as well as the window).
-//! - **Per model (SDK side):** the Bedrock client is configured by `BedrockThrottle`, so the
-//!   gateway as a whole stays inside the model's quota and retries what Bedrock throttles.
+//! **Three concepts of the crate**, and nothing else of it:
+//! 1. **`BedrockThrottle`** (SDK side): the Bedrock client is configured by it, so the gateway
+//!    as a whole stays inside the model's quota and retries what Bedrock throttles; it also
+//!    says what a response cost the quota (`quota_tokens`: usage with the output burndown),
+//!    and records the metrics served at `/metrics`.
+//! 2. **`Budget`** (axum side): the model's tokens per window, shared fairly between tenants
+//!    (`Fairness`): when the quota is saturated the backlogged tenants share its tokens in
+//!    proportion to their weights (`gold` 2, everyone else 1), so one noisy tenant cannot
+//!    starve the others and nobody's idle share is wasted.
+//! 3. **`TokenBudgetLayer`** on the route: the tenant from the `x-tenant` header, the estimate
+//!    from the body (the prompt's size plus `max_tokens`), the settlement from the
+//!    `x-quota-tokens` header the handler sets; a refusal is answered by the layer itself
+//!    (`respond_to_refusals`: 429 with `Retry-After`, or 413 for a request larger than the
+//!    whole quota), so the route needs no `HandleErrorLayer` and no downcast.
 //!
 //! By default it starts the emulator in-process and sends a burst from three tenants through
 //! the router, printing what each got. With `--listen ADDR` it serves until Ctrl-C instead.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
 use aws_sdk_bedrockruntime::Client;
-use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
+use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, InferenceConfiguration, Message,
 };
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bedrock_throttle::BoxError;
-use bedrock_throttle::admit::{AdmissionLayer, Closures};
+use bedrock_throttle::admit::TokenBudgetLayer;
 use bedrock_throttle::bedrock::Bedrock;
-use bedrock_throttle::budget::Quota;
-use bedrock_throttle::budget::{AdmissionError, Budget, Class, Fairness};
-use bedrock_throttle::classify::{Classification, ThrottleCause};
+use bedrock_throttle::budget::{Budget, Class, Fairness, Quota};
 use bedrock_throttle::emulator::{Emulator, OutputLength};
 use bedrock_throttle::sdk::BedrockThrottle;
 use serde::Deserialize;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceExt;
 
 const MODEL: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 const WINDOW: Duration = Duration::from_secs(2);
@@ -61,7 +61,7 @@ const MAX_BODY: usize = 1 << 20;
 #[derive(Clone)]
 struct App {
     client: Client,
-    burndown: u64,
+    throttle: BedrockThrottle,
 }
 
 #[derive(Deserialize)]
@@ -122,18 +122,6 @@ fn settle(response: &Response) -> Option<u64> {
         .ok()
 }
 
-/// A 429 from the handler means Bedrock throttled the call even after the SDK-side retries.
-fn classify(result: Result<&Response, &Infallible>) -> Classification {
-    match result {
-        Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => {
-            Classification::throttled(ThrottleCause::Tokens)
-        }
-        Ok(r) if r.status().is_server_error() => Classification::transient(),
-        Ok(_) => Classification::success(),
-        Err(never) => match *never {},
-    }
-}
-
 async fn chat(State(app): State<App>, body: Bytes) -> Response {
     let chat: Chat = match serde_json::from_slice(&body) {
         Ok(chat) => chat,
@@ -161,15 +149,9 @@ async fn chat(State(app): State<App>, body: Bytes) -> Response {
         .await
     {
         Ok(out) => {
-            let (input, output) = out
-                .usage()
-                .map(|u| {
-                    (
-                        u.input_tokens().max(0) as u64,
-                        u.output_tokens().max(0) as u64,
-                    )
-                })
-                .unwrap_or_default();
+            let Some(usage) = out.usage() else {
+                return (StatusCode::BAD_GATEWAY, "bedrock: no usage").into_response();
+            };
             let text = out
                 .output()
                 .and_then(|o| o.as_message().ok())
@@ -178,12 +160,17 @@ async fn chat(State(app): State<App>, body: Bytes) -> Response {
                 .map(|t| t.chars().take(40).collect::<String>())
                 .unwrap_or_default();
             let mut headers = HeaderMap::new();
-            let quota_tokens = input + output * app.burndown;
-            headers.insert("x-quota-tokens", quota_tokens.into());
+            // What the call cost the quota, output burndown included: the tenant's settlement.
+            headers.insert(
+                "x-quota-tokens",
+                app.throttle.quota_tokens(MODEL, usage).into(),
+            );
             (
                 headers,
                 format!(
-                    "{{\"input_tokens\":{input},\"output_tokens\":{output},\"text\":{text:?}}}"
+                    "{{\"input_tokens\":{},\"output_tokens\":{},\"text\":{text:?}}}",
+                    usage.input_tokens(),
+                    usage.output_tokens()
                 ),
             )
                 .into_response()
@@ -200,20 +187,9 @@ async fn chat(State(app): State<App>, body: Bytes) -> Response {
     }
 }
 
-/// Turns a refusal of the tenant limiters into an HTTP answer.
-async fn limiter_error(error: BoxError) -> (StatusCode, String) {
-    match error.downcast_ref::<AdmissionError>() {
-        Some(e @ AdmissionError::CostAboveLimit { .. }) => {
-            (StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
-        }
-        Some(e) => (StatusCode::TOO_MANY_REQUESTS, e.to_string()),
-        None => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-    }
-}
-
-fn router(client: Client, burndown: u64) -> Result<Router, BoxError> {
-    // One key (the gateway serves one model): its quota, shared fairly between tenants.
-    let shared = Budget::builder()
+/// The model's quota on the axum side, shared fairly between tenants.
+fn tenant_budget() -> Result<Budget<&'static str>, BoxError> {
+    Ok(Budget::builder()
         .tokens(MODEL_TPM)
         .window(WINDOW)
         .max_wait(WINDOW * 20)
@@ -223,19 +199,20 @@ fn router(client: Client, burndown: u64) -> Result<Router, BoxError> {
                 .default_weight(1.0)
                 .max_tenants(1_000),
         )
-        .build()?;
-    let protocol = Closures::new(|_: &Request| MODEL)
-        .tokens(estimate, settle)
-        .classify(classify)
-        .class(tenant);
-    let tenant_limits = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(limiter_error))
-        .layer(AdmissionLayer::new(shared, protocol));
-    Ok(Router::new()
+        .build()?)
+}
+
+fn router(client: Client, throttle: BedrockThrottle, budget: Budget<&'static str>) -> Router {
+    // One key (the gateway serves one model), its tenants by the `x-tenant` header; a refusal
+    // is a 429 (or 413) response with `Retry-After`.
+    let tenants = TokenBudgetLayer::new(budget, |_: &Request| MODEL, estimate, settle)
+        .class(tenant)
+        .respond_to_refusals();
+    Router::new()
         .route("/chat", post(chat))
-        .route_layer(tenant_limits)
+        .route_layer(tenants)
         .route_layer(middleware::from_fn(buffer_body))
-        .with_state(App { client, burndown }))
+        .with_state(App { client, throttle })
 }
 
 #[tokio::main]
@@ -253,7 +230,7 @@ async fn main() -> Result<(), BoxError> {
         .install_recorder()?;
     let throttle = BedrockThrottle::builder()
         .bedrock(Bedrock::new().with_region("us-east-1"))
-        .quota(MODEL, bedrock_throttle::budget::Quota::tokens(MODEL_TPM))
+        .quota(MODEL, Quota::tokens(MODEL_TPM))
         .window(WINDOW)
         .metrics(true)
         .build()?;
@@ -265,8 +242,7 @@ async fn main() -> Result<(), BoxError> {
             .endpoint_url(emulator.endpoint_url()),
     );
     let client = Client::from_conf(config.build());
-    let burndown = Bedrock::new().output_burndown(MODEL);
-    let app = router(client, burndown)?.route(
+    let app = router(client, throttle, tenant_budget()?).route(
         "/metrics",
         axum::routing::get(move || std::future::ready(prometheus.render())),
     );
@@ -363,4 +339,81 @@ async fn main() -> Result<(), BoxError> {
     println!("GET /metrics (admissions):\n  {}", admitted.join("\n  "));
     emulator.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tenant that finds the quota spent beyond its longest wait gets a 429 with
+    /// `Retry-After` from the layer itself, through the router, without a server (and without
+    /// the handler: the SDK client points nowhere).
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_a_429_with_retry_after() {
+        let throttle = BedrockThrottle::builder().build().unwrap();
+        let client = Client::from_conf(
+            throttle
+                .configure(
+                    aws_sdk_bedrockruntime::config::Builder::new()
+                        .behavior_version(BehaviorVersion::latest())
+                        .region(Region::new("us-east-1"))
+                        .credentials_provider(Credentials::new("AK", "SK", None, None, "test"))
+                        .endpoint_url("http://127.0.0.1:9"),
+                )
+                .build(),
+        );
+        // The gateway's budget, with a short longest wait; another tenant holds the whole
+        // window, unsettled: the next request would wait for the window to slide (2 s).
+        let budget = Budget::builder()
+            .tokens(MODEL_TPM)
+            .window(WINDOW)
+            .max_wait(Duration::from_millis(100))
+            .fairness(Fairness::new())
+            .build()
+            .unwrap();
+        let _held = budget.try_acquire(MODEL, MODEL_TPM).unwrap();
+        let app = router(client, throttle, budget);
+        let request = Request::post("/chat")
+            .header("x-tenant", "acme")
+            .body(Body::from(r#"{"prompt":"hello","max_tokens":200}"#))
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = response
+            .headers()
+            .get("retry-after")
+            .expect("Retry-After")
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry_after >= WINDOW.as_secs(), "{retry_after}");
+        let body = axum::body::to_bytes(response.into_body(), MAX_BODY)
+            .await
+            .unwrap();
+        assert!(!body.is_empty());
+    }
+
+    /// A request larger than the whole quota could never pass: 413, no `Retry-After`.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_larger_than_the_quota_is_a_413() {
+        let throttle = BedrockThrottle::builder().build().unwrap();
+        let client = Client::from_conf(
+            throttle
+                .configure(
+                    aws_sdk_bedrockruntime::config::Builder::new()
+                        .behavior_version(BehaviorVersion::latest())
+                        .region(Region::new("us-east-1"))
+                        .credentials_provider(Credentials::new("AK", "SK", None, None, "test"))
+                        .endpoint_url("http://127.0.0.1:9"),
+                )
+                .build(),
+        );
+        let app = router(client, throttle, tenant_budget().unwrap());
+        let body = format!(r#"{{"prompt":"hello","max_tokens":{}}}"#, MODEL_TPM + 1);
+        let request = Request::post("/chat").body(Body::from(body)).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(response.headers().get("retry-after").is_none());
+    }
 }

@@ -433,7 +433,7 @@ impl FramesInput {
         }
         let message_type = MESSAGE_TYPES[usize::from(tag >> 4)];
         let kind = EVENT_TYPES[usize::from(tag & 15)];
-        let payload = if kind == "chunk" && tag % 2 == 0 {
+        let payload = if kind == "chunk" && tag.is_multiple_of(2) {
             let b64 = base64::engine::general_purpose::STANDARD.encode(payload);
             Bytes::from(format!(r#"{{"bytes":"{b64}","p":"abcdefghijkl"}}"#))
         } else {

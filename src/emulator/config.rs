@@ -557,19 +557,19 @@ impl EmulatorConfig {
         if self.window.checked_mul(1440).is_none() {
             return Err(ConfigError::new("the window is too long"));
         }
-        if let OutputLength::Uniform { min, max } = self.output_length {
-            if min > max {
-                return Err(ConfigError::new(format!(
-                    "output length: min {min} > max {max}"
-                )));
-            }
+        if let OutputLength::Uniform { min, max } = self.output_length
+            && min > max
+        {
+            return Err(ConfigError::new(format!(
+                "output length: min {min} > max {max}"
+            )));
         }
-        if let Some(tps) = self.latency.tokens_per_second {
-            if !(tps.is_finite() && tps > 0.0) {
-                return Err(ConfigError::new(
-                    "tokens per second must be a positive number",
-                ));
-            }
+        if let Some(tps) = self.latency.tokens_per_second
+            && !(tps.is_finite() && tps > 0.0)
+        {
+            return Err(ConfigError::new(
+                "tokens per second must be a positive number",
+            ));
         }
         let mut sum = 0.0;
         for (fault, p) in &self.faults.probabilities {

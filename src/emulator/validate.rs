@@ -520,31 +520,30 @@ fn converse_body(top: &Top) -> Result<u64, ApiError> {
         }
         Some(_) => return Err(invalid(constraint("system", "Member must be a list"))),
     }
-    if let Some(c) = given(&top.inference_config) {
-        if c.kind() != Kind::Object {
-            return Err(invalid(constraint(
-                "inferenceConfig",
-                "Member must be a structure",
-            )));
-        }
+    if let Some(c) = given(&top.inference_config)
+        && c.kind() != Kind::Object
+    {
+        return Err(invalid(constraint(
+            "inferenceConfig",
+            "Member must be a structure",
+        )));
     }
-    if let Some((kind, _)) = top.tool_config {
-        if !matches!(kind, Kind::Null | Kind::Object) {
-            return Err(invalid(constraint(
-                "toolConfig",
-                "Member must be a structure",
-            )));
-        }
+    if let Some((kind, _)) = top.tool_config
+        && !matches!(kind, Kind::Null | Kind::Object)
+    {
+        return Err(invalid(constraint(
+            "toolConfig",
+            "Member must be a structure",
+        )));
     }
-    if let Some(Part::Object(c)) = &top.inference_config {
-        if let Some(s) = Scalar::given(c.max_tokens) {
-            if s.uint.is_none_or(|n| n < 1) {
-                return Err(invalid(constraint(
-                    "inferenceConfig.maxTokens",
-                    "Member must have value greater than or equal to 1",
-                )));
-            }
-        }
+    if let Some(Part::Object(c)) = &top.inference_config
+        && let Some(s) = Scalar::given(c.max_tokens)
+        && s.uint.is_none_or(|n| n < 1)
+    {
+        return Err(invalid(constraint(
+            "inferenceConfig.maxTokens",
+            "Member must have value greater than or equal to 1",
+        )));
     }
     Ok(converse_tokens(top))
 }

@@ -128,10 +128,10 @@ fn missing(parent: &[&str], key: &str) -> ApiError {
 fn opt_uint(v: &Value, path: &[&str]) -> Result<Option<u64>, ApiError> {
     // Every parent must be an object when present.
     for i in 1..path.len() {
-        if let Some(parent) = get(v, &path[..i]) {
-            if !parent.is_object() {
-                return Err(wrong_type(&path[..i], "JSONObject", parent));
-            }
+        if let Some(parent) = get(v, &path[..i])
+            && !parent.is_object()
+        {
+            return Err(wrong_type(&path[..i], "JSONObject", parent));
         }
     }
     match get(v, path) {
@@ -193,11 +193,11 @@ fn blocks_with_text(blocks: &[Value], at: &[&str]) -> Result<(), ApiError> {
         if !b.is_object() {
             return Err(wrong_type(&path, "JSONObject", b));
         }
-        if let Some(t) = get(b, &["text"]) {
-            if !t.is_string() {
-                path.push("text");
-                return Err(wrong_type(&path, "String", t));
-            }
+        if let Some(t) = get(b, &["text"])
+            && !t.is_string()
+        {
+            path.push("text");
+            return Err(wrong_type(&path, "String", t));
         }
     }
     Ok(())

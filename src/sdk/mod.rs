@@ -95,6 +95,7 @@
 mod connector;
 mod observe;
 mod setup;
+mod usage;
 
 pub use connector::{
     ConnectorService, DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient, SIGNATURE_VALIDITY,

@@ -576,6 +576,7 @@ impl BedrockThrottleBuilder {
             store,
             observer,
             applied,
+            bedrock: self.bedrock.clone(),
         })
     }
 
@@ -684,6 +685,7 @@ pub struct BedrockThrottle {
     store: Store<BedrockKey>,
     pub(super) observer: ThrottleObserver,
     pub(super) applied: Option<Arc<AppliedQuotas>>,
+    pub(super) bedrock: Bedrock,
 }
 
 impl BedrockThrottle {

@@ -84,7 +84,7 @@ async fn fleet_window_invariant() {
                     n += 1;
                     let cost = 50 + (n * 37 + t * 11 + i as u64 * 7) % 250;
                     let lo = Instant::now();
-                    if n % 7 == 0 {
+                    if n.is_multiple_of(7) {
                         // A waiter that gives up: it must leave no trace.
                         let _ = tokio::time::timeout(
                             Duration::from_millis(5),
