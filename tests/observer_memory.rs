@@ -116,11 +116,13 @@ async fn the_observer_holds_at_most_the_caps_worth() {
     call(&setup, &BedrockKey::new("us-east-1", CONFIGURED));
     let unknown = grown(&setup, N, key);
     assert_eq!(setup.recorder.key_count(), 1);
+    assert_eq!(setup.metrics.key_count(), 1);
 
     // 100,000 distinct ids, every one tracked: the cap holds.
     let capped = observer(true, DEFAULT_MAX_KEYS);
     let all_tracked = grown(&capped, N, key);
     assert_eq!(capped.recorder.key_count(), DEFAULT_MAX_KEYS);
+    assert_eq!(capped.metrics.key_count(), DEFAULT_MAX_KEYS);
 
     println!(
         "observer memory: one key after one call {per_key} B; one key after 5,000 calls \
