@@ -113,3 +113,47 @@ async fn ten_thousand_model_ids_stay_within_the_cap() {
     );
     emulator.shutdown().await;
 }
+
+/// A key whose windows have all left the report gives its place back; so does a metrics key
+/// idle for longer than `idle`. On a paused clock.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn idle_keys_are_dropped() {
+    use std::time::Duration;
+
+    use bedrock_throttle::admit::{Event, Observe};
+    use bedrock_throttle::budget::Budget;
+    use bedrock_throttle::metrics::Metrics;
+    use bedrock_throttle::report::CapacityRecorder;
+
+    let window = Duration::from_secs(60);
+    let budget: Budget<u32> = Budget::builder().tokens(1_000).build().unwrap();
+    let recorder = CapacityRecorder::new(window, 5).max_keys(3);
+    let metrics = Metrics::new(|k: &u32| vec![("key", k.to_string())])
+        .max_keys(3)
+        .idle(Duration::from_secs(300));
+    let admitted = Event::Admitted {
+        tokens: 10,
+        waited: Duration::ZERO,
+        waited_on: None,
+    };
+    for key in 0..10u32 {
+        recorder.observe(&key, admitted);
+        metrics.observe(&key, admitted);
+    }
+    assert_eq!((recorder.key_count(), metrics.key_count()), (3, 3));
+    let keys: Vec<String> = recorder
+        .report(&budget)
+        .keys
+        .into_iter()
+        .map(|k| k.key)
+        .collect();
+    assert_eq!(keys, ["0", "1", "2", "other"]);
+    // Six windows on (the report covers five): nothing of theirs is left to report.
+    tokio::time::advance(window * 6).await;
+    recorder.observe(&10, admitted);
+    metrics.observe(&10, admitted);
+    assert_eq!((recorder.key_count(), metrics.key_count()), (1, 1));
+    let report = recorder.report(&budget);
+    assert_eq!(report.keys.len(), 2, "{report}");
+    assert_eq!(report.keys[0].key, "10");
+}
