@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")"
 secs=${1:-600}
 [ $# -gt 0 ] && shift
-targets=${*:-"usage classify emulator_validate estimate first_frame settle emulator_http"}
+targets=${*:-"usage classify emulator_validate estimate first_frame settle emulator_http extremes"}
 cargo fuzz build -s none
 bin=target/x86_64-unknown-linux-gnu/release
 mkdir -p logs artifacts work

@@ -94,11 +94,13 @@ impl<K: Hash + Eq + Clone, V> KeyMap<K, V> {
     }
 
     /// The entries of their own.
+    #[cfg_attr(not(feature = "bedrock"), allow(dead_code))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(k, e)| (k, &e.value))
     }
 
     /// The `other` entry, once an event went to it.
+    #[cfg_attr(not(feature = "bedrock"), allow(dead_code))]
     pub(crate) fn other(&self) -> Option<&V> {
         self.other.as_ref()
     }

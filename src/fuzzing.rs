@@ -31,6 +31,9 @@ use crate::bedrock::{
 use crate::classify::Outcome;
 use crate::emulator::fuzz_hooks as validate;
 
+mod extremes;
+pub use self::extremes::extremes;
+
 /// One model id per body family (and the shapes of id the key parser must take: geo prefix,
 /// upper case, ARN, unknown). The estimator and validation targets pick one with a byte.
 pub const MODELS: [&str; 16] = [

@@ -300,6 +300,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Metrics<K> {
         self
     }
 
+    /// How many keys have labels of their own now (`other` aside).
+    pub fn key_count(&self) -> usize {
+        self.lock().len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, KeyMap<K, Arc<KeyHandles>>> {
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -14,7 +14,7 @@ use bedrock_throttle::fuzzing::{self, Record, frames_input};
 
 type Entry = fn(&[u8]);
 
-const TARGETS: [(&str, Entry); 8] = [
+const TARGETS: [(&str, Entry); 9] = [
     ("estimate", fuzzing::estimate),
     ("estimate_vs_emulator", fuzzing::estimate_vs_emulator),
     ("usage", fuzzing::usage),
@@ -23,6 +23,7 @@ const TARGETS: [(&str, Entry); 8] = [
     ("first_frame", fuzzing::first_frame),
     ("emulator_validate", fuzzing::emulator_validate),
     ("emulator_http", fuzzing::emulator_http),
+    ("extremes", fuzzing::extremes),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -304,6 +305,34 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     for input in frame_inputs() {
         seeds.push(("settle", input.clone()));
         seeds.push(("first_frame", input));
+    }
+    // extremes: [quota: 3 × (selector, value)] [window] [day] [margin] [max wait] [windows]
+    // then operations (see `fuzzing::extremes`). Value selectors: 9 = u64::MAX, 7 = 2^63,
+    // 3 = 1,000; duration selectors: 4 = 60 s, 5 = a day, 7 = u64::MAX seconds.
+    for input in [
+        // Every limit u64::MAX: u64::MAX costs, reservations and settlements, then a report.
+        &[
+            1u8, 9, 1, 9, 1, 9, 4, 5, 1, 7, 60, 0x00, 9, 0x05, 9, 0, 0, 0x05, 9, 0, 1, 0x09, 9, 9,
+            0x01, 9, 0x0a,
+        ][..],
+        // A small quota, throttle feedback, quota changes to the edges, refusals, waits of
+        // u64::MAX seconds.
+        &[
+            1, 3, 1, 3, 0, 0, 3, 5, 0, 3, 2, 0x00, 3, 0x03, 1, 0x04, 1, 9, 1, 7, 0, 0x06, 7, 0x07,
+            7, 0x08, 2, 0x0b, 0x0a,
+        ],
+        // A window of one nanosecond and raw values.
+        &[
+            1, 0x80, 255, 255, 255, 255, 255, 255, 255, 127, 0, 0, 1, 1, 0, 0, 1, 0x10, 9, 0x15, 9,
+            0x80, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0x25, 9, 7, 1, 0x0a,
+        ],
+        // Keys past the recorder's cap fold into `other`.
+        &[
+            1, 3, 0, 0, 0, 4, 5, 0, 0, 3, 0x05, 3, 0, 0, 0x15, 3, 0, 0, 0x25, 3, 0, 0, 0x35, 3, 0,
+            0, 0x49, 9, 9, 0x0a,
+        ],
+    ] {
+        seeds.push(("extremes", input.to_vec()));
     }
     seeds
 }
