@@ -10,6 +10,8 @@ mod reference;
 mod support;
 
 mod classify;
+#[cfg(feature = "emulator")]
+mod openai;
 mod plan;
 mod response_layer;
 #[cfg(feature = "sdk")]
