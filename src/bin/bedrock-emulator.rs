@@ -32,14 +32,18 @@ OPTIONS:
     --max-in-flight N          requests read, validated or answered at once [default: 1024]
     --header-read-timeout-ms MS  time a client may take to send its headers [default: 30000]
     --retry-after              send x-amz-retry-after on throttles
+    --burndown PATTERN=N       settle the output of models PATTERN names (an id, or `*`/`?`
+                               matching a table row) at N instead of the table's (repeatable)
+    --model-table FILE.json    take families, maximums and burndowns from this table
+    --account-tpd N            account-wide tokens per day across models (0 refuses all)
     --seed N                   seed of the generators [default: 0]
     -h, --help                 print this help
     -V, --version              print the version
 
 FAULTS:
     service-unavailable, too-many-connections, internal-server, model-timeout,
-    model-not-ready, model-error, access-denied, service-quota-exceeded,
-    stream:<exception>@<events> with <exception> one of throttling, service-unavailable,
+    model-not-ready, model-error, access-denied, service-quota-exceeded, overloaded
+    (HTTP 529), overloaded@<seconds> (529 with Retry-After), stream:<exception>@<events> with <exception> one of throttling, service-unavailable,
     internal-server, model-stream-error, model-timeout, validation. A fault is injected
     only into operations whose Bedrock model defines it (service-quota-exceeded: InvokeModel
     and InvokeModelWithResponseStream; stream:model-timeout: InvokeModelWithResponseStream);
@@ -174,7 +178,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<EmulatorC
             | "--seed"
             | "--max-connections"
             | "--max-in-flight"
-            | "--header-read-timeout-ms" => {
+            | "--header-read-timeout-ms"
+            | "--burndown"
+            | "--model-table"
+            | "--account-tpd" => {
                 let value = match inline {
                     Some(v) => v,
                     None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
@@ -211,6 +218,18 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<EmulatorC
             "--tpm" => config.default_quota.tokens = Some(number()?),
             "--tpd" => config.default_quota.tokens_per_day = Some(number()?),
             "--seed" => config.seed = number()?,
+            "--account-tpd" => config.account_tokens_per_day = Some(number()?),
+            "--burndown" => {
+                let (pattern, n) = value
+                    .rsplit_once('=')
+                    .ok_or_else(|| bad("expected PATTERN=N, got"))?;
+                let n: u64 = n.parse().map_err(|_| bad("bad burndown in"))?;
+                config.burndown.insert(pattern.to_owned(), n);
+            }
+            "--model-table" => {
+                config.model_table = bedrock_throttle::bedrock::ModelTable::from_file(&value)
+                    .map_err(|e| e.to_string())?;
+            }
             "--max-connections" => {
                 config.max_connections =
                     usize::try_from(number()?).map_err(|_| bad("too large:"))?;
@@ -310,6 +329,9 @@ mod tests {
             "--max-in-flight=3",
             "--header-read-timeout-ms",
             "250",
+            "--burndown",
+            "anthropic.claude-opus-4-8*=5",
+            "--account-tpd=0",
         ])
         .unwrap()
         .unwrap();
@@ -332,6 +354,8 @@ mod tests {
         assert_eq!(c.seed, 5);
         assert_eq!((c.max_connections, c.max_in_flight), (7, 3));
         assert_eq!(c.header_read_timeout, Duration::from_millis(250));
+        assert_eq!(c.burndown["anthropic.claude-opus-4-8*"], 5);
+        assert_eq!(c.account_tokens_per_day, Some(0));
     }
 
     #[test]
@@ -348,6 +372,10 @@ mod tests {
             &["--max-connections", "0"],
             &["--max-in-flight", "0"],
             &["--header-read-timeout-ms", "0"],
+            &["--burndown", "anthropic.claude-opus-4-8*=0"],
+            &["--burndown", "nothing.matches*=5"],
+            &["--burndown", "5"],
+            &["--model-table", "/nonexistent/models.json"],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }
