@@ -442,7 +442,8 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
         clients.push(Client::from_conf(builder.build()));
     }
 
-    let count = ((case.demand * (s.tpm * u64::from(s.windows)) as f64) / case.mean_call_tokens() as f64)
+    let count = ((case.demand * (s.tpm * u64::from(s.windows)) as f64)
+        / case.mean_call_tokens() as f64)
         .round()
         .max(1.0) as usize;
     let calls = load::mixed_calls(42, count, s.window * s.windows);

@@ -236,3 +236,31 @@ async fn a_bearer_request_waits_past_the_signature_window_without_a_re_sign() {
     assert_eq!(c.throttled_requests, 0);
     assert_eq!(c.admitted, 4);
 }
+
+/// An HTTP 529 `overloaded_error` with `Retry-After` is a capacity throttle the stack retries
+/// (after the server's delay): the caller sees a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_529_is_retried() {
+    let window = Duration::from_secs(1);
+    let emu = Emulator::builder()
+        .fault_at(0, "overloaded@1".parse().unwrap())
+        .fault_at(1, "overloaded".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let throttle = throttle(window).build().unwrap();
+    let client = Client::from_conf(throttle.configure(sdk_config(&emu)).build());
+    converse(&client, "hello", 10)
+        .await
+        .expect("retried past two 529s");
+    let c = emu.stats().model(crate::support::SONNET4).counters;
+    assert_eq!(c.faults.overloaded, 2);
+    assert_eq!((c.requests, c.admitted), (3, 1));
+    let report = throttle.report();
+    let key = report
+        .keys
+        .iter()
+        .find(|k| k.model.as_deref() == Some(crate::support::SONNET4))
+        .unwrap();
+    assert_eq!(key.throttles.get("capacity"), Some(&2));
+}
