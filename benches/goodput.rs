@@ -21,7 +21,9 @@
 //!   `BedrockThrottle` told the whole quota, what the crate recommends for clients in one process.
 //!
 //! Scenarios:
-//! - **single**: one client instance;
+//! - **single**: one client instance; also on the late-2026 burndown tiers (**single-opus-4.8**,
+//!   15x; **single-sonnet-5**, 10x), the rate taken from the crate's model table by both the
+//!   emulator and the crate (utilisation then counts output at that rate);
 //! - **shared**: four client instances in one process (four SDK clients; for the crate, four
 //!   `BedrockThrottle`s each told a quarter of the quota) share the emulator's one quota, the calls
 //!   dealt round-robin between them;
@@ -76,12 +78,20 @@ use bedrock_throttle::sdk::{BedrockThrottle, default_https_client};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const MODEL: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+const MODEL: &str = MODELS[0].1;
 /// Claude 4 output burndown.
 const BURNDOWN: u64 = 5;
 /// The workload's mean settled cost of one call: about 415 input tokens and 210 output tokens
 /// (40..400 capped by a `maxTokens` of 256, 512 or 1,024), output counted 5x.
 const MEAN_CALL_TOKENS: u64 = 415 + 210 * BURNDOWN;
+/// The models of the single scenario, with their label: Claude Sonnet 4 (5x) everywhere, and
+/// the late-2026 tiers Claude Opus 4.8 (15x) and Claude Sonnet 5 (10x), whose burndown the
+/// emulator and the crate both take from the crate's model table.
+const MODELS: [(&str, &str); 3] = [
+    ("", "us.anthropic.claude-sonnet-4-20250514-v1:0"),
+    ("-opus-4.8", "us.anthropic.claude-opus-4-8-20261015-v1:0"),
+    ("-sonnet-5", "us.anthropic.claude-sonnet-5-20260917-v1:0"),
+];
 /// The crate's instances in the shared scenario.
 const SHARED_INSTANCES: usize = 4;
 /// How far above the real quota the over-configured crate is told the quota is.
@@ -152,17 +162,34 @@ struct Case {
     demand: f64,
     scenario: Scenario,
     client: ClientKind,
+    /// Index into [`MODELS`].
+    model: usize,
 }
 
 impl Case {
     fn label(&self) -> String {
         format!(
-            "{}/{}x/{}/{}",
+            "{}/{}x/{}{}/{}",
             self.enforcement,
             self.demand,
             self.scenario.label(),
+            MODELS[self.model].0,
             self.client.label()
         )
+    }
+
+    fn model(&self) -> &'static str {
+        MODELS[self.model].1
+    }
+
+    /// The model's output burndown, from the crate's model table.
+    fn burndown(&self) -> u64 {
+        bedrock_throttle::bedrock::Bedrock::new().output_burndown(self.model())
+    }
+
+    /// The workload's mean settled cost of one call on this model.
+    fn mean_call_tokens(&self) -> u64 {
+        415 + 210 * self.burndown()
     }
 }
 
@@ -256,12 +283,20 @@ fn cases(s: &Settings) -> Vec<(usize, Case)> {
                     if client == ClientKind::CrateOne && scenario != Scenario::Shared {
                         continue;
                     }
-                    out.push(Case {
-                        enforcement,
-                        demand,
-                        scenario,
-                        client,
-                    });
+                    let models = if scenario == Scenario::Single {
+                        MODELS.len()
+                    } else {
+                        1
+                    };
+                    for model in 0..models {
+                        out.push(Case {
+                            enforcement,
+                            demand,
+                            scenario,
+                            client,
+                            model,
+                        });
+                    }
                 }
             }
         }
@@ -331,7 +366,7 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
         return run_fleet_case(s, case, index).await;
     }
     let emulator = Emulator::builder()
-        .model_quota(MODEL, bedrock_throttle::budget::Quota::tokens(s.tpm))
+        .model_quota(case.model(), bedrock_throttle::budget::Quota::tokens(s.tpm))
         .window(s.window)
         .enforcement(case.enforcement)
         .output_length(OutputLength::Uniform { min: 40, max: 400 })
@@ -364,7 +399,7 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
             throttle = throttle.expiry_margin(margin);
         }
         throttle
-            .quota(MODEL, Quota::tokens(told))
+            .quota(case.model(), Quota::tokens(told))
             .window(s.window)
             .max_wait(max_wait)
             .http_client(wire)
@@ -407,13 +442,14 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
         clients.push(Client::from_conf(builder.build()));
     }
 
-    let count = ((case.demand * (s.tpm * u64::from(s.windows)) as f64) / MEAN_CALL_TOKENS as f64)
+    let count = ((case.demand * (s.tpm * u64::from(s.windows)) as f64)
+        / case.mean_call_tokens() as f64)
         .round()
         .max(1.0) as usize;
     let calls = load::mixed_calls(42, count, s.window * s.windows);
-    let outcomes = load::run_split(&clients, MODEL, &calls).await;
+    let outcomes = load::run_split(&clients, case.model(), &calls).await;
 
-    let counters = emulator.stats().model(MODEL);
+    let counters = emulator.stats().model(case.model());
     let c = counters.counters;
     let throttled = c.throttled_requests + c.throttled_tokens + c.throttled_tokens_per_day;
     let report = load::report_split(
@@ -422,7 +458,7 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
         instances,
         throttled,
         c.requests,
-        BURNDOWN,
+        case.burndown(),
         s.tpm,
         s.window,
     );
@@ -431,7 +467,7 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
         case: case.label(),
         enforcement: case.enforcement.to_string(),
         demand: case.demand,
-        scenario: case.scenario.label().to_owned(),
+        scenario: format!("{}{}", case.scenario.label(), MODELS[case.model].0),
         client: case.client.label().to_owned(),
         report,
         emulator_attempts: c.requests,
@@ -503,7 +539,7 @@ async fn run_fleet_case(s: &Settings, case: &Case, index: usize) -> Result<Row, 
         case: case.label(),
         enforcement: case.enforcement.to_string(),
         demand: case.demand,
-        scenario: case.scenario.label().to_owned(),
+        scenario: format!("{}{}", case.scenario.label(), MODELS[case.model].0),
         client: case.client.label().to_owned(),
         report,
         emulator_attempts: c.requests,
@@ -674,7 +710,8 @@ fn main() -> Result<(), BoxError> {
         }
     }
     println!(
-        "\nQuota {} tokens per {:?} window (Claude 4, burndown {BURNDOWN}), demand over {} windows, \
+        "\nQuota {} tokens per {:?} window (Claude Sonnet 4, burndown {BURNDOWN}, unless the \
+         scenario names Opus 4.8 at 15x or Sonnet 5 at 10x), demand over {} windows, \
          {:.0} s in all.\n",
         s.tpm,
         s.window,

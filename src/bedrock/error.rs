@@ -220,6 +220,7 @@ pub(crate) fn classify_error(status: u16, error: &BedrockError) -> Outcome {
 
 /// The attempts in all (the first and five retries) AWS advises for Bedrock since late 2026:
 /// the one source of the SDK setup's default.
+#[cfg(feature = "sdk")]
 pub(crate) const RECOMMENDED_ATTEMPTS: std::num::NonZeroU32 = match std::num::NonZeroU32::new(6) {
     Some(n) => n,
     None => unreachable!(),

@@ -9,14 +9,15 @@
 //!
 //! | role | Bedrock's answer |
 //! |---|---|
-//! | plan (once per attempt) | key: region (host, else configured) + decoded model id; tokens: input estimate + max output tokens; if the usage never arrives: input + burndown × max output; memo: operation, burndown, max output |
+//! | plan (once per attempt) | key: region (host, else configured) + decoded model id (the body's `model` on the OpenAI-compatible `/openai/v1` routes); tokens: input estimate + max output tokens; if the usage never arrives: input + burndown × max output; memo: operation, burndown, max output |
 //! | settle | `input + cache_write + output × burndown`, when the body ends, mirroring Bedrock's own reservation |
 //! | classify | error code + message → throttle cause, transient, fatal |
 //! | clone | in-memory bodies |
 //!
 //! Why it is more than parsing: Bedrock throttles on a RESERVATION (`input + max_tokens`, the
-//! model's maximum when unset) and settles output tokens at 5× for recent Claude models, so a
-//! client that counts requests, or counts tokens after the fact, overruns the quota. And the
+//! model's maximum when unset) and settles output tokens at a burndown rate per model (15×, 10×,
+//! 5× or 1× in late 2026: the [model table](model_table), kept as dated data), so a client that
+//! counts requests, or counts tokens after the fact, or uses a stale rate, overruns the quota. And the
 //! information needed to react is spread over places a synchronous classifier cannot reach (the
 //! error body, the first frame of a stream): [`BedrockResponseLayer`] brings it into the response.
 //!

@@ -744,6 +744,7 @@ impl ModelTable {
     }
 
     /// Whether a row or an override names `model_id` (the emulator's strict model check).
+    #[cfg(feature = "emulator")]
     pub(crate) fn knows(&self, model_id: &str) -> bool {
         self.resolve(model_id).1 == Resolved::Known
     }

@@ -110,6 +110,7 @@ pub(crate) fn base_model_id(model_id: &str) -> &str {
 }
 
 /// What the built-in table says of a model id (no override, no warning).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn default_model_info(model_id: &str) -> ModelInfo {
     ModelTable::default().resolve(model_id).0
 }

@@ -143,6 +143,19 @@ fn service_tier(body: &[u8]) -> Option<&'static str> {
     tier_name(&rest[i..])
 }
 
+/// Warns once (per process) about a `serviceTier` that is not one of Bedrock's four.
+fn warn_unknown_tier(body: &[u8]) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if memchr::memmem::find(body, b"\"serviceTier\"").is_some()
+        && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "a request's serviceTier is not priority, default, flex or reserved: it goes to the \
+             default lane (warned once)"
+        );
+    }
+}
+
 fn tier_name(value: &[u8]) -> Option<&'static str> {
     ["priority", "default", "flex", "reserved"]
         .into_iter()
@@ -245,9 +258,14 @@ impl Bedrock {
 
     /// Fair shares: a request's lane defaults to its body's `serviceTier` (`priority`,
     /// `default`, `flex`, `reserved`): configure lanes of those names
-    /// ([`Lane`](crate::budget::Lane)); a tier without a lane goes to the default lane. The tier
-    /// does not change the quota key: on-demand tiers share one quota, which is exactly what
-    /// the lanes share.
+    /// ([`Lane`](crate::budget::Lane)); a tier without a lane goes to the default lane, and a
+    /// tier name Bedrock does not have gets one `tracing` warning. The tier does not change the
+    /// quota key: on-demand tiers share one quota, which is exactly what the lanes share.
+    ///
+    /// Assumption for `reserved`: reserved capacity has its own input and output
+    /// tokens-per-minute and overflows to on-demand, but this crate does not key it apart (that
+    /// needs the engine's scopes): a reserved call is charged to the model's on-demand key.
+    /// That over-counts on-demand use (less throughput, never a throttle).
     pub fn service_tier_lanes(mut self) -> Self {
         self.config().classes.service_tier = true;
         self
@@ -267,9 +285,12 @@ impl Bedrock {
         if let Some(lane) = lane {
             class = class.with_lane(lane);
         } else if source.service_tier
-            && let Some(tier) = body.and_then(service_tier)
+            && let Some(body) = body
         {
-            class = class.with_lane(tier);
+            match service_tier(body) {
+                Some(tier) => class = class.with_lane(tier),
+                None => warn_unknown_tier(body),
+            }
         }
         class
     }

@@ -152,6 +152,37 @@ fn command() -> Command {
             value("seed", "N", "Seed of the generators [default: 0]")
                 .value_parser(value_parser!(u64)),
         )
+        .arg(
+            value(
+                "burndown",
+                "PATTERN=N",
+                "Settle the output of models PATTERN names (an id, or `*`/`?` matching a table \
+                 row) at N instead of the table's (repeatable)",
+            )
+            .action(ArgAction::Append)
+            .value_parser(burndown),
+        )
+        .arg(value(
+            "model-table",
+            "FILE.json",
+            "Take families, maximums and burndowns from this table",
+        ))
+        .arg(
+            value(
+                "account-tpd",
+                "N",
+                "Account-wide tokens per day across models (0 refuses every call)",
+            )
+            .value_parser(value_parser!(u64)),
+        )
+}
+
+fn burndown(s: &str) -> Result<(String, u64), String> {
+    let (pattern, n) = s
+        .rsplit_once('=')
+        .ok_or_else(|| "expected PATTERN=N".to_owned())?;
+    let n: u64 = n.parse().map_err(|_| format!("bad burndown `{n}`"))?;
+    Ok((pattern.to_owned(), n))
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {
@@ -358,6 +389,16 @@ fn config_from(m: &ArgMatches) -> Result<EmulatorConfig, String> {
     if let Some(&d) = m.get_one("header-read-timeout-ms") {
         config.header_read_timeout = d;
     }
+    if let Some(&n) = m.get_one("account-tpd") {
+        config.account_tokens_per_day = Some(n);
+    }
+    if let Some(overrides) = m.get_many::<(String, u64)>("burndown") {
+        config.burndown.extend(overrides.cloned());
+    }
+    if let Some(path) = m.get_one::<String>("model-table") {
+        config.model_table =
+            bedrock_throttle::bedrock::ModelTable::from_file(path).map_err(|e| e.to_string())?;
+    }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }
@@ -408,6 +449,9 @@ mod tests {
             "--max-in-flight=3",
             "--header-read-timeout-ms",
             "250",
+            "--burndown",
+            "anthropic.claude-opus-4-8*=5",
+            "--account-tpd=0",
         ])
         .unwrap();
         assert_eq!(c.listen.port(), 9);
@@ -429,6 +473,8 @@ mod tests {
         assert_eq!(c.seed, 5);
         assert_eq!((c.max_connections, c.max_in_flight), (7, 3));
         assert_eq!(c.header_read_timeout, Duration::from_millis(250));
+        assert_eq!(c.burndown["anthropic.claude-opus-4-8*"], 5);
+        assert_eq!(c.account_tokens_per_day, Some(0));
     }
 
     #[test]
@@ -445,6 +491,10 @@ mod tests {
             &["--max-connections", "0"],
             &["--max-in-flight", "0"],
             &["--header-read-timeout-ms", "0"],
+            &["--burndown", "anthropic.claude-opus-4-8*=0"],
+            &["--burndown", "nothing.matches*=5"],
+            &["--burndown", "5"],
+            &["--model-table", "/nonexistent/models.json"],
         ] {
             match parse(args) {
                 Err(Invalid::Clap(e)) => assert_eq!(e.exit_code(), 2, "{args:?}: {e}"),

@@ -305,7 +305,8 @@ pub struct Faults {
 /// or parse it with [`EmulatorConfig::from_json`].
 ///
 /// The JSON form (every field optional; unknown fields are an error so typos are loud; a quota's
-/// `rpm`, `tpm` and `tpd` are the same as `requests`, `tokens` and `tokens_per_day`):
+/// `rpm`, `tpm` and `tpd` are the same as `requests`, `tokens` and `tokens_per_day`;
+/// `"model_table": "FILE.json"` loads a model table instead of the built-in one):
 ///
 /// ```
 /// # use bedrock_throttle::emulator::EmulatorConfig;
@@ -324,7 +325,9 @@ pub struct Faults {
 ///   "seed": 0,
 ///   "models": { "arn:aws:bedrock:us-east-1:1:application-inference-profile/x":
 ///               { "family": "anthropic", "max_output_tokens": 64000, "output_burndown": 5 } },
-///   "faults": { "service-unavailable": 0.01, "stream:throttling@2": 0.005 },
+///   "burndown": { "anthropic.claude-opus-4-8*": 15 },
+///   "account_tokens_per_day": 700000000,
+///   "faults": { "service-unavailable": 0.01, "overloaded@2": 0.001, "stream:throttling@2": 0.005 },
 ///   "fault_schedule": { "3": "model-timeout", "7": "stream:throttling@0" },
 ///   "max_connections": 4096,
 ///   "max_in_flight": 1024,

@@ -30,9 +30,17 @@
 //!   max-tokens field, `inferenceConfig.maxTokens` for Converse, or the model's maximum when
 //!   absent) and is throttled with `ThrottlingException` if that would exceed a limit (a
 //!   throttled request is not charged). When the last byte of the response is produced it
-//!   settles `input + output × burndown` (5 for Claude 3.7 and later): a refund reduces the
+//!   settles `input + output × burndown` (the rate of the crate's [model
+//!   table](crate::bedrock::model_table), the same data as the client's, or an
+//!   [override](EmulatorBuilder::burndown) that puts the server out of step): a refund reduces the
 //!   start-time charge, an overshoot is booked at the settle instant. Input tokens follow the
 //!   rule in [`tokens`].
+//! - **Account-wide tokens per day** ([`account_tokens_per_day`](EmulatorBuilder::account_tokens_per_day)):
+//!   one daily quota across every model, as Bedrock's "Cross-Model Max Tokens Per Day" since
+//!   2026-09; 0 refuses every call with "Too many tokens per day".
+//! - **OpenAI-compatible routes**: `POST /openai/v1/chat/completions` and
+//!   `POST /openai/v1/responses` (synchronous), the model in the body's `model`, on the same
+//!   per-model quota and burndown.
 //! - **Windows**: sliding, token bucket or fixed ([`Enforcement`]), of any length (the day
 //!   window is 1440 windows), so tests can use 1 s windows. Time is `tokio::time`, so tests with
 //!   a paused clock drive it with `advance`.
@@ -47,8 +55,12 @@
 //!   them), and, for the Anthropic Claude Messages API (the one family whose schema the
 //!   emulator enforces), keys the schema does not permit: `Malformed input request: #:
 //!   extraneous key [stream] is not permitted, please reformat your input and try again.`,
-//!   every violation listed one after the other as Bedrock lists them. Unknown paths get a 404.
-//! - **Faults** by probability or by request index ([`Fault`]): 503 (both messages), 500, 408,
+//!   every violation listed one after the other as Bedrock lists them; the same for keys
+//!   outside a Claude content block's and for any key outside a Nova body's schema (such as
+//!   `max_tokens`). CountTokens refuses inference-profile ids and Nova ("The provided model
+//!   doesn't support counting tokens."). Unknown paths get a 404.
+//! - **Faults** by probability or by request index ([`Fault`]): 503 (both messages), 529
+//!   `overloaded_error` (with or without `Retry-After`), 500, 408,
 //!   `ModelNotReadyException`, `ModelErrorException`, `AccessDeniedException`,
 //!   `ServiceQuotaExceededException`, and exception frames (every member the stream's model
 //!   defines, `modelStreamErrorException` with `originalStatusCode` and `originalMessage`)

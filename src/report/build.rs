@@ -213,6 +213,7 @@ pub(crate) fn build_key(
         key: input.name,
         model: input.model,
         region: input.region,
+        burndown: None,
         demand,
         waits: waits_report,
         saturated_share: if covered.is_zero() {

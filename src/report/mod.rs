@@ -132,6 +132,9 @@ pub struct KeyReport {
     pub model: Option<String>,
     /// The region, for a Bedrock key.
     pub region: Option<String>,
+    /// The output burndown the limiter settles this key's output tokens at (from the model
+    /// table), for a Bedrock key: if the server books more, the key is throttled.
+    pub burndown: Option<u64>,
     /// Demand per window.
     pub demand: Demand,
     /// Queue waits.
@@ -190,7 +193,10 @@ impl fmt::Display for CapacityReport {
             self.windows, self.window_secs, self.retries, self.resigns, self.give_ups
         )?;
         for k in &self.keys {
-            writeln!(f, "  {}", k.key)?;
+            match k.burndown {
+                Some(b) => writeln!(f, "  {} (output burndown {b}x)", k.key)?,
+                None => writeln!(f, "  {}", k.key)?,
+            }
             writeln!(
                 f,
                 "    {:<26} {:>10} {:>10} {:>10}",

@@ -52,6 +52,12 @@
 //! is the stack's job). [`sdk_max_attempts`](BedrockThrottleBuilder::sdk_max_attempts) bounds the
 //! re-signs (16 attempts: more than an hour of waiting).
 //!
+//! A request authenticated with a Bedrock API key (`Authorization: Bearer`, set with the
+//! client config's `.bearer_token(Token::new(key, None))` and the HTTP bearer auth scheme
+//! preferred) has no signature to expire: it waits in line as long as its caller lets it and
+//! is never re-signed or cut at five minutes. A key does not reveal its account: account-wide
+//! limits need the account named in configuration.
+//!
 //! A wait longer than a [`max_wait`](BedrockThrottleBuilder::max_wait), or a retry deadline the
 //! signature cannot cover, reach the SDK as `ConnectorError::other(_, Some(ErrorKind::ThrottlingError))`;
 //! a request larger than the whole quota as `Some(ErrorKind::ClientError)`.
@@ -68,7 +74,7 @@
 //!
 //! Splitting a quota statically (each instance told a share, e.g. one process per share) keeps
 //! every instance inside its share at each admission, but not the sum inside the quota at every
-//! instant: Bedrock books output burndown (5x on recent Claude models) when a call ends, as debt
+//! instant: Bedrock books output burndown (15x, 10x or 5x on recent models) when a call ends, as debt
 //! beyond the reservation, and one instance's debt can spill past its share into room another
 //! instance is admitting into. For instances in separate processes, share one ledger through
 //! Redis instead ([`BedrockThrottleBuilder::redis`], feature `redis`): every process then

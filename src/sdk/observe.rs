@@ -1,15 +1,16 @@
 //! What the one-call setup observes: the capacity report's recorder, the metrics if enabled,
 //! and the retry layer's decisions.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use crate::BoxError;
 use crate::admit::{Event, LeftQueue, Observe};
 use crate::bedrock::{Bedrock, BedrockKey};
-use crate::classify::{Classification, Classify};
+use crate::classify::{Classification, Classify, ThrottleCause};
 use crate::quotas::AppliedQuotas;
 use crate::report::{CapacityRecorder, CapacityReport, KeyInput};
 use crate::retry::RetryEvent;
@@ -25,6 +26,63 @@ pub struct ThrottleObserver {
     pub(crate) counts: Arc<RetryCounts>,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<crate::metrics::Metrics<BedrockKey>>,
+    pub(crate) burndown: Arc<BurndownCheck>,
+}
+
+/// Tells the user, once per model, that the server throttled on TOKENS although the limiter
+/// admitted within its limit: the likeliest cause is a server that settles the model's
+/// output at a higher burndown than the model table says (Bedrock changes rates before
+/// tables do), the other one a consumer of the same quota outside this limiter.
+#[derive(Debug)]
+pub(crate) struct BurndownCheck {
+    bedrock: Bedrock,
+    warned: Mutex<HashSet<Arc<str>>>,
+}
+
+/// The most models warned about (model ids come from requests).
+const MAX_WARNED: usize = 1024;
+
+impl BurndownCheck {
+    pub(crate) fn new(bedrock: Bedrock) -> Arc<Self> {
+        Arc::new(Self {
+            bedrock,
+            warned: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The text of the warning for `key`.
+    pub(crate) fn message(&self, key: &BedrockKey) -> String {
+        let burndown = self.bedrock.output_burndown(key.model());
+        let checked = self
+            .bedrock
+            .models()
+            .row_of(key.model())
+            .map_or("never", |row| row.checked());
+        format!(
+            "the server throttled on tokens what the limiter admitted within its limit: Bedrock              may settle {}'s output above the {burndown}x of the model table (row checked              {checked}), or another client uses the same quota; compare with CloudWatch's              EstimatedTPMQuotaUsage and override the burndown (ModelTable::with_burndown) or              load a newer table",
+            key.model()
+        )
+    }
+
+    fn observe(&self, key: &BedrockKey, event: &Event<'_>) {
+        let Event::Completed { classification } = event else {
+            return;
+        };
+        if classification.throttle_cause() != Some(ThrottleCause::Tokens) || !key.has_model() {
+            return;
+        }
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.len() < MAX_WARNED && warned.insert(key.model.clone()) {
+            drop(warned);
+            tracing::warn!(
+                model = key.model(),
+                region = key.region(),
+                burndown = self.bedrock.output_burndown(key.model()),
+                "{}",
+                self.message(key)
+            );
+        }
+    }
 }
 
 impl Observe<BedrockKey> for ThrottleObserver {
@@ -32,6 +90,7 @@ impl Observe<BedrockKey> for ThrottleObserver {
         if let Event::LeftQueue { .. } = event {
             self.counts.resigns.fetch_add(1, Ordering::Relaxed);
         }
+        self.burndown.observe(key, &event);
         self.recorder.observe(key, event);
         #[cfg(feature = "metrics")]
         if let Some(metrics) = &self.metrics {
@@ -106,6 +165,20 @@ impl BedrockThrottle {
                 .and_then(|a| a.quota(key.model())),
             applied_known: applied.is_some(),
         });
+        for key in &mut report.keys {
+            let (Some(model), Some(region)) = (&key.model, &key.region) else {
+                continue;
+            };
+            if model.is_empty() {
+                continue;
+            }
+            key.burndown = Some(self.observer.burndown.bedrock.output_burndown(model));
+            if key.throttles.contains_key("tokens") {
+                let bedrock_key = BedrockKey::new(region.as_str(), model.as_str());
+                key.warnings
+                    .push(self.observer.burndown.message(&bedrock_key));
+            }
+        }
         let counts = &self.observer.counts;
         report.retries = counts.retries.load(Ordering::Relaxed);
         report.resigns = counts.resigns.load(Ordering::Relaxed);

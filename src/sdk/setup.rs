@@ -541,6 +541,7 @@ impl BedrockThrottleBuilder {
         let retry_counts = Arc::new(RetryCounts::default());
         let retry = retry.on_decision(retry_counts.observer(self.metrics));
         let observer = ThrottleObserver {
+            burndown: super::observe::BurndownCheck::new(self.bedrock.clone()),
             recorder: CapacityRecorder::new(self.window, self.report_windows).track(track.clone()),
             counts: Arc::clone(&retry_counts),
             #[cfg(feature = "metrics")]

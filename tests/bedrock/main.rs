@@ -10,6 +10,9 @@ mod reference;
 mod support;
 
 mod classify;
+mod models;
+#[cfg(feature = "emulator")]
+mod openai;
 mod plan;
 mod response_layer;
 #[cfg(feature = "sdk")]

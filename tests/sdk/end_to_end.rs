@@ -325,9 +325,10 @@ async fn every_operation_and_bad_bodies() {
     }
     assert!(chunks > 0);
     converse(&client, "hello", 20).await.unwrap();
+    // CountTokens takes base model ids only (Bedrock refuses inference profiles).
     let count = client
         .count_tokens()
-        .model_id(SONNET4)
+        .model_id("anthropic.claude-sonnet-4-20250514-v1:0")
         .input(
             aws_sdk_bedrockruntime::types::CountTokensInput::InvokeModel(
                 aws_sdk_bedrockruntime::types::InvokeModelTokensRequest::builder()
