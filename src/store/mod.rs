@@ -159,6 +159,8 @@
 mod builder;
 #[cfg(feature = "redis")]
 mod call;
+#[cfg(feature = "redis")]
+mod charge;
 mod either;
 #[cfg(feature = "redis")]
 mod error;
