@@ -142,7 +142,11 @@ impl StorePermit for RedisCharge {
     }
 
     fn settle(self: Box<Self>, _reserved: u64, refund: u64, debt: u64) {
-        self.local.live.lock().expect("poisoned").remove(self.live);
+        self.local
+            .live
+            .lock()
+            .expect("poisoned")
+            .settle(self.live, refund);
         // Settling at exactly the reservation changes nothing in the ledger: no round trip.
         if refund == 0 && debt == 0 {
             return;

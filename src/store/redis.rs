@@ -362,7 +362,7 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
         let tag = format!("{{{}:{}}}", self.prefix, &digest[..32]);
         let names = ["s", "r", "t", "d", "q", "qc"].map(|s| format!("{tag}:{s}"));
         let epoch = self.caller.health.script_epoch.load(Ordering::Acquire);
-        let local = Arc::new(LocalKey::new(names, epoch));
+        let local = Arc::new(LocalKey::new(names, epoch, self.settings.window));
         // Idle keys are forgotten (their Redis state expires by itself): a bounded map.
         if keys.len() >= 4096 {
             keys.retain(|_, k| Arc::strong_count(k) > 1);
@@ -384,17 +384,13 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
                 }
             })
         };
-        let outstanding = local.live.lock().expect("poisoned").totals(Some(
-            Instant::now()
-                .checked_sub(self.settings.window)
-                .unwrap_or_else(Instant::now),
-        ));
+        let outstanding = local.live.lock().expect("poisoned").permits;
         KeyStats {
             requests: dim(Dimension::Requests),
             tokens: dim(Dimension::Tokens),
             tokens_per_day: dim(Dimension::TokensPerDay),
             waiters: local.waiting.load(Ordering::Relaxed) as usize,
-            outstanding: outstanding.0 as usize,
+            outstanding: usize::try_from(outstanding).unwrap_or(usize::MAX),
             tenants: 0,
         }
     }
