@@ -1,6 +1,7 @@
 //! The cost of the Redis store: a no-wait admission's latency next to a `PING` round trip on
-//! the same connection, and the Redis commands per admission and per settlement, counted from
-//! `INFO commandstats`.
+//! the same connection, the Redis commands per admission and per settlement and the server
+//! time per admission, counted from `INFO commandstats`, and the admissions per second (and
+//! per second of the server's CPU, from `INFO cpu`) of 16 clients at once.
 //!
 //! ```text
 //! cargo bench --features redis --bench store        # starts its own redis-server on loopback
@@ -60,6 +61,33 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
     let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
     v[rank - 1].as_secs_f64() * 1e6
+}
+
+/// Server time (µs) spent in script calls, from INFO commandstats.
+fn script_usec(c: &mut redis::Connection) -> Result<u64, BoxError> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(c)?;
+    Ok(info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split([':', ','])
+                .find_map(|kv| kv.strip_prefix("usec="))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum())
+}
+
+/// The server's CPU seconds (user + system), from INFO cpu.
+fn server_cpu(c: &mut redis::Connection) -> Result<f64, BoxError> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(c)?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_user:")
+                .or_else(|| l.strip_prefix("used_cpu_sys:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum())
 }
 
 /// Client-issued script calls (EVALSHA, EVAL, SCRIPT) and every command, from INFO.
@@ -130,6 +158,7 @@ fn main() -> Result<(), BoxError> {
             store.acquire(key.clone(), 100).await?.settle(100);
         }
         let (adm_scripts, adm_all) = commands(&mut admin)?;
+        let adm_usec = script_usec(&mut admin)? as f64 / n as f64;
         let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut admin)?;
         let mut permits = Vec::with_capacity(n);
         for _ in 0..n {
@@ -153,6 +182,37 @@ fn main() -> Result<(), BoxError> {
         let lost = store.store_stats().lost_updates;
         let (set_scripts, set_all) = commands(&mut admin)?;
         let _ = before;
+        // Throughput: many clients (own connections) at once on one key, for two seconds;
+        // admissions per second of the server's CPU.
+        let clients: Vec<RedisStore<String>> = (0..16)
+            .map(|_| {
+                RedisStore::builder(url.clone())
+                    .tokens(1_000_000_000_000)
+                    .window(Duration::from_secs(1))
+                    .timeout(Duration::from_secs(1))
+                    .build()
+            })
+            .collect::<Result<_, _>>()?;
+        let cpu0 = server_cpu(&mut admin)?;
+        let start = Instant::now();
+        let until = start + Duration::from_secs(2);
+        let counts = futures_util::future::join_all(clients.iter().map(|c| {
+            let key = key.clone();
+            async move {
+                let mut done = 0u64;
+                while Instant::now() < until {
+                    if let Ok(p) = c.acquire(key.clone(), 100).await {
+                        p.settle(100);
+                        done += 1;
+                    }
+                }
+                done
+            }
+        }))
+        .await;
+        let elapsed = start.elapsed().as_secs_f64();
+        let cpu = server_cpu(&mut admin)? - cpu0;
+        let total: u64 = counts.iter().sum();
         let p50_ping = pct(&mut pings, 0.50);
         let p99_ping = pct(&mut pings, 0.99);
         let p50 = pct(&mut admissions, 0.50);
@@ -176,6 +236,13 @@ fn main() -> Result<(), BoxError> {
             "| settlement with a refund or a debt | {:.3} | {:.1} |",
             set_scripts as f64 / n as f64,
             set_all as f64 / n as f64
+        );
+        println!("\n| server time per no-wait admission (commandstats) | admissions/s, 16 clients, one key | server CPU s | admissions per server CPU second |");
+        println!("|--:|--:|--:|--:|");
+        println!(
+            "| {adm_usec:.1} µs | {:.0} | {cpu:.2} | {:.0} |",
+            total as f64 / elapsed,
+            total as f64 / cpu.max(1e-9)
         );
         Ok::<_, BoxError>(())
     })?;

@@ -332,7 +332,10 @@ impl BedrockThrottleBuilder {
         self
     }
 
-    /// No retry starts inside the stack after this long from the first attempt (default 240 s).
+    /// No retry starts inside the stack after this long from the first attempt (default 240 s),
+    /// not counting the time attempts waited for admission: a call that waited its turn and
+    /// then met one throttle is still retried (the waits have their own bounds:
+    /// [`max_wait`](Self::max_wait) and the signature window).
     pub fn retry_deadline(mut self, deadline: Duration) -> Self {
         self.retry_deadline = deadline;
         self

@@ -163,7 +163,7 @@ impl Caller {
         let call = async {
             let first = self
                 .conn
-                .query(&args.command("EVALSHA", &self.script.get_hash(), names))
+                .query(&args.command("EVALSHA", self.script.get_hash(), names))
                 .await;
             match first {
                 Err(e)

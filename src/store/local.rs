@@ -1,7 +1,7 @@
 //! The local side of one quota key: the process's line, its live charges, the fleet's figures
 //! as last read, and the state of the outage modes.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -27,14 +27,14 @@ pub(super) struct LocalKey {
 }
 
 impl LocalKey {
-    pub(super) fn new(names: [String; 6], epoch: u64) -> Self {
+    pub(super) fn new(names: [String; 6], epoch: u64, window: Duration) -> Self {
         LocalKey {
             names,
             turn: tokio::sync::Mutex::new(()),
             freed: Notify::new(),
             waiting: AtomicU64::new(0),
             epoch: AtomicU64::new(epoch),
-            live: Mutex::new(Live::default()),
+            live: Mutex::new(Live::new(window)),
             fleet: Mutex::new(None),
             outage: Mutex::new(OutageState::default()),
         }
@@ -49,42 +49,72 @@ impl LocalKey {
     }
 }
 
-/// This process's charges on a key that are certainly still in the fleet's window: a fleet
-/// usage below them means the ledger lost writes. Bounded by the permits alive.
-#[derive(Default)]
+/// This process's charges on a key that are certainly still in the fleet's window (refunds
+/// taken off, debts not counted), in buckets of a hundredth of the window: a fleet usage below
+/// them means the ledger lost writes. Bounded by the window, whatever the rate.
 pub(super) struct Live {
-    next: u64,
-    charges: BTreeMap<u64, (Instant, u64)>,
-    requests: u64,
-    tokens: u64,
+    step: Duration,
+    epoch: Option<Instant>,
+    /// (bucket index, requests, tokens), oldest first.
+    buckets: VecDeque<(u64, u64, u64)>,
+    /// Permits alive.
+    pub(super) permits: u64,
 }
 
 impl Live {
-    pub(super) fn add(&mut self, tokens: u64) -> u64 {
-        self.next += 1;
-        self.charges.insert(self.next, (Instant::now(), tokens));
-        self.requests += 1;
-        self.tokens = self.tokens.saturating_add(tokens);
-        self.next
-    }
-
-    pub(super) fn remove(&mut self, id: u64) {
-        if let Some((_, tokens)) = self.charges.remove(&id) {
-            self.requests -= 1;
-            self.tokens -= tokens;
+    pub(super) fn new(window: Duration) -> Self {
+        Live {
+            step: (window / 100).max(Duration::from_millis(1)),
+            epoch: None,
+            buckets: VecDeque::new(),
+            permits: 0,
         }
     }
 
-    /// The live charges admitted after `since` (older ones may have left the server's window).
+    /// Books an admission of `tokens` now; returns its bucket, for its settlement.
+    pub(super) fn add(&mut self, tokens: u64) -> u64 {
+        let now = Instant::now();
+        let epoch = *self.epoch.get_or_insert(now);
+        let index = (now.duration_since(epoch).as_nanos() / self.step.as_nanos().max(1))
+            .try_into()
+            .unwrap_or(u64::MAX);
+        match self.buckets.back_mut() {
+            Some(b) if b.0 == index => {
+                b.1 += 1;
+                b.2 = b.2.saturating_add(tokens);
+            }
+            _ => self.buckets.push_back((index, 1, tokens)),
+        }
+        self.permits += 1;
+        index
+    }
+
+    /// A permit of bucket `index` settled, `refund` tokens below its reservation.
+    pub(super) fn settle(&mut self, index: u64, refund: u64) {
+        self.permits = self.permits.saturating_sub(1);
+        if let Some(b) = self.buckets.iter_mut().rev().find(|b| b.0 == index) {
+            b.2 = b.2.saturating_sub(refund);
+        }
+    }
+
+    /// The requests and tokens charged from `since` on (older ones may have left the server's
+    /// window: they are forgotten).
     pub(super) fn totals(&mut self, since: Option<Instant>) -> (u64, u64) {
-        let Some(since) = since else { return (0, 0) };
-        while let Some((&id, &(at, _))) = self.charges.first_key_value() {
-            if at >= since {
+        let (Some(since), Some(epoch)) = (since, self.epoch) else {
+            return (0, 0);
+        };
+        while let Some(&(index, _, _)) = self.buckets.front() {
+            let start = u32::try_from(index)
+                .ok()
+                .and_then(|i| epoch.checked_add(self.step * i));
+            if start.is_some_and(|s| s >= since) {
                 break;
             }
-            self.remove(id);
+            self.buckets.pop_front();
         }
-        (self.requests, self.tokens)
+        self.buckets
+            .iter()
+            .fold((0, 0), |(r, t), b| (r + b.1, t.saturating_add(b.2)))
     }
 }
 

@@ -16,12 +16,13 @@ use tokio::time::Instant;
 
 use super::builder::{MAX_LIMIT, Outage, RedisStoreBuilder, StoreStats, check_exact, scaled};
 use super::call::{Args, Caller, Lost, Reply, Role, SCRIPT, View, ints};
+use super::charge::{RedisCharge, Settler, free_permit};
 use super::error::{StoreError, StoreWarning};
 use super::key::StoreKey;
 use super::local::LocalKey;
 use crate::budget::{
     AdmissionError, Aimd, Budget, ConfigError, Dimension, DimensionStats, KeyStats, Permit, Quota,
-    QuotaStore, StorePermit,
+    QuotaStore,
 };
 use crate::classify::ThrottleCause;
 
@@ -50,7 +51,7 @@ pub(super) struct Settings {
 
 impl Settings {
     /// The resolution (µs) of the window's buckets and of the day's.
-    fn steps(&self) -> (u64, u64) {
+    pub(super) fn steps(&self) -> (u64, u64) {
         (
             (self.win_us / WINDOW_STEPS).max(1),
             (self.day_us / DAY_STEPS).max(1),
@@ -59,7 +60,7 @@ impl Settings {
 
     /// How long a key's data lives after its last new bucket: its longest configured window,
     /// the margin and two steps (not a day when it has no daily limit).
-    fn ttl_ms(&self, quota: &Quota) -> u64 {
+    pub(super) fn ttl_ms(&self, quota: &Quota) -> u64 {
         let (rw, rd) = self.steps();
         let longest = if quota.tokens_per_day.is_some() {
             self.day_us + 2 * rd
@@ -301,7 +302,7 @@ fn policy_of(v: &Value) -> Option<String> {
     }
 }
 
-fn push_limits(args: &mut Args, q: &Quota) {
+pub(super) fn push_limits(args: &mut Args, q: &Quota) {
     for d in Dimension::ALL {
         args.arg(q.get(d).unwrap_or(0));
     }
@@ -323,7 +324,7 @@ impl StatsExt for KeyStats {
 
 impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
     /// A strong reference to this state, from the weak one kept for background calls.
-    fn me(&self) -> Option<Arc<Inner<K>>> {
+    pub(super) fn me(&self) -> Option<Arc<Inner<K>>> {
         self.this.upgrade()
     }
 
@@ -361,7 +362,7 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
         let tag = format!("{{{}:{}}}", self.prefix, &digest[..32]);
         let names = ["s", "r", "t", "d", "q", "qc"].map(|s| format!("{tag}:{s}"));
         let epoch = self.caller.health.script_epoch.load(Ordering::Acquire);
-        let local = Arc::new(LocalKey::new(names, epoch));
+        let local = Arc::new(LocalKey::new(names, epoch, self.settings.window));
         // Idle keys are forgotten (their Redis state expires by itself): a bounded map.
         if keys.len() >= 4096 {
             keys.retain(|_, k| Arc::strong_count(k) > 1);
@@ -383,17 +384,13 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
                 }
             })
         };
-        let outstanding = local.live.lock().expect("poisoned").totals(Some(
-            Instant::now()
-                .checked_sub(self.settings.window)
-                .unwrap_or_else(Instant::now),
-        ));
+        let outstanding = local.live.lock().expect("poisoned").permits;
         KeyStats {
             requests: dim(Dimension::Requests),
             tokens: dim(Dimension::Tokens),
             tokens_per_day: dim(Dimension::TokensPerDay),
             waiters: local.waiting.load(Ordering::Relaxed) as usize,
-            outstanding: outstanding.0 as usize,
+            outstanding: usize::try_from(outstanding).unwrap_or(usize::MAX),
             tenants: 0,
             // The ledger lives on the server (its bound is in the module docs); this process
             // holds no ledger of the key.
@@ -575,10 +572,6 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Drop for TicketGua
             });
         }
     }
-}
-
-fn free_permit(tokens: u64) -> Permit {
-    Permit::from_store(tokens, Box::new(Uncharged(Instant::now())))
 }
 
 fn too_long(start: Instant, wait: Duration, max: Option<Duration>) -> Result<(), AdmissionError> {
@@ -818,155 +811,4 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> QuotaStore<K> for 
         let view = local.view().map(|(_, v)| v);
         Some(self.inner.stats_of(&local, &quota, view))
     }
-}
-
-/// What a permit's charge needs of its store, without the key type.
-trait Settler: Send + Sync + 'static {
-    fn settle(&self, charge: &RedisCharge, refund: u64, debt: u64);
-    fn feedback_permit(&self, charge: &RedisCharge, dims: &[Dimension], reserved: u64);
-}
-
-impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Settler for Inner<K> {
-    fn settle(&self, charge: &RedisCharge, refund: u64, debt: u64) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            self.caller
-                .health
-                .lost_updates
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let Some(me) = self.me() else { return };
-        let (local, quota, at) = (Arc::clone(&charge.local), charge.quota, charge.at_us);
-        handle.spawn(async move {
-            let (rw, rd) = me.settings.steps();
-            let mut args = Args::new("s");
-            args.arg(at)
-                .arg(refund.min(MAX_LIMIT))
-                .arg(debt.min(MAX_LIMIT))
-                .arg(me.settings.ttl_ms(&quota))
-                .arg(quota.tokens.unwrap_or(0))
-                .arg(quota.tokens_per_day.unwrap_or(0))
-                .arg(rw)
-                .arg(rd);
-            let _ = me
-                .caller
-                .run(&local.names, &mut args, Role::Background)
-                .await;
-            if refund > 0 {
-                local.freed.notify_waiters();
-            }
-        });
-    }
-
-    fn feedback_permit(&self, charge: &RedisCharge, dims: &[Dimension], reserved: u64) {
-        self.feedback(
-            Arc::clone(&charge.local),
-            charge.quota,
-            dims,
-            Some(charge.at_us),
-            reserved,
-        );
-    }
-}
-
-impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
-    fn feedback(
-        &self,
-        local: Arc<LocalKey>,
-        quota: Quota,
-        dims: &[Dimension],
-        at: Option<i64>,
-        reserved: u64,
-    ) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            self.caller
-                .health
-                .lost_updates
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let Some(me) = self.me() else { return };
-        let mask: String = dims
-            .iter()
-            .map(|d| match d {
-                Dimension::Requests => 'r',
-                Dimension::Tokens => 't',
-                Dimension::TokensPerDay => 'd',
-            })
-            .collect();
-        handle.spawn(async move {
-            let s = &me.settings;
-            let (rw, rd) = s.steps();
-            let mut args = Args::new("t");
-            args.arg(mask)
-                .arg(at.unwrap_or(-1))
-                .arg(reserved.min(MAX_LIMIT));
-            push_limits(&mut args, &quota);
-            args.arg(s.win_us)
-                .arg(s.day_us)
-                .arg(s.window_us)
-                .arg(s.aimd.decrease)
-                .arg(s.aimd.recover_per_window)
-                .arg(s.aimd.floor)
-                .arg(s.ttl_ms(&quota))
-                .arg(rw)
-                .arg(rd);
-            let _ = me
-                .caller
-                .run(&local.names, &mut args, Role::Background)
-                .await;
-        });
-    }
-}
-
-/// A permit's charge in Redis: when it was booked (the server's clock), to find its buckets
-/// for a refund.
-struct RedisCharge {
-    inner: Arc<dyn Settler>,
-    local: Arc<LocalKey>,
-    quota: Quota,
-    live: u64,
-    at_us: i64,
-    admitted_at: Instant,
-}
-
-impl fmt::Debug for RedisCharge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisCharge")
-            .field("at_us", &self.at_us)
-            .finish_non_exhaustive()
-    }
-}
-
-impl StorePermit for RedisCharge {
-    fn admitted_at(&self) -> Instant {
-        self.admitted_at
-    }
-
-    fn settle(self: Box<Self>, _reserved: u64, refund: u64, debt: u64) {
-        self.local.live.lock().expect("poisoned").remove(self.live);
-        // Settling at exactly the reservation changes nothing in the ledger: no round trip.
-        if refund == 0 && debt == 0 {
-            return;
-        }
-        self.inner.settle(&self, refund, debt);
-    }
-
-    fn throttled(&self, dims: &[Dimension], reserved: u64) {
-        self.inner.feedback_permit(self, dims, reserved);
-    }
-}
-
-/// The charge of a permit that nothing charged (a key without limit, or fail open).
-#[derive(Debug)]
-struct Uncharged(Instant);
-
-impl StorePermit for Uncharged {
-    fn admitted_at(&self) -> Instant {
-        self.0
-    }
-
-    fn settle(self: Box<Self>, _reserved: u64, _refund: u64, _debt: u64) {}
-
-    fn throttled(&self, _dims: &[Dimension], _reserved: u64) {}
 }

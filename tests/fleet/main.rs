@@ -2,6 +2,7 @@
 //! faults, a killed process, and a 3-master cluster. Each test starts its own `redis-server`
 //! on a free loopback port (see `support`) and stops it. Real time, scaled windows (1 s).
 
+mod faults;
 mod ledger;
 mod outage;
 #[cfg(all(feature = "sdk", feature = "emulator"))]
