@@ -119,7 +119,7 @@ mod tests {
     async fn untracked_and_overflow_keys_share_other_and_idle_keys_leave() {
         let mut map: KeyMap<u32, u32> = KeyMap::new(Duration::from_secs(10));
         map.max = 3;
-        map.track = Some(Arc::new(|k: &u32| k % 2 == 0));
+        map.track = Some(Arc::new(|k: &u32| k.is_multiple_of(2)));
         let now = Instant::now();
         for k in 0..100u32 {
             let (v, other) = map.entry(&k, now, |_, other| u32::from(other));

@@ -428,13 +428,13 @@ impl<'de> ArrayReader<'de> for MessagesReader {
             if out.violation.is_none() {
                 out.violation = message.violation(self.0, i);
             }
-            if out.extraneous.is_none() {
-                if let Some(Part::Array(blocks)) = &message.content {
-                    out.extraneous = blocks
-                        .first_extraneous
-                        .as_ref()
-                        .map(|(j, key)| (i, *j, key.clone()));
-                }
+            if out.extraneous.is_none()
+                && let Some(Part::Array(blocks)) = &message.content
+            {
+                out.extraneous = blocks
+                    .first_extraneous
+                    .as_ref()
+                    .map(|(j, key)| (i, *j, key.clone()));
             }
         }
         Ok(out)

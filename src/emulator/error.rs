@@ -210,7 +210,9 @@ impl ApiError {
                 h.insert("x-amzn-RequestId", v);
             }
             if let Some(wait) = self.retry_after {
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let secs = wait
+                    .as_secs()
+                    .saturating_add(u64::from(wait.subsec_nanos() > 0));
                 h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
             }
             return res;

@@ -206,12 +206,13 @@ impl Sliding {
         let next_seq = self
             .front_seq
             .saturating_add(u64::try_from(self.entries.len()).unwrap_or(u64::MAX));
-        if let Some(e) = self.entries.back_mut() {
-            if now >= e.last && now.saturating_duration_since(e.first) <= self.group {
-                e.amount = e.amount.saturating_add(amount);
-                e.last = now;
-                return next_seq.saturating_sub(1);
-            }
+        if let Some(e) = self.entries.back_mut()
+            && now >= e.last
+            && now.saturating_duration_since(e.first) <= self.group
+        {
+            e.amount = e.amount.saturating_add(amount);
+            e.last = now;
+            return next_seq.saturating_sub(1);
         }
         self.entries.push_back(Entry {
             first: now,
@@ -453,7 +454,7 @@ impl ModelLedger {
             // A limit of 0 refuses even a reservation of 0 (Bedrock refuses a 2-token call).
             if a.limit == 0 || !a.window.fits(now, reservation, a.limit) {
                 let wait = a.window.retry_after(now, reservation, a.limit);
-                self.counters.throttled_tokens_per_day += 1;
+                bump(&mut self.counters.throttled_tokens_per_day);
                 return Err((Throttle::TokensPerDay, wait.filter(|_| a.limit > 0)));
             }
         }

@@ -22,6 +22,7 @@ use super::faults;
 use super::ledger::{Admission, lock};
 use super::ops::{Operation, Output, end_time, json_response, request_id, request_rng};
 use super::server::{Body, Shared};
+use super::stats::bump;
 use super::tokens::{MESSAGE_OVERHEAD_TOKENS, text_tokens};
 
 /// Which OpenAI-compatible API a path is.
@@ -156,11 +157,11 @@ pub(crate) async fn serve(
     }
     let model_id = request.model;
     let ledger = shared.ledgers.get(&model_id);
-    lock(&ledger).counters.requests += 1;
+    bump(&mut lock(&ledger).counters.requests);
     let info = shared.table.resolve(&model_id).0;
     let max_output = match request.max_output {
         Some(n) if n > info.max_output_tokens => {
-            lock(&ledger).counters.rejected += 1;
+            bump(&mut lock(&ledger).counters.rejected);
             return invalid(format!(
                 "The maximum tokens you requested exceeds the model limit of {}.",
                 info.max_output_tokens
@@ -207,7 +208,7 @@ pub(crate) async fn serve(
     let output = Output::new(shared.config.output_length, max_output, &mut rng);
     let n = output.n();
     let end = end_time(&shared.config.latency, n);
-    tokio::time::sleep_until(start + end).await;
+    tokio::time::sleep_until(start.checked_add(end).unwrap_or(start)).await;
     admission.settle(
         input.saturating_add(n.saturating_mul(info.output_burndown)),
         n,

@@ -395,19 +395,19 @@ fn claude(top: &Top, mode: Mode, schema: bool) -> Result<Shape, ApiError> {
                 .map(|key| format!("#: extraneous key [{key}] is not permitted")),
         );
         // Inside content blocks too (the first one, where Bedrock's schema stops).
-        if let Some(Part::Array(m)) = top.messages.as_ref().filter(|_| top.schema) {
-            if let Some((i, j, key)) = &m.extraneous {
-                violations.push(format!(
-                    "#/messages/{i}/content/{j}: extraneous key [{key}] is not permitted"
-                ));
-            }
+        if let Some(Part::Array(m)) = top.messages.as_ref().filter(|_| top.schema)
+            && let Some((i, j, key)) = &m.extraneous
+        {
+            violations.push(format!(
+                "#/messages/{i}/content/{j}: extraneous key [{key}] is not permitted"
+            ));
         }
-        if let Some(Part::Array(b)) = top.system.as_ref().filter(|_| top.schema) {
-            if let Some((j, key)) = &b.first_extraneous {
-                violations.push(format!(
-                    "#/system/{j}: extraneous key [{key}] is not permitted"
-                ));
-            }
+        if let Some(Part::Array(b)) = top.system.as_ref().filter(|_| top.schema)
+            && let Some((j, key)) = &b.first_extraneous
+        {
+            violations.push(format!(
+                "#/system/{j}: extraneous key [{key}] is not permitted"
+            ));
         }
     }
     if violations.is_empty() {
