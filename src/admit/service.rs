@@ -92,7 +92,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: Req) -> Self::Future {
+    fn call(&mut self, request: Req) -> Self::Future {
         let Plan {
             key,
             tokens,
@@ -102,7 +102,7 @@ where
             arrival,
             class,
             also,
-        } = self.protocol.plan(&mut request);
+        } = self.protocol.plan(&request);
         let observed = O::ENABLED.then(|| Observed {
             key: key.clone(),
             observer: Arc::clone(&self.observer),
