@@ -395,7 +395,7 @@ mod tests;
 use std::time::Duration;
 
 pub use self::acquire::Acquire;
-pub use self::builder::BudgetBuilder;
+pub use self::builder::{BudgetBuilder, Settings};
 pub use self::engine::Budget;
 pub use self::error::{AdmissionError, ConfigError};
 pub use self::fair::{Class, DEFAULT_MAX_TENANTS, Fairness, Lane, MAX_WEIGHT, MIN_WEIGHT};
