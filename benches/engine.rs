@@ -18,7 +18,7 @@ use std::num::NonZeroU32;
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use bedrock_throttle::budget::{Budget, Class, Fairness, Lane};
+use bedrock_throttle::budget::{Budget, Class, Fairness, Lane, Scopes};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use governor::{Quota, RateLimiter};
@@ -141,6 +141,13 @@ fn one_thread(c: &mut Criterion) {
         bn.iter(|| {
             key = (key + 1) % KEYS;
             b.try_acquire(black_box(key), 1).unwrap().settle(1)
+        })
+    });
+    g.bench_function("budget try_acquire_scopes + settle, two scopes", |bn| {
+        bn.iter(|| {
+            b.try_acquire_scopes(Scopes::new(black_box(7)).with(black_box(8)), 1)
+                .unwrap()
+                .settle(1)
         })
     });
     g.bench_function("budget try_acquire + refund, one key", |bn| {

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | [`QuotaKey`] | rate limit, token budget | which quota does this request draw on? |
 //! | [`EstimateTokens`] | token budget | how many tokens to reserve before the call? |
-//! | [`Settle`] | token budget | how many tokens did the call really use? |
+//! | [`Settle`](crate::admit::Settle) (in `admit`: it handles the engine's permit) | token budget | how many tokens did the call really use? |
 //! | [`Classify`] | admission, retry | did the call succeed, get throttled (and why), or fail? |
 //! | [`CloneRequest`] | retry | can this request be sent again? |
 //!
@@ -29,8 +29,6 @@
 
 use std::hash::Hash;
 use std::time::Duration;
-
-use crate::budget::Permit;
 
 /// Which quota a throttle was about, as far as the server said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -199,34 +197,6 @@ where
 {
     fn estimate_tokens(&self, request: &Req) -> u64 {
         self(request)
-    }
-}
-
-/// Settles a reservation from a response: how many tokens the call really used.
-///
-/// Implemented by any `Fn(&Res) -> Option<u64>`: `Some(n)` settles `n`, `None` lets the permit
-/// drop unsettled (it settles its [`if_unknown`](Permit::if_unknown): the reservation, for a
-/// protocol of closures). A protocol whose usage arrives at the end of a streamed body
-/// implements this trait directly, moving the [`Permit`] into the body so it settles when the
-/// stream ends or is dropped.
-pub trait Settle<Res> {
-    /// The response handed to the caller (the same type, unless the body was wrapped).
-    type Output;
-    /// Settles `permit` from `response` now, or arranges for it to settle later.
-    fn settle(&self, response: Res, permit: Permit) -> Self::Output;
-}
-
-impl<F, Res> Settle<Res> for F
-where
-    F: Fn(&Res) -> Option<u64>,
-{
-    type Output = Res;
-    fn settle(&self, response: Res, permit: Permit) -> Res {
-        if let Some(used) = self(&response) {
-            permit.settle(used);
-        }
-        // Otherwise the permit drops unsettled and settles its `if_unknown`.
-        response
     }
 }
 

@@ -105,7 +105,8 @@ pub use self::error::{LeftQueue, LostPlace};
 pub use self::layer::{AdmissionLayer, RateLimitLayer, TokenBudgetLayer};
 pub use self::observe::{Event, Observe};
 pub use self::plan::{
-    ArrivalId, Closures, KeepReservation, NoClass, NoTokens, Plan, Protocol, RequestClass,
+    ArrivalId, Closures, KeepReservation, LeaveBy, NoClass, NoTokens, Plan, Protocol, RequestClass,
+    Settle,
 };
 pub use self::respond::{AsError, AsResponse, retry_after};
 pub use self::service::Admission;

@@ -7,12 +7,18 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::budget::{Class, Permit};
-use crate::classify::{Classification, Classify, EstimateTokens, OkIsSuccess, QuotaKey, Settle};
+use crate::classify::{Classification, Classify, EstimateTokens, OkIsSuccess, QuotaKey};
 
 /// The identity of a request across the attempts that re-send it unchanged (the AWS SDK's
 /// `amz-sdk-invocation-id`): an attempt that had to leave the queue before admission (its
 /// signature expiring) and comes back with the same arrival takes its old place again.
 pub type ArrivalId = Arc<str>;
+
+/// The instant by which an attempt must leave the admission queue, as a request extension: a
+/// generic leave-by value that a lower layer sets (the SDK adapter sets it on SigV4-signed
+/// requests, as their signature expires) and a protocol reads into [`Plan::leave_by`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaveBy(pub Instant);
 
 /// The answer to the one question admission asks per attempt: which quota key, what it costs,
 /// and what its settlement will need.
@@ -108,6 +114,34 @@ impl<K, M> Plan<K, M> {
     }
 }
 
+/// Settles a reservation from a response: how many tokens the call really used.
+///
+/// Implemented by any `Fn(&Res) -> Option<u64>`: `Some(n)` settles `n`, `None` lets the permit
+/// drop unsettled (it settles its [`if_unknown`](Permit::if_unknown): the reservation, for a
+/// protocol of closures). A protocol whose usage arrives at the end of a streamed body
+/// implements this trait directly, moving the [`Permit`] into the body so it settles when the
+/// stream ends or is dropped.
+pub trait Settle<Res> {
+    /// The response handed to the caller (the same type, unless the body was wrapped).
+    type Output;
+    /// Settles `permit` from `response` now, or arranges for it to settle later.
+    fn settle(&self, response: Res, permit: Permit) -> Self::Output;
+}
+
+impl<F, Res> Settle<Res> for F
+where
+    F: Fn(&Res) -> Option<u64>,
+{
+    type Output = Res;
+    fn settle(&self, response: Res, permit: Permit) -> Res {
+        if let Some(used) = self(&response) {
+            permit.settle(used);
+        }
+        // Otherwise the permit drops unsettled and settles its `if_unknown`.
+        response
+    }
+}
+
 /// Protocol knowledge for admission: plans each attempt, settles it from the response, and
 /// classifies its result. [`Bedrock`](crate::bedrock::Bedrock) implements it for Bedrock
 /// Runtime; [`Closures`] builds one from closures.
@@ -120,9 +154,9 @@ pub trait Protocol<Req, Res, E> {
     /// when it ends).
     type Output;
 
-    /// The one question per attempt. May mark the request (a protocol that must), but nothing
-    /// admission needs later travels that way: it is in the plan.
-    fn plan(&self, request: &mut Req) -> Plan<Self::Key, Self::Memo>;
+    /// The one question per attempt. It reads the request and changes nothing: what admission
+    /// needs later is in the plan.
+    fn plan(&self, request: &Req) -> Plan<Self::Key, Self::Memo>;
 
     /// Settles `permit` from `response`, now or when its body ends. A permit dropped unsettled
     /// settles its [`Plan::if_unknown`].
@@ -266,7 +300,7 @@ where
     type Output = ST::Output;
 
     #[inline]
-    fn plan(&self, request: &mut Req) -> Plan<KF::Key, ()> {
+    fn plan(&self, request: &Req) -> Plan<KF::Key, ()> {
         let key = self.key.quota_key(request);
         Plan::new(key, self.estimate.estimate_tokens(request))
             .with_class(self.class.request_class(request))

@@ -130,7 +130,7 @@ where
 
 impl<S, St, P, O, R> Admission<S, St, P, O, R> {
     /// Plans the attempt and starts waiting for its admission.
-    fn start<Req>(&mut self, mut request: Req) -> ResponseFuture<S, Req, St, P, O>
+    fn start<Req>(&mut self, request: Req) -> ResponseFuture<S, Req, St, P, O>
     where
         S: Service<Req> + Clone,
         St: QuotaStore<P::Key>,
@@ -146,7 +146,7 @@ impl<S, St, P, O, R> Admission<S, St, P, O, R> {
             arrival,
             class,
             also,
-        } = self.protocol.plan(&mut request);
+        } = self.protocol.plan(&request);
         let observed = O::ENABLED.then(|| Observed {
             key: key.clone(),
             observer: Arc::clone(&self.observer),

@@ -593,7 +593,7 @@ where
     type Memo = Memo;
     type Output = http::Response<SettlingBody<RB>>;
 
-    fn plan(&self, request: &mut http::Request<B>) -> Plan<BedrockKey, Memo> {
+    fn plan(&self, request: &http::Request<B>) -> Plan<BedrockKey, Memo> {
         self.plan_of(request)
     }
 
@@ -666,13 +666,13 @@ mod sdk {
 
     use super::{Bedrock, Memo, Settlement, classify_parts};
     use crate::BoxError;
+    use crate::admit::LeaveBy;
     use crate::admit::{Plan, Protocol};
     use crate::bedrock::error::BedrockError;
     use crate::bedrock::key::BedrockKey;
     use crate::bedrock::settle::Reservation;
     use crate::budget::Permit;
     use crate::classify::{Classification, Classify, CloneRequest, ThrottleCause};
-    use crate::sdk::SignatureDeadline;
 
     /// The header the AWS SDK sends with the same value on every attempt of one operation.
     const INVOCATION_ID: &str = "amz-sdk-invocation-id";
@@ -680,19 +680,19 @@ mod sdk {
     /// Bedrock for the AWS SDK's requests: the plan from the in-memory body
     /// (`SdkBody::bytes()`; a streaming body is estimated at the configured allowance plus the
     /// model's maximum output), the attempt's deadline from the signature
-    /// ([`SignatureDeadline`], set by the layered HTTP client) and its arrival from the
+    /// ([`LeaveBy`], set by the SDK adapter from the signature's expiry) and its arrival from the
     /// `amz-sdk-invocation-id` header, so a re-signed attempt keeps its place in line.
     impl Protocol<HttpRequest, HttpResponse, ConnectorError> for Bedrock {
         type Key = BedrockKey;
         type Memo = Memo;
         type Output = HttpResponse;
 
-        fn plan(&self, request: &mut HttpRequest) -> Plan<BedrockKey, Memo> {
-            let leave_by = request.extension::<SignatureDeadline>().map(|d| d.0);
+        fn plan(&self, request: &HttpRequest) -> Plan<BedrockKey, Memo> {
+            let leave_by = request.extension::<LeaveBy>().map(|d| d.0);
             let arrival = request.headers().get(INVOCATION_ID).map(Arc::from);
             let body = request.body().bytes();
             let class = self.class_of(|name| request.headers().get(name), body);
-            self.plan_request(&*request, body)
+            self.plan_request(request, body)
                 .with_leave_by(leave_by)
                 .with_arrival(arrival)
                 .with_class(class)

@@ -1,4 +1,6 @@
-//! The builder of a [`Budget`].
+//! The one settings value of a store: windows, margin, waiting bounds, feedback, buckets,
+//! quotas, fairness. [`Budget::new`] takes it; as [`BudgetBuilder`] it is also the budget's
+//! builder.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,9 +23,36 @@ const DEFAULT_RESOLUTION: Duration = Duration::from_millis(1);
 /// The default number of buckets of the day ledger.
 const DAY_BUCKETS: u32 = 1_440;
 
-/// Builds a [`Budget`]; see [`Budget::builder`].
-pub struct BudgetBuilder<K> {
+/// The settings of a store, in one value: the window and the day, the expiry margin, the
+/// bounds on waiting, the feedback policy, the ledgers' buckets, the quotas (a default quota,
+/// per-key quotas, a quota function) and fair shares. [`Budget::new`] takes it (and so does
+/// [`BudgetBuilder::build`]: the builder is this value), and another store (a shared one) can
+/// read every setting through its getters and take the same value.
+///
+/// Every setter sets one thing: none depends on another's order. The dimension setters
+/// ([`tokens`](Self::tokens), [`requests`](Self::requests),
+/// [`tokens_per_day`](Self::tokens_per_day)) win over [`quota`](Self::quota) on their
+/// dimension, whichever comes first.
+///
+/// ```
+/// use std::time::Duration;
+/// use bedrock_throttle::budget::{Budget, Quota, Settings};
+///
+/// let settings: Settings<&str> = Settings::new()
+///     .window(Duration::from_secs(60))
+///     .tokens(100_000)
+///     .quota(Quota::requests(50).with_tokens(1))
+///     .max_wait(Duration::from_secs(30));
+/// assert_eq!(settings.default_quota(), Quota::requests(50).with_tokens(100_000));
+/// let budget = Budget::new(settings)?;
+/// # let _ = budget;
+/// # Ok::<(), bedrock_throttle::budget::ConfigError>(())
+/// ```
+pub struct Settings<K> {
+    /// What the dimension setters set (they win on their dimension).
     quota: Quota,
+    /// What [`quota`](Self::quota) set.
+    whole: Option<Quota>,
     window: Duration,
     day: Duration,
     per_key: HashMap<K, Quota>,
@@ -37,7 +66,99 @@ pub struct BudgetBuilder<K> {
     day_bucket: Option<Duration>,
 }
 
-impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
+/// The builder of a [`Budget`] ([`Budget::builder`]): its [`Settings`].
+pub type BudgetBuilder<K> = Settings<K>;
+
+impl<K: Clone + Eq + Hash + Send + Sync + 'static> Default for Settings<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Clone + Eq + Hash + Send + Sync + 'static> Settings<K> {
+    /// The defaults: a 60 s window, a 24-hour day, no margin, no bound on waiting, the default
+    /// feedback ([`Aimd::default`]), 1 ms and day / 1,440 buckets, no quota (give one).
+    pub fn new() -> Self {
+        Settings {
+            quota: Quota::unlimited(),
+            whole: None,
+            window: Duration::from_secs(60),
+            day: DAY,
+            per_key: HashMap::new(),
+            quota_fn: None,
+            max_wait: None,
+            max_queue: None,
+            margin: Duration::ZERO,
+            aimd: Some(Aimd::default()),
+            fairness: None,
+            resolution: None,
+            day_bucket: None,
+        }
+    }
+
+    /// The quota of keys without their own: [`quota`](Self::quota), with each dimension
+    /// the dimension setters set.
+    pub fn default_quota(&self) -> Quota {
+        let mut quota = self.whole.unwrap_or_default();
+        for (dimension, limit) in self.quota.limits() {
+            quota = quota.with(dimension, Some(limit));
+        }
+        quota
+    }
+
+    /// The quota of `key`: its own ([`quota_for`](Self::quota_for)), else the
+    /// [`quota_fn`](Self::quota_fn)'s, else the [default](Self::default_quota). `None` (or
+    /// an unlimited quota) means no limit.
+    pub fn quota_of(&self, key: &K) -> Option<Quota> {
+        if let Some(&quota) = self.per_key.get(key) {
+            return Some(quota);
+        }
+        match &self.quota_fn {
+            Some(f) => f(key),
+            None => Some(self.default_quota()),
+        }
+        .filter(|q| !q.is_unlimited())
+    }
+
+    /// The window of the requests and tokens limits.
+    pub fn get_window(&self) -> Duration {
+        self.window
+    }
+
+    /// The window of the tokens-per-day limit.
+    pub fn get_day(&self) -> Duration {
+        self.day
+    }
+
+    /// The expiry margin.
+    pub fn get_expiry_margin(&self) -> Duration {
+        self.margin
+    }
+
+    /// The longest wait, if bounded.
+    pub fn get_max_wait(&self) -> Option<Duration> {
+        self.max_wait
+    }
+
+    /// The deepest queue, if bounded.
+    pub fn get_max_queue(&self) -> Option<usize> {
+        self.max_queue
+    }
+
+    /// The feedback policy (`None`: throttles only exhaust the window).
+    pub fn get_aimd(&self) -> Option<Aimd> {
+        self.aimd
+    }
+
+    /// The buckets of the window and day ledgers, as they will be used (defaults resolved).
+    pub fn get_buckets(&self) -> (Duration, Duration) {
+        (
+            self.resolution
+                .unwrap_or(DEFAULT_RESOLUTION.min(self.window)),
+            self.day_bucket.unwrap_or(self.day / DAY_BUCKETS),
+        )
+    }
+
     /// Shares each key's quota fairly between tenants and priority lanes instead of FIFO (see
     /// the [module documentation](super#fair-shares)). Requests say who they are for with
     /// [`Budget::acquire_as`]; those admitted with [`Budget::acquire`] are the anonymous
@@ -70,10 +191,10 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
     }
 
     /// The quota of every key not given one by [`quota_for`](Self::quota_for) or
-    /// [`quota_fn`](Self::quota_fn) (replaces what [`tokens`](Self::tokens),
-    /// [`requests`](Self::requests) and [`tokens_per_day`](Self::tokens_per_day) set).
+    /// [`quota_fn`](Self::quota_fn). [`tokens`](Self::tokens), [`requests`](Self::requests)
+    /// and [`tokens_per_day`](Self::tokens_per_day) win on their dimension, before or after.
     pub fn quota(mut self, quota: Quota) -> Self {
-        self.quota = quota;
+        self.whole = Some(quota);
         self
     }
 
@@ -178,6 +299,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
     /// limited quota nor a quota function is given, [`ConfigError::InvalidFactor`] for an AIMD
     /// factor out of range or NaN.
     pub fn build(self) -> Result<Budget<K>, ConfigError> {
+        let default_quota = self.default_quota();
         if self.window.is_zero() || self.day.is_zero() {
             return Err(ConfigError::ZeroWindow);
         }
@@ -185,12 +307,12 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
         if self.window.max(self.day).saturating_add(self.margin) > YEAR {
             return Err(ConfigError::WindowTooLong);
         }
-        if self.quota.zero_dimension().is_some()
+        if default_quota.zero_dimension().is_some()
             || self.per_key.values().any(|q| q.zero_dimension().is_some())
         {
             return Err(ConfigError::ZeroLimit);
         }
-        if self.quota.is_unlimited() && self.quota_fn.is_none() && self.per_key.is_empty() {
+        if default_quota.is_unlimited() && self.quota_fn.is_none() && self.per_key.is_empty() {
             return Err(ConfigError::MissingLimit);
         }
         if let Some(aimd) = &self.aimd {
@@ -216,7 +338,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
         Ok(Budget {
             inner: Arc::new(Inner {
                 keys: papaya::HashMap::with_hasher(KeyHasher::default()),
-                default_quota: self.quota,
+                default_quota,
                 per_key: self.per_key,
                 quota_fn: self.quota_fn,
                 config: Arc::new(
@@ -230,10 +352,11 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> BudgetBuilder<K> {
     }
 }
 
-impl<K> fmt::Debug for BudgetBuilder<K> {
+impl<K> fmt::Debug for Settings<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BudgetBuilder")
+        f.debug_struct("Settings")
             .field("quota", &self.quota)
+            .field("whole", &self.whole)
             .field("window", &self.window)
             .field("day", &self.day)
             .field("per_key", &self.per_key.len())
@@ -255,19 +378,15 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
     /// [`quota_for`](BudgetBuilder::quota_for)) or a [`quota_fn`](BudgetBuilder::quota_fn) is
     /// required.
     pub fn builder() -> BudgetBuilder<K> {
-        BudgetBuilder {
-            quota: Quota::unlimited(),
-            window: Duration::from_secs(60),
-            day: DAY,
-            per_key: HashMap::new(),
-            quota_fn: None,
-            max_wait: None,
-            max_queue: None,
-            margin: Duration::ZERO,
-            aimd: Some(Aimd::default()),
-            fairness: None,
-            resolution: None,
-            day_bucket: None,
-        }
+        Settings::new()
+    }
+
+    /// The budget of `settings` (as [`Settings::build`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`BudgetBuilder::build`].
+    pub fn new(settings: Settings<K>) -> Result<Self, ConfigError> {
+        settings.build()
     }
 }

@@ -211,6 +211,8 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
         if let Err(error) = scopes.check() {
             return Started::Ready(Err(error));
         }
+        // One clock read per admission.
+        let now = Instant::now();
         loop {
             let mut keys = Vec::with_capacity(MAX_SCOPES);
             for (scope, key) in scopes.iter().enumerate() {
@@ -225,9 +227,9 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
                 }
             }
             if keys.is_empty() {
-                return Started::Ready(Ok(Permit::free(tokens, Instant::now())));
+                return Started::Ready(Ok(Permit::free(tokens, now)));
             }
-            match ScopeSet::new(keys).begin(tokens, Instant::now(), waker, class) {
+            match ScopeSet::new(keys).begin(tokens, now, waker, class) {
                 Some(ScopedPoll::Admitted(permit)) => return Started::Ready(Ok(permit)),
                 Some(ScopedPoll::Failed(error)) => return Started::Ready(Err(error)),
                 Some(ScopedPoll::Queued(wait)) => return Started::Scoped(Box::new(wait)),

@@ -9,8 +9,9 @@
 //! window `W` (60 s by default), and on tokens per [day](BudgetBuilder::day), each optional
 //! ([`Dimension`]). Every admission counts one request and its tokens, as an *entry* in each
 //! limited dimension's ledger, all timestamped with tokio's clock at the same instant, when the
-//! request is admitted; an entry counts for its dimension's window (plus an optional
-//! [expiry margin](BudgetBuilder::expiry_margin)). A request is admitted only when its cost fits
+//! request is admitted; a charge counts for its dimension's window (plus an optional
+//! [expiry margin](BudgetBuilder::expiry_margin)) from the end of its ledger bucket, never
+//! less (see [ledgers of bounded size](#ledgers-of-bounded-size)). A request is admitted only when its cost fits
 //! under the limit of EVERY dimension together with the entries still in that window. So **the
 //! amount admitted on a key in any window of length `W` never exceeds its limit, on any
 //! dimension** (the effective limit, while feedback has lowered it), and no charge is dated
@@ -175,7 +176,9 @@
 //! A scope after the first must have a quota ([`AdmissionError::ScopeWithoutQuota`]); the
 //! first may have none (a model without a quota is not charged, as a key without a limit
 //! never is). A key named twice, too many scopes, or a cost above one scope's whole limit
-//! (which names the scope) are typed errors, at once.
+//! (which names the scope) are typed errors, at once. (One approximation: the
+//! [`outstanding`](KeyStats::outstanding) count of a later scope also counts the requests that
+//! still wait in their first scope's queue.)
 //!
 //! ```
 //! use std::time::Duration;
@@ -395,7 +398,7 @@ mod tests;
 use std::time::Duration;
 
 pub use self::acquire::Acquire;
-pub use self::builder::BudgetBuilder;
+pub use self::builder::{BudgetBuilder, Settings};
 pub use self::engine::Budget;
 pub use self::error::{AdmissionError, ConfigError};
 pub use self::fair::{Class, DEFAULT_MAX_TENANTS, Fairness, Lane, MAX_WEIGHT, MIN_WEIGHT};

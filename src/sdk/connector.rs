@@ -165,11 +165,11 @@ impl HttpConnector for TowerConnector {
 }
 
 /// The instant (tokio's clock) by which an attempt must leave the stack for its signature to
-/// be still valid when it reaches AWS: a request extension set by [`LayeredHttpClient`] on
-/// SigV4-signed requests, read by the admission layer's plan (an attempt still waiting then
-/// leaves the queue and keeps its place for the re-signed attempt).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SignatureDeadline(pub tokio::time::Instant);
+/// be still valid when it reaches AWS: the admission layer's generic
+/// [`LeaveBy`](crate::admit::LeaveBy), set as a request extension by [`LayeredHttpClient`] on
+/// SigV4-signed requests and read by the protocol's plan (an attempt still waiting then leaves
+/// the queue and keeps its place for the re-signed attempt). The `sdk` name of that value.
+pub use crate::admit::LeaveBy as SignatureDeadline;
 
 async fn send(
     service: BoxCloneSyncService<HttpRequest, HttpResponse, BoxError>,

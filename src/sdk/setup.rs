@@ -20,7 +20,7 @@ use super::connector::{DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient, SIGNATURE_VA
 use super::observe::{ResignHandBack, RetryCounts, ThrottleObserver};
 use crate::admit::{AdmissionLayer, LeftQueue};
 use crate::bedrock::{Bedrock, BedrockKey, BedrockResponseLayer};
-use crate::budget::{Budget, ConfigError, Fairness, Quota};
+use crate::budget::{Budget, ConfigError, Fairness, Quota, Settings};
 use crate::quotas::AppliedQuotas;
 use crate::report::CapacityRecorder;
 use crate::retry::{Backoff, RetryBudget, ThrottleRetryLayer};
@@ -189,6 +189,9 @@ pub struct BedrockThrottleBuilder {
     account: Option<(Arc<str>, Option<u64>)>,
     #[cfg(feature = "redis")]
     redis: Option<RedisSettings>,
+    /// What the shared store does in an outage, whenever it was set.
+    #[cfg(feature = "redis")]
+    redis_outage: Option<crate::store::Outage>,
 }
 
 /// Where the shared store is and how it behaves in an outage.
@@ -223,6 +226,8 @@ impl Default for BedrockThrottleBuilder {
             observed: Vec::new(),
             #[cfg(feature = "redis")]
             redis: None,
+            #[cfg(feature = "redis")]
+            redis_outage: None,
             fairness: None,
             account: None,
         }
@@ -433,12 +438,11 @@ impl BedrockThrottleBuilder {
     }
 
     /// What the shared store does while Redis is down or slow (default
-    /// [`Outage::FailClosed`](crate::store::Outage::FailClosed)). Needs [`redis`](Self::redis).
+    /// [`Outage::FailClosed`](crate::store::Outage::FailClosed)), before or after
+    /// [`redis`](Self::redis) (without it, there is no shared store to apply it to).
     #[cfg(feature = "redis")]
     pub fn redis_outage(mut self, outage: crate::store::Outage) -> Self {
-        if let Some(settings) = &mut self.redis {
-            settings.outage = outage;
-        }
+        self.redis_outage = Some(outage);
         self
     }
 
@@ -519,18 +523,19 @@ impl BedrockThrottleBuilder {
             Some(quotas.get(key.model()).copied().unwrap_or(default))
         });
         let local = Arc::clone(&quota_of);
-        let mut budget = Budget::<BedrockKey>::builder()
+        // The one settings value of the in-process store.
+        let mut settings = Settings::<BedrockKey>::new()
             .window(self.window)
             .day(self.day)
             .expiry_margin(margin)
             .quota_fn(move |key: &BedrockKey| local(key));
         if let Some(max_wait) = self.max_wait {
-            budget = budget.max_wait(max_wait);
+            settings = settings.max_wait(max_wait);
         }
         if let Some(fairness) = self.fairness.clone() {
-            budget = budget.fairness(fairness);
+            settings = settings.fairness(fairness);
         }
-        let budget = budget.build()?;
+        let budget = Budget::new(settings)?;
         let store: Store<BedrockKey> = self.store(budget.clone(), margin, quota_of)?;
 
         let mut retry = ThrottleRetryLayer::new(ResignHandBack(bedrock.clone()))
@@ -604,7 +609,7 @@ impl BedrockThrottleBuilder {
             .window(self.window)
             .day(self.day)
             .expiry_margin(margin)
-            .on_outage(settings.outage)
+            .on_outage(self.redis_outage.unwrap_or(settings.outage))
             .quota_fn(move |key: &BedrockKey| quota_of(key));
             if cluster {
                 b = b.cluster();

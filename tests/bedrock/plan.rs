@@ -187,7 +187,7 @@ fn host_header_is_used_for_relative_uris() {
 fn plan_reserves_input_and_max_output_and_remembers_the_worst_case() {
     let bedrock = Bedrock::new();
     let body = r#"{"messages":[{"role":"user","content":[{"text":"Hello"}]}],"inferenceConfig":{"maxTokens":300}}"#;
-    let mut req = request(&format!("{HOST}/model/{SONNET_4_ENCODED}/converse"), body);
+    let req = request(&format!("{HOST}/model/{SONNET_4_ENCODED}/converse"), body);
     let plan = bedrock.plan_of(&req);
     let (key, operation) = bedrock.target(None, req.uri().path());
     let estimate = bedrock.estimate(&key, operation, Some(body.as_bytes()));
@@ -210,7 +210,7 @@ fn plan_reserves_input_and_max_output_and_remembers_the_worst_case() {
     let before = req.clone();
     let protocol =
         <Bedrock as Protocol<http::Request<Bytes>, http::Response<Full<Bytes>>, Infallible>>::plan(
-            &bedrock, &mut req,
+            &bedrock, &req,
         );
     assert_eq!(
         (
