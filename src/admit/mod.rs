@@ -85,6 +85,41 @@
 //! # }
 //! ```
 //!
+//! # In an HTTP server
+//!
+//! A refusal is an error of the layer by default ([`AsError`]): a `BoxError` that downcasts to
+//! [`AdmissionError`](crate::budget::AdmissionError). An HTTP service may answer it itself
+//! instead ([`respond_to_refusals`](AdmissionLayer::respond_to_refusals), [`AsResponse`]):
+//! 429 with `Retry-After` for a wait, 413 for a request larger than the whole quota. The
+//! service then keeps its inner error type, so an axum route takes the layer as it is.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use bedrock_throttle::admit::RateLimitLayer;
+//! use bedrock_throttle::budget::Budget;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // One request per minute per path, waiting at most a second.
+//! let budget = Budget::builder().requests(1).max_wait(Duration::from_secs(1)).build()?;
+//! let path = |request: &http::Request<String>| request.uri().path().to_owned();
+//! let svc = ServiceBuilder::new()
+//!     .layer(RateLimitLayer::new(budget, path).respond_to_refusals())
+//!     .service_fn(|_: http::Request<String>| async {
+//!         Ok::<_, Infallible>(http::Response::new("hello".to_owned()))
+//!     });
+//!
+//! let first = svc.clone().oneshot(http::Request::new(String::new())).await?;
+//! assert_eq!(first.status(), 200);
+//! let second = svc.oneshot(http::Request::new(String::new())).await?;
+//! assert_eq!(second.status(), 429);
+//! assert!(second.headers().contains_key("retry-after")); // when the window has slid
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! **Known compiler limitation.** As with tower's own `Timeout` (any layer whose error is
 //! `BoxError` and that requires `S::Error: Into<BoxError>`), spawning a call on an inner service
 //! whose error type is itself `BoxError` fails to compile with "implementation of `From` is not

@@ -271,6 +271,9 @@ async fn stalled_stream_protection_does_not_fire_during_waits() {
         .unwrap();
     let throttle = throttle(window)
         .quota(SONNET4, bedrock_throttle::budget::Quota::requests(1))
+        // A loaded machine's delay from our admission to the server's booking (the default,
+        // 25 ms, is sized for release builds and 60 s windows).
+        .expiry_margin(Duration::from_millis(300))
         .build()
         .unwrap();
     let config = throttle
