@@ -53,6 +53,8 @@ async fn extreme_numbers_in_bodies_end_in_a_response_or_an_error() {
             SONNET4,
             Quota::tokens(u64::MAX).with_tokens_per_day(u64::MAX),
         )
+        // A reservation of u64::MAX fits only in an empty day: refused at once, not waited for.
+        .max_wait(std::time::Duration::from_secs(1))
         .metrics(true)
         .build()
         .unwrap();
