@@ -105,6 +105,5 @@ pub use backoff::Backoff;
 pub use budget::RetryBudget;
 pub use error::ConfigError;
 pub use layer::ThrottleRetryLayer;
-#[cfg(feature = "sdk")]
 pub use policy::{GiveUpReason, RetryEvent};
 pub use service::ThrottleRetry;
