@@ -55,7 +55,11 @@ impl BurndownCheck {
             .row_of(key.model())
             .map_or("never", |row| row.checked());
         format!(
-            "the server throttled on tokens what the limiter admitted within its limit: Bedrock              may settle {}'s output above the {burndown}x of the model table (row checked              {checked}), or another client uses the same quota; compare with CloudWatch's              EstimatedTPMQuotaUsage and override the burndown (ModelTable::with_burndown) or              load a newer table",
+            "the server throttled on tokens what the limiter admitted within its limit: Bedrock \
+             may settle {}'s output above the {burndown}x of the model table (row checked \
+             {checked}), or another client uses the same quota; compare with CloudWatch's \
+             EstimatedTPMQuotaUsage and override the burndown (ModelTable::with_burndown) or \
+             load a newer table",
             key.model()
         )
     }
