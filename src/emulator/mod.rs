@@ -31,7 +31,7 @@
 //!   absent) and is throttled with `ThrottlingException` if that would exceed a limit (a
 //!   throttled request is not charged). When the last byte of the response is produced it
 //!   settles `input + output × burndown` (the rate of the crate's [model
-//!   table](crate::bedrock::model_table), the same data as the client's, or an
+//!   table](crate::bedrock::ModelTable), the same data as the client's, or an
 //!   [override](EmulatorBuilder::burndown) that puts the server out of step): a refund reduces the
 //!   start-time charge, an overshoot is booked at the settle instant. Input tokens follow the
 //!   rule in [`tokens`].
