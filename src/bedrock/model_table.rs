@@ -238,7 +238,7 @@ impl ModelRow {
     pub fn info(&self) -> ModelInfo {
         self.info
     }
-    /// When it was last checked (`YYYY-MM-DD`).
+    /// When it was last checked (`YYYY-MM-DD`); empty for a user's override by pattern.
     pub fn checked(&self) -> &str {
         &self.checked
     }

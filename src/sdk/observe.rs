@@ -49,11 +49,11 @@ impl BurndownCheck {
     /// The text of the warning for `key`.
     pub(crate) fn message(&self, key: &BedrockKey) -> String {
         let burndown = self.bedrock.output_burndown(key.model());
-        let checked = self
-            .bedrock
-            .models()
-            .row_of(key.model())
-            .map_or("never", |row| row.checked());
+        let checked = match self.bedrock.models().row_of(key.model()) {
+            Some(row) if !row.checked().is_empty() => row.checked(),
+            Some(_) => "by you: an override",
+            None => "never: no row",
+        };
         format!(
             "the server throttled on tokens what the limiter admitted within its limit: Bedrock \
              may settle {}'s output above the {burndown}x of the model table (row checked \
