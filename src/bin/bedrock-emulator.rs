@@ -36,6 +36,8 @@ OPTIONS:
                                matching a table row) at N instead of the table's (repeatable)
     --model-table FILE.json    take families, maximums and burndowns from this table
     --account-tpd N            account-wide tokens per day across models (0 refuses all)
+    --mantle MODEL=IN,OUT      bedrock-mantle input and output tokens per window for MODEL
+                               on /v1/chat/completions and /v1/responses (repeatable)
     --seed N                   seed of the generators [default: 0]
     -h, --help                 print this help
     -V, --version              print the version
@@ -181,7 +183,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<EmulatorC
             | "--header-read-timeout-ms"
             | "--burndown"
             | "--model-table"
-            | "--account-tpd" => {
+            | "--account-tpd"
+            | "--mantle" => {
                 let value = match inline {
                     Some(v) => v,
                     None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
@@ -225,6 +228,22 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<EmulatorC
                     .ok_or_else(|| bad("expected PATTERN=N, got"))?;
                 let n: u64 = n.parse().map_err(|_| bad("bad burndown in"))?;
                 config.burndown.insert(pattern.to_owned(), n);
+            }
+            "--mantle" => {
+                let (model, limits) = value
+                    .rsplit_once('=')
+                    .ok_or_else(|| bad("expected MODEL=IN,OUT, got"))?;
+                let (input, output) = limits
+                    .split_once(',')
+                    .ok_or_else(|| bad("expected MODEL=IN,OUT, got"))?;
+                let parse = |n: &str| n.trim().parse::<u64>().map_err(|_| bad("bad limit in"));
+                config.mantle_quotas.insert(
+                    model.to_owned(),
+                    bedrock_throttle::emulator::MantleQuota {
+                        input: parse(input)?,
+                        output: parse(output)?,
+                    },
+                );
             }
             "--model-table" => {
                 config.model_table = bedrock_throttle::bedrock::ModelTable::from_file(&value)
@@ -332,6 +351,8 @@ mod tests {
             "--burndown",
             "anthropic.claude-opus-4-8*=5",
             "--account-tpd=0",
+            "--mantle",
+            "openai.gpt-5.6-sol-v1:0=1000,100",
         ])
         .unwrap()
         .unwrap();
@@ -356,6 +377,7 @@ mod tests {
         assert_eq!(c.header_read_timeout, Duration::from_millis(250));
         assert_eq!(c.burndown["anthropic.claude-opus-4-8*"], 5);
         assert_eq!(c.account_tokens_per_day, Some(0));
+        assert_eq!(c.mantle_quotas["openai.gpt-5.6-sol-v1:0"].output, 100);
     }
 
     #[test]
@@ -376,6 +398,8 @@ mod tests {
             &["--burndown", "nothing.matches*=5"],
             &["--burndown", "5"],
             &["--model-table", "/nonexistent/models.json"],
+            &["--mantle", "m=1"],
+            &["--mantle", "m=1,x"],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }

@@ -76,6 +76,9 @@ pub struct Counters {
     pub settled: u64,
     /// CountTokens requests answered (they use no quota).
     pub count_tokens_requests: u64,
+    /// bedrock-mantle answers cut short because the output tokens per minute ran out (a 200
+    /// with a `length` finish, not a 429).
+    pub cutoffs: u64,
 }
 
 impl AddAssign for Counters {
@@ -93,6 +96,7 @@ impl AddAssign for Counters {
         self.output_tokens += o.output_tokens;
         self.settled += o.settled;
         self.count_tokens_requests += o.count_tokens_requests;
+        self.cutoffs += o.cutoffs;
     }
 }
 
