@@ -6,8 +6,5 @@
 
 mod backlog;
 mod end_to_end;
-mod late_2026;
-#[path = "../../examples/support/load.rs"]
-mod load;
 mod support;
 mod unknown_usage;
