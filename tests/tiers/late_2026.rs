@@ -185,7 +185,7 @@ impl Intercept for BearerAttempts {
 
 /// One request admitted per 2 s window and a signature window scaled down to 3 s (the margin
 /// leaves 3 s of the 5 minutes): SigV4 requests waiting longer are re-signed
-/// (`backlog.rs`). Bearer requests have no signature to expire: the fourth waits about 6 s,
+/// (`tests/sdk/backlog.rs`). Bearer requests have no signature to expire: the fourth waits about 6 s,
 /// twice the scaled window, and is neither re-signed (one SDK attempt per call) nor cut, and
 /// the server throttles none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
