@@ -7,10 +7,11 @@
 //!
 //! The model id is in the JSON body, not the path; the crate reads it for the quota key,
 //! reserves input + `max_completion_tokens`, settles `usage` with the model's burndown (10x for
-//! GPT-5.6 in the December 2026 table), and classifies the server's 429s by cause. Twenty
-//! calls sent at once, about twice what a 20,000-token window settles: every call completes,
-//! waiting for room in line. The few the server may still refuse (calls admitted together
-//! whose 10x debts land on the server before the client reads them) are retried by the stack.
+//! GPT-5.6 in the December 2026 table), and classifies the server's 429s by cause. Sixty
+//! calls sent at once, about six times what a 20,000-token window settles: every call
+//! completes, waiting for room in line. The few the server may still refuse (calls admitted
+//! together whose 10x debts land on the server before the client reads them) are retried by
+//! the stack.
 //!
 //! Any HTTP client works the same way: the stack needs a `tower::Service` of
 //! `http::Request<Bytes>` whose response body is an `http_body::Body`.
@@ -38,6 +39,8 @@ async fn main() -> Result<(), BoxError> {
         .model_quota(MODEL, Quota::tokens(TPM))
         .window(WINDOW)
         .output_length(OutputLength::Uniform { min: 50, max: 300 })
+        .time_to_first_token(Duration::from_millis(150))
+        .tokens_per_second(2_000.0)
         .start()
         .await?;
     let addr = emulator.addr();
@@ -62,7 +65,7 @@ async fn main() -> Result<(), BoxError> {
         .service(http);
 
     let start = Instant::now();
-    let calls: Vec<_> = (0..20)
+    let calls: Vec<_> = (0..60)
         .map(|i| {
             let body = serde_json::json!({
                 "model": MODEL,

@@ -41,8 +41,8 @@ pub enum ThrottleCause {
     /// The daily token quota is spent. Waiting minutes cannot cure it: never retried.
     TokensPerDay,
     /// The service has no capacity right now (HTTP 503, "too many connections"; HTTP 529
-    /// `overloaded_error`). A regional capacity signal, not the account's quota: it drives a
-    /// concurrency limit, never the quota's window.
+    /// `overloaded_error`). A regional capacity signal, not the account's quota: it is never
+    /// fed back to a quota's window.
     Capacity,
     /// The model is still loading; the service asks for a few more attempts.
     ModelNotReady,

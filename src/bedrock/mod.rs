@@ -16,7 +16,7 @@
 //!
 //! Why it is more than parsing: Bedrock throttles on a RESERVATION (`input + max_tokens`, the
 //! model's maximum when unset) and settles output tokens at a burndown rate per model (15×, 10×,
-//! 5× or 1× in late 2026: the [model table](model_table), kept as dated data), so a client that
+//! 5× or 1× in late 2026: the [model table](ModelTable), kept as dated data), so a client that
 //! counts requests, or counts tokens after the fact, or uses a stale rate, overruns the quota. And the
 //! information needed to react is spread over places a synchronous classifier cannot reach (the
 //! error body, the first frame of a stream): [`BedrockResponseLayer`] brings it into the response.
@@ -50,7 +50,7 @@
 pub(crate) mod error;
 pub(crate) mod estimate;
 pub(crate) mod key;
-pub mod model_table;
+mod model_table;
 pub(crate) mod models;
 mod openai;
 mod protocol;

@@ -1,27 +1,4 @@
 //! The model table: what the crate assumes about each model, kept as dated data.
-//!
-//! # Why data, and why JSON
-//!
-//! Bedrock's burndown rates and model maximums change monthly (late 2026: 15x, 10x, 5x and
-//! 1x tiers), and a wrong rate is a throttle: a limiter that settles Opus 4.8 at 5x while the
-//! server books 15x admits three times too much. So the knowledge is one table of rows, each
-//! with the date it was last checked, compiled in from `models.json` and replaceable at run
-//! time ([`ModelTable::from_json`], [`ModelTable::from_file`]) without a new release. JSON
-//! because `serde_json` is already a dependency of the `bedrock` feature (TOML would add one),
-//! and one row per line keeps diffs readable.
-//!
-//! # Rows, patterns, the unknown
-//!
-//! A row has a pattern (matched against the model id after its geographic prefix, lower
-//! case; `*` is any run of characters, `?` one character), an endpoint (bedrock-runtime or
-//! bedrock-mantle), the body family, the maximum output, the default max tokens, the output
-//! burndown and its date. The most specific matching row wins (most literal characters).
-//!
-//! A model no row matches but whose vendor burns more than 1x (an `unknown_models` row:
-//! Anthropic, the GPT-5 family) gets the HIGHEST burndown of that vendor's rows, never a
-//! silent 1x, and one `tracing` warning naming it: AWS adds models faster than any table, and
-//! over-counting costs some throughput where under-counting costs throttles. Any other unknown
-//! model (an ARN without a mapping, a vendor at 1x) gets 1x and a large reservation.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -261,7 +238,7 @@ impl ModelRow {
     pub fn info(&self) -> ModelInfo {
         self.info
     }
-    /// When it was last checked (`YYYY-MM-DD`).
+    /// When it was last checked (`YYYY-MM-DD`); empty for a user's override by pattern.
     pub fn checked(&self) -> &str {
         &self.checked
     }
@@ -298,7 +275,28 @@ struct TableData {
 /// no row names, and the user's overrides by exact id or ARN and by pattern. Cheap to clone;
 /// clones share the set of models already warned about.
 ///
-/// See the [module docs](self) (`bedrock::model_table`) for the rules.
+/// # Why data, and why JSON
+///
+/// Bedrock's burndown rates and model maximums change monthly (late 2026: 15x, 10x, 5x and
+/// 1x tiers), and a wrong rate is a throttle: a limiter that settles Opus 4.8 at 5x while the
+/// server books 15x admits three times too much. So the knowledge is one table of rows, each
+/// with the date it was last checked, compiled in from `models.json` and replaceable at run
+/// time ([`ModelTable::from_json`], [`ModelTable::from_file`]) without a new release. JSON
+/// because `serde_json` is already a dependency of the `bedrock` feature (TOML would add one),
+/// and one row per line keeps diffs readable.
+///
+/// # Rows, patterns, the unknown
+///
+/// A row has a pattern (matched against the model id after its geographic prefix, lower
+/// case; `*` is any run of characters, `?` one character), an endpoint (bedrock-runtime or
+/// bedrock-mantle), the body family, the maximum output, the default max tokens, the output
+/// burndown and its date. The most specific matching row wins (most literal characters).
+///
+/// A model no row matches but whose vendor burns more than 1x (an `unknown_models` row:
+/// Anthropic, the GPT-5 family) gets the HIGHEST burndown of that vendor's rows, never a
+/// silent 1x, and one `tracing` warning naming it: AWS adds models faster than any table, and
+/// over-counting costs some throughput where under-counting costs throttles. Any other unknown
+/// model (an ARN without a mapping, a vendor at 1x) gets 1x and a large reservation.
 ///
 /// ```
 /// use bedrock_throttle::bedrock::{ModelFamily, ModelInfo, ModelTable};

@@ -1,5 +1,5 @@
 //! Model ids and what they imply: the body family, where `max_tokens` sits, the model's maximum
-//! output and burndown (the values live in the [model table](super::model_table)).
+//! output and burndown (the values live in the [model table](super::ModelTable)).
 
 pub use super::model_table::ModelTable;
 

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bedrock_throttle::emulator::{Emulator, EmulatorConfig, Enforcement, Fault, OutputLength};
+use bedrock_throttle::emulator::{
+    Emulator, EmulatorConfig, Enforcement, Fault, MantleQuota, OutputLength,
+};
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 
 const FAULTS: &str = "\
@@ -175,6 +177,37 @@ fn command() -> Command {
             )
             .value_parser(value_parser!(u64)),
         )
+        .arg(
+            value(
+                "mantle",
+                "MODEL=IN,OUT",
+                "bedrock-mantle input and output tokens per window for MODEL on \
+                 /v1/chat/completions and /v1/responses (repeatable)",
+            )
+            .action(ArgAction::Append)
+            .value_parser(mantle),
+        )
+}
+
+fn mantle(s: &str) -> Result<(String, MantleQuota), String> {
+    let (model, limits) = s
+        .rsplit_once('=')
+        .ok_or_else(|| "expected MODEL=IN,OUT".to_owned())?;
+    let (input, output) = limits
+        .split_once(',')
+        .ok_or_else(|| "expected MODEL=IN,OUT".to_owned())?;
+    let parse = |n: &str| {
+        n.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("bad limit `{n}`"))
+    };
+    Ok((
+        model.to_owned(),
+        MantleQuota {
+            input: parse(input)?,
+            output: parse(output)?,
+        },
+    ))
 }
 
 fn burndown(s: &str) -> Result<(String, u64), String> {
@@ -395,6 +428,9 @@ fn config_from(m: &ArgMatches) -> Result<EmulatorConfig, String> {
     if let Some(overrides) = m.get_many::<(String, u64)>("burndown") {
         config.burndown.extend(overrides.cloned());
     }
+    if let Some(quotas) = m.get_many::<(String, MantleQuota)>("mantle") {
+        config.mantle_quotas.extend(quotas.cloned());
+    }
     if let Some(path) = m.get_one::<String>("model-table") {
         config.model_table =
             bedrock_throttle::bedrock::ModelTable::from_file(path).map_err(|e| e.to_string())?;
@@ -452,6 +488,8 @@ mod tests {
             "--burndown",
             "anthropic.claude-opus-4-8*=5",
             "--account-tpd=0",
+            "--mantle",
+            "openai.gpt-5.6-sol-v1:0=1000,100",
         ])
         .unwrap();
         assert_eq!(c.listen.port(), 9);
@@ -475,6 +513,7 @@ mod tests {
         assert_eq!(c.header_read_timeout, Duration::from_millis(250));
         assert_eq!(c.burndown["anthropic.claude-opus-4-8*"], 5);
         assert_eq!(c.account_tokens_per_day, Some(0));
+        assert_eq!(c.mantle_quotas["openai.gpt-5.6-sol-v1:0"].output, 100);
     }
 
     #[test]
@@ -495,6 +534,8 @@ mod tests {
             &["--burndown", "nothing.matches*=5"],
             &["--burndown", "5"],
             &["--model-table", "/nonexistent/models.json"],
+            &["--mantle", "m=1"],
+            &["--mantle", "m=1,x"],
         ] {
             match parse(args) {
                 Err(Invalid::Clap(e)) => assert_eq!(e.exit_code(), 2, "{args:?}: {e}"),

@@ -287,6 +287,18 @@ impl fmt::Display for Fault {
     }
 }
 
+/// A bedrock-mantle quota: input and output tokens per window, two separate limits. Admission
+/// checks input + max tokens against `input` (a 429 when over); output is charged as it is
+/// generated, and a response stops early (a 200 with a `length` finish) when `output` runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MantleQuota {
+    /// Input tokens per window.
+    pub input: u64,
+    /// Output tokens per window.
+    pub output: u64,
+}
+
 /// Fault injection: independent probabilities per fault and a schedule by request index.
 ///
 /// The request index counts inference requests (InvokeModel, Converse and their streaming
@@ -327,6 +339,7 @@ pub struct Faults {
 ///               { "family": "anthropic", "max_output_tokens": 64000, "output_burndown": 5 } },
 ///   "burndown": { "anthropic.claude-opus-4-8*": 15 },
 ///   "account_tokens_per_day": 700000000,
+///   "mantle_quotas": { "openai.gpt-5.6-sol-v1:0": { "input": 10000000, "output": 2000000 } },
 ///   "faults": { "service-unavailable": 0.01, "overloaded@2": 0.001, "stream:throttling@2": 0.005 },
 ///   "fault_schedule": { "3": "model-timeout", "7": "stream:throttling@0" },
 ///   "max_connections": 4096,
@@ -372,6 +385,9 @@ pub struct EmulatorConfig {
     /// Burndown overrides by exact id or pattern (`*`, `?`), applied over the table: to put
     /// the server out of step with a client on purpose (a server at 15x, a client at 5x).
     pub burndown: BTreeMap<String, u64>,
+    /// bedrock-mantle quotas per model id (`/v1/chat/completions`, `/v1/responses`): input and
+    /// output tokens per window. A model without one is unlimited there.
+    pub mantle_quotas: HashMap<String, MantleQuota>,
     /// The account-wide tokens per day shared by every model ("Cross-Model Max Tokens Per
     /// Day", per account and region since 2026-09): `None` for none. A limit of 0 refuses
     /// every call with "Too many tokens per day", as a new account's zero quota does.
@@ -416,6 +432,7 @@ impl Default for EmulatorConfig {
             model_table: ModelTable::default(),
             burndown: BTreeMap::new(),
             account_tokens_per_day: None,
+            mantle_quotas: HashMap::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -490,6 +507,7 @@ impl EmulatorConfig {
         }
         c.burndown = file.burndown;
         c.account_tokens_per_day = file.account_tokens_per_day;
+        c.mantle_quotas = file.mantle_quotas;
         for (fault, p) in file.faults {
             c.faults.probabilities.push((fault.parse()?, p));
         }
@@ -665,6 +683,8 @@ struct FileConfig {
     #[serde(default)]
     burndown: BTreeMap<String, u64>,
     account_tokens_per_day: Option<u64>,
+    #[serde(default)]
+    mantle_quotas: HashMap<String, MantleQuota>,
     #[serde(default)]
     faults: BTreeMap<String, f64>,
     #[serde(default)]

@@ -122,6 +122,9 @@ enum Style {
     /// code also in `x-amzn-ErrorType`. (What bedrock-runtime's `/openai/v1` sends is not
     /// documented; this is the one place that says it.)
     OpenAi,
+    /// bedrock-mantle's 429: `{"code":"ThrottlingException","Message":..}` and no
+    /// `x-amzn-ErrorType` (the one shape seen, in a third party's fixtures; not documented).
+    Mantle,
 }
 
 impl ApiError {
@@ -140,6 +143,13 @@ impl ApiError {
     /// no `x-amzn-ErrorType`, `Retry-After` in whole seconds.
     pub(crate) fn anthropic_envelope(mut self) -> Self {
         self.style = Style::Anthropic;
+        self
+    }
+
+    /// This error as bedrock-mantle sends it: `{"code":CODE,"Message":..}`, no
+    /// `x-amzn-ErrorType`.
+    pub(crate) fn mantle_envelope(mut self) -> Self {
+        self.style = Style::Mantle;
         self
     }
 
@@ -194,6 +204,19 @@ impl ApiError {
 
     /// The HTTP response.
     pub(crate) fn into_response(self, request_id: &str) -> Response<Body> {
+        if self.style == Style::Mantle {
+            let body = serde_json::json!({"code": self.code, "Message": self.message});
+            let mut res = Response::new(full(Bytes::from(body.to_string())));
+            *res.status_mut() = self.status;
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Ok(v) = HeaderValue::from_str(request_id) {
+                res.headers_mut().insert("x-amzn-RequestId", v);
+            }
+            return res;
+        }
         if self.style == Style::Anthropic {
             let body = serde_json::json!({
                 "type": "error",

@@ -504,6 +504,11 @@ impl ModelLedger {
         self.peak.max_with(usage);
     }
 
+    /// The tokens-per-window limit, if any.
+    pub(crate) fn token_limit(&self) -> Option<u64> {
+        self.quota.tokens
+    }
+
     /// Current usage of the three windows.
     pub(crate) fn usage(&mut self, now: Instant) -> WindowUsage {
         WindowUsage {
@@ -582,13 +587,22 @@ impl Ledgers {
         }
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         let ledger = map.entry(model_id.to_owned()).or_insert_with(|| {
+            // bedrock-mantle's ledgers: their own quotas only (unlimited unless configured),
+            // and no share of the runtime's account-wide day (mantle keeps its own).
+            let mantle = model_id.starts_with(super::mantle::PREFIX);
             let quota = self
                 .model_quotas
                 .get(model_id)
                 .copied()
-                .unwrap_or(self.default_quota);
+                .unwrap_or(if mantle {
+                    Quota::unlimited()
+                } else {
+                    self.default_quota
+                });
             let mut ledger = ModelLedger::new(quota, self.enforcement, self.window, self.origin);
-            ledger.account = self.account.clone();
+            if !mantle {
+                ledger.account = self.account.clone();
+            }
             Arc::new(Mutex::new(ledger))
         });
         Arc::clone(ledger)

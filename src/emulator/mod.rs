@@ -31,7 +31,7 @@
 //!   absent) and is throttled with `ThrottlingException` if that would exceed a limit (a
 //!   throttled request is not charged). When the last byte of the response is produced it
 //!   settles `input + output × burndown` (the rate of the crate's [model
-//!   table](crate::bedrock::model_table), the same data as the client's, or an
+//!   table](crate::bedrock::ModelTable), the same data as the client's, or an
 //!   [override](EmulatorBuilder::burndown) that puts the server out of step): a refund reduces the
 //!   start-time charge, an overshoot is booked at the settle instant. Input tokens follow the
 //!   rule in [`tokens`].
@@ -40,7 +40,11 @@
 //!   2026-09; 0 refuses every call with "Too many tokens per day".
 //! - **OpenAI-compatible routes**: `POST /openai/v1/chat/completions` and
 //!   `POST /openai/v1/responses` (synchronous), the model in the body's `model`, on the same
-//!   per-model quota and burndown.
+//!   per-model quota and burndown. The same bodies on `POST /v1/chat/completions` and
+//!   `POST /v1/responses` play bedrock-mantle: input and output tokens per window
+//!   ([`mantle_quota`](EmulatorBuilder::mantle_quota)), a 429 when input + max tokens does not
+//!   fit the input quota, a response cut short (200, `length`) when the output quota runs out,
+//!   no burndown, no share of the account-wide day.
 //! - **Windows**: sliding, token bucket or fixed ([`Enforcement`]), of any length (the day
 //!   window is 1440 windows), so tests can use 1 s windows. Time is `tokio::time`, so tests with
 //!   a paused clock drive it with `advance`.
@@ -155,6 +159,7 @@ mod error;
 mod eventstream;
 mod faults;
 mod ledger;
+mod mantle;
 mod model_id;
 mod openai;
 mod ops;
@@ -176,7 +181,8 @@ use crate::bedrock::models::ModelInfo;
 use crate::budget::Quota;
 
 pub use config::{
-    ConfigError, EmulatorConfig, Enforcement, Fault, Faults, Latency, OutputLength, StreamException,
+    ConfigError, EmulatorConfig, Enforcement, Fault, Faults, Latency, MantleQuota, OutputLength,
+    StreamException,
 };
 pub use error::Error;
 pub use stats::{Counters, FaultCounters, ModelStats, Stats, WindowUsage};
@@ -348,6 +354,16 @@ impl EmulatorBuilder {
     /// code L-E3F10727.
     pub fn account_tokens_per_day(mut self, limit: u64) -> Self {
         self.config.account_tokens_per_day = Some(limit);
+        self
+    }
+
+    /// A bedrock-mantle quota for `model_id` on the emulator's `/v1/chat/completions` and
+    /// `/v1/responses`: `input` and `output` tokens per window, two limits (see
+    /// [`MantleQuota`]).
+    pub fn mantle_quota(mut self, model_id: impl Into<String>, input: u64, output: u64) -> Self {
+        self.config
+            .mantle_quotas
+            .insert(model_id.into(), MantleQuota { input, output });
         self
     }
 

@@ -32,16 +32,30 @@ pub(crate) enum Api {
     Responses,
 }
 
-/// The API of `path`: `/openai/v1/chat/completions` or `/openai/v1/responses`.
-pub(crate) fn route(path: &str) -> Option<Api> {
-    match path {
-        "/openai/v1/chat/completions" => Some(Api::ChatCompletions),
-        "/openai/v1/responses" => Some(Api::Responses),
-        _ => None,
-    }
+/// Which API a path is, and on which endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub(crate) api: Api,
+    /// bedrock-mantle (`/v1/...`) rather than bedrock-runtime (`/openai/v1/...`).
+    pub(crate) mantle: bool,
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+/// The route of `path`: bedrock-runtime's `/openai/v1/chat/completions` and
+/// `/openai/v1/responses`, bedrock-mantle's `/v1/chat/completions` and `/v1/responses`.
+pub(crate) fn route(path: &str) -> Option<Route> {
+    let (mantle, rest) = match path.strip_prefix("/openai/v1/") {
+        Some(rest) => (false, rest),
+        None => (true, path.strip_prefix("/v1/")?),
+    };
+    let api = match rest {
+        "chat/completions" => Api::ChatCompletions,
+        "responses" => Api::Responses,
+        _ => return None,
+    };
+    Some(Route { api, mantle })
+}
+
+pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::validation(message).openai_envelope()
 }
 
@@ -73,10 +87,10 @@ fn items_tokens(v: Option<&Value>) -> u64 {
 }
 
 /// A validated body: the model, the input tokens, the max output asked for (if any).
-struct Request {
-    model: String,
-    input: u64,
-    max_output: Option<u64>,
+pub(crate) struct Request {
+    pub(crate) model: String,
+    pub(crate) input: u64,
+    pub(crate) max_output: Option<u64>,
 }
 
 fn parse(api: Api, body: &[u8]) -> Result<Request, ApiError> {
@@ -140,10 +154,11 @@ fn parse(api: Api, body: &[u8]) -> Result<Request, ApiError> {
 /// Serves one OpenAI-compatible request.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    api: Api,
+    route: Route,
     body: Bytes,
     start: Instant,
 ) -> Response<Body> {
+    let api = route.api;
     let index = shared.next_index();
     let mut rng = request_rng(shared.config.seed, index);
     let request_id = request_id(&mut rng);
@@ -154,6 +169,9 @@ pub(crate) async fn serve(
     drop(body);
     if let Err(e) = shared.check_model(&request.model, Operation::OpenAi) {
         return e.openai_envelope().into_response(&request_id);
+    }
+    if route.mantle {
+        return super::mantle::serve(&shared, api, request, rng, &request_id, start).await;
     }
     let model_id = request.model;
     let ledger = shared.ledgers.get(&model_id);
@@ -213,7 +231,29 @@ pub(crate) async fn serve(
         input.saturating_add(n.saturating_mul(info.output_burndown)),
         n,
     );
-    let text = output.text();
+    let truncated = output.truncated();
+    answer(
+        api,
+        &model_id,
+        input,
+        &output,
+        truncated,
+        &mut rng,
+        &request_id,
+    )
+}
+
+/// The OpenAI-shaped answer of `api` with `output` (a `length` finish when `truncated`).
+pub(crate) fn answer(
+    api: Api,
+    model_id: &str,
+    input: u64,
+    output: &Output,
+    truncated: bool,
+    rng: &mut fastrand::Rng,
+    request_id: &str,
+) -> Response<Body> {
+    let (n, text) = (output.n(), output.text());
     let body = match api {
         Api::ChatCompletions => json!({
             "id": format!("chatcmpl-{}", rng.u64(..)),
@@ -223,7 +263,7 @@ pub(crate) async fn serve(
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "finish_reason": if output.truncated() { "length" } else { "stop" },
+                "finish_reason": if truncated { "length" } else { "stop" },
             }],
             "usage": {"prompt_tokens": input, "completion_tokens": n, "total_tokens": input.saturating_add(n)},
         }),
@@ -231,7 +271,7 @@ pub(crate) async fn serve(
             "id": format!("resp_{}", rng.u64(..)),
             "object": "response",
             "model": model_id,
-            "status": if output.truncated() { "incomplete" } else { "completed" },
+            "status": if truncated { "incomplete" } else { "completed" },
             "output": [{
                 "type": "message",
                 "role": "assistant",
@@ -240,7 +280,7 @@ pub(crate) async fn serve(
             "usage": {"input_tokens": input, "output_tokens": n, "total_tokens": input.saturating_add(n)},
         }),
     };
-    json_response(&body, &request_id)
+    json_response(&body, request_id)
 }
 
 #[cfg(test)]

@@ -56,11 +56,22 @@ impl Shared {
     /// The shared state of a server with `config` and its model `table`
     /// ([`EmulatorConfig::table`]).
     pub(crate) fn new(config: EmulatorConfig, table: ModelTable) -> Self {
+        let mut quotas = config.model_quotas.clone();
+        for (model, q) in &config.mantle_quotas {
+            quotas.insert(
+                super::mantle::input_key(model),
+                crate::budget::Quota::tokens(q.input),
+            );
+            quotas.insert(
+                super::mantle::output_key(model),
+                crate::budget::Quota::tokens(q.output),
+            );
+        }
         let ledgers = Ledgers::new(
             config.enforcement,
             config.window,
             config.default_quota,
-            config.model_quotas.clone(),
+            quotas,
         );
         let ledgers = match config.account_tokens_per_day {
             Some(limit) => ledgers.with_account_day(limit),
@@ -196,7 +207,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if super::service_quotas::is_service_quotas(&req) {
         return Ok(super::service_quotas::handle(&shared, req).await);
     }
-    if let Some(api) = super::openai::route(&path).filter(|_| req.method() == Method::POST) {
+    if let Some(route) = super::openai::route(&path).filter(|_| req.method() == Method::POST) {
         let _permit = match Arc::clone(&shared.in_flight).acquire_owned().await {
             Ok(permit) => permit,
             Err(_) => unreachable!("the in-flight semaphore is never closed"),
@@ -205,7 +216,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             Ok(b) => b,
             Err(e) => return Ok(e.into_response(&shared.other_request_id())),
         };
-        return Ok(super::openai::serve(shared, api, body, start).await);
+        return Ok(super::openai::serve(shared, route, body, start).await);
     }
     let route = path
         .strip_prefix("/model/")

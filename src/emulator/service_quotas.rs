@@ -164,6 +164,19 @@ pub(crate) fn listing(shared: &Shared) -> Vec<ListedQuota> {
             by_name.insert(name.clone(), value as f64);
         }
     }
+    for (id, q) in &shared.config.mantle_quotas {
+        let display = names
+            .display_names(base_model_id(id))
+            .first()
+            .map_or_else(|| id.clone(), |n| (*n).to_owned());
+        for (scope, value) in [
+            (QuotaScope::MantleInput, q.input),
+            (QuotaScope::MantleOutput, q.output),
+        ] {
+            let name = quota_name(scope, QuotaKind::TokensPerMinute, &display);
+            by_name.insert(name, value as f64);
+        }
+    }
     if let Some(limit) = shared.config.account_tokens_per_day {
         by_name.insert(ACCOUNT_DAILY_NAME.to_owned(), limit as f64);
     }

@@ -76,6 +76,9 @@ pub struct Counters {
     pub settled: u64,
     /// CountTokens requests answered (they use no quota).
     pub count_tokens_requests: u64,
+    /// bedrock-mantle answers cut short because the output tokens per minute ran out (a 200
+    /// with a `length` finish, not a 429).
+    pub cutoffs: u64,
 }
 
 /// Adds one to a counter, saturating (a counter never wraps, however long the emulator runs).
@@ -106,6 +109,7 @@ impl AddAssign for Counters {
         self.count_tokens_requests = self
             .count_tokens_requests
             .saturating_add(o.count_tokens_requests);
+        self.cutoffs = self.cutoffs.saturating_add(o.cutoffs);
     }
 }
 

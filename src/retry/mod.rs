@@ -110,7 +110,6 @@ pub use backoff::Backoff;
 pub use budget::RetryBudget;
 pub use error::ConfigError;
 pub use layer::ThrottleRetryLayer;
-#[cfg(feature = "sdk")]
 pub use policy::{GiveUpReason, RetryEvent};
 pub use service::ThrottleRetry;
 pub(crate) use waited::admission_waited;

@@ -53,13 +53,17 @@ impl BurndownCheck {
     /// The text of the warning for `key`.
     pub(crate) fn message(&self, key: &BedrockKey) -> String {
         let burndown = self.bedrock.output_burndown(key.model());
-        let checked = self
-            .bedrock
-            .models()
-            .row_of(key.model())
-            .map_or("never", |row| row.checked());
+        let checked = match self.bedrock.models().row_of(key.model()) {
+            Some(row) if !row.checked().is_empty() => row.checked(),
+            Some(_) => "by you: an override",
+            None => "never: no row",
+        };
         format!(
-            "the server throttled on tokens what the limiter admitted within its limit: Bedrock              may settle {}'s output above the {burndown}x of the model table (row checked              {checked}), or another client uses the same quota; compare with CloudWatch's              EstimatedTPMQuotaUsage and override the burndown (ModelTable::with_burndown) or              load a newer table",
+            "the server throttled on tokens what the limiter admitted within its limit: Bedrock \
+             may settle {}'s output above the {burndown}x of the model table (row checked \
+             {checked}), or another client uses the same quota; compare with CloudWatch's \
+             EstimatedTPMQuotaUsage and override the burndown (ModelTable::with_burndown) or \
+             load a newer table",
             key.model()
         )
     }

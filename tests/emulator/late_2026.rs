@@ -315,3 +315,83 @@ async fn openai_compatible_routes_share_the_model_quota() {
         assert_eq!(r.error_code(), "ValidationException");
     }
 }
+
+/// bedrock-mantle: input + max tokens against the input quota (429 when over), output charged
+/// as generated and cut short (a 200 with a `length` finish) when the output quota runs out,
+/// no burndown.
+#[tokio::test]
+async fn mantle_has_input_and_output_quotas_and_a_cutoff() {
+    let e = Emulator::builder()
+        .mantle_quota(GPT56, 1_000, 100)
+        .output_length(OutputLength::Fixed(60))
+        .start()
+        .await
+        .unwrap();
+    let chat = |max: u64| {
+        json!({"model": GPT56, "messages": [{"role": "user", "content": "abcdefgh"}],
+               "max_tokens": max})
+        .to_string()
+    };
+    // 60 of the 100 output tokens.
+    let r = send(
+        e.addr(),
+        "POST",
+        "/v1/chat/completions",
+        chat(200).as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["choices"][0]["finish_reason"], "stop");
+    assert_eq!(r.json()["usage"]["completion_tokens"], 60);
+    // 40 left: cut short, not refused.
+    let r = send(
+        e.addr(),
+        "POST",
+        "/v1/chat/completions",
+        chat(200).as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["choices"][0]["finish_reason"], "length");
+    assert_eq!(r.json()["usage"]["completion_tokens"], 40);
+    // None left: an empty answer, still a 200.
+    let r = send(
+        e.addr(),
+        "POST",
+        "/v1/responses",
+        json!({"model": GPT56, "input": "abcdefgh", "max_output_tokens": 10})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "incomplete");
+    assert_eq!(r.json()["usage"]["output_tokens"], 0);
+    // Input + max tokens over what the input quota has left (3 x 5 settled): a 429.
+    let r = send(
+        e.addr(),
+        "POST",
+        "/v1/chat/completions",
+        chat(990).as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("x-amzn-ErrorType"), None);
+    assert_eq!(r.json()["code"], "ThrottlingException");
+    let stats = e.stats();
+    let input = stats
+        .model("bedrock-mantle/input/openai.gpt-5.6-sol-v1:0")
+        .counters;
+    let output = stats
+        .model("bedrock-mantle/output/openai.gpt-5.6-sol-v1:0")
+        .counters;
+    assert_eq!(
+        input.tokens_settled,
+        3 * 5,
+        "the unused reservation returned; no burndown"
+    );
+    assert_eq!((input.throttled_tokens, output.cutoffs), (1, 2));
+    assert_eq!(output.tokens_settled, 100);
+    // bedrock-runtime's quota of the same model is untouched.
+    assert_eq!(stats.model(GPT56).counters.requests, 0);
+}

@@ -30,7 +30,7 @@ impl Protocol<Signed, &'static str, Infallible> for Signatures {
     type Memo = ();
     type Output = &'static str;
 
-    fn plan(&self, request: &mut Signed) -> Plan<(), ()> {
+    fn plan(&self, request: &Signed) -> Plan<(), ()> {
         Plan::new((), 0)
             .with_leave_by(request.leave_by)
             .with_arrival(Some(Arc::from(request.arrival)))

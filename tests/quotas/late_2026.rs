@@ -24,6 +24,11 @@ async fn the_emulator_lists_real_codes_and_the_account_quota() {
             Quota::tokens(1_000_000),
         )
         .account_tokens_per_day(0)
+        .mantle_quota(
+            "anthropic.claude-opus-4-8-20261015-v1:0",
+            10_000_000,
+            2_000_000,
+        )
         .start()
         .await
         .unwrap();
@@ -94,6 +99,8 @@ async fn the_emulator_lists_real_codes_and_the_account_quota() {
         "L-DB99DCDB"
     );
     assert_eq!(code("Cross-Model Max Tokens Per Day"), "L-E3F10727");
+    code("[bedrock-mantle endpoint] Input tokens per minute for Anthropic Claude Opus 4.8");
+    code("[bedrock-mantle endpoint] Output tokens per minute for Anthropic Claude Opus 4.8");
 
     // Read back: the account-wide daily quota is its own entry, and 0 is a real value.
     let applied = AppliedQuotas::fetch(&client, &ModelNames::new())
@@ -106,7 +113,14 @@ async fn the_emulator_lists_real_codes_and_the_account_quota() {
             .quota("us.anthropic.claude-opus-4-8-20261015-v1:0")
             .is_some()
     );
-    assert!(applied.issues().is_empty(), "{:?}", applied.issues());
+    // Only the mantle quotas are not applied (the limiter keys bedrock-runtime's quotas).
+    assert_eq!(applied.issues().len(), 2, "{:?}", applied.issues());
+    assert!(
+        applied
+            .issues()
+            .iter()
+            .all(|i| matches!(i, bedrock_throttle::quotas::QuotaIssue::NotApplied { .. }))
+    );
 }
 
 #[tokio::test]

@@ -7,8 +7,5 @@
 mod account;
 mod backlog;
 mod end_to_end;
-mod late_2026;
-#[path = "../../examples/support/load.rs"]
-mod load;
 mod support;
 mod unknown_usage;
