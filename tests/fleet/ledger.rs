@@ -203,3 +203,4 @@ async fn limits_above_2_pow_53_are_refused_and_amounts_stay_exact() {
     );
     drop(permit);
 }
+
