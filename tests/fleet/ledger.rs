@@ -203,4 +203,3 @@ async fn limits_above_2_pow_53_are_refused_and_amounts_stay_exact() {
     );
     drop(permit);
 }
-
