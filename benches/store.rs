@@ -174,7 +174,8 @@ fn main() -> Result<(), BoxError> {
         // Let the background settlements land (or be counted as lost).
         for _ in 0..100 {
             let (landed, _) = commands(&mut admin)?;
-            if landed + store.store_stats().lost_updates >= n as u64 {
+            let h = store.store_stats();
+            if landed + h.lost_updates + h.unconfirmed >= n as u64 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,10 +1,11 @@
 -- bedrock-throttle: the ledger of one quota key, shared by a fleet (see src/store/mod.rs).
 -- KEYS (one ledger, from KEYS[base]): +0 state hash, +1..+3 bucket dates of the requests,
 -- tokens and tokens-per-day dimensions (zset: bucket index -> server time of its last charge),
--- +4 tickets (zset: ticket number -> waiter id), +5 ticket costs (hash: id -> "r t d expiry").
+-- +4 bucket amounts (hash: d..index -> amount), +5 tickets (zset: ticket number -> waiter id),
+-- +6 ticket costs (hash: id -> "r t d expiry").
 -- The state hash holds, per dimension d: u_d the amount in the window, o_d a lower bound of the
--- oldest bucket's date, e_d/tt_d the lowered effective limit and when; and each bucket's amount
--- under the field d..index. Buckets coalesce the charges of one resolution step and are dated
+-- oldest bucket's date, e_d/tt_d the lowered effective limit and when. It stays small (a few
+-- fields), so reading it is cheap whatever the buckets. Buckets coalesce the charges of one resolution step and are dated
 -- at their LAST charge, so every charge is freed no earlier than its exact expiry (late by at
 -- most one step) and a ledger holds at most window / resolution + 1 buckets at any rate.
 -- Every call reads or writes O(log N + k) with k bounded by BATCH, WALK or the bucket count:
@@ -29,7 +30,8 @@ local F = { 'v', 'qset', 'q_r', 'q_t', 'q_d', 'u_r', 'u_t', 'u_d', 'o_r', 'o_t',
 
 local function open(base)
   local L = { S = KEYS[base], Z = { KEYS[base + 1], KEYS[base + 2], KEYS[base + 3] },
-    Q = KEYS[base + 4], QC = KEYS[base + 5], st = {}, dirty = {}, refresh = false }
+    A = KEYS[base + 4], Q = KEYS[base + 5], QC = KEYS[base + 6], st = {}, dirty = {},
+    refresh = false }
   local v = redis.call('HMGET', L.S, unpack(F))
   for j = 1, #F do
     if v[j] then L.st[F[j]] = v[j] end
@@ -78,10 +80,10 @@ local function expire(L, i, win)
   if #gone > 0 then
     local fields = {}
     for j, idx in ipairs(gone) do fields[j] = d .. idx end
-    local amounts = redis.call('HMGET', L.S, unpack(fields))
+    local amounts = redis.call('HMGET', L.A, unpack(fields))
     local sum = 0
     for j = 1, #fields do sum = sum + tonumber(amounts[j] or '0') end
-    redis.call('HDEL', L.S, unpack(fields))
+    redis.call('HDEL', L.A, unpack(fields))
     redis.call('ZREM', L.Z[i], unpack(gone))
     used = math.max(0, used - sum)
   end
@@ -120,12 +122,13 @@ local function book(L, i, amt, res, ttl)
   local d = DIM[i]
   local idx = fmt(math.floor(now / res))
   local added = redis.call('ZADD', L.Z[i], 'GT', now, idx)
-  redis.call('HINCRBY', L.S, d .. idx, fmt(amt))
+  redis.call('HINCRBY', L.A, d .. idx, fmt(amt))
   set(L, 'u_' .. d, fmt(tonumber(L.st['u_' .. d] or '0') + amt))
   if not L.st['o_' .. d] then set(L, 'o_' .. d, fmt(now)) end
   set(L, 'v', '1')
   if added == 1 then
     redis.call('PEXPIRE', L.Z[i], ttl)
+    redis.call('PEXPIRE', L.A, ttl)
     L.refresh = true
   end
 end
@@ -135,10 +138,10 @@ end
 local function unbook(L, i, at, res, amt)
   local d = DIM[i]
   local f = d .. fmt(math.floor(at / res))
-  local have = tonumber(redis.call('HGET', L.S, f) or '0')
+  local have = tonumber(redis.call('HGET', L.A, f) or '0')
   local take = math.min(have, amt)
   if take > 0 then
-    redis.call('HINCRBY', L.S, f, fmt(-take))
+    redis.call('HINCRBY', L.A, f, fmt(-take))
     set(L, 'u_' .. d, fmt(math.max(0, tonumber(L.st['u_' .. d] or '0') - take)))
   end
   return take
@@ -151,7 +154,7 @@ local function freed_after(L, i, need, win)
   if #list == 0 then return 1 end
   local fields = {}
   for j = 1, #list, 2 do fields[#fields + 1] = DIM[i] .. list[j] end
-  local amounts = redis.call('HMGET', L.S, unpack(fields))
+  local amounts = redis.call('HMGET', L.A, unpack(fields))
   local freed, last = 0, now
   for j = 1, #fields do
     freed = freed + tonumber(amounts[j] or '0')
@@ -326,7 +329,7 @@ elseif op == 't' then
         set(L, 'tt_' .. d, fmt(now))
       end
       local own = 0
-      if at >= 0 and redis.call('HEXISTS', L.S, d .. fmt(math.floor(at / res[i]))) == 1 then
+      if at >= 0 and redis.call('HEXISTS', L.A, d .. fmt(math.floor(at / res[i]))) == 1 then
         own = math.min(used, (i == 1) and 1 or reserved)
       end
       local fill = eff - (used - own)
@@ -344,8 +347,8 @@ elseif op == 'q' then
   return now
 elseif op == 'c' then
   -- A waiter left: its ticket goes. ARGV: 2 waiter id
-  redis.call('ZREM', KEYS[5], ARGV[2])
-  redis.call('HDEL', KEYS[6], ARGV[2])
+  redis.call('ZREM', KEYS[6], ARGV[2])
+  redis.call('HDEL', KEYS[7], ARGV[2])
   return now
 elseif op == 'st' then
   -- Stats. ARGV: 2-4 limits, 5 window+margin, 6 day+margin, 7 window, 8 recover, 9 ttl ms

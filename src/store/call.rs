@@ -90,7 +90,7 @@ impl Args {
         self.arg(if lost { "1" } else { "0" })
     }
 
-    fn command(&self, head: &str, script: &str, names: &[String; 6]) -> redis::Cmd {
+    fn command(&self, head: &str, script: &str, names: &[String; 7]) -> redis::Cmd {
         let mut cmd = redis::cmd(head);
         cmd.arg(script).arg(names.len());
         for n in names {
@@ -152,7 +152,7 @@ impl Caller {
     /// carries the lost flag and every key's next admission does the same.
     pub(super) async fn run(
         &self,
-        names: &[String; 6],
+        names: &[String; 7],
         args: &mut Args,
         role: Role,
     ) -> Result<Value, StoreError> {

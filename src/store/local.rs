@@ -15,7 +15,7 @@ use crate::budget::{Dimension, Quota};
 /// The local side of one quota key: the process's FIFO line (only its head talks to Redis),
 /// the wake-up of a local refund, and what the outage modes and the lost-ledger check need.
 pub(super) struct LocalKey {
-    pub(super) names: [String; 6],
+    pub(super) names: [String; 7],
     pub(super) turn: tokio::sync::Mutex<()>,
     pub(super) freed: Notify,
     pub(super) waiting: AtomicU64,
@@ -27,7 +27,7 @@ pub(super) struct LocalKey {
 }
 
 impl LocalKey {
-    pub(super) fn new(names: [String; 6], epoch: u64, window: Duration) -> Self {
+    pub(super) fn new(names: [String; 7], epoch: u64, window: Duration) -> Self {
         LocalKey {
             names,
             turn: tokio::sync::Mutex::new(()),

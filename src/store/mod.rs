@@ -55,10 +55,10 @@
 //!
 //! # Layout, and Redis Cluster
 //!
-//! A quota key's data is six Redis keys (its state hash with the totals and the buckets'
-//! amounts, one sorted set of bucket dates per dimension, the fleet's line of waiting tickets
-//! and their costs) whose names share one hash tag, `{prefix:digest}`: they sit in one slot,
-//! so the script runs on one node of a cluster and stays atomic. The digest is a SHA-1 of the
+//! A quota key's data is seven Redis keys (its state hash with the totals, one sorted set of
+//! bucket dates per dimension, a hash of the buckets' amounts, the fleet's line of waiting
+//! tickets and their costs) whose names share one hash tag, `{prefix:digest}`: they sit in one
+//! slot, so the script runs on one node of a cluster and stays atomic. The digest is a SHA-1 of the
 //! key's [stable bytes](StoreKey): names are bounded whatever the key, so keys from untrusted
 //! input cannot grow or shape the key space. A prefix holding braces would break the tag and is
 //! refused ([`StoreError::KeySpansSlots`]). A key's data expires after its longest configured

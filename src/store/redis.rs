@@ -360,7 +360,7 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
         key.write_name(&mut bytes);
         let digest = sha1_smol::Sha1::from(&bytes).digest().to_string();
         let tag = format!("{{{}:{}}}", self.prefix, &digest[..32]);
-        let names = ["s", "r", "t", "d", "q", "qc"].map(|s| format!("{tag}:{s}"));
+        let names = ["s", "r", "t", "d", "a", "q", "qc"].map(|s| format!("{tag}:{s}"));
         let epoch = self.caller.health.script_epoch.load(Ordering::Acquire);
         let local = Arc::new(LocalKey::new(names, epoch, self.settings.window));
         // Idle keys are forgotten (their Redis state expires by itself): a bounded map.

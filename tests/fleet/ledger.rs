@@ -24,8 +24,8 @@ fn admission_calls(server: &RedisServer) -> Vec<u64> {
             continue;
         };
         let args: Vec<String> = args.iter().map(text).collect();
-        // EVALSHA sha 6 k1..k6 op ...
-        if args.len() > 9 && args[0].eq_ignore_ascii_case("evalsha") && args[9] == "a" {
+        // EVALSHA sha 7 k1..k7 op ...
+        if args.len() > 10 && args[0].eq_ignore_ascii_case("evalsha") && args[10] == "a" {
             out.push(int(&fields[2]) as u64);
         }
     }
