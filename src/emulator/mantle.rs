@@ -23,6 +23,7 @@ use super::ledger::{Admission, lock};
 use super::openai::{Api, Request, answer, invalid};
 use super::ops::{Output, end_time};
 use super::server::{Body, Shared};
+use super::stats::bump;
 
 /// The prefix of the mantle ledgers' keys.
 pub(crate) const PREFIX: &str = "bedrock-mantle/";
@@ -51,11 +52,11 @@ pub(crate) async fn serve(
         shared.ledgers.get(&input_key(&model)),
         shared.ledgers.get(&output_key(&model)),
     );
-    lock(&inputs).counters.requests += 1;
+    bump(&mut lock(&inputs).counters.requests);
     let info = shared.table.resolve(&model).0;
     let max_output = match request.max_output {
         Some(n) if n > info.max_output_tokens => {
-            lock(&inputs).counters.rejected += 1;
+            bump(&mut lock(&inputs).counters.rejected);
             return invalid(format!(
                 "The maximum tokens you requested exceeds the model limit of {}.",
                 info.max_output_tokens
@@ -98,7 +99,7 @@ pub(crate) async fn serve(
         // Stopped by the output quota: it generated all the room there was (maybe none).
         let cut = room < max_output && output.n() == cap;
         if cut {
-            l.counters.cutoffs += 1;
+            bump(&mut l.counters.cutoffs);
         }
         let booked = l.admit(now, output.n());
         if booked.is_ok() {
@@ -107,7 +108,8 @@ pub(crate) async fn serve(
         (output, cut, booked)
     };
     let n = output.n();
-    tokio::time::sleep_until(start + end_time(&shared.config.latency, n)).await;
+    let end = end_time(&shared.config.latency, n);
+    tokio::time::sleep_until(start.checked_add(end).unwrap_or(start)).await;
     input_admission.settle(input, 0);
     if let Ok(r) = booked {
         Admission::new(Arc::clone(&outputs), r, n).settle(n, n);

@@ -47,6 +47,11 @@ pub enum SetupError {
     /// An account-wide daily quota was given without the account it belongs to (or with an
     /// empty account id): see [`BedrockThrottleBuilder::account_daily_quota`].
     DailyQuotaWithoutAccount,
+    /// An account-wide daily quota with the shared store: the Redis store does not enforce
+    /// scopes yet, so it would admit against the model's key alone and overrun the account's
+    /// day silently. Keep the account's daily quota on one process, or leave it to the server.
+    #[cfg(feature = "redis")]
+    ScopesOnSharedStore,
 }
 
 impl fmt::Display for SetupError {
@@ -65,6 +70,12 @@ impl fmt::Display for SetupError {
                 "an account-wide daily quota needs the account id it belongs to (the 12 digits \
                  of the AWS account): give it with `account_daily_quota(account_id, tokens)`",
             ),
+            #[cfg(feature = "redis")]
+            SetupError::ScopesOnSharedStore => f.write_str(
+                "an account-wide daily quota cannot be enforced through the shared (Redis) store \
+                 yet: it admits on the model's key alone; drop `account_daily_quota`/`account` \
+                 or the `redis` store",
+            ),
         }
     }
 }
@@ -78,6 +89,8 @@ impl std::error::Error for SetupError {
             | SetupError::DailyQuotaWithoutAccount => None,
             #[cfg(feature = "redis")]
             SetupError::Store(e) => Some(e),
+            #[cfg(feature = "redis")]
+            SetupError::ScopesOnSharedStore => None,
         }
     }
 }
@@ -268,7 +281,8 @@ impl BedrockThrottleBuilder {
     ///
     /// With [`applied_quotas`](Self::applied_quotas) listing the account's daily quota, use
     /// [`account`](Self::account) instead to take the applied value. The shared store
-    /// (`redis`) does not implement scopes yet: with it, only the model's key is enforced.
+    /// (`redis`) does not implement scopes yet: with it, [`build`](Self::build) fails with
+    /// `SetupError::ScopesOnSharedStore` rather than enforce the model's key alone.
     pub fn account_daily_quota(
         mut self,
         account_id: impl Into<Arc<str>>,
@@ -492,6 +506,10 @@ impl BedrockThrottleBuilder {
                 .and_then(AppliedQuotas::account_tokens_per_day),
             None => None,
         };
+        #[cfg(feature = "redis")]
+        if self.redis.is_some() && account_daily.is_some() {
+            return Err(SetupError::ScopesOnSharedStore);
+        }
         let bedrock = match (&self.account, account_daily) {
             (Some((id, _)), Some(_)) => self.bedrock.clone().with_account(Arc::clone(id)),
             _ => self.bedrock.clone(),

@@ -77,9 +77,11 @@ async fn two_throttles_share_one_quota_through_redis() {
     }
     let c = emulator.stats().model(SONNET4).counters;
     assert!(c.admitted >= 36);
-    // As for one process (tests/sdk): only scheduling delay beyond the margin can throttle.
+    // As for one process (tests/sdk): only scheduling delay beyond the margin can throttle;
+    // how often depends on the machine's load (the figure lives in the benches), so this
+    // real-clock test asserts only far fewer refusals than calls.
     assert!(
-        c.throttled_tokens <= 4,
+        c.throttled_tokens * 3 < 36,
         "server throttled {}",
         c.throttled_tokens
     );
@@ -97,4 +99,17 @@ fn bad_redis_url_is_a_setup_error() {
         matches!(e, SetupError::Store(StoreError::BadUrl { .. })),
         "{e:?}"
     );
+}
+
+/// The shared store does not enforce scopes yet: an account-wide daily quota with it is a
+/// typed setup error, never a silent overrun of the account's day.
+#[test]
+fn an_account_daily_quota_on_the_shared_store_is_a_setup_error() {
+    let e = BedrockThrottle::builder()
+        .quota(SONNET4, Quota::tokens(1_000))
+        .account_daily_quota("123456789012", 1_000_000)
+        .redis("redis://127.0.0.1:1")
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, SetupError::ScopesOnSharedStore), "{e:?}");
 }

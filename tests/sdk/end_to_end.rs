@@ -68,12 +68,15 @@ async fn no_throttle_reaches_the_caller_when_demand_exceeds_the_quota() {
     let stats = emulator.stats().model(SONNET4);
     assert_eq!(stats.counters.settled, stats.counters.admitted);
     assert!(stats.counters.admitted >= 36);
-    // Without the limiter about two thirds of these calls would be refused on their first
-    // attempt. With it, a refusal can only come from a scheduling delay between our admission
-    // and the server's booking beyond the expiry margin (a machine stalled for 300 ms), and each
-    // one costs a whole window of feedback: a handful at most.
+    // Without the limiter about two thirds of these calls are refused on their first attempt,
+    // and their retries again (the plain SDK in the goodput bench: about 70% of attempts).
+    // With it, a refusal can only come from a scheduling delay between our admission and the
+    // server's booking beyond the expiry margin, and each one costs a whole window of
+    // feedback. How many such delays a machine has depends on its load, so the figure lives in
+    // the goodput bench (BENCHMARKS.md); this real-clock test asserts only what holds on any
+    // machine: far fewer refusals than calls.
     assert!(
-        stats.counters.throttled_tokens <= 4,
+        stats.counters.throttled_tokens * 3 < 36,
         "server throttled {} attempts",
         stats.counters.throttled_tokens
     );
