@@ -260,7 +260,15 @@ async fn an_overloaded_529_is_retried() {
         .start()
         .await
         .unwrap();
-    let throttle = throttle(window).build().unwrap();
+    // A model with a quota of its own: the report keeps it apart (models without one are
+    // folded into `other`).
+    let throttle = throttle(window)
+        .quota(
+            crate::support::SONNET4,
+            bedrock_throttle::budget::Quota::tokens(1_000_000),
+        )
+        .build()
+        .unwrap();
     let client = Client::from_conf(throttle.configure(sdk_config(&emu)).build());
     converse(&client, "hello", 10)
         .await
