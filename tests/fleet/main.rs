@@ -173,7 +173,7 @@ async fn large_request_not_starved_across_processes() {
     let server = RedisServer::start();
     let small = store(&server.url(), Quota::tokens(1_000));
     let large = store(&server.url(), Quota::tokens(1_000));
-    let end = Instant::now() + Duration::from_secs(4);
+    let end = Instant::now() + Duration::from_secs(6);
     let mut flood = Vec::new();
     for _ in 0..8 {
         let s = small.clone();
@@ -188,16 +188,18 @@ async fn large_request_not_starved_across_processes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let start = Instant::now();
     let permit = large.acquire("k".to_owned(), 900).await.unwrap();
-    let waited = start.elapsed();
+    let admitted = Instant::now();
+    let waited = admitted.duration_since(start);
     drop(permit);
     for f in flood {
         f.await.unwrap();
     }
-    // The window empties of what was admitted before the ticket within W (+ the margin of the
-    // small stream's requests in flight).
+    // Starved, it would wait for the stream to end (about 5.7 s after it asked). Its ticket
+    // keeps later arrivals out, so it is admitted once the window empties of what was
+    // admitted before it (about W): while the stream still runs, however loaded the machine.
     assert!(
-        waited <= W + Duration::from_millis(400),
-        "the large request waited {waited:?}"
+        admitted < end,
+        "the large request waited {waited:?}, until the stream of small ones ended"
     );
 }
 
@@ -377,10 +379,10 @@ async fn killed_process_frees_its_capacity() {
     let p = s.acquire("k".to_owned(), 1_000).await.unwrap();
     let regained = admitted.elapsed();
     drop(p);
-    assert!(
-        regained <= W + Duration::from_millis(100),
-        "regained after {regained:?}"
-    );
+    // The worker holds its permits for 60 s before it would settle them: regained within a
+    // few windows, the charge was not held by a dead process (the margin is for a loaded
+    // machine; the exact instant is the window's, tested with a paused clock in tests/budget).
+    assert!(regained <= W * 5, "regained after {regained:?}");
     assert!(
         regained >= W / 2,
         "the dead process's charge held ({regained:?})"
@@ -533,8 +535,9 @@ async fn throttle_feedback_is_fleet_wide() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stats = b.fetch_stats(&"k".to_owned()).await.unwrap().unwrap();
     let tokens = stats.tokens.unwrap();
-    // 700 after the decrease, regaining 100 per window since.
-    assert!((700..=730).contains(&tokens.effective_limit), "{stats:?}");
+    // 700 after the decrease, regaining 100 per window since: still below the configured
+    // 1,000 a moment later, however loaded the machine.
+    assert!((700..1_000).contains(&tokens.effective_limit), "{stats:?}");
     assert_eq!(
         tokens.used, 700,
         "the window is exhausted up to the lowered limit"
