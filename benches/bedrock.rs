@@ -398,22 +398,22 @@ fn usage(c: &mut Criterion) {
         .plan_of(&request("converse-stream", converse_body(1 << 10, false)))
         .memo;
     let expected = 1834 + 1200 * 5;
-    assert_eq!(settle_stream(&bedrock, memo, &frames, &settled), expected);
-    assert_eq!(settle_stream(&bedrock, memo, &chunked, &settled), expected);
+    assert_eq!(settle_stream(&bedrock, memo.clone(), &frames, &settled), expected);
+    assert_eq!(settle_stream(&bedrock, memo.clone(), &chunked, &settled), expected);
     g.throughput(Throughput::Bytes(wire.len() as u64));
     g.bench_function(
         BenchmarkId::new(
             "ConverseStream settling body, frame per chunk",
             format!("{} frames, {} B", frames.len(), wire.len()),
         ),
-        |b| b.iter(|| settle_stream(&bedrock, memo, &frames, &settled)),
+        |b| b.iter(|| settle_stream(&bedrock, memo.clone(), &frames, &settled)),
     );
     g.bench_function(
         BenchmarkId::new(
             "ConverseStream settling body, 1 KiB chunks",
             format!("{} chunks, {} B", chunked.len(), wire.len()),
         ),
-        |b| b.iter(|| settle_stream(&bedrock, memo, &chunked, &settled)),
+        |b| b.iter(|| settle_stream(&bedrock, memo.clone(), &chunked, &settled)),
     );
     g.finish();
 }

@@ -100,6 +100,7 @@ pin_project! {
             request: Option<Req>,
             memo: Option<M>,
             if_unknown: u64,
+            expected_debt: u64,
             leaving: Option<Box<Leaving>>,
             // From the first poll that had to wait: told to a retry layer around (waiting is
             // not retrying).
@@ -138,6 +139,7 @@ where
                 request: Some(request),
                 memo: Some(plan.memo),
                 if_unknown: plan.if_unknown,
+                expected_debt: plan.expected_debt,
                 leaving,
                 waiting_since: None,
             },
@@ -203,6 +205,7 @@ where
                     request,
                     memo,
                     if_unknown,
+                    expected_debt,
                     leaving,
                     waiting_since,
                 } => {
@@ -253,7 +256,9 @@ where
                         }
                     };
                     let permit = match admitted {
-                        Ok(permit) => permit.with_if_unknown(*if_unknown),
+                        Ok(permit) => permit
+                            .with_if_unknown(*if_unknown)
+                            .expect_debt(*expected_debt),
                         Err(NotAdmitted::LostPlace) => {
                             let waited = this.observed.as_ref().map(Observed::waited);
                             tracing::debug!(

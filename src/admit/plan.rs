@@ -33,6 +33,11 @@ pub struct Plan<K, M> {
     /// the call fails after it may have been booked): the most the server can have booked. At
     /// least `tokens`.
     pub if_unknown: u64,
+    /// The tokens the attempt will most likely settle above its reservation (a server that
+    /// books part of a call's cost when it ends: Bedrock's `output × burndown`), counted on the
+    /// key while the attempt is in flight so that later admissions wait for that debt
+    /// ([`Permit::expect_debt`]). 0 by default; the Bedrock protocol learns it per model.
+    pub expected_debt: u64,
     /// What the settlement needs (for Bedrock: the operation, the burndown, the max output
     /// reserved). It travels inside the response future; nothing goes through the request or
     /// response.
@@ -59,6 +64,7 @@ impl<K> Plan<K, ()> {
             key,
             tokens,
             if_unknown: tokens,
+            expected_debt: 0,
             memo: (),
             leave_by: None,
             arrival: None,
@@ -75,6 +81,7 @@ impl<K, M> Plan<K, M> {
             key: self.key,
             tokens: self.tokens,
             if_unknown: self.if_unknown,
+            expected_debt: self.expected_debt,
             memo,
             leave_by: self.leave_by,
             arrival: self.arrival,
@@ -92,6 +99,13 @@ impl<K, M> Plan<K, M> {
     /// The same plan, settling `tokens` (at least the reservation) if the usage never arrives.
     pub fn with_if_unknown(mut self, tokens: u64) -> Self {
         self.if_unknown = tokens.max(self.tokens);
+        self
+    }
+
+    /// The same plan, counting `tokens` of expected debt while in flight
+    /// ([`expected_debt`](Self::expected_debt)).
+    pub fn with_expected_debt(mut self, tokens: u64) -> Self {
+        self.expected_debt = tokens;
         self
     }
 

@@ -141,6 +141,7 @@ impl<S, St, P, O, R> Admission<S, St, P, O, R> {
             key,
             tokens,
             if_unknown,
+            expected_debt,
             memo,
             leave_by,
             arrival,
@@ -177,6 +178,7 @@ impl<S, St, P, O, R> Admission<S, St, P, O, R> {
         });
         let plan = Plan::new((), tokens)
             .with_if_unknown(if_unknown)
+            .with_expected_debt(expected_debt)
             .with_memo(memo);
         // Take the service that was driven to readiness, leave a clone in its place.
         let clone = self.inner.clone();

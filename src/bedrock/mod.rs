@@ -47,6 +47,7 @@
 //! assert_eq!(plan.if_unknown, 5 * 64_000 + 8 + 2);
 //! ```
 
+mod debt;
 pub(crate) mod error;
 pub(crate) mod estimate;
 pub(crate) mod key;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::debt::OutputShare;
 use super::error::{BedrockError, classify_error, retry_after};
 use super::estimate::{Estimator, RequestEstimate};
 use super::key::{
@@ -19,13 +20,25 @@ use crate::classify::{Classification, Classify, CloneRequest};
 
 /// What the settlement of one Bedrock attempt needs from its plan: the operation, the model's
 /// output burndown and the max output tokens the reservation included (from which it tells
-/// Bedrock's own reservation from this crate's conservative one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Bedrock's own reservation from this crate's conservative one), and where the model's share of
+/// output is learned (see [`Plan::expected_debt`]).
+#[derive(Debug, Clone)]
 pub struct Memo {
     operation: Operation,
     burndown: u64,
     max_output: u64,
+    share: Option<Arc<OutputShare>>,
 }
+
+/// Two memos are equal when they settle alike (the learning record is not compared).
+impl PartialEq for Memo {
+    fn eq(&self, other: &Self) -> bool {
+        (self.operation, self.burndown, self.max_output)
+            == (other.operation, other.burndown, other.max_output)
+    }
+}
+
+impl Eq for Memo {}
 
 impl Memo {
     /// The memo of an attempt of `operation` on a model of output `burndown` that reserved
@@ -35,7 +48,13 @@ impl Memo {
             operation,
             burndown,
             max_output,
+            share: None,
         }
+    }
+
+    fn learning(mut self, share: Option<Arc<OutputShare>>) -> Self {
+        self.share = share;
+        self
     }
     /// The operation.
     pub fn operation(&self) -> Operation {
@@ -92,6 +111,9 @@ struct Config {
     /// Model ids read from OpenAI-compatible bodies (not percent-encoded: a cache of its own).
     body_models_seen: SeenCache<SeenModel>,
     regions_seen: SeenCache<Arc<str>>,
+    /// The share of `max_tokens` each model's calls produce, learned from settlements (see
+    /// [`Plan::expected_debt`]): shared by the clones of one configuration.
+    output_shares: SeenCache<Arc<OutputShare>>,
     /// Fair shares: where a request's tenant and lane come from (see [`Bedrock::tenant_header`]).
     classes: ClassSource,
     /// The account whose account-and-region scope every request is also charged to.
@@ -178,6 +200,7 @@ impl Default for Bedrock {
                 models_seen: SeenCache::default(),
                 body_models_seen: SeenCache::default(),
                 regions_seen: SeenCache::default(),
+                output_shares: SeenCache::default(),
                 classes: ClassSource::default(),
                 account: None,
             }),
@@ -330,6 +353,15 @@ impl Bedrock {
         self.inner.models.lookup(model)
     }
 
+    /// The share of its `max_tokens` that `model`'s calls produce, as learned from their
+    /// settlements through this `Bedrock` and its clones: the 95th percentile of
+    /// `output / max_tokens` among its recent calls. `None` until 20 calls of a model whose
+    /// burndown is above 1 have settled with a usage; until then each call in flight counts the
+    /// worst case (its whole output at the burndown) as [expected debt](Plan::expected_debt).
+    pub fn output_share(&self, model: &str) -> Option<f64> {
+        self.inner.output_shares.get(model)?.quantile()
+    }
+
     /// The output burndown of `model`.
     pub fn output_burndown(&self, model: &str) -> u64 {
         self.model_info(model).output_burndown
@@ -431,9 +463,21 @@ impl Bedrock {
             }
             _ => None,
         };
+        // Debt in flight: what the call will most likely settle above its reservation.
+        let (share, expected_debt) = if burndown > 1 && estimate.max_output_tokens > 0 {
+            let share = self
+                .inner
+                .output_shares
+                .get_or_insert_with(key.model(), || Arc::new(OutputShare::new()));
+            let debt = share.expected_debt(estimate.max_output_tokens, burndown);
+            (Some(share), debt)
+        } else {
+            (None, 0)
+        };
         let plan = Plan::new(key, estimate.total())
             .with_if_unknown(worst)
-            .with_memo(Memo::new(operation, burndown, estimate.max_output_tokens));
+            .with_expected_debt(expected_debt)
+            .with_memo(Memo::new(operation, burndown, estimate.max_output_tokens).learning(share));
         match account {
             Some(account) => plan.with_scope(account),
             None => plan,
@@ -483,6 +527,9 @@ impl Bedrock {
         let reserved_output = Some(memo.max_output);
         let burndown = memo.burndown;
         if let Some(usage) = Usage::from_headers(&header) {
+            if let Some(share) = &memo.share {
+                share.observe(usage.output_tokens, memo.max_output);
+            }
             return Settlement::Now(Amount::of_usage(&usage, burndown, reserved_output));
         }
         let observer =
@@ -496,6 +543,7 @@ impl Bedrock {
             observer,
             burndown,
             reserved_output,
+            share: memo.share,
         })
     }
 }
@@ -511,6 +559,7 @@ struct Observed {
     observer: Observer,
     burndown: u64,
     reserved_output: Option<u64>,
+    share: Option<Arc<OutputShare>>,
 }
 
 impl Observed {
@@ -522,6 +571,7 @@ impl Observed {
             self.reserved_output,
             self.observer,
         )
+        .learning(self.share)
     }
 }
 

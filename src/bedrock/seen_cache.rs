@@ -61,6 +61,11 @@ impl<V: Clone> SeenCache<V> {
         computed
     }
 
+    /// The value for `string`, if remembered.
+    pub(crate) fn get(&self, string: &str) -> Option<V> {
+        self.seen.pin().get(string).cloned()
+    }
+
     /// Forgets everything (the configuration it was derived from changed).
     pub(crate) fn clear(&self) {
         self.seen.pin().clear();

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
@@ -15,6 +16,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::debt::OutputShare;
 use super::usage::{StreamUsage, Usage};
 use crate::budget::Permit;
 
@@ -64,6 +66,8 @@ impl Reservation for Permit {
 pub(crate) struct Amount {
     pub(crate) actual: u64,
     pub(crate) server_reserved: Option<u64>,
+    /// The output tokens of the usage it came from, if any (to learn the model's output share).
+    pub(crate) output: Option<u64>,
 }
 
 impl Amount {
@@ -72,6 +76,7 @@ impl Amount {
         Self {
             actual,
             server_reserved: None,
+            output: None,
         }
     }
 
@@ -88,6 +93,7 @@ impl Amount {
                     .saturating_add(usage.cache_write_input_tokens)
                     .saturating_add(output)
             }),
+            output: Some(usage.output_tokens),
         }
     }
 
@@ -253,6 +259,8 @@ pub(crate) struct Settlement<R: Reservation> {
     burndown: u64,
     reserved_output: Option<u64>,
     observer: Option<Observer>,
+    /// Where the model's share of output is learned (see `bedrock::debt`).
+    share: Option<Arc<OutputShare>>,
 }
 
 impl<R: Reservation> Settlement<R> {
@@ -262,6 +270,11 @@ impl<R: Reservation> Settlement<R> {
             let amount = self.observer.take().map_or(Amount::plain(unknown), |o| {
                 o.amount(unknown, self.burndown, end, self.reserved_output)
             });
+            if let (Some(share), Some(output), Some(max_output)) =
+                (&self.share, amount.output, self.reserved_output)
+            {
+                share.observe(output, max_output);
+            }
             amount.settle(reservation);
         }
         self.observer = None;
@@ -337,8 +350,15 @@ impl<B, R: Reservation> SettlingBody<B, R> {
                 burndown,
                 reserved_output,
                 observer: Some(observer),
+                share: None,
             },
         }
+    }
+
+    /// The same body, teaching `share` the call's output when its usage arrives.
+    pub(crate) fn learning(mut self, share: Option<Arc<OutputShare>>) -> Self {
+        self.settlement.share = share;
+        self
     }
 
     /// A body with nothing left to settle.
@@ -350,6 +370,7 @@ impl<B, R: Reservation> SettlingBody<B, R> {
                 burndown: 0,
                 reserved_output: None,
                 observer: None,
+                share: None,
             },
         }
     }

@@ -351,16 +351,32 @@ impl KeyShared {
         }
     }
 
+    /// Counts `extra` tokens of expected debt while a call is in flight (see
+    /// [`Permit::expect_debt`](super::Permit::expect_debt)); its settlement takes them back.
+    pub(crate) fn expect_debt(&self, extra: u64) {
+        let mut state = self.lock();
+        state.dims.in_flight = state.dims.in_flight.saturating_add(u128::from(extra));
+    }
+
     /// Settles a permit admitted at offset `at` under one lock: `refund` comes off its admission
     /// entry on each token dimension, `debt` is a new entry at the settle instant; with the
     /// `account` of a permit the fair shares granted, the tenant's account is corrected by what
     /// it really used first. Waiters are admitted only after all of it, so a refund never lets
     /// in a request that the debt booked with it would have kept out. The clock is read only if
     /// there is debt to date or someone waits (the refund may let them in). Runs in a
-    /// destructor (a dropped permit): nothing here panics.
-    pub(crate) fn settle(&self, at: u64, refund: u64, debt: u64, account: Option<&Account>) {
+    /// destructor (a dropped permit): nothing here panics. The `expected` debt the permit
+    /// counted while in flight is taken back first.
+    pub(crate) fn settle(
+        &self,
+        at: u64,
+        refund: u64,
+        debt: u64,
+        account: Option<&Account>,
+        expected: u64,
+    ) {
         let mut guard = self.lock();
         let state = &mut *guard;
+        state.dims.in_flight = state.dims.in_flight.saturating_sub(u128::from(expected));
         if let Some(account) = account
             && state.dims.share_unit().settles()
             && let Some(waiting) = state.waiting.as_deref_mut()
@@ -376,7 +392,7 @@ impl KeyShared {
                 }
             }
         }
-        let drain = refund > 0 && state.has_waiters();
+        let drain = (refund > 0 || expected > 0) && state.has_waiters();
         if debt == 0 && !drain {
             return;
         }
@@ -400,6 +416,7 @@ impl KeyShared {
     /// nothing changes nothing (the caller refuses it).
     pub(crate) fn set_quota(&self, state: &mut KeyState, quota: &Quota, now: Instant) {
         let now = self.config.offset(now);
+        let in_flight = state.dims.in_flight;
         let (mut old, latest) = state.dims.take();
         let mut dims = Vec::with_capacity(Dimension::ALL.len());
         for (which, limit) in quota.limits() {
@@ -420,6 +437,7 @@ impl KeyShared {
             }
             _ => Dims::from_vec(dims, latest),
         };
+        state.dims.in_flight = in_flight;
         state.pinned = true;
         let KeyState { dims, waiting, .. } = state;
         if let Some(waiting) = waiting.as_deref_mut() {

@@ -42,6 +42,17 @@ pub(super) struct Dim {
 }
 
 impl Dim {
+    /// What counts against this dimension's limit: its ledger, and on a dimension that settles
+    /// the expected debt of the calls in flight.
+    #[inline]
+    pub(super) fn used(&self, in_flight: u128) -> u128 {
+        if self.which.settles() {
+            self.ledger.used + in_flight
+        } else {
+            self.ledger.used
+        }
+    }
+
     pub(super) fn new(which: Dimension, limit: u64) -> Self {
         Dim {
             which,
@@ -60,10 +71,18 @@ impl Dim {
 /// ends at `at` rounded UP to that dimension's resolution ([`KeyConfig::grid`]): entries only
 /// ever join the last one or come after it, and a permit finds its entry on every dimension
 /// from its one admission offset.
+///
+/// Beside the ledgers, the debt the calls in flight will most likely settle above their
+/// reservations ([`in_flight`](Self::in_flight), see [`Permit::expect_debt`]): it counts on every
+/// dimension that settles, as if charged now, until those calls settle and book their real debt.
+///
+/// [`Permit::expect_debt`]: super::Permit::expect_debt
 #[derive(Debug)]
 pub(super) struct Dims {
     list: DimList,
     latest: u64,
+    /// The expected debt of the calls in flight, in tokens.
+    pub(super) in_flight: u128,
 }
 
 /// A key with one dimension (the common case: tokens, or requests) keeps it inline, so its
@@ -106,7 +125,11 @@ impl Dims {
                 DimList::Many(dims.into_boxed_slice())
             }
         };
-        Dims { list, latest }
+        Dims {
+            list,
+            latest,
+            in_flight: 0,
+        }
     }
 
     /// Takes the dimensions out (for a quota change), leaving none.
@@ -180,9 +203,11 @@ impl Dims {
     /// Whether `tokens` fits on every dimension at `now` (the ledgers expired at `now`).
     #[inline]
     pub(super) fn fits(&mut self, settings: &KeyConfig, now: u64, tokens: u64) -> bool {
+        let in_flight = self.in_flight;
         self.as_mut_slice().iter_mut().all(|d| {
             let cost = d.which.cost(tokens);
-            cost == 0 || d.ledger.used + u128::from(cost) <= u128::from(d.effective(settings, now))
+            cost == 0
+                || d.used(in_flight) + u128::from(cost) <= u128::from(d.effective(settings, now))
         })
     }
 
@@ -291,11 +316,25 @@ struct DimSim {
 }
 
 impl DimSim {
-    fn new(dim: &Dim) -> Self {
+    /// The simulation of `dim` from `now`. The expected debt in flight counts as a charge made
+    /// at `now` on a dimension that settles: the calls settle (and book their real debt) at an
+    /// instant no schedule knows, which wakes the waiters; until then it counts a whole span at
+    /// most, so it never makes a cost that fits the limit wait for ever.
+    fn new(dim: &Dim, settings: &KeyConfig, now: u64, in_flight: u128) -> Self {
+        let mut simulated = VecDeque::new();
+        let mut used = dim.ledger.used;
+        if dim.which.settles() && in_flight > 0 {
+            let amount = u64::try_from(in_flight).unwrap_or(u64::MAX);
+            simulated.push_back(Entry {
+                at: settings.grid(dim.which, now),
+                amount,
+            });
+            used += u128::from(amount);
+        }
         DimSim {
             real: 0,
-            used: dim.ledger.used,
-            simulated: VecDeque::new(),
+            used,
+            simulated,
         }
     }
 
@@ -391,19 +430,22 @@ impl Dims {
         now: u64,
         tokens: u64,
     ) -> Option<Dimension> {
+        let in_flight = self.in_flight;
         self.as_mut_slice().iter_mut().find_map(|d| {
             let cost = d.which.cost(tokens);
             let fits = cost == 0
-                || d.ledger.used + u128::from(cost) <= u128::from(d.effective(settings, now));
+                || d.used(in_flight) + u128::from(cost) <= u128::from(d.effective(settings, now));
             (!fits).then_some(d.which)
         })
     }
 
     /// Whether every ledger is empty and no limit is lowered.
     pub(super) fn quiet(&mut self, settings: &KeyConfig, now: u64) -> bool {
-        self.as_mut_slice()
-            .iter_mut()
-            .all(|d| d.ledger.entries.is_empty() && d.effective(settings, now) == d.limit)
+        self.in_flight == 0
+            && self
+                .as_mut_slice()
+                .iter_mut()
+                .all(|d| d.ledger.entries.is_empty() && d.effective(settings, now) == d.limit)
     }
 
     /// The dimension fair shares are counted in (tokens if the key limits them, else requests,
@@ -438,7 +480,10 @@ impl Dims {
         cost: u64,
     ) -> Option<u64> {
         let dims = self.as_slice();
-        let mut sims: Vec<DimSim> = dims.iter().map(DimSim::new).collect();
+        let mut sims: Vec<DimSim> = dims
+            .iter()
+            .map(|d| DimSim::new(d, settings, now, self.in_flight))
+            .collect();
         let mut t = now;
         for c in ahead.chain(std::iter::once(cost)) {
             // Each dimension's earliest fit from `t`; the request goes at the latest of them,

@@ -34,6 +34,9 @@ pub struct Permit {
     /// With fairness: the tenant and lane whose account settlement corrects.
     account: Option<Account>,
     on_settle: Option<SettleHook>,
+    /// The expected debt this permit counts on its keys while in flight
+    /// ([`expect_debt`](Self::expect_debt)).
+    expected_debt: u64,
 }
 
 /// Told `(reserved, settled)` once, when the permit settles or drops.
@@ -68,6 +71,7 @@ impl Permit {
             waited_on: None,
             account: None,
             on_settle: None,
+            expected_debt: 0,
         }
     }
 
@@ -84,6 +88,7 @@ impl Permit {
             waited_on: None,
             account,
             on_settle: None,
+            expected_debt: 0,
         }
     }
 
@@ -96,6 +101,7 @@ impl Permit {
             waited_on: None,
             account: None,
             on_settle: None,
+            expected_debt: 0,
         }
     }
 
@@ -108,6 +114,7 @@ impl Permit {
             waited_on: None,
             account: None,
             on_settle: None,
+            expected_debt: 0,
         }
     }
 
@@ -169,6 +176,52 @@ impl Permit {
     pub fn on_settle(mut self, hook: impl FnOnce(u64, u64) + Send + Sync + 'static) -> Self {
         self.on_settle = Some(Box::new(hook));
         self
+    }
+
+    /// The same permit, counting `extra` tokens of debt the call will most likely settle above
+    /// its reservation, on its keys' token dimensions, until it settles.
+    ///
+    /// Why: a server that settles at the end of a call (Bedrock books `output × burndown` then)
+    /// is already short of that debt while the call runs, and admissions in between would use
+    /// room that is gone. Counting the expected debt while the call is in flight makes later
+    /// admissions wait for it; the call's own admission did not (the server does not either).
+    /// The settlement takes it back and books the real debt instead. A protocol supplies the
+    /// estimate ([`Plan::expected_debt`](crate::admit::Plan::expected_debt); the Bedrock protocol
+    /// learns it per model). A permit of another store, or a free one, ignores it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bedrock_throttle::budget::Budget;
+    ///
+    /// let budget: Budget<&str> = Budget::builder().tokens(10_000).build()?;
+    /// // A call that reserves 1,100 tokens and will most likely settle 4,000 more.
+    /// let permit = budget.acquire("claude", 1_100).await?.expect_debt(4_000);
+    /// assert_eq!(budget.stats(&"claude").unwrap().expected_debt, 4_000);
+    /// assert!(budget.try_acquire("claude", 5_000).is_err(), "its debt counts already");
+    /// permit.settle(1_100 + 3_000); // it settled 3,000 above its reservation
+    /// assert_eq!(budget.stats(&"claude").unwrap().expected_debt, 0);
+    /// assert!(budget.try_acquire("claude", 5_900).is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn expect_debt(mut self, extra: u64) -> Self {
+        if extra == 0 {
+            return self;
+        }
+        match &self.holder {
+            Holder::Charged { shared, .. } => shared.expect_debt(extra),
+            Holder::Scoped { keys, .. } => keys.iter().for_each(|k| k.expect_debt(extra)),
+            Holder::Store(_) | Holder::Free(_) | Holder::Settled => return self,
+        }
+        self.expected_debt = self.expected_debt.saturating_add(extra);
+        self
+    }
+
+    /// The expected debt this permit counts while in flight ([`expect_debt`](Self::expect_debt)).
+    #[inline]
+    pub fn expected_debt(&self) -> u64 {
+        self.expected_debt
     }
 
     /// The instant (tokio's clock) at which the reservation was charged.
@@ -271,17 +324,18 @@ impl Permit {
         let at_admission = actual.min(server_reserved).min(self.reserved);
         let refund = self.reserved - at_admission;
         let debt = actual - at_admission;
+        let expected = std::mem::take(&mut self.expected_debt);
         match std::mem::replace(&mut self.holder, Holder::Settled) {
             Holder::Charged { shared, at } => {
-                if refund > 0 || debt > 0 {
-                    shared.settle(at, refund, debt, self.account.as_ref());
+                if refund > 0 || debt > 0 || expected > 0 {
+                    shared.settle(at, refund, debt, self.account.as_ref(), expected);
                 }
             }
             Holder::Scoped { keys, at } => {
-                if refund > 0 || debt > 0 {
+                if refund > 0 || debt > 0 || expected > 0 {
                     for (i, shared) in keys.iter().enumerate() {
                         let account = if i == 0 { self.account.as_ref() } else { None };
-                        shared.settle(at, refund, debt, account);
+                        shared.settle(at, refund, debt, account, expected);
                     }
                 }
             }

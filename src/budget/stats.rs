@@ -34,6 +34,10 @@ pub struct KeyStats {
     pub waiters: usize,
     /// Permits handed out and not yet settled or dropped.
     pub outstanding: usize,
+    /// The debt the calls in flight will most likely settle above their reservations, in
+    /// tokens ([`Permit::expect_debt`](super::Permit::expect_debt)): it counts against the
+    /// token dimensions beside their `used`, until those calls settle.
+    pub expected_debt: u64,
     /// With fairness: the tenants the key tracks now (those with waiters, or whose account is
     /// ahead of their lane's virtual time).
     pub tenants: usize,
@@ -86,6 +90,7 @@ impl KeyShared {
             (live, live + failed)
         });
         stats.waiters = waiters;
+        stats.expected_debt = u64::try_from(state.dims.in_flight).unwrap_or(u64::MAX);
         stats.memory = std::mem::size_of::<KeyShared>()
             + state.dims.memory()
             + state.waiting.as_deref().map_or(0, Waiting::memory);

@@ -392,6 +392,9 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> Inner<K> {
             waiters: local.waiting.load(Ordering::Relaxed) as usize,
             outstanding: usize::try_from(outstanding).unwrap_or(usize::MAX),
             tenants: 0,
+            // The Redis store does not count debt in flight (yet): its permits ignore
+            // `Permit::expect_debt`.
+            expected_debt: 0,
             // The ledger lives on the server (its bound is in the module docs); this process
             // holds no ledger of the key.
             memory: 0,

@@ -10,6 +10,7 @@ mod reference;
 mod support;
 
 mod classify;
+mod debt;
 mod models;
 #[cfg(feature = "emulator")]
 mod openai;

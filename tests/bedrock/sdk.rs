@@ -117,7 +117,7 @@ async fn settle_sdk_responses() {
     let body = json!({"usage": {"inputTokens": 1000, "outputTokens": 100}}).to_string();
     let response = sdk_response(200, SdkBody::from(body.clone()));
     let probe = Probe::new(1);
-    let response = bedrock.settle_with(response, probe.clone(), converse);
+    let response = bedrock.settle_with(response, probe.clone(), converse.clone());
     assert_eq!(probe.settled(), vec![1_500]);
     assert_eq!(response.body().bytes(), Some(body.as_bytes()));
 
@@ -127,7 +127,7 @@ async fn settle_sdk_responses() {
     let _ = bedrock.settle_with(
         sdk_response(200, SdkBody::from("{}")),
         probe.clone(),
-        converse,
+        converse.clone(),
     );
     assert_eq!(probe.settled(), vec![77]);
 
@@ -179,7 +179,10 @@ async fn protocol_settle_with_a_permit() {
     let used = || budget.stats(&plan.key).unwrap().tokens.unwrap().used;
     let settle = |response, permit| {
         <Bedrock as Protocol<HttpRequest, HttpResponse, ConnectorError>>::settle(
-            &bedrock, response, permit, plan.memo,
+            &bedrock,
+            response,
+            permit,
+            plan.memo.clone(),
         )
     };
     let admit = || async {

@@ -266,7 +266,7 @@ async fn body_dropped_before_its_usage_settles_input_plus_burndown_times_max_out
     let probe = Probe::of(&plan);
     let response = http::Response::new(chunked(answer.as_bytes(), 16));
     let mut settling = bedrock
-        .settle_with(response, probe.clone(), plan.memo)
+        .settle_with(response, probe.clone(), plan.memo.clone())
         .into_body();
     settling.frame().await.unwrap().unwrap();
     drop(settling);
@@ -275,14 +275,14 @@ async fn body_dropped_before_its_usage_settles_input_plus_burndown_times_max_out
     // Dropped with its response, before the body was polled.
     let probe = Probe::of(&plan);
     let response = http::Response::new(chunked(answer.as_bytes(), 16));
-    drop(bedrock.settle_with(response, probe.clone(), plan.memo));
+    drop(bedrock.settle_with(response, probe.clone(), plan.memo.clone()));
     assert_eq!(probe.settled(), vec![worst]);
 
     // Unwrapped with `into_inner`: settled as if dropped.
     let probe = Probe::of(&plan);
     let response = http::Response::new(chunked(answer.as_bytes(), 16));
     let inner = bedrock
-        .settle_with(response, probe.clone(), plan.memo)
+        .settle_with(response, probe.clone(), plan.memo.clone())
         .into_body()
         .into_inner();
     assert_eq!(probe.settled(), vec![worst]);
@@ -321,8 +321,12 @@ async fn a_permit_settles_through_the_protocol() {
         .unwrap()
         .with_if_unknown(plan.if_unknown);
     let response = http::Response::new(chunked(converse_answer().as_bytes(), 16));
-    let response =
-        <Bedrock as Protocol<Http, _, Infallible>>::settle(&bedrock, response, permit, plan.memo);
+    let response = <Bedrock as Protocol<Http, _, Infallible>>::settle(
+        &bedrock,
+        response,
+        permit,
+        plan.memo.clone(),
+    );
     assert_eq!(used(), (plan.tokens, 1), "reserved until the body ends");
     drain(response.into_body()).await;
     assert_eq!(used(), (1_500, 0));
@@ -333,9 +337,13 @@ async fn a_permit_settles_through_the_protocol() {
         .unwrap()
         .with_if_unknown(plan.if_unknown);
     let response = http::Response::new(chunked(converse_answer().as_bytes(), 16));
-    let mut settling =
-        <Bedrock as Protocol<Http, _, Infallible>>::settle(&bedrock, response, permit, plan.memo)
-            .into_body();
+    let mut settling = <Bedrock as Protocol<Http, _, Infallible>>::settle(
+        &bedrock,
+        response,
+        permit,
+        plan.memo.clone(),
+    )
+    .into_body();
     settling.frame().await.unwrap().unwrap();
     drop(settling);
     assert_eq!(used(), (1_500 + plan.if_unknown, 0));

@@ -1,6 +1,7 @@
 //! The admission engine's guarantees, under `tokio::time::pause()`.
 
 mod day;
+mod in_flight;
 mod invariant;
 mod prop;
 mod scopes;

@@ -129,6 +129,8 @@ fn check_report(report: &CapacityReport, keys: usize) {
 
 /// Issue 21: `report()` panicked with a daily limit of `u64::MAX` ("cannot convert float
 /// seconds to Duration"): the time to spend it at the observed rate is past `Duration::MAX`.
+/// At one token a window it is about 1.1e21 s, past `Duration`'s 1.8e19 s (at 1,000 tokens a
+/// window it would still fit, and the old code would not have panicked).
 #[tokio::test(start_paused = true)]
 async fn a_daily_limit_of_u64_max_reports() {
     let budget: Budget<&str> = Budget::builder()
@@ -137,11 +139,11 @@ async fn a_daily_limit_of_u64_max_reports() {
         .build()
         .unwrap();
     let recorder = CapacityRecorder::new(budget.window(), 60);
-    budget.try_acquire("k", 1_000).unwrap().settle(1_000);
+    budget.try_acquire("k", 1).unwrap().settle(1);
     recorder.observe(
         &"k",
         Event::Admitted {
-            tokens: 1_000,
+            tokens: 1,
             waited: Duration::ZERO,
             waited_on: None,
         },
@@ -149,8 +151,8 @@ async fn a_daily_limit_of_u64_max_reports() {
     recorder.observe(
         &"k",
         Event::Settled {
-            reserved: 1_000,
-            settled: 1_000,
+            reserved: 1,
+            settled: 1,
         },
     );
     let report = recorder.report(&budget);
