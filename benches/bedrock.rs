@@ -398,8 +398,14 @@ fn usage(c: &mut Criterion) {
         .plan_of(&request("converse-stream", converse_body(1 << 10, false)))
         .memo;
     let expected = 1834 + 1200 * 5;
-    assert_eq!(settle_stream(&bedrock, memo.clone(), &frames, &settled), expected);
-    assert_eq!(settle_stream(&bedrock, memo.clone(), &chunked, &settled), expected);
+    assert_eq!(
+        settle_stream(&bedrock, memo.clone(), &frames, &settled),
+        expected
+    );
+    assert_eq!(
+        settle_stream(&bedrock, memo.clone(), &chunked, &settled),
+        expected
+    );
     g.throughput(Throughput::Bytes(wire.len() as u64));
     g.bench_function(
         BenchmarkId::new(

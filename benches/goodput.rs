@@ -17,6 +17,8 @@
 //! - **sdk-standard**: the plain SDK client, default (standard) retries;
 //! - **sdk-adaptive**: the SDK in adaptive retry mode (client-side rate limiter);
 //! - **crate**: the SDK configured by `BedrockThrottle` (the crate's stack, SDK retries off);
+//! - **crate-no-learning** (single and over scenarios): the same without what the crate learns
+//!   from the server (`Bedrock::with_debt_in_flight(DebtInFlight::Off)`), as the previous release behaved;
 //! - **crate-one** (shared scenario only): the four SDK clients configured by ONE
 //!   `BedrockThrottle` told the whole quota, what the crate recommends for clients in one process.
 //!
@@ -72,6 +74,7 @@ use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::retry::RetryPartition;
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
 use aws_smithy_types::retry::RetryConfig;
+use bedrock_throttle::bedrock::{Bedrock, DebtInFlight};
 use bedrock_throttle::budget::Quota;
 use bedrock_throttle::emulator::{Emulator, Enforcement, OutputLength};
 use bedrock_throttle::sdk::{BedrockThrottle, default_https_client};
@@ -102,6 +105,9 @@ enum ClientKind {
     Standard,
     Adaptive,
     Crate,
+    /// The crate without what it learns from the server (debt in flight off): the previous
+    /// release's behaviour, beside `Crate` in the single and over scenarios.
+    CrateUnlearned,
     /// The shared scenario's four SDK clients configured by one `BedrockThrottle`.
     CrateOne,
 }
@@ -112,6 +118,7 @@ impl ClientKind {
             ClientKind::Standard => "sdk-standard",
             ClientKind::Adaptive => "sdk-adaptive",
             ClientKind::Crate => "crate",
+            ClientKind::CrateUnlearned => "crate-no-learning",
             ClientKind::CrateOne => "crate-one",
         }
     }
@@ -270,10 +277,19 @@ fn cases(s: &Settings) -> Vec<(usize, Case)> {
                     ClientKind::Standard,
                     ClientKind::Adaptive,
                     ClientKind::Crate,
+                    ClientKind::CrateUnlearned,
                     ClientKind::CrateOne,
                 ] {
-                    if (scenario == Scenario::Over || scenario.is_fleet())
-                        && client != ClientKind::Crate
+                    if scenario == Scenario::Over
+                        && !matches!(client, ClientKind::Crate | ClientKind::CrateUnlearned)
+                    {
+                        continue;
+                    }
+                    if scenario.is_fleet() && client != ClientKind::Crate {
+                        continue;
+                    }
+                    if client == ClientKind::CrateUnlearned
+                        && !matches!(scenario, Scenario::Single | Scenario::Over)
                     {
                         continue;
                     }
@@ -393,8 +409,14 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
     // signature window: the emulator's windows are scaled).
     let max_wait = (s.window * 4 * s.windows).min(Duration::from_secs(240));
 
+    let debt = if case.client == ClientKind::CrateUnlearned {
+        DebtInFlight::Off
+    } else {
+        DebtInFlight::default()
+    };
     let throttle = |told: u64, wire| {
-        let mut throttle = BedrockThrottle::builder();
+        let mut throttle =
+            BedrockThrottle::builder().bedrock(Bedrock::new().with_debt_in_flight(debt));
         if let Some(margin) = s.margin {
             throttle = throttle.expiry_margin(margin);
         }
@@ -433,7 +455,7 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
                     ClientKind::Adaptive => {
                         base.http_client(wire).retry_config(RetryConfig::adaptive())
                     }
-                    ClientKind::Crate | ClientKind::CrateOne => {
+                    ClientKind::Crate | ClientKind::CrateUnlearned | ClientKind::CrateOne => {
                         throttle(told, wire)?.configure(base)
                     }
                 }

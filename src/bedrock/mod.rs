@@ -68,7 +68,7 @@ pub use self::models::{ModelFamily, ModelInfo, ModelTable};
 pub use self::openai::{OpenAiBodyError, openai_model};
 #[cfg(feature = "sdk")]
 pub use self::protocol::classify_connector_error;
-pub use self::protocol::{Bedrock, Memo, classify_response_parts};
+pub use self::protocol::{Bedrock, DebtInFlight, Memo, classify_response_parts};
 pub use self::settle::{Reservation, SettlingBody};
 pub use self::stream::{BedrockResponse, BedrockResponseLayer, ReplayBody};
 pub use self::usage::Usage;

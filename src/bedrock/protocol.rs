@@ -70,6 +70,33 @@ impl Memo {
     }
 }
 
+/// When the debt of a call in flight (what it will settle above its reservation: Bedrock
+/// reserves `input + max_tokens` when a call starts and books `input + output × burndown` when it
+/// ends) counts against later admissions, before the call's usage is read. See
+/// [`Bedrock::with_debt_in_flight`].
+///
+/// Between the end of a call on the server and the reading of its usage by the client, the
+/// server is already short of the call's debt; an admission in between can be throttled. With a
+/// burndown of 10x or 15x that debt is large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DebtInFlight {
+    /// Not counted: a call's debt counts once its usage is read (before this setting existed).
+    Off,
+    /// From the response (the default): a JSON answer counts its expected debt (from the
+    /// model's learned share of output, [`Bedrock::output_share`]) from its response head,
+    /// which the server sends once it has generated, and booked, the whole answer; a stream
+    /// counts the debt it has run up above its reservation as its output arrives. It closes the
+    /// gap without holding back admissions while the server still has the room.
+    #[default]
+    FromResponse,
+    /// From admission: each call counts its expected debt for its whole flight. The most
+    /// cautious: it holds back admissions the server would still accept while calls generate
+    /// (more so the longer calls last against the window), for servers that book debt as the
+    /// output is generated.
+    FromAdmission,
+}
+
 /// Bedrock Runtime protocol knowledge for the layers: quota keys, token estimates, settlement
 /// and classification, for `http::Request`/`http::Response` and (feature `sdk`) the AWS SDK's
 /// `HttpRequest`/`HttpResponse`.
@@ -114,6 +141,8 @@ struct Config {
     /// The share of `max_tokens` each model's calls produce, learned from settlements (see
     /// [`Plan::expected_debt`]): shared by the clones of one configuration.
     output_shares: SeenCache<Arc<OutputShare>>,
+    /// When the debt of calls in flight counts (from the response by default).
+    debt_in_flight: DebtInFlight,
     /// Fair shares: where a request's tenant and lane come from (see [`Bedrock::tenant_header`]).
     classes: ClassSource,
     /// The account whose account-and-region scope every request is also charged to.
@@ -201,6 +230,7 @@ impl Default for Bedrock {
                 body_models_seen: SeenCache::default(),
                 regions_seen: SeenCache::default(),
                 output_shares: SeenCache::default(),
+                debt_in_flight: DebtInFlight::default(),
                 classes: ClassSource::default(),
                 account: None,
             }),
@@ -353,6 +383,14 @@ impl Bedrock {
         self.inner.models.lookup(model)
     }
 
+    /// When a call's debt (what it settles above its reservation: Bedrock books
+    /// `output × burndown` when the call ends) counts against later admissions before the call
+    /// settles: see [`DebtInFlight`]. Default: [`DebtInFlight::FromResponse`].
+    pub fn with_debt_in_flight(mut self, debt: DebtInFlight) -> Self {
+        self.config().debt_in_flight = debt;
+        self
+    }
+
     /// The share of its `max_tokens` that `model`'s calls produce, as learned from their
     /// settlements through this `Bedrock` and its clones: the 95th percentile of
     /// `output / max_tokens` among its recent calls. `None` until 20 calls of a model whose
@@ -464,16 +502,23 @@ impl Bedrock {
             _ => None,
         };
         // Debt in flight: what the call will most likely settle above its reservation.
-        let (share, expected_debt) = if burndown > 1 && estimate.max_output_tokens > 0 {
-            let share = self
-                .inner
-                .output_shares
-                .get_or_insert_with(key.model(), || Arc::new(OutputShare::new()));
-            let debt = share.expected_debt(estimate.max_output_tokens, burndown);
-            (Some(share), debt)
-        } else {
-            (None, 0)
-        };
+        let debt = self.inner.debt_in_flight;
+        let (share, expected_debt) =
+            if debt != DebtInFlight::Off && burndown > 1 && estimate.max_output_tokens > 0 {
+                let share = self
+                    .inner
+                    .output_shares
+                    .get_or_insert_with(key.model(), || Arc::new(OutputShare::new()));
+                let expected = match debt {
+                    DebtInFlight::FromAdmission => {
+                        share.expected_debt(estimate.max_output_tokens, burndown)
+                    }
+                    DebtInFlight::FromResponse | DebtInFlight::Off => 0,
+                };
+                (Some(share), expected)
+            } else {
+                (None, 0)
+            };
         let plan = Plan::new(key, estimate.total())
             .with_if_unknown(worst)
             .with_expected_debt(expected_debt)
@@ -539,11 +584,20 @@ impl Bedrock {
             } else {
                 Observer::json()
             };
+        // Debt in flight from the response: the answer is generated (a JSON body) or being
+        // generated (a stream), and the server books its debt when it ends.
+        let debt = match (&memo.share, self.inner.debt_in_flight) {
+            (Some(share), DebtInFlight::FromResponse) => {
+                Some(share.expected_debt(memo.max_output, burndown))
+            }
+            _ => None,
+        };
         Settlement::Observe(Observed {
             observer,
             burndown,
             reserved_output,
             share: memo.share,
+            debt,
         })
     }
 }
@@ -560,18 +614,24 @@ struct Observed {
     burndown: u64,
     reserved_output: Option<u64>,
     share: Option<Arc<OutputShare>>,
+    /// With debt in flight counted from the response: the expected debt of a JSON body.
+    debt: Option<u64>,
 }
 
 impl Observed {
     fn body<B, R: Reservation>(self, body: B, reservation: R) -> SettlingBody<B, R> {
-        SettlingBody::observing(
+        let body = SettlingBody::observing(
             body,
             reservation,
             self.burndown,
             self.reserved_output,
             self.observer,
         )
-        .learning(self.share)
+        .learning(self.share);
+        match self.debt {
+            Some(expected) => body.counting_debt(expected),
+            None => body,
+        }
     }
 }
 

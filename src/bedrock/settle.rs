@@ -34,6 +34,11 @@ pub trait Reservation: Send + 'static {
     }
     /// Settles with the amount really used.
     fn settle(self, actual: u64);
+    /// Counts `extra` more tokens of debt the call will most likely settle above its
+    /// reservation, until it settles ([`Permit::expect_debt`]). The default ignores it.
+    fn expect_debt(&mut self, extra: u64) {
+        let _ = extra;
+    }
     /// Settles with the amount really used, knowing that Bedrock's own reservation for the call
     /// was `server_reserved` (see [`Permit::settle_against`]). The default ignores it.
     fn settle_against(self, actual: u64, server_reserved: u64)
@@ -54,6 +59,9 @@ impl Reservation for Permit {
     }
     fn settle(self, actual: u64) {
         Permit::settle(self, actual);
+    }
+    fn expect_debt(&mut self, extra: u64) {
+        self.count_expected_debt(extra);
     }
     fn settle_against(self, actual: u64, server_reserved: u64) {
         Permit::settle_against(self, actual, server_reserved);
@@ -139,6 +147,15 @@ impl Observer {
             broken: false,
             bytes_per_token,
         }))
+    }
+
+    /// What a stream has cost so far as the quota counts it (`None` for a JSON body, whose
+    /// usage is read at its end).
+    fn seen_so_far(&self, burndown: u64) -> Option<u64> {
+        match self {
+            Observer::Json { .. } => None,
+            Observer::Events(events) => Some(events.usage.seen_quota_tokens(burndown)),
+        }
     }
 
     pub(crate) fn observe(&mut self, data: &Bytes) {
@@ -261,9 +278,29 @@ pub(crate) struct Settlement<R: Reservation> {
     observer: Option<Observer>,
     /// Where the model's share of output is learned (see `bedrock::debt`).
     share: Option<Arc<OutputShare>>,
+    /// Whether the debt a stream has run up so far is counted on the reservation as it grows
+    /// (see [`SettlingBody::counting_debt`]), and how much is counted.
+    count_running_debt: bool,
+    counted_debt: u64,
 }
 
 impl<R: Reservation> Settlement<R> {
+    /// Counts the debt the stream has run up so far above the reservation, as it grows.
+    fn count_running_debt(&mut self) {
+        let (Some(reservation), Some(observer)) = (self.reservation.as_mut(), &self.observer)
+        else {
+            return;
+        };
+        let Some(seen) = observer.seen_so_far(self.burndown) else {
+            return;
+        };
+        let debt = seen.saturating_sub(reservation.reserved());
+        if debt > self.counted_debt {
+            reservation.expect_debt(debt.saturating_sub(self.counted_debt));
+            self.counted_debt = debt;
+        }
+    }
+
     fn finish(&mut self, end: bool) {
         if let Some(reservation) = self.reservation.take() {
             let unknown = reservation.if_unknown();
@@ -351,8 +388,32 @@ impl<B, R: Reservation> SettlingBody<B, R> {
                 reserved_output,
                 observer: Some(observer),
                 share: None,
+                count_running_debt: false,
+                counted_debt: 0,
             },
         }
+    }
+
+    /// The same body, counting debt in flight on its reservation: `expected` tokens at once
+    /// (a JSON body: the server has generated the whole answer, and booked it, before it
+    /// sends it, so its debt is owed from now until the body's usage is read), and for an
+    /// event stream, the debt it runs up above the reservation as its output arrives (the
+    /// server books it when the stream ends, before the client reads that end).
+    pub(crate) fn counting_debt(mut self, expected: u64) -> Self {
+        let streaming = self
+            .settlement
+            .observer
+            .as_ref()
+            .is_some_and(|o| matches!(o, Observer::Events(_)));
+        if streaming {
+            self.settlement.count_running_debt = true;
+        } else if expected > 0
+            && let Some(reservation) = self.settlement.reservation.as_mut()
+        {
+            reservation.expect_debt(expected);
+            self.settlement.counted_debt = expected;
+        }
+        self
     }
 
     /// The same body, teaching `share` the call's output when its usage arrives.
@@ -371,6 +432,8 @@ impl<B, R: Reservation> SettlingBody<B, R> {
                 reserved_output: None,
                 observer: None,
                 share: None,
+                count_running_debt: false,
+                counted_debt: 0,
             },
         }
     }
@@ -423,6 +486,9 @@ where
                         (frame.data_ref(), settlement.observer.as_mut())
                     {
                         observer.observe(data);
+                        if settlement.count_running_debt {
+                            settlement.count_running_debt();
+                        }
                     }
                     if this.inner.is_end_stream() {
                         settlement.finish(true);

@@ -206,16 +206,21 @@ impl Permit {
     /// # }
     /// ```
     pub fn expect_debt(mut self, extra: u64) -> Self {
+        self.count_expected_debt(extra);
+        self
+    }
+
+    /// [`expect_debt`](Self::expect_debt) in place: counts `extra` more tokens.
+    pub fn count_expected_debt(&mut self, extra: u64) {
         if extra == 0 {
-            return self;
+            return;
         }
         match &self.holder {
             Holder::Charged { shared, .. } => shared.expect_debt(extra),
             Holder::Scoped { keys, .. } => keys.iter().for_each(|k| k.expect_debt(extra)),
-            Holder::Store(_) | Holder::Free(_) | Holder::Settled => return self,
+            Holder::Store(_) | Holder::Free(_) | Holder::Settled => return,
         }
         self.expected_debt = self.expected_debt.saturating_add(extra);
-        self
     }
 
     /// The expected debt this permit counts while in flight ([`expect_debt`](Self::expect_debt)).
