@@ -1,5 +1,22 @@
-//! Throttle feedback: the effective limit of a dimension, lowered multiplicatively when the
-//! server throttles and recovering linearly (AIMD), and the verb that applies it to a key.
+//! Throttle feedback: the effective limit of a dimension, lowered when the server throttles and
+//! raised again by probing, and the verb that applies it to a key.
+//!
+//! Two policies ([`Aimd::learn`]):
+//! - **learned** (the default): at a throttle the crate knows what the server's window held,
+//!   because its ledger is kept in the server's units: what it had charged (settled, reserved,
+//!   and the debt counted in flight) less the throttled request's own reservation. The
+//!   effective limit goes to that, less a margin ([`Learn::margin`]), but never lower in one
+//!   step than [`Aimd::decrease`] of where it was (a throttle seen with an empty ledger, after a
+//!   restart, says little) nor below [`Aimd::floor`]. It then rises by probing, at
+//!   [`Learn::probe_per_window`] of the limit per window, halved each time the server throttles
+//!   again at (about) the same level (a "strike", up to six), reset when the server throttles
+//!   above it (the wall moved). So a quota set too high is found at the first throttle and
+//!   probed ever more rarely, instead of being hit every few windows;
+//! - **AIMD** (`learn: None`): multiplied by [`Aimd::decrease`] at a throttle, and recovering
+//!   linearly by [`Aimd::recover_per_window`] of the limit per window.
+//!
+//! Either way the effective limit is a line in time from the last throttle, so the schedule
+//! still knows when a cost will fit.
 
 use tokio::time::Instant;
 
@@ -9,19 +26,48 @@ use super::key::{KeyShared, KeyState};
 use super::ledger::{Dim, Dims};
 use super::quota::Dimension;
 
-/// The feedback policy: how far the effective limit falls on a throttle and how fast it comes
-/// back (additive increase, multiplicative decrease).
+/// The feedback policy: how far the effective limit falls on a throttle and how it comes back.
+/// Learned from the ledger by default ([`learn`](Self::learn)); plain AIMD (additive increase,
+/// multiplicative decrease) with `learn: None`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Aimd {
-    /// The factor applied to the effective limit on each throttle, in `(0, 1]`. Default 0.7.
+    /// With [`learn`](Self::learn): the most one throttle lowers the effective limit (a factor
+    /// of where it was). Without: the factor applied on each throttle. In `(0, 1]`. Default 0.7.
     pub decrease: f64,
-    /// The fraction of the configured limit regained per elapsed window, finite and `> 0`.
-    /// Default 0.1 (a limit lowered to 70% is back in three windows).
+    /// Without [`learn`](Self::learn): the fraction of the configured limit regained per
+    /// elapsed window, finite and `> 0`. Default 0.1 (a limit lowered to 70% is back in three
+    /// windows).
     pub recover_per_window: f64,
     /// The lowest effective limit, as a fraction of the configured limit, in `(0, 1]`.
     /// Default 0.1.
     pub floor: f64,
+    /// Learn the limit from what the ledger held at each throttle, and probe above it ever more
+    /// rarely (see the [module docs](self)). Default: on, with [`Learn::default`].
+    pub learn: Option<Learn>,
 }
+
+/// The learned policy's settings (see [`Aimd::learn`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Learn {
+    /// Kept below what the server held at a throttle, as a fraction of it, in `[0, 0.5]`.
+    /// Default 0.02.
+    pub margin: f64,
+    /// The fraction of the configured limit a probe adds per window before any repeated
+    /// throttle, in `(0, 1]`; halved at each strike. Default 0.025.
+    pub probe_per_window: f64,
+}
+
+impl Default for Learn {
+    fn default() -> Self {
+        Learn {
+            margin: 0.02,
+            probe_per_window: 0.025,
+        }
+    }
+}
+
+/// The most strikes counted: probing slows down to 1/64 of its first pace.
+const MAX_STRIKES: u8 = 6;
 
 impl Default for Aimd {
     fn default() -> Self {
@@ -29,11 +75,20 @@ impl Default for Aimd {
             decrease: 0.7,
             recover_per_window: 0.1,
             floor: 0.1,
+            learn: Some(Learn::default()),
         }
     }
 }
 
 impl Aimd {
+    /// Plain AIMD: the policy before learned limits (see the [module docs](self)).
+    pub fn plain() -> Self {
+        Aimd {
+            learn: None,
+            ..Aimd::default()
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let unit = |name, value: f64| {
             if value > 0.0 && value <= 1.0 {
@@ -55,7 +110,23 @@ impl Aimd {
                 expected: "finite and greater than 0",
             });
         }
+        if let Some(learn) = self.learn {
+            if !(0.0..=0.5).contains(&learn.margin) {
+                return Err(ConfigError::InvalidFactor {
+                    name: "aimd.learn.margin",
+                    value: learn.margin,
+                    expected: "in [0, 0.5]",
+                });
+            }
+            unit("aimd.learn.probe_per_window", learn.probe_per_window)?;
+        }
         Ok(())
+    }
+
+    /// The probe per window for `limit` after `strikes`, at least 1.
+    fn probe_amount(learn: &Learn, limit: u64, strikes: u8) -> u64 {
+        let first = learn.probe_per_window * limit as f64;
+        ((first / f64::from(1u32 << strikes)).ceil() as u64).max(1)
     }
 
     /// The lowest effective limit for `limit`, at least 1.
@@ -69,11 +140,21 @@ impl Aimd {
     }
 }
 
-/// The effective limit lowered by feedback: `base` at offset `since`, recovering linearly.
+/// The effective limit lowered by feedback: `base` at offset `since`, rising linearly by
+/// `per_window` per window.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Lowered {
     pub(super) base: u64,
     pub(super) since: u64,
+    pub(super) per_window: u64,
+}
+
+/// Where the server last throttled a dimension (what the ledger held then, net of the
+/// throttled request) and how many times in a row it throttled there.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Wall {
+    pub(super) held: u64,
+    pub(super) strikes: u8,
 }
 
 /// When the effective limit reaches an amount.
@@ -98,11 +179,11 @@ impl Dim {
     }
 
     pub(super) fn effective_at(&self, settings: &KeyConfig, t: u64) -> u64 {
-        let (Some(lowered), Some(aimd)) = (self.lowered, settings.aimd) else {
+        let (Some(lowered), Some(_)) = (self.lowered, settings.aimd) else {
             return self.limit;
         };
         let elapsed = u128::from(t.saturating_sub(lowered.since));
-        let per_window = u128::from(aimd.recover_amount(self.limit));
+        let per_window = u128::from(lowered.per_window.max(1));
         let window = u128::from(settings.window_nanos[self.which.index()]);
         let recovered = per_window.saturating_mul(elapsed) / window;
         let effective = u128::from(lowered.base).saturating_add(recovered);
@@ -114,14 +195,14 @@ impl Dim {
         if amount > u128::from(self.limit) {
             return Reach::Never;
         }
-        let (Some(lowered), Some(aimd)) = (self.lowered, settings.aimd) else {
+        let (Some(lowered), Some(_)) = (self.lowered, settings.aimd) else {
             return Reach::Now;
         };
         if amount <= u128::from(lowered.base) {
             return Reach::Now;
         }
         let missing = amount - u128::from(lowered.base);
-        let per_window = u128::from(aimd.recover_amount(self.limit));
+        let per_window = u128::from(lowered.per_window.max(1));
         let window = u128::from(settings.window_nanos[self.which.index()]);
         let nanos = (missing * window).div_ceil(per_window);
         let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
@@ -158,6 +239,7 @@ impl KeyShared {
         let now = self.config.offset(now);
         let settings = &*self.config;
         let at = state.dims.stamp(now);
+        let in_flight = state.dims.in_flight;
         for dim in state
             .dims
             .as_mut_slice()
@@ -170,20 +252,39 @@ impl KeyShared {
                 (permit, dim.lowered),
                 (Some((admitted, _)), Some(lowered)) if admitted < lowered.since
             );
+            let own = permit.map_or(0, |(_, reserved)| u128::from(dim.which.cost(reserved)));
             if let Some(aimd) = settings.aimd
                 && !echo
             {
                 let floor = aimd.floor_amount(dim.limit);
-                let lowered = ((before as f64 * aimd.decrease) as u64)
-                    .max(floor)
-                    .min(dim.limit);
+                let step = (before as f64 * aimd.decrease) as u64;
+                let (target, per_window) = match &aimd.learn {
+                    None => (step, aimd.recover_amount(dim.limit)),
+                    Some(learn) => {
+                        // What the server's window held: everything charged but this request.
+                        let held = u64::try_from(dim.used(in_flight).saturating_sub(own))
+                            .unwrap_or(u64::MAX);
+                        let strikes = match dim.wall {
+                            Some(wall) if held <= wall.held.saturating_add(wall.held / 20) => {
+                                wall.strikes.saturating_add(1).min(MAX_STRIKES)
+                            }
+                            _ => 0,
+                        };
+                        dim.wall = Some(Wall { held, strikes });
+                        let clamp = (held.min(before) as f64 * (1.0 - learn.margin)) as u64;
+                        (
+                            clamp.max(step),
+                            Aimd::probe_amount(learn, dim.limit, strikes),
+                        )
+                    }
+                };
                 dim.lowered = Some(Lowered {
-                    base: lowered,
+                    base: target.max(floor).min(dim.limit),
                     since: now,
+                    per_window,
                 });
             }
             let after = dim.effective(settings, now);
-            let own = permit.map_or(0, |(_, reserved)| u128::from(dim.which.cost(reserved)));
             let fill = u128::from(after).saturating_sub(dim.ledger.used.saturating_sub(own));
             if fill > 0 {
                 Dims::book(settings, dim, at, fill as u64);

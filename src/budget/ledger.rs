@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use super::config::KeyConfig;
 use super::error::AdmissionError;
-use super::feedback::{Lowered, Reach};
+use super::feedback::{Lowered, Reach, Wall};
 use super::quota::{Dimension, Quota};
 
 /// One charge in the window: an offset (see [`KeyConfig::offset`]) and an amount. Charges at the
@@ -38,6 +38,8 @@ pub(super) struct Dim {
     pub(super) which: Dimension,
     pub(super) limit: u64,
     pub(super) lowered: Option<Lowered>,
+    /// Where the server last throttled it (learned feedback).
+    pub(super) wall: Option<Wall>,
     pub(super) ledger: Ledger,
 }
 
@@ -58,6 +60,7 @@ impl Dim {
             which,
             limit,
             lowered: None,
+            wall: None,
             ledger: Ledger::default(),
         }
     }

@@ -206,12 +206,16 @@
 //! When the server throttles anyway (the quota is shared with other clients, or set too high),
 //! [`Budget::throttled`] lowers the *effective* limit of the dimension the throttle names
 //! ([`Dimension::of_cause`]: requests, tokens, tokens per day, both per-window dimensions when
-//! the server did not say) multiplicatively ([`Aimd::decrease`], not below [`Aimd::floor`]) and
-//! treats that dimension's window as exhausted up to the lowered limit
-//! (a synthetic entry fills the gap, so queued requests wait for entries to expire, or for the
-//! limit to recover, instead of hitting the quota again). The effective limit then recovers
-//! linearly, by [`Aimd::recover_per_window`] of the limit per elapsed window, computed lazily
-//! from the time of the last throttle.
+//! the server did not say) and treats that dimension's window as exhausted up to the lowered
+//! limit (a synthetic entry fills the gap, so queued requests wait for entries to expire, or for
+//! the limit to rise, instead of hitting the quota again). By default the limit is *learned*:
+//! it goes to what the ledger held when the server refused (the ledger is in the server's
+//! units), less a small margin ([`Learn::margin`]), and rises again only by probing, ever more
+//! slowly while the server keeps refusing at the same level ([`Learn::probe_per_window`]).
+//! [`Aimd::plain`] is the multiplicative decrease ([`Aimd::decrease`], not below
+//! [`Aimd::floor`]) with linear recovery ([`Aimd::recover_per_window`]) of before. Both are
+//! computed lazily from the time of the last throttle. A daily throttle touches only the daily
+//! dimension. The learned limit never rises above the configured one.
 //!
 //! Two choices keep a throttle from costing more than it says:
 //! - the fill goes up to the *lowered* limit, not the configured one. The throttle says the
@@ -402,7 +406,7 @@ pub use self::builder::{BudgetBuilder, Settings};
 pub use self::engine::Budget;
 pub use self::error::{AdmissionError, ConfigError};
 pub use self::fair::{Class, DEFAULT_MAX_TENANTS, Fairness, Lane, MAX_WEIGHT, MIN_WEIGHT};
-pub use self::feedback::Aimd;
+pub use self::feedback::{Aimd, Learn};
 pub use self::permit::Permit;
 pub use self::quota::{Dimension, Quota};
 pub use self::scoped::{MAX_SCOPES, Scopes};

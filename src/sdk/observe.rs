@@ -103,6 +103,21 @@ impl Observe<BedrockKey> for ThrottleObserver {
     }
 }
 
+/// What a learned token limit below the configured one says (issue 19): the server refused
+/// what the ledger held, in the server's units. If the whole gap came from the output's
+/// burndown, the rate that would fit is the table's scaled by `configured / learned`.
+fn learned_limit_message(model: &str, configured: u64, learned: u64, burndown: u64) -> String {
+    // Rounded up: the smallest whole burndown at which the configured quota is what was held.
+    let fitting = (u128::from(burndown) * u128::from(configured))
+        .div_ceil(u128::from(learned.max(1)));
+    format!(
+        "configured {configured} tokens per window, the server held {learned} (the limit \
+         learned from its throttles): your quota is lower than configured, another consumer \
+         shares it, or the burndown table is low for {model} (it says {burndown}x; a server \
+         settling output at about {fitting}x would explain it if the output is most of the cost)"
+    )
+}
+
 /// Retries, re-sign hand-backs and give-ups of the stack, for the report.
 #[derive(Debug, Default)]
 pub(crate) struct RetryCounts {
@@ -176,7 +191,19 @@ impl BedrockThrottle {
             if model.is_empty() {
                 continue;
             }
-            key.burndown = Some(self.observer.burndown.bedrock.output_burndown(model));
+            let burndown = self.observer.burndown.bedrock.output_burndown(model);
+            key.burndown = Some(burndown);
+            if let (Some(configured), Some(learned)) =
+                (key.limits.configured.tokens, key.limits.effective.tokens)
+                && learned < configured
+            {
+                key.warnings.push(learned_limit_message(
+                    model,
+                    configured,
+                    learned,
+                    burndown,
+                ));
+            }
             if key.throttles.contains_key("tokens") {
                 let bedrock_key = BedrockKey::new(region.as_str(), model.as_str());
                 key.warnings

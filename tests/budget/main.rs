@@ -3,6 +3,7 @@
 mod day;
 mod in_flight;
 mod invariant;
+mod learn;
 mod prop;
 mod scopes;
 
@@ -418,6 +419,7 @@ async fn feedback_exhausts_the_window_and_lowers_then_recovers_the_limit() {
             decrease: 0.5,
             recover_per_window: 0.1,
             floor: 0.2,
+            learn: None,
         })
         .build()
         .unwrap();
@@ -464,7 +466,13 @@ async fn feedback_exhausts_the_window_and_lowers_then_recovers_the_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn throttles_of_requests_sent_before_a_decrease_do_not_lower_the_limit_again() {
-    let b = budget(100);
+    // The plain AIMD numbers (the learned policy keeps the same echo rule: see `learn`).
+    let b: Budget<&str> = Budget::builder()
+        .tokens(100)
+        .window(W)
+        .aimd(Aimd::plain())
+        .build()
+        .unwrap();
     let early = [
         b.try_acquire("k", 10).unwrap(),
         b.try_acquire("k", 10).unwrap(),
@@ -529,6 +537,7 @@ async fn a_waiter_above_the_lowered_limit_waits_for_recovery() {
     let b: Budget<&str> = Budget::builder()
         .tokens(100)
         .window(Duration::from_secs(10))
+        .aimd(Aimd::plain())
         .build()
         .unwrap();
     let t0 = Instant::now();

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use bedrock_throttle::budget::{
-    AdmissionError, Budget, Class, ConfigError, Fairness, Lane, MAX_WEIGHT, MIN_WEIGHT, Quota,
+    AdmissionError, Aimd, Budget, Class, ConfigError, Fairness, Lane, MAX_WEIGHT, MIN_WEIGHT, Quota,
 };
 use bedrock_throttle::classify::ThrottleCause;
 use tokio::time::{Instant, advance, sleep};
@@ -100,9 +100,11 @@ fn weights_are_refused_outside_the_range_the_arithmetic_carries() {
 /// force.
 #[tokio::test(start_paused = true)]
 async fn a_lane_minimum_is_a_share_of_the_limit_in_force() {
+    // The reproduction used plain AIMD (three throttles: 343).
     let b: Budget<&'static str> = Budget::builder()
         .tokens(1_000)
         .window(W)
+        .aimd(Aimd::plain())
         .fairness(
             Fairness::new()
                 .lane(Lane::new("priority").priority(1))

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bedrock_throttle::BoxError;
 use bedrock_throttle::admit::{RateLimitLayer, TokenBudgetLayer};
-use bedrock_throttle::budget::{AdmissionError, Budget};
+use bedrock_throttle::budget::{AdmissionError, Aimd, Budget};
 use bedrock_throttle::budget::{Dimension, DimensionStats, Quota};
 use bedrock_throttle::classify::{Classification, SingleKey, ThrottleCause};
 use tokio::time::{Instant, advance};
@@ -162,10 +162,12 @@ async fn rate_limit_feedback_on_request_throttles_only() {
 
 #[tokio::test(start_paused = true)]
 async fn feedback_goes_to_the_dimension_the_cause_names() {
+    // Plain AIMD: its numbers are simple to state (the routing is the same learned).
     let budget: Budget<()> = Budget::builder()
         .requests(10)
         .tokens(1_000)
         .window(SECOND)
+        .aimd(Aimd::plain())
         .build()
         .unwrap();
     let classify = |result: Result<&u16, &BoxError>| match result {
