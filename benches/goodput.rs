@@ -394,14 +394,15 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
     let max_wait = (s.window * 4 * s.windows).min(Duration::from_secs(240));
 
     let throttle = |told: u64, wire| {
-        let mut throttle = BedrockThrottle::builder();
-        if let Some(margin) = s.margin {
-            throttle = throttle.expiry_margin(margin);
-        }
-        throttle
-            .quota(case.model(), Quota::tokens(told))
+        let mut settings = bedrock_throttle::budget::Settings::new()
             .window(s.window)
-            .max_wait(max_wait)
+            .max_wait(max_wait);
+        if let Some(margin) = s.margin {
+            settings = settings.expiry_margin(margin);
+        }
+        BedrockThrottle::builder()
+            .quota(case.model(), Quota::tokens(told))
+            .settings(settings)
             .http_client(wire)
             .build()
     };

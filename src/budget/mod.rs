@@ -122,11 +122,10 @@
 //! function that returns a new value per request cannot grow memory without bound. A tracked
 //! tenant with one waiter costs a few hundred bytes (`benches/memory.rs`).
 //!
-//! **With a shared store** (a fleet behind one quota), the window guarantee is the store's, and
-//! fairness holds within each process's admissions: each process orders its own waiters, and
-//! the store admits whoever of each process asks first. Fleet-wide weighted shares would need
-//! the tags in the store; a tenant pinned to one process (sticky routing) gets its share of
-//! that process.
+//! **With a shared store** (a fleet behind one quota), the window guarantee is the store's,
+//! and fair shares are not implemented: the Redis store serves each process's waiters FIFO,
+//! and refuses [settings](Settings) with fairness ([`ConfigError::Unsupported`]) rather than
+//! admit FIFO silently. Fleet-wide weighted shares would need the tags in the store.
 //!
 //! ```
 //! use bedrock_throttle::budget::{Budget, Class, Fairness, Lane};

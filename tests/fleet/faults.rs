@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bedrock_throttle::budget::QuotaStore;
+use bedrock_throttle::budget::{QuotaStore, Settings};
 use bedrock_throttle::store::{Outage, RedisStore};
 use tokio::time::Instant;
 
@@ -75,9 +75,7 @@ async fn run(fault: Fault, outage: Outage) -> Vec<Charge> {
     let mut server = RedisServer::start();
     let stores: Vec<RedisStore<String>> = (0..PROCESSES)
         .map(|_| {
-            RedisStore::builder(server.url())
-                .tokens(LIMIT)
-                .window(W)
+            RedisStore::builder(server.url(), Settings::new().tokens(LIMIT).window(W))
                 .timeout(TIMEOUT)
                 .on_outage(outage)
                 .build()
