@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use super::key::KeyShared;
 use super::queue::Account;
 use super::quota::Dimension;
+use super::scoped::MAX_SCOPES;
 use super::store::StorePermit;
 use crate::classify::ThrottleCause;
 
@@ -50,7 +51,7 @@ enum Holder {
     /// A charge on several keys of the in-process store (a request of several scopes), all at
     /// one offset; the first is the primary (whose account a fair settlement corrects).
     Scoped {
-        keys: Box<[Arc<KeyShared>]>,
+        keys: [Option<Arc<KeyShared>>; MAX_SCOPES],
         at: u64,
     },
     /// A charge in another store.
@@ -72,7 +73,7 @@ impl Permit {
     }
 
     pub(crate) fn scoped(
-        keys: Box<[Arc<KeyShared>]>,
+        keys: [Option<Arc<KeyShared>>; MAX_SCOPES],
         reserved: u64,
         at: u64,
         account: Option<Account>,
@@ -176,7 +177,7 @@ impl Permit {
         match &self.holder {
             Holder::Free(at) => *at,
             Holder::Charged { shared, at } => shared.config().instant(*at),
-            Holder::Scoped { keys, at } => match keys.first() {
+            Holder::Scoped { keys, at } => match keys.iter().flatten().next() {
                 Some(shared) => shared.config().instant(*at),
                 None => Instant::now(),
             },
@@ -205,7 +206,7 @@ impl Permit {
             // day" reaches the scopes that limit tokens per day (an account's), and a scope
             // that does not limit the dimension ignores it.
             Holder::Scoped { keys, at } => {
-                for shared in keys.iter() {
+                for shared in keys.iter().flatten() {
                     shared.throttled_now(dims, *at, self.reserved);
                 }
             }
@@ -279,7 +280,7 @@ impl Permit {
             }
             Holder::Scoped { keys, at } => {
                 if refund > 0 || debt > 0 {
-                    for (i, shared) in keys.iter().enumerate() {
+                    for (i, shared) in keys.iter().flatten().enumerate() {
                         let account = if i == 0 { self.account.as_ref() } else { None };
                         shared.settle(at, refund, debt, account);
                     }
