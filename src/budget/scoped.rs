@@ -272,6 +272,13 @@ impl ScopeSet {
         out
     }
 
+    /// The states for a permit, moved out of the set: the primary first.
+    fn into_permit_keys(self) -> [Option<Arc<KeyShared>>; MAX_SCOPES] {
+        let mut keys = self.keys;
+        keys.swap(0, self.primary);
+        keys.map(|k| k.map(|(_, shared)| shared))
+    }
+
     /// The refusal of a cost above one scope's whole limit (the first such scope of the
     /// request).
     fn above_limit(&self, guards: &Locked<'_>, tokens: u64) -> Option<AdmissionError> {
@@ -345,7 +352,7 @@ impl ScopeSet {
             }
             drop(guards);
             return Some(ScopedPoll::Admitted(super::Permit::scoped(
-                self.permit_keys(),
+                self.into_permit_keys(),
                 tokens,
                 at,
                 None,
