@@ -303,6 +303,12 @@
 //! and dropping the permit's reference, locking and unlocking the key. `benches/engine.rs`
 //! measures them against governor and tower; the numbers are in `BENCHMARKS.md`.
 //!
+//! A request of several [scopes](#scopes) pays those per-key costs for each of its keys (a
+//! probe under one epoch guard for all of them, a reference, a lock and its release, an entry
+//! per limited dimension) and one clock read for all; its set of keys, their lock order, the
+//! held locks and the permit's references are inline arrays of at most [`MAX_SCOPES`], so it
+//! allocates nothing either (`tests/admission_allocs.rs` counts the allocations of both paths).
+//!
 //! The key's hash is [foldhash](https://docs.rs/foldhash) (`foldhash::fast::RandomState`), seeded
 //! at random for each budget: about 1 ns for a small key where the standard library's SipHash
 //! ([`std::collections::hash_map::RandomState`]) takes 12 to 15 ns, an eighth of a whole

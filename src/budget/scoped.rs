@@ -15,6 +15,10 @@
 //! when it is first on every one of its keys and fits on every dimension of every key: all are
 //! charged at one instant.
 //!
+//! Nothing of this is allocated per request: the states, their lock order, the held locks
+//! and the permit's references are inline arrays of at most [`MAX_SCOPES`], each key is looked
+//! up once (one hash, under one epoch guard for all of them) and locked once per step.
+//!
 //! **No deadlock.** Among gates, the one with the smallest sequence is first on all of its keys
 //! (every gate on those keys came later), and fitting is monotone in time (entries expire,
 //! limits recover), so it is admitted; by induction every gate is. A key's own waiters wait
