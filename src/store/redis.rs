@@ -123,7 +123,11 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
     /// the day, the expiry margin, the longest wait and the feedback policy, as the in-process
     /// [`Budget::new`](crate::budget::Budget::new) takes them. Settings only the in-process
     /// store implements (fair shares, a queue bound, ledger buckets: the store's buckets are
-    /// its own) are refused at [`build`](RedisStoreBuilder::build).
+    /// its own) are refused at [`build`](RedisStoreBuilder::build). A limit above
+    /// [`MAX_LIMIT`](Self::MAX_LIMIT) in the settings' quotas is refused at build; one that the
+    /// [quota function](crate::budget::Settings::quota_fn) returns later is used as
+    /// [`MAX_LIMIT`](Self::MAX_LIMIT), with a warning (2^53 tokens per window limits nothing
+    /// real).
     ///
     /// ```
     /// use std::time::Duration;
