@@ -421,8 +421,11 @@ impl BedrockThrottleBuilder {
     /// at `url` (`redis://host:port`): the store is a [`RedisStore`](crate::store::RedisStore)
     /// instead of the in-process budget, with the same quotas and [`settings`](Self::settings)
     /// (those only the in-process store implements, such as fair shares, are refused at
-    /// [`build`](Self::build)). It connects at the first request; [`BedrockThrottle::store`] gives it, to check it at
-    /// start ([`RedisStore::ready`](crate::store::RedisStore::ready)) or read its health.
+    /// [`build`](Self::build)). It connects at the first request; [`BedrockThrottle::store`]
+    /// gives it, to check it at start
+    /// ([`RedisStore::ready`](crate::store::RedisStore::ready)) or read its health. It says
+    /// where the shared store is, as [`redis_cluster`](Self::redis_cluster) does: the later of
+    /// the two replaces the earlier.
     #[cfg(feature = "redis")]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.redis = Some(RedisSettings {
@@ -432,7 +435,8 @@ impl BedrockThrottleBuilder {
         self
     }
 
-    /// As [`redis`](Self::redis), for a Redis Cluster given by its seed nodes.
+    /// As [`redis`](Self::redis), for a Redis Cluster given by its seed nodes (the later of
+    /// `redis` and `redis_cluster` replaces the earlier).
     #[cfg(feature = "redis")]
     pub fn redis_cluster<I: IntoIterator<Item = S>, S: Into<String>>(mut self, nodes: I) -> Self {
         self.redis = Some(RedisSettings {
