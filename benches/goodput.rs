@@ -18,7 +18,7 @@
 //! - **sdk-adaptive**: the SDK in adaptive retry mode (client-side rate limiter);
 //! - **crate**: the SDK configured by `BedrockThrottle` (the crate's stack, SDK retries off);
 //! - **crate-no-learning** (single and over scenarios): the same without what the crate learns
-//!   from the server (`Bedrock::with_debt_in_flight(DebtInFlight::Off)`), as the previous release behaved;
+//!   from the server (`DebtInFlight::Off`, `Aimd::plain()`), as the previous release behaved;
 //! - **crate-one** (shared scenario only): the four SDK clients configured by ONE
 //!   `BedrockThrottle` told the whole quota, what the crate recommends for clients in one process.
 //!
@@ -75,7 +75,7 @@ use aws_sdk_bedrockruntime::config::retry::RetryPartition;
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
 use aws_smithy_types::retry::RetryConfig;
 use bedrock_throttle::bedrock::{Bedrock, DebtInFlight};
-use bedrock_throttle::budget::Quota;
+use bedrock_throttle::budget::{Aimd, Quota};
 use bedrock_throttle::emulator::{Emulator, Enforcement, OutputLength};
 use bedrock_throttle::sdk::{BedrockThrottle, default_https_client};
 
@@ -415,15 +415,19 @@ async fn run_case(s: &Settings, case: &Case, index: usize) -> Result<Row, BoxErr
         DebtInFlight::default()
     };
     let throttle = |told: u64, wire| {
-        let mut throttle =
-            BedrockThrottle::builder().bedrock(Bedrock::new().with_debt_in_flight(debt));
-        if let Some(margin) = s.margin {
-            throttle = throttle.expiry_margin(margin);
-        }
-        throttle
-            .quota(case.model(), Quota::tokens(told))
+        let mut settings = bedrock_throttle::budget::Settings::new()
             .window(s.window)
-            .max_wait(max_wait)
+            .max_wait(max_wait);
+        if let Some(margin) = s.margin {
+            settings = settings.expiry_margin(margin);
+        }
+        if case.client == ClientKind::CrateUnlearned {
+            settings = settings.aimd(Aimd::plain());
+        }
+        BedrockThrottle::builder()
+            .bedrock(Bedrock::new().with_debt_in_flight(debt))
+            .quota(case.model(), Quota::tokens(told))
+            .settings(settings)
             .http_client(wire)
             .build()
     };

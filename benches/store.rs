@@ -14,7 +14,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bedrock_throttle::budget::QuotaStore;
+use bedrock_throttle::budget::{QuotaStore, Settings};
 use bedrock_throttle::store::RedisStore;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -132,9 +132,7 @@ fn main() -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let store: RedisStore<String> = RedisStore::builder(url.clone())
-            .tokens(1_000_000_000_000)
-            .window(Duration::from_secs(1))
+        let store: RedisStore<String> = RedisStore::builder(url.clone(), Settings::new().tokens(1_000_000_000_000).window(Duration::from_secs(1)))
             .timeout(Duration::from_secs(1))
             .build()?;
         store.ready().await?;
@@ -187,9 +185,7 @@ fn main() -> Result<(), BoxError> {
         // admissions per second of the server's CPU.
         let clients: Vec<RedisStore<String>> = (0..16)
             .map(|_| {
-                RedisStore::builder(url.clone())
-                    .tokens(1_000_000_000_000)
-                    .window(Duration::from_secs(1))
+                RedisStore::builder(url.clone(), Settings::new().tokens(1_000_000_000_000).window(Duration::from_secs(1)))
                     .timeout(Duration::from_secs(1))
                     .build()
             })

@@ -45,7 +45,7 @@ use axum::routing::post;
 use bedrock_throttle::BoxError;
 use bedrock_throttle::admit::TokenBudgetLayer;
 use bedrock_throttle::bedrock::Bedrock;
-use bedrock_throttle::budget::{Budget, Class, Fairness, Quota};
+use bedrock_throttle::budget::{Budget, Class, Fairness, Quota, Settings};
 use bedrock_throttle::emulator::{Emulator, OutputLength};
 use bedrock_throttle::sdk::BedrockThrottle;
 use serde::Deserialize;
@@ -231,7 +231,7 @@ async fn main() -> Result<(), BoxError> {
     let throttle = BedrockThrottle::builder()
         .bedrock(Bedrock::new().with_region("us-east-1"))
         .quota(MODEL, Quota::tokens(MODEL_TPM))
-        .window(WINDOW)
+        .settings(Settings::new().window(WINDOW))
         .metrics(true)
         .build()?;
     let config = throttle.configure(

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_credential_types::Credentials;
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
-use bedrock_throttle::budget::Quota;
+use bedrock_throttle::budget::{Quota, Settings};
 use bedrock_throttle::sdk::BedrockThrottle;
 
 use super::load;
@@ -168,13 +168,15 @@ impl Worker {
             Some(_) => self.tpm,
             None => self.tpm / self.workers as u64,
         };
-        let mut throttle = BedrockThrottle::builder()
-            .quota(self.model.clone(), Quota::tokens(told))
+        let mut settings = Settings::new()
             .window(self.window)
             .max_wait((self.window * 4 * self.windows).min(Duration::from_secs(240)));
         if let Some(margin) = self.margin {
-            throttle = throttle.expiry_margin(margin);
+            settings = settings.expiry_margin(margin);
         }
+        let mut throttle = BedrockThrottle::builder()
+            .quota(self.model.clone(), Quota::tokens(told))
+            .settings(settings);
         if let Some(url) = &self.redis {
             throttle = throttle.redis(url.clone());
         }

@@ -26,8 +26,13 @@ const DAY_BUCKETS: u32 = 1_440;
 /// The settings of a store, in one value: the window and the day, the expiry margin, the
 /// bounds on waiting, the feedback policy, the ledgers' buckets, the quotas (a default quota,
 /// per-key quotas, a quota function) and fair shares. [`Budget::new`] takes it (and so does
-/// [`BudgetBuilder::build`]: the builder is this value), and another store (a shared one) can
-/// read every setting through its getters and take the same value.
+/// [`BudgetBuilder::build`]: the builder is this value); the shared Redis store takes the
+/// same value (`RedisStore::builder(url, settings)`, feature `redis`), and so does the SDK
+/// setup (`BedrockThrottle::builder().settings(settings)`, feature `sdk`), so a deployment
+/// moves from one store to another without restating its quotas, windows, margin, longest
+/// wait or feedback. A store refuses, with [`ConfigError::Unsupported`], a setting it does
+/// not implement rather than ignore it (the shared store has no fair shares, queue bound or
+/// ledger buckets of its own).
 ///
 /// Every setter sets one thing: none depends on another's order. The dimension setters
 /// ([`tokens`](Self::tokens), [`requests`](Self::requests),
@@ -48,6 +53,7 @@ const DAY_BUCKETS: u32 = 1_440;
 /// # let _ = budget;
 /// # Ok::<(), bedrock_throttle::budget::ConfigError>(())
 /// ```
+#[derive(Clone)]
 pub struct Settings<K> {
     /// What the dimension setters set (they win on their dimension).
     quota: Quota,
@@ -59,7 +65,8 @@ pub struct Settings<K> {
     quota_fn: Option<QuotaFn<K>>,
     max_wait: Option<Duration>,
     max_queue: Option<usize>,
-    margin: Duration,
+    /// `None`: not set (zero for the in-process store; the SDK setup has a default of its own).
+    margin: Option<Duration>,
     aimd: Option<Aimd>,
     fairness: Option<Fairness>,
     resolution: Option<Duration>,
@@ -88,7 +95,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Settings<K> {
             quota_fn: None,
             max_wait: None,
             max_queue: None,
-            margin: Duration::ZERO,
+            margin: None,
             aimd: Some(Aimd::default()),
             fairness: None,
             resolution: None,
@@ -130,9 +137,61 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Settings<K> {
         self.day
     }
 
-    /// The expiry margin.
+    /// The expiry margin (zero when not set).
     pub fn get_expiry_margin(&self) -> Duration {
+        self.margin.unwrap_or_default()
+    }
+
+    /// The expiry margin, if it was set (a store may have a default of its own).
+    #[cfg_attr(not(feature = "sdk"), allow(dead_code))]
+    pub(crate) fn expiry_margin_if_set(&self) -> Option<Duration> {
         self.margin
+    }
+
+    /// The name of the first setting only the in-process store implements (fair shares, a
+    /// bound on the queue, ledger buckets), if any is set: another store refuses them rather
+    /// than ignore them.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn in_process_only(&self) -> Option<&'static str> {
+        if self.fairness.is_some() {
+            Some("fairness")
+        } else if self.max_queue.is_some() {
+            Some("max_queue")
+        } else if self.resolution.is_some() {
+            Some("resolution")
+        } else if self.day_bucket.is_some() {
+            Some("day_bucket")
+        } else {
+            None
+        }
+    }
+
+    /// Refuses a zero limit in the default quota or a per-key quota.
+    pub(crate) fn check_quotas(&self) -> Result<(), ConfigError> {
+        if self.default_quota().zero_dimension().is_some()
+            || self.per_key.values().any(|q| q.zero_dimension().is_some())
+        {
+            return Err(ConfigError::ZeroLimit);
+        }
+        Ok(())
+    }
+
+    /// The per-key quotas (for a store that checks them).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn per_key_quotas(&self) -> impl Iterator<Item = &Quota> {
+        self.per_key.values()
+    }
+
+    /// The same settings with `f` as the only source of quotas (the per-key quotas and the
+    /// default dropped): a store that composes its own quota function from these settings'.
+    #[cfg_attr(not(any(feature = "sdk", feature = "redis")), allow(dead_code))]
+    pub(crate) fn with_quota_source(
+        mut self,
+        f: impl Fn(&K) -> Option<Quota> + Send + Sync + 'static,
+    ) -> Self {
+        self.per_key.clear();
+        self.quota_fn = Some(Arc::new(f));
+        self
     }
 
     /// The longest wait, if bounded.
@@ -252,7 +311,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Settings<K> {
     /// Extra time each entry counts beyond its window, to absorb clock skew and latency between
     /// the client's admission and the server's booking. Default zero.
     pub fn expiry_margin(mut self, margin: Duration) -> Self {
-        self.margin = margin;
+        self.margin = Some(margin);
         self
     }
 
@@ -289,6 +348,41 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Settings<K> {
         self
     }
 
+    /// Checks the settings without building a store: what [`build`](Self::build) refuses,
+    /// except the fairness configuration (checked as it is built).
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        if self.window.is_zero() || self.day.is_zero() {
+            return Err(ConfigError::ZeroWindow);
+        }
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        if self
+            .window
+            .max(self.day)
+            .saturating_add(self.get_expiry_margin())
+            > YEAR
+        {
+            return Err(ConfigError::WindowTooLong);
+        }
+        self.check_quotas()?;
+        if self.default_quota().is_unlimited() && self.quota_fn.is_none() && self.per_key.is_empty()
+        {
+            return Err(ConfigError::MissingLimit);
+        }
+        if let Some(aimd) = &self.aimd {
+            aimd.validate()?;
+        }
+        let (resolution, day_bucket) = self.get_buckets();
+        for (bucket, window) in [(resolution, self.window), (day_bucket, self.day)] {
+            if bucket.is_zero() {
+                return Err(ConfigError::ZeroBucket);
+            }
+            if bucket > window {
+                return Err(ConfigError::BucketAboveWindow { bucket, window });
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the configuration and builds the budget.
     ///
     /// # Errors
@@ -299,37 +393,13 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Settings<K> {
     /// limited quota nor a quota function is given, [`ConfigError::InvalidFactor`] for an AIMD
     /// factor out of range or NaN.
     pub fn build(self) -> Result<Budget<K>, ConfigError> {
+        self.check()?;
         let default_quota = self.default_quota();
-        if self.window.is_zero() || self.day.is_zero() {
-            return Err(ConfigError::ZeroWindow);
-        }
-        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-        if self.window.max(self.day).saturating_add(self.margin) > YEAR {
-            return Err(ConfigError::WindowTooLong);
-        }
-        if default_quota.zero_dimension().is_some()
-            || self.per_key.values().any(|q| q.zero_dimension().is_some())
-        {
-            return Err(ConfigError::ZeroLimit);
-        }
-        if default_quota.is_unlimited() && self.quota_fn.is_none() && self.per_key.is_empty() {
-            return Err(ConfigError::MissingLimit);
-        }
-        if let Some(aimd) = &self.aimd {
-            aimd.validate()?;
-        }
+        let margin = self.get_expiry_margin();
         let resolution = self
             .resolution
             .unwrap_or(DEFAULT_RESOLUTION.min(self.window));
         let day_bucket = self.day_bucket.unwrap_or(self.day / DAY_BUCKETS);
-        for (bucket, window) in [(resolution, self.window), (day_bucket, self.day)] {
-            if bucket.is_zero() {
-                return Err(ConfigError::ZeroBucket);
-            }
-            if bucket > window {
-                return Err(ConfigError::BucketAboveWindow { bucket, window });
-            }
-        }
         let fair = self
             .fairness
             .map(Fairness::build)
@@ -342,7 +412,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Settings<K> {
                 per_key: self.per_key,
                 quota_fn: self.quota_fn,
                 config: Arc::new(
-                    KeyConfig::new(self.window, self.day, self.margin, self.aimd, fair)
+                    KeyConfig::new(self.window, self.day, margin, self.aimd, fair)
                         .with_bounds(self.max_wait, self.max_queue)
                         .with_buckets(resolution, day_bucket.max(Duration::from_nanos(1))),
                 ),

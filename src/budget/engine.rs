@@ -18,7 +18,7 @@ use super::key::{Arrival, Begin, KeyShared, KeyState};
 use super::permit::Permit;
 use super::queue::Ticket;
 use super::quota::{Dimension, Quota};
-use super::scoped::{MAX_SCOPES, ScopeSet, ScopedPoll, ScopedWait, Scopes};
+use super::scoped::{ScopeSet, ScopedPoll, ScopedWait, Scopes};
 use super::stats::KeyStats;
 use crate::classify::ThrottleCause;
 
@@ -214,22 +214,32 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Budget<K> {
         // One clock read per admission.
         let now = Instant::now();
         loop {
-            let mut keys = Vec::with_capacity(MAX_SCOPES);
-            for (scope, key) in scopes.iter().enumerate() {
-                match self.lookup(key, None) {
-                    Some(shared) => keys.push((scope, shared)),
-                    // The first scope may be without a limit (a model without a quota): it is
-                    // not charged, as a key without a limit never is.
-                    None if scope == 0 => {}
-                    None => {
-                        return Started::Ready(Err(AdmissionError::ScopeWithoutQuota { scope }));
+            // One epoch guard for every lookup; each key is hashed once.
+            let mut set = ScopeSet::new();
+            {
+                let map = self.inner.keys.pin();
+                for (scope, key) in scopes.iter().enumerate() {
+                    let found = match map.get(key) {
+                        Some(shared) => Some(Arc::clone(shared)),
+                        None => self.insert(key, None),
+                    };
+                    match found {
+                        Some(shared) => set.push(scope, shared),
+                        // The first scope may be without a limit (a model without a quota): it
+                        // is not charged, as a key without a limit never is.
+                        None if scope == 0 => {}
+                        None => {
+                            return Started::Ready(Err(AdmissionError::ScopeWithoutQuota {
+                                scope,
+                            }));
+                        }
                     }
                 }
             }
-            if keys.is_empty() {
+            if set.is_empty() {
                 return Started::Ready(Ok(Permit::free(tokens, now)));
             }
-            match ScopeSet::new(keys).begin(tokens, now, waker, class) {
+            match set.begin(tokens, now, waker, class) {
                 Some(ScopedPoll::Admitted(permit)) => return Started::Ready(Ok(permit)),
                 Some(ScopedPoll::Failed(error)) => return Started::Ready(Err(error)),
                 Some(ScopedPoll::Queued(wait)) => return Started::Scoped(Box::new(wait)),

@@ -231,6 +231,15 @@ pub enum ConfigError {
     /// A fairness setting changed on a budget built without
     /// [`fairness`](super::BudgetBuilder::fairness).
     NotFair,
+    /// A [`Settings`](super::Settings) value sets something that the store it is given to
+    /// does not implement (the shared store has no fair shares, queue bound or ledger buckets
+    /// of its own): refused rather than ignored.
+    Unsupported {
+        /// The setting, as its setter is named.
+        setting: &'static str,
+        /// The store.
+        store: &'static str,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -244,6 +253,11 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::WindowTooLong => f.write_str(
                 "a window (plus expiry margin) longer than a year: check the unit of the duration",
+            ),
+            ConfigError::Unsupported { setting, store } => write!(
+                f,
+                "the {store} store does not implement `{setting}`: leave it out of the settings \
+                 given to that store"
             ),
             ConfigError::ZeroBucket => f.write_str(
                 "a ledger bucket of zero length would keep one entry per admission: give a \

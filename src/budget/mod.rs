@@ -122,11 +122,10 @@
 //! function that returns a new value per request cannot grow memory without bound. A tracked
 //! tenant with one waiter costs a few hundred bytes (`benches/memory.rs`).
 //!
-//! **With a shared store** (a fleet behind one quota), the window guarantee is the store's, and
-//! fairness holds within each process's admissions: each process orders its own waiters, and
-//! the store admits whoever of each process asks first. Fleet-wide weighted shares would need
-//! the tags in the store; a tenant pinned to one process (sticky routing) gets its share of
-//! that process.
+//! **With a shared store** (a fleet behind one quota), the window guarantee is the store's,
+//! and fair shares are not implemented: the Redis store serves each process's waiters FIFO,
+//! and refuses [settings](Settings) with fairness ([`ConfigError::Unsupported`]) rather than
+//! admit FIFO silently. Fleet-wide weighted shares would need the tags in the store.
 //!
 //! ```
 //! use bedrock_throttle::budget::{Budget, Class, Fairness, Lane};
@@ -307,6 +306,12 @@
 //! operations that synchronise across cores: entering and leaving the map's epoch guard, taking
 //! and dropping the permit's reference, locking and unlocking the key. `benches/engine.rs`
 //! measures them against governor and tower; the numbers are in `BENCHMARKS.md`.
+//!
+//! A request of several [scopes](#scopes) pays those per-key costs for each of its keys (a
+//! probe under one epoch guard for all of them, a reference, a lock and its release, an entry
+//! per limited dimension) and one clock read for all; its set of keys, their lock order, the
+//! held locks and the permit's references are inline arrays of at most [`MAX_SCOPES`], so it
+//! allocates nothing either (`tests/admission_allocs.rs` counts the allocations of both paths).
 //!
 //! The key's hash is [foldhash](https://docs.rs/foldhash) (`foldhash::fast::RandomState`), seeded
 //! at random for each budget: about 1 ns for a small key where the standard library's SipHash

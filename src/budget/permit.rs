@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use super::key::KeyShared;
 use super::queue::Account;
 use super::quota::Dimension;
+use super::scoped::MAX_SCOPES;
 use super::store::StorePermit;
 use crate::classify::ThrottleCause;
 
@@ -53,7 +54,7 @@ enum Holder {
     /// A charge on several keys of the in-process store (a request of several scopes), all at
     /// one offset; the first is the primary (whose account a fair settlement corrects).
     Scoped {
-        keys: Box<[Arc<KeyShared>]>,
+        keys: [Option<Arc<KeyShared>>; MAX_SCOPES],
         at: u64,
     },
     /// A charge in another store.
@@ -76,7 +77,7 @@ impl Permit {
     }
 
     pub(crate) fn scoped(
-        keys: Box<[Arc<KeyShared>]>,
+        keys: [Option<Arc<KeyShared>>; MAX_SCOPES],
         reserved: u64,
         at: u64,
         account: Option<Account>,
@@ -217,7 +218,7 @@ impl Permit {
         }
         match &self.holder {
             Holder::Charged { shared, .. } => shared.expect_debt(extra),
-            Holder::Scoped { keys, .. } => keys.iter().for_each(|k| k.expect_debt(extra)),
+            Holder::Scoped { keys, .. } => keys.iter().flatten().for_each(|k| k.expect_debt(extra)),
             Holder::Store(_) | Holder::Free(_) | Holder::Settled => return,
         }
         self.expected_debt = self.expected_debt.saturating_add(extra);
@@ -234,7 +235,7 @@ impl Permit {
         match &self.holder {
             Holder::Free(at) => *at,
             Holder::Charged { shared, at } => shared.config().instant(*at),
-            Holder::Scoped { keys, at } => match keys.first() {
+            Holder::Scoped { keys, at } => match keys.iter().flatten().next() {
                 Some(shared) => shared.config().instant(*at),
                 None => Instant::now(),
             },
@@ -263,7 +264,7 @@ impl Permit {
             // day" reaches the scopes that limit tokens per day (an account's), and a scope
             // that does not limit the dimension ignores it.
             Holder::Scoped { keys, at } => {
-                for shared in keys.iter() {
+                for shared in keys.iter().flatten() {
                     shared.throttled_now(dims, *at, self.reserved);
                 }
             }
@@ -338,7 +339,7 @@ impl Permit {
             }
             Holder::Scoped { keys, at } => {
                 if refund > 0 || debt > 0 || expected > 0 {
-                    for (i, shared) in keys.iter().enumerate() {
+                    for (i, shared) in keys.iter().flatten().enumerate() {
                         let account = if i == 0 { self.account.as_ref() } else { None };
                         shared.settle(at, refund, debt, account, expected);
                     }

@@ -15,6 +15,10 @@
 //! when it is first on every one of its keys and fits on every dimension of every key: all are
 //! charged at one instant.
 //!
+//! Nothing of this is allocated per request: the states, their lock order, the held locks
+//! and the permit's references are inline arrays of at most [`MAX_SCOPES`], each key is looked
+//! up once (one hash, under one epoch guard for all of them) and locked once per step.
+//!
 //! **No deadlock.** Among gates, the one with the smallest sequence is first on all of its keys
 //! (every gate on those keys came later), and fitting is monotone in time (entries expire,
 //! limits recover), so it is admitted; by induction every gate is. A key's own waiters wait
@@ -122,9 +126,8 @@ impl<K> Scopes<K> {
         if self.overflow {
             return Err(AdmissionError::TooManyScopes { max: MAX_SCOPES });
         }
-        let keys: Vec<&K> = self.iter().collect();
-        for (i, k) in keys.iter().enumerate() {
-            if keys[..i].contains(k) {
+        for (i, k) in self.iter().enumerate() {
+            if self.iter().take(i).any(|earlier| earlier == k) {
                 return Err(AdmissionError::DuplicateScope { scope: i });
             }
         }
@@ -138,14 +141,39 @@ impl<K> From<K> for Scopes<K> {
     }
 }
 
-/// The states of a request's scopes that have a quota, in the request's order (the first is
-/// the primary), and the order in which they are locked.
+/// The states of a request's scopes that have a quota, kept inline (a request of several
+/// scopes allocates nothing to be admitted), in the one lock order of every set: by the
+/// address of the state.
 #[derive(Debug)]
 pub(crate) struct ScopeSet {
-    /// `(index of the scope in the request, its state)`.
-    keys: Vec<(usize, Arc<KeyShared>)>,
-    /// Indices into `keys`, by the address of the state: the one lock order of every set.
-    order: Vec<usize>,
+    /// `(index of the scope in the request, its state)`, the first `len` set, in lock order.
+    keys: [Option<(usize, Arc<KeyShared>)>; MAX_SCOPES],
+    len: usize,
+    /// The position in `keys` of the primary: the request's first scope with a quota.
+    primary: usize,
+}
+
+/// The locks of a [`ScopeSet`], held, in its order.
+struct Locked<'a> {
+    guards: [Option<MutexGuard<'a, KeyState>>; MAX_SCOPES],
+}
+
+impl Locked<'_> {
+    fn iter(&self) -> impl Iterator<Item = &KeyState> {
+        self.guards.iter().flatten().map(|g| &**g)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut KeyState> {
+        self.guards.iter_mut().flatten().map(|g| &mut **g)
+    }
+
+    /// The state at position `i` of the set (`i` is below its length).
+    fn at(&mut self, i: usize) -> &mut KeyState {
+        match self.guards.get_mut(i).and_then(Option::as_deref_mut) {
+            Some(state) => state,
+            None => unreachable!("a position of the set is locked"),
+        }
+    }
 }
 
 /// A request of several scopes, waiting.
@@ -173,58 +201,113 @@ pub(crate) enum ScopedPoll {
 }
 
 impl ScopeSet {
-    pub(crate) fn new(keys: Vec<(usize, Arc<KeyShared>)>) -> Self {
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_by_key(|&i| Arc::as_ptr(&keys[i].1) as usize);
-        ScopeSet { keys, order }
+    /// No state yet.
+    pub(crate) fn new() -> Self {
+        ScopeSet {
+            keys: [None, None, None, None],
+            len: 0,
+            primary: 0,
+        }
+    }
+
+    /// Adds the state of the request's scope `scope` (scopes come in the request's order).
+    pub(crate) fn push(&mut self, scope: usize, shared: Arc<KeyShared>) {
+        debug_assert!(self.len < MAX_SCOPES, "at most MAX_SCOPES scopes");
+        if let Some(slot) = self.keys.get_mut(self.len) {
+            *slot = Some((scope, shared));
+            self.len += 1;
+        }
+    }
+
+    /// Whether no scope has a quota.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Puts the states in lock order and finds the primary.
+    fn seal(&mut self) {
+        let keys = &mut self.keys[..self.len];
+        keys.sort_unstable_by_key(|k| k.as_ref().map(|(_, s)| Arc::as_ptr(s) as usize));
+        self.primary = keys
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, k)| k.as_ref().map(|(scope, _)| *scope))
+            .map_or(0, |(i, _)| i);
+    }
+
+    /// `(scope index, state)`, in lock order.
+    fn states(&self) -> impl Iterator<Item = &(usize, Arc<KeyShared>)> {
+        self.keys.iter().flatten()
+    }
+
+    /// The primary's state.
+    fn primary(&self) -> &KeyShared {
+        match &self.keys[self.primary] {
+            Some((_, shared)) => shared,
+            None => unreachable!("the primary is set"),
+        }
     }
 
     fn config(&self) -> &KeyConfig {
-        self.keys[0].1.config()
+        self.primary().config()
     }
 
-    /// Locks every key, in the one canonical order; the guards come back in the request's
-    /// order.
-    fn lock_all(&self) -> Vec<MutexGuard<'_, KeyState>> {
-        let mut slots: Vec<Option<MutexGuard<'_, KeyState>>> =
-            (0..self.keys.len()).map(|_| None).collect();
-        for &i in &self.order {
-            slots[i] = Some(self.keys[i].1.lock());
+    /// Locks every key, in the one canonical order.
+    fn lock_all(&self) -> Locked<'_> {
+        let mut guards = [None, None, None, None];
+        for (slot, (_, shared)) in guards.iter_mut().zip(self.states()) {
+            *slot = Some(shared.lock());
         }
-        slots.into_iter().flatten().collect()
+        Locked { guards }
     }
 
-    /// The refusal of a cost above one scope's whole limit.
-    fn above_limit(
-        &self,
-        guards: &[MutexGuard<'_, KeyState>],
-        tokens: u64,
-    ) -> Option<AdmissionError> {
-        self.keys.iter().zip(guards).find_map(|((scope, _), g)| {
-            match g.dims.above_limit(tokens)? {
+    /// The states for a permit: the primary first (a fair settlement corrects its account).
+    fn permit_keys(&self) -> [Option<Arc<KeyShared>>; MAX_SCOPES] {
+        let mut out = [None, None, None, None];
+        let rest = self
+            .states()
+            .enumerate()
+            .filter(|&(i, _)| i != self.primary)
+            .map(|(_, (_, s))| s);
+        let primary = self.keys[self.primary].as_ref().map(|(_, s)| s);
+        for (slot, shared) in out.iter_mut().zip(primary.into_iter().chain(rest)) {
+            *slot = Some(Arc::clone(shared));
+        }
+        out
+    }
+
+    /// The states for a permit, moved out of the set: the primary first.
+    fn into_permit_keys(self) -> [Option<Arc<KeyShared>>; MAX_SCOPES] {
+        let mut keys = self.keys;
+        keys.swap(0, self.primary);
+        keys.map(|k| k.map(|(_, shared)| shared))
+    }
+
+    /// The refusal of a cost above one scope's whole limit (the first such scope of the
+    /// request).
+    fn above_limit(&self, guards: &Locked<'_>, tokens: u64) -> Option<AdmissionError> {
+        self.states()
+            .zip(guards.iter())
+            .filter_map(|((scope, _), g)| Some((*scope, g.dims.above_limit(tokens)?)))
+            .min_by_key(|(scope, _)| *scope)
+            .map(|(scope, error)| match error {
                 AdmissionError::CostAboveLimit {
                     dimension,
                     cost,
                     limit,
-                } => Some(AdmissionError::ScopeAboveLimit {
-                    scope: *scope,
+                } => AdmissionError::ScopeAboveLimit {
+                    scope,
                     dimension,
                     cost,
                     limit,
-                }),
-                other => Some(other),
-            }
-        })
+                },
+                other => other,
+            })
     }
 
     /// Charges `tokens` on every key at one offset: the latest of `now` and every key's latest
     /// booking.
-    fn charge(
-        config: &KeyConfig,
-        guards: &mut [MutexGuard<'_, KeyState>],
-        now: u64,
-        tokens: u64,
-    ) -> u64 {
+    fn charge(config: &KeyConfig, guards: &mut Locked<'_>, now: u64, tokens: u64) -> u64 {
         let at = guards.iter().map(|g| g.dims.latest()).fold(now, u64::max);
         for g in guards.iter_mut() {
             g.dims.charge(config, at, tokens);
@@ -235,12 +318,13 @@ impl ScopeSet {
     /// The first step of an admission: admitted, refused, or queued in the primary's queue.
     /// `None` if a state was evicted meanwhile (the caller looks the keys up again).
     pub(crate) fn begin(
-        self,
+        mut self,
         tokens: u64,
         now: Instant,
         waker: Option<&Waker>,
         class: &Class,
     ) -> Option<ScopedPoll> {
+        self.seal();
         let config = self.config();
         let now = config.offset(now);
         let mut guards = self.lock_all();
@@ -255,7 +339,7 @@ impl ScopeSet {
             let at = config.instant(now);
             return Some(ScopedPoll::Admitted(super::Permit::free(tokens, at)));
         }
-        for ((_, shared), g) in self.keys.iter().zip(guards.iter_mut()) {
+        for ((_, shared), g) in self.states().zip(guards.iter_mut()) {
             g.dims.expire(config, now);
             if g.has_waiters() {
                 shared.drain(g, now, false);
@@ -267,32 +351,33 @@ impl ScopeSet {
         {
             let at = Self::charge(config, &mut guards, now, tokens);
             if config.fair.as_ref().is_some_and(|f| f.has_minimums()) {
-                self.keys[0]
-                    .1
-                    .record_lane(&mut guards[0], class, at, tokens, now);
+                self.primary()
+                    .record_lane(guards.at(self.primary), class, at, tokens, now);
             }
             drop(guards);
             return Some(ScopedPoll::Admitted(super::Permit::scoped(
-                self.keys.into_iter().map(|(_, s)| s).collect(),
+                self.into_permit_keys(),
                 tokens,
                 at,
                 None,
             )));
         }
         // Queue in the primary's discipline.
-        let share = guards[0].dims.share(config, now);
-        let primary = guards[0]
+        let p = self.primary;
+        let share = guards.at(p).dims.share(config, now);
+        let primary = guards
+            .at(p)
             .waiting
             .get_or_insert_with(|| Box::new(Waiting::new(config)));
         let flow = primary.discipline.enter(class);
         let depth = primary.discipline.depth(flow);
-        let estimate = |guards: &[MutexGuard<'_, KeyState>]| {
+        let estimate = |guards: &Locked<'_>| {
             let mut latest = now;
             for (i, g) in guards.iter().enumerate() {
                 let mut ahead: Vec<u64> = Vec::new();
                 if let Some(w) = g.waiting.as_deref() {
                     ahead.extend(w.gates.iter().map(|g| g.cost));
-                    if i == 0 {
+                    if i == p {
                         ahead.extend(w.discipline.ahead(flow, None, share));
                     }
                 }
@@ -324,7 +409,7 @@ impl ScopeSet {
         } else {
             None
         };
-        let Some(primary) = guards[0].waiting.as_deref_mut() else {
+        let Some(primary) = guards.at(p).waiting.as_deref_mut() else {
             unreachable!("allocated above");
         };
         if let Some(error) = refused {
@@ -339,7 +424,7 @@ impl ScopeSet {
         tracing::debug!(
             tokens,
             depth,
-            scopes = self.keys.len(),
+            scopes = self.len,
             "admission of several scopes waits"
         );
         drop(guards);
@@ -361,8 +446,8 @@ impl ScopedWait {
         let now = config.offset(now);
         let mut guards = set.lock_all();
         if self.gate.is_none() {
-            let primary = &set.keys[0].1;
-            let state = &mut *guards[0];
+            let primary = set.primary();
+            let state = guards.at(set.primary);
             match state.take_outcome(self.ticket.seq) {
                 Some(Verdict::Failed(error)) => return ScopedPoll::Failed(error),
                 Some(Verdict::Granted { .. }) => {
@@ -466,7 +551,7 @@ impl ScopedWait {
         }
         if guards.iter_mut().all(|g| g.dims.fits(config, now, tokens)) {
             let at = ScopeSet::charge(config, &mut guards, now, tokens);
-            for ((_, shared), g) in set.keys.iter().zip(guards.iter_mut()) {
+            for ((_, shared), g) in set.states().zip(guards.iter_mut()) {
                 if let Some(waiting) = g.waiting.as_deref_mut() {
                     waiting.remove_gate(seq);
                 }
@@ -475,14 +560,14 @@ impl ScopedWait {
             self.gate = None;
             drop(guards);
             return ScopedPoll::Admitted(super::Permit::scoped(
-                set.keys.iter().map(|(_, s)| Arc::clone(s)).collect(),
+                set.permit_keys(),
                 tokens,
                 at,
                 self.account.take(),
             ));
         }
         let mut at = now;
-        for g in &guards {
+        for g in guards.iter() {
             match g.dims.schedule(config, now, std::iter::empty(), tokens) {
                 Some(t) => at = at.max(t),
                 None => return lost(),
@@ -503,7 +588,7 @@ impl ScopedWait {
             if let Some(w) = g.waiting.as_deref() {
                 let mine = self.gate.unwrap_or(u64::MAX);
                 ahead.extend(w.gates.iter().take_while(|g| g.seq < mine).map(|g| g.cost));
-                if i == 0 && self.gate.is_none() {
+                if i == self.set.primary && self.gate.is_none() {
                     let share = g.dims.share(config, now);
                     ahead.extend(w.discipline.ahead(
                         self.ticket.flow,
@@ -537,12 +622,12 @@ fn leave(
     set: &ScopeSet,
     gate: &mut Option<u64>,
     ticket: Ticket,
-    guards: &mut [MutexGuard<'_, KeyState>],
+    guards: &mut Locked<'_>,
     now: u64,
 ) {
     match gate.take() {
         Some(seq) => {
-            for ((_, shared), g) in set.keys.iter().zip(guards.iter_mut()) {
+            for ((_, shared), g) in set.states().zip(guards.iter_mut()) {
                 if let Some(waiting) = g.waiting.as_deref_mut() {
                     waiting.remove_gate(seq);
                 }
@@ -550,12 +635,9 @@ fn leave(
             }
         }
         None => {
-            let Some(state) = guards.first_mut() else {
-                return;
-            };
-            let state = &mut **state;
+            let state = guards.at(set.primary);
             if state.take_outcome(ticket.seq).is_none() {
-                set.keys[0].1.remove_waiter(state, ticket, now);
+                set.primary().remove_waiter(state, ticket, now);
             }
         }
     }

@@ -159,3 +159,46 @@ async fn a_burst_of_waiters_gives_its_queue_memory_back() {
     assert_eq!(len, 0);
     assert!(capacity <= super::queue::KEEP_CAPACITY);
 }
+
+/// Every order of `0..n`.
+fn orders(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut out = Vec::new();
+    for rest in orders(n - 1) {
+        for i in 0..=rest.len() {
+            let mut order = rest.clone();
+            order.insert(i, n - 1);
+            out.push(order);
+        }
+    }
+    out
+}
+
+/// Issue 16: no setter of the one settings value depends on another's order.
+#[test]
+fn settings_setters_do_not_depend_on_their_order() {
+    use crate::budget::{Quota, Settings};
+    type Setter = Box<dyn Fn(Settings<&'static str>) -> Settings<&'static str>>;
+    let setters: Vec<Setter> = vec![
+        Box::new(|s| s.quota(Quota::requests(50).with_tokens(1))),
+        Box::new(|s| s.tokens(100_000)),
+        Box::new(|s| s.window(Duration::from_secs(10))),
+        Box::new(|s| s.day(Duration::from_secs(3_600))),
+        Box::new(|s| s.expiry_margin(Duration::from_millis(5))),
+        Box::new(|s| s.max_wait(Duration::from_secs(1))),
+        Box::new(|s| s.quota_for("k", Quota::tokens(5))),
+    ];
+    let seen: Vec<String> = orders(setters.len())
+        .into_iter()
+        .map(|order| {
+            let settings = order.iter().fold(Settings::new(), |s, &i| setters[i](s));
+            let quotas = (settings.default_quota(), settings.quota_of(&"k"));
+            let built = format!("{:?}", Budget::new(settings.clone()));
+            format!("{settings:?} {quotas:?} {built}")
+        })
+        .collect();
+    assert_eq!(seen.len(), 5_040);
+    assert!(seen.iter().all(|s| *s == seen[0]), "{}", seen[0]);
+}

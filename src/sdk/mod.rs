@@ -40,7 +40,7 @@
 //! Every attempt inside the stack resends the same signed request, which AWS accepts for
 //! 5 minutes after signing. A request may wait for admission longer than that (a long backlog;
 //! only the caller's own deadline, the SDK's operation timeout, or a
-//! [`max_wait`](BedrockThrottleBuilder::max_wait) the user sets, ends a wait). When its
+//! [`max_wait`](crate::budget::Settings::max_wait) the user sets, ends a wait). When its
 //! signature is about to expire (30 s before, [`signature_margin`](BedrockThrottleBuilder::signature_margin)),
 //! the attempt leaves the queue with [`LeftQueue`](crate::admit::LeftQueue), KEEPING ITS PLACE
 //! under the SDK's `amz-sdk-invocation-id` (the same on every attempt of one operation); the
@@ -58,7 +58,7 @@
 //! is never re-signed or cut at five minutes. A key does not reveal its account: account-wide
 //! limits need the account named in configuration.
 //!
-//! A wait longer than a [`max_wait`](BedrockThrottleBuilder::max_wait), or a retry deadline the
+//! A wait longer than a [`max_wait`](crate::budget::Settings::max_wait), or a retry deadline the
 //! signature cannot cover, reach the SDK as `ConnectorError::other(_, Some(ErrorKind::ThrottlingError))`;
 //! a request larger than the whole quota as `Some(ErrorKind::ClientError)`.
 //!

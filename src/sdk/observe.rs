@@ -108,8 +108,8 @@ impl Observe<BedrockKey> for ThrottleObserver {
 /// burndown, the rate that would fit is the table's scaled by `configured / learned`.
 fn learned_limit_message(model: &str, configured: u64, learned: u64, burndown: u64) -> String {
     // Rounded up: the smallest whole burndown at which the configured quota is what was held.
-    let fitting = (u128::from(burndown) * u128::from(configured))
-        .div_ceil(u128::from(learned.max(1)));
+    let fitting =
+        (u128::from(burndown) * u128::from(configured)).div_ceil(u128::from(learned.max(1)));
     format!(
         "configured {configured} tokens per window, the server held {learned} (the limit \
          learned from its throttles): your quota is lower than configured, another consumer \
@@ -197,12 +197,8 @@ impl BedrockThrottle {
                 (key.limits.configured.tokens, key.limits.effective.tokens)
                 && learned < configured
             {
-                key.warnings.push(learned_limit_message(
-                    model,
-                    configured,
-                    learned,
-                    burndown,
-                ));
+                key.warnings
+                    .push(learned_limit_message(model, configured, learned, burndown));
             }
             if key.throttles.contains_key("tokens") {
                 let bedrock_key = BedrockKey::new(region.as_str(), model.as_str());

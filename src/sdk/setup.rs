@@ -20,7 +20,7 @@ use super::connector::{DEFAULT_SIGNATURE_MARGIN, LayeredHttpClient, SIGNATURE_VA
 use super::observe::{ResignHandBack, RetryCounts, ThrottleObserver};
 use crate::admit::{AdmissionLayer, LeftQueue};
 use crate::bedrock::{Bedrock, BedrockKey, BedrockResponseLayer};
-use crate::budget::{Budget, ConfigError, Fairness, Quota, Settings};
+use crate::budget::{Budget, ConfigError, Quota, Settings};
 use crate::quotas::AppliedQuotas;
 use crate::report::CapacityRecorder;
 use crate::retry::{Backoff, RetryBudget, ThrottleRetryLayer};
@@ -181,11 +181,9 @@ fn warn_unquoted(
 pub struct BedrockThrottleBuilder {
     bedrock: Bedrock,
     quotas: HashMap<String, Quota>,
-    default_quota: Quota,
-    window: Duration,
-    day: Duration,
-    max_wait: Option<Duration>,
-    expiry_margin: Option<Duration>,
+    /// What every store shares: window, day, margin, max wait, feedback, fairness, and the
+    /// quotas of models without a quota of their own.
+    settings: Settings<BedrockKey>,
     max_attempts: NonZeroU32,
     backoff: Backoff,
     retry_budget: Option<RetryBudget>,
@@ -197,7 +195,6 @@ pub struct BedrockThrottleBuilder {
     report_windows: usize,
     metrics: bool,
     observed: Vec<String>,
-    fairness: Option<Fairness>,
     /// The account and its daily tokens across every model (`None`: the applied quota's).
     account: Option<(Arc<str>, Option<u64>)>,
     #[cfg(feature = "redis")]
@@ -207,13 +204,12 @@ pub struct BedrockThrottleBuilder {
     redis_outage: Option<crate::store::Outage>,
 }
 
-/// Where the shared store is and how it behaves in an outage.
+/// Where the shared store is.
 #[cfg(feature = "redis")]
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct RedisSettings {
     urls: Vec<String>,
     cluster: bool,
-    outage: crate::store::Outage,
 }
 
 impl Default for BedrockThrottleBuilder {
@@ -221,11 +217,7 @@ impl Default for BedrockThrottleBuilder {
         Self {
             bedrock: Bedrock::new(),
             quotas: HashMap::new(),
-            default_quota: Quota::default(),
-            window: Duration::from_secs(60),
-            day: crate::budget::DAY,
-            max_wait: None,
-            expiry_margin: None,
+            settings: Settings::new(),
             max_attempts: crate::bedrock::error::RECOMMENDED_ATTEMPTS,
             backoff: Backoff::default(),
             retry_budget: None,
@@ -241,7 +233,6 @@ impl Default for BedrockThrottleBuilder {
             redis: None,
             #[cfg(feature = "redis")]
             redis_outage: None,
-            fairness: None,
             account: None,
         }
     }
@@ -263,10 +254,45 @@ impl BedrockThrottleBuilder {
         self
     }
 
-    /// The quota of every model without its own [`quota`](Self::quota). Default: none (such
-    /// models pass unlimited; the retry layer still handles their throttles).
-    pub fn default_quota(mut self, quota: Quota) -> Self {
-        self.default_quota = quota;
+    /// What every store of the setup shares, in one value (as [`Budget::new`] and the shared
+    /// store take it): the [window](Settings::window) (60 s for real Bedrock; shorter for a
+    /// scaled emulator), the [day](Settings::day), the [expiry margin](Settings::expiry_margin),
+    /// the [longest wait](Settings::max_wait), the [feedback policy](Settings::aimd),
+    /// [fair shares](Settings::fairness) (in-process store only), and the quota of every model without a
+    /// [`quota`](Self::quota) of its own or an applied one ([`Settings::quota`],
+    /// [`Settings::quota_for`] or [`Settings::quota_fn`] on its [`BedrockKey`]; default: none,
+    /// such models pass unlimited and the retry layer still handles their throttles).
+    ///
+    /// Setup defaults where the settings say nothing: no bound on waiting, so a long backlog
+    /// completes (the caller's own deadline, the SDK's operation timeout, ends a wait; a wait
+    /// longer than a signature's validity is fine: the request is re-signed and keeps its
+    /// place); an expiry margin of 1/60 of the window (1 s per minute), at least 25 ms, to
+    /// cover the delay between our admission and the server's. The account's daily quota is
+    /// [`account_daily_quota`](Self::account_daily_quota)'s, not the settings'. A request's
+    /// fair-share class comes from the [`Bedrock`] protocol ([`Bedrock::tenant_header`],
+    /// [`Bedrock::lane_header`], [`Bedrock::service_tier_lanes`]); weights and minimums change
+    /// at run time through [`BedrockThrottle::budget`].
+    ///
+    /// Replaces the settings given before; it does not touch any other setter of this builder.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bedrock_throttle::budget::{Quota, Settings};
+    /// use bedrock_throttle::sdk::BedrockThrottle;
+    ///
+    /// let throttle = BedrockThrottle::builder()
+    ///     .quota("anthropic.claude-3-haiku-20240307-v1:0", Quota::tokens(200_000))
+    ///     .settings(
+    ///         Settings::new()
+    ///             .quota(Quota::tokens(50_000))
+    ///             .max_wait(Duration::from_secs(30)),
+    ///     )
+    ///     .build()?;
+    /// # let _ = throttle;
+    /// # Ok::<(), bedrock_throttle::sdk::SetupError>(())
+    /// ```
+    pub fn settings(mut self, settings: Settings<BedrockKey>) -> Self {
+        self.settings = settings;
         self
     }
 
@@ -301,37 +327,6 @@ impl BedrockThrottleBuilder {
         self
     }
 
-    /// The quota window: 60 s for real Bedrock (the default); shorter for a scaled emulator.
-    pub fn window(mut self, window: Duration) -> Self {
-        self.window = window;
-        self
-    }
-
-    /// The window of the tokens-per-day limits: 24 hours for real Bedrock (the default);
-    /// shorter for a scaled emulator.
-    pub fn day(mut self, day: Duration) -> Self {
-        self.day = day;
-        self
-    }
-
-    /// The longest a request may wait for admission before it fails at once with the computed
-    /// wait ([`AdmissionError::WaitTooLong`](crate::budget::AdmissionError::WaitTooLong)).
-    /// Default: no bound, so a long backlog completes; the caller's own deadline (the SDK's
-    /// operation timeout) ends a wait. A wait longer than a signature's validity is fine: the
-    /// request is re-signed and keeps its place.
-    pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = Some(max_wait);
-        self
-    }
-
-    /// Extra time each admission counts against the window, to cover the delay between our
-    /// admission and the server's (network, queues). Default: 1/60 of the window (1 s per minute),
-    /// at least 25 ms.
-    pub fn expiry_margin(mut self, margin: Duration) -> Self {
-        self.expiry_margin = Some(margin);
-        self
-    }
-
     /// Attempts per call inside the stack, first included (default 6: the first and five
     /// retries, as AWS advises for Bedrock since late 2026).
     pub fn max_attempts(mut self, attempts: NonZeroU32) -> Self {
@@ -354,7 +349,8 @@ impl BedrockThrottleBuilder {
     /// No retry starts inside the stack after this long from the first attempt (default 240 s),
     /// not counting the time attempts waited for admission: a call that waited its turn and
     /// then met one throttle is still retried (the waits have their own bounds:
-    /// [`max_wait`](Self::max_wait) and the signature window).
+    /// [`max_wait`](Settings::max_wait) in the [`settings`](Self::settings), and the signature
+    /// window).
     pub fn retry_deadline(mut self, deadline: Duration) -> Self {
         self.retry_deadline = deadline;
         self
@@ -423,31 +419,30 @@ impl BedrockThrottleBuilder {
 
     /// Shares every model's quota with the other processes that use the same Redis (or Valkey)
     /// at `url` (`redis://host:port`): the store is a [`RedisStore`](crate::store::RedisStore)
-    /// instead of the in-process budget, with the same quotas, window, margin and max wait.
-    /// It connects at the first request; [`BedrockThrottle::store`] gives it, to check it at
-    /// start ([`RedisStore::ready`](crate::store::RedisStore::ready)) or read its health.
+    /// instead of the in-process budget, with the same quotas and [`settings`](Self::settings)
+    /// (those only the in-process store implements, such as fair shares, are refused at
+    /// [`build`](Self::build)). It connects at the first request; [`BedrockThrottle::store`]
+    /// gives it, to check it at start
+    /// ([`RedisStore::ready`](crate::store::RedisStore::ready)) or read its health. It says
+    /// where the shared store is, as [`redis_cluster`](Self::redis_cluster) does: the later of
+    /// the two replaces the earlier.
     #[cfg(feature = "redis")]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
-        let settings = self.redis.get_or_insert(RedisSettings {
-            urls: Vec::new(),
+        self.redis = Some(RedisSettings {
+            urls: vec![url.into()],
             cluster: false,
-            outage: crate::store::Outage::FailClosed,
         });
-        settings.urls = vec![url.into()];
-        settings.cluster = false;
         self
     }
 
-    /// As [`redis`](Self::redis), for a Redis Cluster given by its seed nodes.
+    /// As [`redis`](Self::redis), for a Redis Cluster given by its seed nodes (the later of
+    /// `redis` and `redis_cluster` replaces the earlier).
     #[cfg(feature = "redis")]
     pub fn redis_cluster<I: IntoIterator<Item = S>, S: Into<String>>(mut self, nodes: I) -> Self {
-        let settings = self.redis.get_or_insert(RedisSettings {
-            urls: Vec::new(),
-            cluster: false,
-            outage: crate::store::Outage::FailClosed,
+        self.redis = Some(RedisSettings {
+            urls: nodes.into_iter().map(Into::into).collect(),
+            cluster: true,
         });
-        settings.urls = nodes.into_iter().map(Into::into).collect();
-        settings.cluster = true;
         self
     }
 
@@ -460,22 +455,13 @@ impl BedrockThrottleBuilder {
         self
     }
 
-    /// Shares each model's quota fairly between tenants and lanes instead of FIFO (see
-    /// [fair shares](crate::budget#fair-shares)). A request's class comes from the
-    /// [`Bedrock`] protocol: [`Bedrock::tenant_header`], [`Bedrock::lane_header`],
-    /// [`Bedrock::service_tier_lanes`]. Weights and minimums change at run time through
-    /// [`BedrockThrottle::budget`]. With a shared store, fairness holds within each process's
-    /// admissions.
-    pub fn fairness(mut self, fairness: Fairness) -> Self {
-        self.fairness = Some(fairness);
-        self
-    }
-
     /// Validates the configuration and builds the limiters and the layered HTTP client.
     ///
     /// # Errors
     ///
-    /// [`SetupError::Budget`] for a zero limit, window or day, or a window too long, or a fairness configuration refused (weights, minimums);
+    /// [`SetupError::Budget`] for a zero limit, window or day, or a window too long, or a
+    /// fairness configuration refused (weights, minimums), or, with the shared store, a
+    /// setting it does not implement ([`ConfigError::Unsupported`]);
     /// [`SetupError::WaitsExceedSignatureWindow`] for a retry deadline that one signature
     /// cannot cover (with the [`signature_margin`](Self::signature_margin)).
     pub fn build(self) -> Result<BedrockThrottle, SetupError> {
@@ -486,17 +472,15 @@ impl BedrockThrottleBuilder {
                 limit: hold,
             });
         }
+        let window = self.settings.get_window();
         let margin = self
-            .expiry_margin
-            .unwrap_or((self.window / 60).max(MIN_EXPIRY_MARGIN));
-        if self
-            .quotas
-            .values()
-            .chain([&self.default_quota])
-            .any(|q| q.zero_dimension().is_some())
-        {
+            .settings
+            .expiry_margin_if_set()
+            .unwrap_or((window / 60).max(MIN_EXPIRY_MARGIN));
+        if self.quotas.values().any(|q| q.zero_dimension().is_some()) {
             return Err(SetupError::Budget(ConfigError::ZeroLimit));
         }
+        self.settings.check_quotas()?;
         let account_daily = match &self.account {
             Some((id, _)) if id.is_empty() => return Err(SetupError::DailyQuotaWithoutAccount),
             Some((_, Some(tokens))) => Some(*tokens),
@@ -529,32 +513,29 @@ impl BedrockThrottleBuilder {
         let applied = self.applied.clone().map(Arc::new);
         let unquoted = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
         let check = applied.clone();
-        let default = self.default_quota;
-        // The quota of a key, for whichever store serves it (the shared store asks too).
-        let quota_of: QuotaOf = Arc::new(move |key: &BedrockKey| {
+        let fallback = Arc::new(self.settings.clone());
+        // The quota of a key, for whichever store serves it (the shared store asks too): the
+        // account's daily quota, a model's own or applied quota, else the settings'.
+        let quota_of = move |key: &BedrockKey| {
             if key.is_account() {
                 return account_quota;
             }
             if let Some(applied) = &check {
                 warn_unquoted(applied, key, &unquoted);
             }
-            Some(quotas.get(key.model()).copied().unwrap_or(default))
-        });
-        let local = Arc::clone(&quota_of);
-        // The one settings value of the in-process store.
-        let mut settings = Settings::<BedrockKey>::new()
-            .window(self.window)
-            .day(self.day)
+            match quotas.get(key.model()) {
+                Some(quota) => Some(*quota),
+                None => fallback.quota_of(key),
+            }
+        };
+        // The one settings value of every store: the user's, with the setup's margin and
+        // quota function.
+        let settings = self
+            .settings
+            .clone()
             .expiry_margin(margin)
-            .quota_fn(move |key: &BedrockKey| local(key));
-        if let Some(max_wait) = self.max_wait {
-            settings = settings.max_wait(max_wait);
-        }
-        if let Some(fairness) = self.fairness.clone() {
-            settings = settings.fairness(fairness);
-        }
-        let budget = Budget::new(settings)?;
-        let store: Store<BedrockKey> = self.store(budget.clone(), margin, quota_of)?;
+            .with_quota_source(quota_of);
+        let store: Store<BedrockKey> = self.store(settings)?;
 
         let mut retry = ThrottleRetryLayer::new(ResignHandBack(bedrock.clone()))
             .clone_with(bedrock.clone())
@@ -568,7 +549,7 @@ impl BedrockThrottleBuilder {
         let retry = retry.on_decision(retry_counts.observer(self.metrics));
         let observer = ThrottleObserver {
             burndown: super::observe::BurndownCheck::new(self.bedrock.clone()),
-            recorder: CapacityRecorder::new(self.window, self.report_windows).track(track.clone()),
+            recorder: CapacityRecorder::new(window, self.report_windows).track(track.clone()),
             counts: Arc::clone(&retry_counts),
             #[cfg(feature = "metrics")]
             metrics: self.metrics.then(|| {
@@ -612,31 +593,21 @@ impl BedrockThrottleBuilder {
         not(feature = "redis"),
         allow(clippy::unnecessary_wraps, unused_variables)
     )]
-    fn store(
-        &self,
-        budget: Budget<BedrockKey>,
-        margin: Duration,
-        quota_of: QuotaOf,
-    ) -> Result<Store<BedrockKey>, SetupError> {
+    fn store(&self, settings: Settings<BedrockKey>) -> Result<Store<BedrockKey>, SetupError> {
         #[cfg(feature = "redis")]
-        if let Some(settings) = &self.redis {
-            let (urls, cluster) = (&settings.urls, settings.cluster);
+        if let Some(redis) = &self.redis {
             let mut b = crate::store::RedisStore::<BedrockKey>::builder(
-                urls.first().cloned().unwrap_or_default(),
-            )
-            .window(self.window)
-            .day(self.day)
-            .expiry_margin(margin)
-            .on_outage(self.redis_outage.unwrap_or(settings.outage))
-            .quota_fn(move |key: &BedrockKey| quota_of(key));
-            if cluster {
+                redis.urls.first().cloned().unwrap_or_default(),
+                settings,
+            );
+            if let Some(outage) = self.redis_outage {
+                b = b.on_outage(outage);
+            }
+            if redis.cluster {
                 b = b.cluster();
-                for u in urls.iter().skip(1) {
+                for u in redis.urls.iter().skip(1) {
                     b = b.node(u.clone());
                 }
-            }
-            if let Some(max_wait) = self.max_wait {
-                b = b.max_wait(max_wait);
             }
             return match b.build() {
                 Ok(store) => Ok(Store::Redis(store)),
@@ -644,7 +615,7 @@ impl BedrockThrottleBuilder {
                 Err(crate::store::BuildError::Store(e)) => Err(SetupError::Store(e)),
             };
         }
-        Ok(Store::Local(budget))
+        Ok(Store::Local(Budget::new(settings)?))
     }
 }
 
@@ -657,9 +628,6 @@ pub type BedrockStack = Stack<
         Stack<ThrottleRetryLayer<ResignHandBack, Bedrock>, Identity>,
     >,
 >;
-
-/// The quota of a key, as the setup's stores ask for it.
-type QuotaOf = Arc<dyn Fn(&BedrockKey) -> Option<Quota> + Send + Sync>;
 
 /// The SDK retry classifier of the setup: retries an attempt that left the queue before its
 /// signature expired (it is re-signed and keeps its place), forbids every other retry (the
@@ -761,5 +729,101 @@ impl BedrockThrottle {
     /// The store of the stack: the in-process budget, or the Redis store shared by a fleet.
     pub fn store(&self) -> &Store<BedrockKey> {
         &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(feature = "redis")]
+    use crate::budget::Fairness;
+
+    /// Every order of `0..n`.
+    fn orders(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![Vec::new()];
+        }
+        let mut out = Vec::new();
+        for rest in orders(n - 1) {
+            for i in 0..=rest.len() {
+                let mut order = rest.clone();
+                order.insert(i, n - 1);
+                out.push(order);
+            }
+        }
+        out
+    }
+
+    type Setter = Box<dyn Fn(BedrockThrottleBuilder) -> BedrockThrottleBuilder>;
+
+    /// Applies `setters` in every order; every order must give the same builder, and builds
+    /// (or fails) the same way.
+    fn same_in_every_order(setters: &[Setter]) -> Vec<String> {
+        let mut seen = Vec::new();
+        for order in orders(setters.len()) {
+            let builder = order
+                .iter()
+                .fold(BedrockThrottle::builder(), |b, &i| setters[i](b));
+            let state = format!("{builder:?}");
+            let built = match builder.build() {
+                Ok(throttle) => format!("{:?}", throttle.store()),
+                Err(e) => format!("error: {e}"),
+            };
+            seen.push(format!("{state}\n{built}"));
+        }
+        assert!(seen.len() > 1);
+        assert!(
+            seen.iter().all(|s| *s == seen[0]),
+            "the order of the setters changed the result:\n{}\nvs\n{}",
+            seen[0],
+            seen.iter().find(|s| **s != seen[0]).unwrap_or(&seen[0])
+        );
+        seen
+    }
+
+    /// Issue 16: no setter of the setup depends on another's order (the outage mode set
+    /// before the store was once dropped).
+    #[test]
+    fn the_setters_do_not_depend_on_their_order() {
+        let setters: Vec<Setter> = vec![
+            Box::new(|b| {
+                b.settings(
+                    Settings::new()
+                        .window(Duration::from_secs(10))
+                        .max_wait(Duration::from_secs(20))
+                        .quota(Quota::tokens(5_000)),
+                )
+            }),
+            Box::new(|b| b.quota("m", Quota::tokens(1_000))),
+            Box::new(|b| b.max_attempts(NonZeroU32::MIN)),
+            Box::new(|b| b.report_windows(7)),
+        ];
+        same_in_every_order(&setters);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn the_shared_store_setters_do_not_depend_on_their_order() {
+        use crate::store::Outage;
+        let setters: Vec<Setter> = vec![
+            Box::new(|b| b.settings(Settings::new().window(Duration::from_secs(10)))),
+            Box::new(|b| b.redis("redis://127.0.0.1:1")),
+            Box::new(|b| b.redis_outage(Outage::LocalShare(0.5))),
+            Box::new(|b| b.quota("m", Quota::tokens(1_000))),
+        ];
+        let seen = same_in_every_order(&setters);
+        assert!(seen[0].contains("LocalShare(0.5)"), "{}", seen[0]);
+        // A setting the shared store does not implement is refused whatever the order.
+        let setters: Vec<Setter> = vec![
+            Box::new(|b| b.settings(Settings::new().tokens(10).fairness(Fairness::new()))),
+            Box::new(|b| b.redis("redis://127.0.0.1:1")),
+            Box::new(|b| b.redis_outage(Outage::FailOpen)),
+        ];
+        let seen = same_in_every_order(&setters);
+        assert!(
+            seen[0].contains("does not implement `fairness`"),
+            "{}",
+            seen[0]
+        );
     }
 }

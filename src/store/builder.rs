@@ -14,8 +14,8 @@ use tokio::sync::OnceCell;
 use super::call::{Caller, ClusterConn, Conn, Health, SCRIPT, SingleConn};
 use super::error::StoreError;
 use super::key::StoreKey;
-use super::redis::{Inner, RedisStore, Settings};
-use crate::budget::{Aimd, Budget, ConfigError, Quota};
+use super::redis::{Inner, RedisStore, Settings as StoreSettings};
+use crate::budget::{Aimd, Budget, ConfigError, Quota, Settings};
 
 /// The largest limit the Redis store takes: amounts are exact integers in the script's
 /// numbers (doubles) up to 2^53, so a larger limit is refused rather than rounded.
@@ -28,7 +28,7 @@ pub const MAX_LIMIT: u64 = 1 << 53;
 #[non_exhaustive]
 pub enum Outage {
     /// Wait for the store, bounded by the caller's deadline (dropping the admission) or the
-    /// [`max_wait`](RedisStoreBuilder::max_wait). Never admits what the fleet's ledger has not
+    /// [`max_wait`](crate::budget::Settings::max_wait). Never admits what the fleet's ledger has not
     /// seen: it overshoots nothing.
     FailClosed,
     /// Admit against an in-process ledger holding this fraction of each limit (in `(0, 1]`,
@@ -74,19 +74,16 @@ pub struct StoreStats {
 
 type QuotaFn<K> = Arc<dyn Fn(&K) -> Option<Quota> + Send + Sync>;
 
-/// Builds a [`RedisStore`]; see [`RedisStore::builder`].
+/// Builds a [`RedisStore`]; see [`RedisStore::builder`]. What every store shares (the
+/// quotas, the window and the day, the expiry margin, the longest wait, the feedback policy)
+/// comes in one [`Settings`] value given to [`RedisStore::builder`]; the setters here are the
+/// Redis store's own (where Redis is, the key prefix, timeouts, the outage mode), and none
+/// depends on another's order.
 pub struct RedisStoreBuilder<K> {
     pub(super) urls: Vec<String>,
     pub(super) cluster: bool,
     pub(super) prefix: String,
-    pub(super) quota: Quota,
-    pub(super) per_key: HashMap<K, Quota>,
-    pub(super) quota_fn: Option<QuotaFn<K>>,
-    pub(super) window: Duration,
-    pub(super) day: Duration,
-    pub(super) margin: Duration,
-    pub(super) aimd: Option<Aimd>,
-    pub(super) max_wait: Option<Duration>,
+    pub(super) settings: Settings<K>,
     pub(super) timeout: Duration,
     pub(super) background_timeout: Option<Duration>,
     pub(super) outage: Outage,
@@ -99,11 +96,12 @@ impl<K> fmt::Debug for RedisStoreBuilder<K> {
             .field("urls", &self.urls)
             .field("cluster", &self.cluster)
             .field("prefix", &self.prefix)
-            .field("quota", &self.quota)
-            .field("window", &self.window)
+            .field("settings", &self.settings)
             .field("timeout", &self.timeout)
+            .field("background_timeout", &self.background_timeout)
             .field("outage", &self.outage)
-            .finish_non_exhaustive()
+            .field("ticket_grace", &self.grace)
+            .finish()
     }
 }
 
@@ -125,84 +123,6 @@ pub(super) fn scaled(q: Quota, share: f64) -> Quota {
 }
 
 impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStoreBuilder<K> {
-    /// The tokens-per-window limit of every key not given one otherwise.
-    pub fn tokens(mut self, limit: u64) -> Self {
-        self.quota.tokens = Some(limit);
-        self
-    }
-
-    /// The requests-per-window limit of every key not given one otherwise.
-    pub fn requests(mut self, limit: u64) -> Self {
-        self.quota.requests = Some(limit);
-        self
-    }
-
-    /// The tokens-per-day limit of every key not given one otherwise.
-    pub fn tokens_per_day(mut self, limit: u64) -> Self {
-        self.quota.tokens_per_day = Some(limit);
-        self
-    }
-
-    /// The quota of every key not given one otherwise.
-    pub fn quota(mut self, quota: Quota) -> Self {
-        self.quota = quota;
-        self
-    }
-
-    /// The quota of one key.
-    pub fn quota_for(mut self, key: K, quota: Quota) -> Self {
-        self.per_key.insert(key, quota);
-        self
-    }
-
-    /// Computes the quota of a key (`None`: no limit), as
-    /// [`BudgetBuilder::quota_fn`](crate::budget::BudgetBuilder::quota_fn). A limit it returns
-    /// above [`MAX_LIMIT`] is used as [`MAX_LIMIT`], with a warning (it cannot be refused at
-    /// build, and 2^53 tokens per window limits nothing real).
-    pub fn quota_fn(mut self, f: impl Fn(&K) -> Option<Quota> + Send + Sync + 'static) -> Self {
-        self.quota_fn = Some(Arc::new(f));
-        self
-    }
-
-    /// The window `W` of the requests and tokens limits. Default 60 s.
-    pub fn window(mut self, window: Duration) -> Self {
-        self.window = window;
-        self
-    }
-
-    /// The window of the tokens-per-day limit. Default 24 hours.
-    pub fn day(mut self, day: Duration) -> Self {
-        self.day = day;
-        self
-    }
-
-    /// Extra time each entry counts beyond its window. Default zero.
-    pub fn expiry_margin(mut self, margin: Duration) -> Self {
-        self.margin = margin;
-        self
-    }
-
-    /// The feedback policy, shared fleet-wide through the key's state. Default
-    /// [`Aimd::default`].
-    pub fn aimd(mut self, aimd: Aimd) -> Self {
-        self.aimd = Some(aimd);
-        self
-    }
-
-    /// Feedback only exhausts the window; it does not lower the effective limit.
-    pub fn without_aimd(mut self) -> Self {
-        self.aimd = None;
-        self
-    }
-
-    /// The longest a request may wait for admission; longer fails with
-    /// [`AdmissionError::WaitTooLong`](crate::budget::AdmissionError::WaitTooLong). Default:
-    /// no bound.
-    pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = Some(max_wait);
-        self
-    }
-
     /// The prefix of every Redis key the store writes. Default `bt`. Must not hold braces.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -278,65 +198,50 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStoreBuilder<
         if self.timeout.is_zero() || self.background_timeout.is_some_and(|t| t.is_zero()) {
             return Err(BuildError::Config(ConfigError::ZeroWindow));
         }
-        for q in std::iter::once(&self.quota).chain(self.per_key.values()) {
+        let shared = &self.settings;
+        shared.check().map_err(BuildError::Config)?;
+        if let Some(setting) = shared.in_process_only() {
+            return Err(BuildError::Config(ConfigError::Unsupported {
+                setting,
+                store: "Redis",
+            }));
+        }
+        for q in std::iter::once(&shared.default_quota()).chain(shared.per_key_quotas()) {
             check_exact(q).map_err(BuildError::Store)?;
         }
         let share = match self.outage {
             Outage::LocalShare(f) => f,
             _ => 1.0,
         };
-        let per_key = self.per_key.clone();
-        let quota_fn = self.quota_fn.clone();
-        let default = self.quota;
-        let configured: QuotaFn<K> = Arc::new(move |k: &K| -> Option<Quota> {
-            if let Some(q) = per_key.get(k) {
-                return Some(*q);
-            }
-            match &quota_fn {
-                Some(f) => f(k),
-                None => Some(default),
-            }
-            .filter(|q| !q.is_unlimited())
-        });
-        // The local ledger checks the configuration the same way as the in-process store, and
-        // is the local share during an outage.
-        let mut local = Budget::<K>::builder()
-            .window(self.window)
-            .day(self.day)
-            .expiry_margin(self.margin);
-        local = match self.aimd {
-            Some(aimd) => local.aimd(aimd),
-            None => local.without_aimd(),
-        };
-        if let Some(max_wait) = self.max_wait {
-            local = local.max_wait(max_wait);
-        }
-        for (k, q) in &self.per_key {
-            local = local.quota_for(k.clone(), scaled(*q, share));
-        }
+        let quotas = Arc::new(self.settings.clone());
+        let configured: QuotaFn<K> = Arc::new(move |k: &K| quotas.quota_of(k));
+        // The local ledger is the local share during an outage: the same settings, each
+        // quota scaled.
         let for_local = Arc::clone(&configured);
-        let fallback = local
-            .quota_fn(move |k: &K| for_local(k).map(|q| scaled(q, share)))
-            .build()
-            .map_err(BuildError::Config)?;
-        if self.quota.zero_dimension().is_some()
-            || self.per_key.values().any(|q| q.zero_dimension().is_some())
-        {
-            return Err(BuildError::Config(ConfigError::ZeroLimit));
-        }
+        let fallback = Budget::new(
+            self.settings
+                .clone()
+                .with_quota_source(move |k: &K| for_local(k).map(|q| scaled(q, share))),
+        )
+        .map_err(BuildError::Config)?;
+        let (window, day, margin) = (
+            shared.get_window(),
+            shared.get_day(),
+            shared.get_expiry_margin(),
+        );
         let conn = self.connect().map_err(BuildError::Store)?;
         let us = |d: Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
-        let settings = Settings {
-            window: self.window,
-            day: self.day,
-            window_us: us(self.window).max(1),
-            win_us: us(self.window + self.margin).max(1),
-            day_us: us(self.day + self.margin).max(1),
-            aimd: self.aimd.unwrap_or(Aimd {
+        let settings = StoreSettings {
+            window,
+            day,
+            window_us: us(window).max(1),
+            win_us: us(window + margin).max(1),
+            day_us: us(day + margin).max(1),
+            aimd: shared.get_aimd().unwrap_or(Aimd {
                 decrease: 1.0,
                 ..Aimd::default()
             }),
-            max_wait: self.max_wait,
+            max_wait: shared.get_max_wait(),
             grace_us: us(if self.grace.is_zero() {
                 Duration::from_millis(250) + self.timeout
             } else {
@@ -429,5 +334,92 @@ impl std::error::Error for BuildError {
             BuildError::Config(e) => Some(e),
             BuildError::Store(e) => Some(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::Fairness;
+
+    /// Every order of `0..n`.
+    fn orders(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![Vec::new()];
+        }
+        let mut out = Vec::new();
+        for rest in orders(n - 1) {
+            for i in 0..=rest.len() {
+                let mut order = rest.clone();
+                order.insert(i, n - 1);
+                out.push(order);
+            }
+        }
+        out
+    }
+
+    /// Issue 16: the store's own setters do not depend on their order, and a setting only the
+    /// in-process store implements is refused, never ignored.
+    #[test]
+    fn setters_do_not_depend_on_their_order_and_unsupported_settings_are_refused() {
+        type Setter = Box<dyn Fn(RedisStoreBuilder<String>) -> RedisStoreBuilder<String>>;
+        let setters: Vec<Setter> = vec![
+            Box::new(|b| b.prefix("p")),
+            Box::new(|b| b.node("redis://127.0.0.1:2")),
+            Box::new(|b| b.cluster()),
+            Box::new(|b| b.timeout(Duration::from_millis(100))),
+            Box::new(|b| b.on_outage(Outage::LocalShare(0.5))),
+            Box::new(|b| b.ticket_grace(Duration::from_millis(10))),
+        ];
+        let mut first: Option<String> = None;
+        let orders = orders(setters.len());
+        assert_eq!(orders.len(), 720);
+        for order in orders {
+            let settings = Settings::new().tokens(10);
+            let b = order.iter().fold(
+                RedisStore::<String>::builder("redis://127.0.0.1:1", settings),
+                |b, &i| setters[i](b),
+            );
+            let state = format!("{b:?}");
+            let built = format!("{:?}", b.build().map(|s| format!("{s:?}")));
+            let seen = format!("{state} {built}");
+            match &first {
+                None => first = Some(seen),
+                Some(f) => assert_eq!(*f, seen),
+            }
+        }
+        for (settings, setting) in [
+            (
+                Settings::new().tokens(10).fairness(Fairness::new()),
+                "fairness",
+            ),
+            (Settings::new().tokens(10).max_queue(3), "max_queue"),
+            (
+                Settings::new()
+                    .tokens(10)
+                    .resolution(Duration::from_millis(5)),
+                "resolution",
+            ),
+            (
+                Settings::new()
+                    .tokens(10)
+                    .day_bucket(Duration::from_secs(60)),
+                "day_bucket",
+            ),
+        ] {
+            let refused = RedisStore::<String>::builder("redis://127.0.0.1:1", settings).build();
+            assert!(
+                matches!(
+                    refused,
+                    Err(BuildError::Config(ConfigError::Unsupported { setting: s, .. })) if s == setting
+                ),
+                "{setting}"
+            );
+        }
+        let missing = RedisStore::<String>::builder("redis://127.0.0.1:1", Settings::new()).build();
+        assert!(matches!(
+            missing,
+            Err(BuildError::Config(ConfigError::MissingLimit))
+        ));
     }
 }

@@ -49,7 +49,7 @@
 //!
 //! Amounts are integers; the script counts in Lua numbers (doubles), exact up to 2^53, so a
 //! limit above [`MAX_LIMIT`] (2^53) is refused with [`StoreError::LimitTooLarge`] at build or
-//! [`apply_quota`](RedisStore::apply_quota) (a limit a [`quota_fn`](RedisStoreBuilder::quota_fn)
+//! [`apply_quota`](RedisStore::apply_quota) (a limit a [`quota_fn`](crate::budget::Settings::quota_fn)
 //! returns is capped there, with a warning); a debt above the limit is booked as the limit (it
 //! blocks the window no longer).
 //!
@@ -137,13 +137,15 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use bedrock_throttle::budget::QuotaStore;
+//! use bedrock_throttle::budget::{QuotaStore, Settings};
 //! use bedrock_throttle::store::{Outage, RedisStore};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let store: RedisStore<String> = RedisStore::builder("redis://127.0.0.1:6379")
+//! // The same settings value as the in-process `Budget::new` takes.
+//! let settings = Settings::new()
 //!     .tokens(100_000)
-//!     .window(Duration::from_secs(60))
+//!     .window(Duration::from_secs(60));
+//! let store: RedisStore<String> = RedisStore::builder("redis://127.0.0.1:6379", settings)
 //!     .on_outage(Outage::LocalShare(0.25))
 //!     .build()?;
 //! // Connect and load the script now: typed errors at start, and warnings (an evicting server).

@@ -22,7 +22,7 @@ use super::key::StoreKey;
 use super::local::LocalKey;
 use crate::budget::{
     AdmissionError, Aimd, Budget, ConfigError, Dimension, DimensionStats, KeyStats, Permit, Quota,
-    QuotaStore,
+    QuotaStore, Settings as BudgetSettings,
 };
 use crate::classify::ThrottleCause;
 
@@ -118,21 +118,38 @@ impl<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static> RedisStore<K> {
     pub const MAX_LIMIT: u64 = MAX_LIMIT;
 
     /// A builder for one server at `url` (`redis://host:port[/db]`; add
-    /// [`node`](RedisStoreBuilder::node)s for a cluster). A limited quota or a quota function
-    /// is required.
-    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder<K> {
+    /// [`node`](RedisStoreBuilder::node)s for a cluster), with the `settings` every store
+    /// shares: the quotas (a limited quota or a quota function is required), the window and
+    /// the day, the expiry margin, the longest wait and the feedback policy, as the in-process
+    /// [`Budget::new`](crate::budget::Budget::new) takes them. Settings only the in-process
+    /// store implements (fair shares, a queue bound, ledger buckets: the store's buckets are
+    /// its own) are refused at [`build`](RedisStoreBuilder::build). A limit above
+    /// [`MAX_LIMIT`](Self::MAX_LIMIT) in the settings' quotas is refused at build; one that the
+    /// [quota function](crate::budget::Settings::quota_fn) returns later is used as
+    /// [`MAX_LIMIT`](Self::MAX_LIMIT), with a warning (2^53 tokens per window limits nothing
+    /// real).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bedrock_throttle::budget::Settings;
+    /// use bedrock_throttle::store::{Outage, RedisStore};
+    ///
+    /// let settings = Settings::new()
+    ///     .tokens(100_000)
+    ///     .window(Duration::from_secs(60))
+    ///     .max_wait(Duration::from_secs(30));
+    /// let store: RedisStore<String> = RedisStore::builder("redis://127.0.0.1:6379", settings)
+    ///     .on_outage(Outage::LocalShare(0.25))
+    ///     .build()?;
+    /// # let _ = store;
+    /// # Ok::<(), bedrock_throttle::store::BuildError>(())
+    /// ```
+    pub fn builder(url: impl Into<String>, settings: BudgetSettings<K>) -> RedisStoreBuilder<K> {
         RedisStoreBuilder {
             urls: vec![url.into()],
             cluster: false,
             prefix: "bt".to_owned(),
-            quota: Quota::unlimited(),
-            per_key: HashMap::new(),
-            quota_fn: None,
-            window: Duration::from_secs(60),
-            day: crate::budget::DAY,
-            margin: Duration::ZERO,
-            aimd: Some(Aimd::default()),
-            max_wait: None,
+            settings,
             timeout: Duration::from_millis(250),
             background_timeout: None,
             outage: Outage::FailClosed,

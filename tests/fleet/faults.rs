@@ -16,7 +16,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bedrock_throttle::budget::QuotaStore;
+use bedrock_throttle::budget::{QuotaStore, Settings};
 use bedrock_throttle::store::{Outage, RedisStore};
 use tokio::time::Instant;
 
@@ -80,14 +80,17 @@ async fn run(fault: Fault, outage: Outage) -> Vec<Charge> {
     let mut server = RedisServer::start();
     let stores: Vec<RedisStore<String>> = (0..PROCESSES)
         .map(|_| {
-            RedisStore::builder(server.url())
-                .tokens(LIMIT)
-                .window(W)
-                .timeout(TIMEOUT)
-                .max_wait(Duration::ZERO)
-                .on_outage(outage)
-                .build()
-                .unwrap()
+            RedisStore::builder(
+                server.url(),
+                Settings::new()
+                    .tokens(LIMIT)
+                    .window(W)
+                    .max_wait(Duration::ZERO),
+            )
+            .timeout(TIMEOUT)
+            .on_outage(outage)
+            .build()
+            .unwrap()
         })
         .collect();
     for s in &stores {

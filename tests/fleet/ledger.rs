@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bedrock_throttle::budget::{ConfigError, Dimension, Quota, QuotaStore};
+use bedrock_throttle::budget::{ConfigError, Dimension, Quota, QuotaStore, Settings};
 use bedrock_throttle::classify::ThrottleCause;
 use bedrock_throttle::store::{BuildError, RedisStore, StoreError};
 
@@ -41,12 +41,15 @@ async fn refusal_on_a_full_day_ledger_is_cheap_and_the_key_small() {
     let server = RedisServer::start();
     // A day of 10 minutes: the fill spreads over many of its buckets, and none expires.
     let make = || {
-        RedisStore::<String>::builder(server.url())
-            .tokens_per_day(FILL)
-            .day(Duration::from_secs(600))
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap()
+        RedisStore::<String>::builder(
+            server.url(),
+            Settings::new()
+                .tokens_per_day(FILL)
+                .day(Duration::from_secs(600)),
+        )
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
     };
     let stores: Vec<_> = (0..8).map(|_| make()).collect();
     stores[0].ready().await.unwrap();
@@ -106,11 +109,14 @@ async fn refusal_on_a_full_day_ledger_is_cheap_and_the_key_small() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_ledger_is_bounded_and_keys_live_a_window() {
     let server = RedisServer::start();
-    let store = RedisStore::<String>::builder(server.url())
-        .quota(Quota::tokens(1_000_000).with_requests(1_000_000))
-        .window(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let store = RedisStore::<String>::builder(
+        server.url(),
+        Settings::new()
+            .quota(Quota::tokens(1_000_000).with_requests(1_000_000))
+            .window(Duration::from_secs(2)),
+    )
+    .build()
+    .unwrap();
     for _ in 0..3_000 {
         store.acquire("k".to_owned(), 3).await.unwrap().settle(2);
     }
@@ -148,9 +154,8 @@ async fn window_ledger_is_bounded_and_keys_live_a_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_above_2_pow_53_are_refused_and_amounts_stay_exact() {
     let server = RedisServer::start();
-    let too_big = RedisStore::<String>::builder(server.url())
-        .tokens(u64::MAX)
-        .build();
+    let too_big =
+        RedisStore::<String>::builder(server.url(), Settings::new().tokens(u64::MAX)).build();
     assert!(matches!(
         too_big,
         Err(BuildError::Store(StoreError::LimitTooLarge {
@@ -158,24 +163,26 @@ async fn limits_above_2_pow_53_are_refused_and_amounts_stay_exact() {
             limit: u64::MAX
         }))
     ));
-    let per_key = RedisStore::<String>::builder(server.url())
-        .tokens(10)
-        .quota_for(
+    let per_key = RedisStore::<String>::builder(
+        server.url(),
+        Settings::new().tokens(10).quota_for(
             "k".to_owned(),
             Quota::tokens(10).with_tokens_per_day((1 << 53) + 1),
-        )
-        .build();
+        ),
+    )
+    .build();
     assert!(matches!(
         per_key,
         Err(BuildError::Store(StoreError::LimitTooLarge { .. }))
     ));
 
     const L: u64 = RedisStore::<String>::MAX_LIMIT;
-    let store = RedisStore::<String>::builder(server.url())
-        .tokens(L)
-        .window(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let store = RedisStore::<String>::builder(
+        server.url(),
+        Settings::new().tokens(L).window(Duration::from_secs(2)),
+    )
+    .build()
+    .unwrap();
     assert!(matches!(
         QuotaStore::set_quota(&store, &"k".to_owned(), Quota::tokens(u64::MAX)),
         Err(ConfigError::InvalidFactor { .. })

@@ -12,7 +12,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bedrock_throttle::budget::{AdmissionError, Quota, QuotaStore};
+use bedrock_throttle::budget::{AdmissionError, Quota, QuotaStore, Settings};
 use bedrock_throttle::classify::ThrottleCause;
 use bedrock_throttle::store::{BuildError, Outage, RedisStore, StoreError};
 use tokio::time::Instant;
@@ -22,9 +22,7 @@ use support::{RedisCluster, RedisServer};
 const W: Duration = Duration::from_secs(1);
 
 fn store(url: &str, quota: Quota) -> RedisStore<String> {
-    RedisStore::builder(url)
-        .quota(quota)
-        .window(W)
+    RedisStore::builder(url, Settings::new().quota(quota).window(W))
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap()
@@ -209,13 +207,12 @@ async fn large_request_not_starved_across_processes() {
 async fn redis_killed_and_restarted_empty() {
     let mut server = RedisServer::start();
     let closed = store(&server.url(), Quota::tokens(1_000));
-    let share = RedisStore::<String>::builder(server.url())
-        .tokens(1_000)
-        .window(W)
-        .timeout(Duration::from_millis(200))
-        .on_outage(Outage::LocalShare(0.5))
-        .build()
-        .unwrap();
+    let share =
+        RedisStore::<String>::builder(server.url(), Settings::new().tokens(1_000).window(W))
+            .timeout(Duration::from_millis(200))
+            .on_outage(Outage::LocalShare(0.5))
+            .build()
+            .unwrap();
     closed
         .acquire("k".to_owned(), 100)
         .await
@@ -273,9 +270,7 @@ async fn redis_killed_and_restarted_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_slow_and_dropped_connection() {
     let server = RedisServer::start();
-    let open = RedisStore::<String>::builder(server.url())
-        .tokens(1_000)
-        .window(W)
+    let open = RedisStore::<String>::builder(server.url(), Settings::new().tokens(1_000).window(W))
         .timeout(Duration::from_millis(100))
         .on_outage(Outage::FailOpen)
         .build()
@@ -396,10 +391,9 @@ async fn cluster_three_masters() {
     let cluster = RedisCluster::start();
     let urls = cluster.urls();
     let make = || {
-        let mut b = RedisStore::<String>::builder(urls[0].clone())
-            .tokens(1_000)
-            .window(W)
-            .timeout(Duration::from_millis(500));
+        let mut b =
+            RedisStore::<String>::builder(urls[0].clone(), Settings::new().tokens(1_000).window(W))
+                .timeout(Duration::from_millis(500));
         for u in &urls[1..] {
             b = b.node(u.clone());
         }
@@ -459,23 +453,19 @@ async fn cluster_three_masters() {
 /// Bad input: typed errors, never a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_a_typed_error() {
-    let bad = RedisStore::<String>::builder("not a url")
-        .tokens(10)
-        .build();
+    let bad = RedisStore::<String>::builder("not a url", Settings::new().tokens(10)).build();
     assert!(matches!(
         bad,
         Err(BuildError::Store(StoreError::BadUrl { .. }))
     ));
-    let braces = RedisStore::<String>::builder("redis://127.0.0.1:1")
-        .tokens(10)
+    let braces = RedisStore::<String>::builder("redis://127.0.0.1:1", Settings::new().tokens(10))
         .prefix("a{b}")
         .build();
     assert!(matches!(
         braces,
         Err(BuildError::Store(StoreError::KeySpansSlots { .. }))
     ));
-    let down = RedisStore::<String>::builder("redis://127.0.0.1:1")
-        .tokens(10)
+    let down = RedisStore::<String>::builder("redis://127.0.0.1:1", Settings::new().tokens(10))
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();
@@ -496,8 +486,7 @@ async fn bad_input_is_a_typed_error() {
         "~*",
     ]);
     let url = format!("redis://noscript:pw@127.0.0.1:{}", server.port);
-    let noscript = RedisStore::<String>::builder(url)
-        .tokens(10)
+    let noscript = RedisStore::<String>::builder(url, Settings::new().tokens(10))
         .build()
         .unwrap();
     let e = noscript.ready().await.unwrap_err();

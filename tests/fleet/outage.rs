@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bedrock_throttle::budget::{Quota, QuotaStore};
+use bedrock_throttle::budget::{Quota, QuotaStore, Settings};
 use bedrock_throttle::classify::ThrottleCause;
 use bedrock_throttle::store::{Outage, RedisStore, StoreWarning};
 use tokio::time::Instant;
@@ -13,9 +13,7 @@ use crate::support::{RedisServer, keys};
 use crate::{Charge, W, check};
 
 fn with_outage(url: &str, outage: Outage, timeout: Duration) -> RedisStore<String> {
-    RedisStore::builder(url)
-        .tokens(1_000)
-        .window(W)
+    RedisStore::builder(url, Settings::new().tokens(1_000).window(W))
         .timeout(timeout)
         .on_outage(outage)
         .build()
@@ -28,14 +26,13 @@ fn with_outage(url: &str, outage: Outage, timeout: Duration) -> RedisStore<Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_calls_never_switch_health() {
     let server = RedisServer::start();
-    let store = RedisStore::<String>::builder(server.url())
-        .tokens(100_000)
-        .window(W)
-        .timeout(Duration::from_millis(100))
-        .background_timeout(Duration::from_millis(100))
-        .on_outage(Outage::FailOpen)
-        .build()
-        .unwrap();
+    let store =
+        RedisStore::<String>::builder(server.url(), Settings::new().tokens(100_000).window(W))
+            .timeout(Duration::from_millis(100))
+            .background_timeout(Duration::from_millis(100))
+            .on_outage(Outage::FailOpen)
+            .build()
+            .unwrap();
     store.ready().await.unwrap();
     let mut permits = Vec::new();
     for _ in 0..50 {
@@ -151,13 +148,16 @@ async fn local_share_starts_from_the_fleet_usage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_share_waiter_goes_back_to_redis() {
     let server = RedisServer::start();
-    let store = RedisStore::<String>::builder(server.url())
-        .tokens(1_000)
-        .window(Duration::from_secs(30))
-        .timeout(Duration::from_millis(100))
-        .on_outage(Outage::LocalShare(0.5))
-        .build()
-        .unwrap();
+    let store = RedisStore::<String>::builder(
+        server.url(),
+        Settings::new()
+            .tokens(1_000)
+            .window(Duration::from_secs(30)),
+    )
+    .timeout(Duration::from_millis(100))
+    .on_outage(Outage::LocalShare(0.5))
+    .build()
+    .unwrap();
     store.ready().await.unwrap();
     store
         .acquire("k".to_owned(), 100)
@@ -194,12 +194,13 @@ async fn local_share_waiter_goes_back_to_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_ledger_is_noticed() {
     let server = RedisServer::start();
-    let store = RedisStore::<String>::builder(server.url())
-        .tokens(1_000)
-        .window(Duration::from_secs(3))
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let store = RedisStore::<String>::builder(
+        server.url(),
+        Settings::new().tokens(1_000).window(Duration::from_secs(3)),
+    )
+    .timeout(Duration::from_millis(300))
+    .build()
+    .unwrap();
     store.ready().await.unwrap();
     let refused = |key: &'static str| {
         let store = store.clone();
@@ -244,8 +245,7 @@ async fn a_lost_ledger_is_noticed() {
     assert!(refused("c").await, "after NOSCRIPT the key is full");
     assert!(store.store_stats().lost_ledgers >= 3);
     // A key not known before is not refused for it.
-    let fresh = RedisStore::<String>::builder(server.url())
-        .tokens(1_000)
+    let fresh = RedisStore::<String>::builder(server.url(), Settings::new().tokens(1_000))
         .build()
         .unwrap();
     assert!(!refused_with(&fresh, "d").await);
@@ -264,10 +264,10 @@ async fn refused_with(store: &RedisStore<String>, key: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_warns_about_an_evicting_server() {
     let server = RedisServer::start();
-    let store = RedisStore::<String>::builder(server.url())
-        .quota(Quota::tokens(10))
-        .build()
-        .unwrap();
+    let store =
+        RedisStore::<String>::builder(server.url(), Settings::new().quota(Quota::tokens(10)))
+            .build()
+            .unwrap();
     assert_eq!(store.ready().await.unwrap(), vec![]);
     server.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
     assert_eq!(

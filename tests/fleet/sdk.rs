@@ -7,7 +7,7 @@ use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, InferenceConfiguration, Message,
 };
-use bedrock_throttle::budget::Quota;
+use bedrock_throttle::budget::{Quota, Settings};
 use bedrock_throttle::emulator::{Emulator, Enforcement, OutputLength};
 use bedrock_throttle::sdk::{BedrockThrottle, SetupError};
 use bedrock_throttle::store::{Store, StoreError};
@@ -36,8 +36,11 @@ async fn two_throttles_share_one_quota_through_redis() {
         .map(|_| {
             let throttle = BedrockThrottle::builder()
                 .quota(SONNET4, Quota::tokens(tpm))
-                .window(window)
-                .max_wait(Duration::from_secs(30))
+                .settings(
+                    Settings::new()
+                        .window(window)
+                        .max_wait(Duration::from_secs(30)),
+                )
                 .redis(server.url())
                 .build()
                 .unwrap();

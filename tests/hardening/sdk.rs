@@ -1,7 +1,7 @@
 //! Bodies with extreme numbers through the real SDK stack.
 
 use aws_sdk_bedrockruntime::primitives::Blob;
-use bedrock_throttle::budget::Quota;
+use bedrock_throttle::budget::{Quota, Settings};
 use bedrock_throttle::emulator::Emulator;
 use bedrock_throttle::sdk::BedrockThrottle;
 
@@ -54,7 +54,7 @@ async fn extreme_numbers_in_bodies_end_in_a_response_or_an_error() {
             Quota::tokens(u64::MAX).with_tokens_per_day(u64::MAX),
         )
         // A reservation of u64::MAX fits only in an empty day: refused at once, not waited for.
-        .max_wait(std::time::Duration::from_secs(1))
+        .settings(Settings::new().max_wait(std::time::Duration::from_secs(1)))
         .metrics(true)
         .build()
         .unwrap();

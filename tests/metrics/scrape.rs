@@ -10,7 +10,7 @@ use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, InferenceConfiguration, Message,
 };
 use bedrock_throttle::budget::Quota as Limits;
-use bedrock_throttle::budget::Quota;
+use bedrock_throttle::budget::{Quota, Settings};
 use bedrock_throttle::emulator::{Emulator, OutputLength};
 use bedrock_throttle::metrics::{RATIO_BUCKETS, WAIT_BUCKETS};
 use bedrock_throttle::sdk::BedrockThrottle;
@@ -49,7 +49,7 @@ async fn scraped_counters_match_the_emulator() {
     // Told a little more than the emulator enforces, so the server throttles some.
     let throttle = BedrockThrottle::builder()
         .quota(MODEL, Limits::tokens(26_000))
-        .window(window)
+        .settings(Settings::new().window(window))
         .metrics(true)
         .build()
         .unwrap();

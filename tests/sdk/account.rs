@@ -10,7 +10,7 @@ use bedrock_throttle::budget::{Quota, QuotaStore};
 use bedrock_throttle::emulator::Emulator;
 use bedrock_throttle::sdk::{BedrockThrottle, SetupError};
 
-use crate::support::{SONNET4, client, converse, throttle, user};
+use crate::support::{SONNET4, client, converse, settings, throttle, throttle_with, user};
 
 const HAIKU: &str = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
 const ACCOUNT: &str = "123456789012";
@@ -24,11 +24,11 @@ async fn too_many_tokens_per_day_on_one_model_makes_another_fail_fast() {
         .start()
         .await
         .unwrap();
-    let throttle = throttle(Duration::from_secs(60))
-        .account_daily_quota(ACCOUNT, 1_000_000)
-        .max_wait(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let throttle =
+        throttle_with(settings(Duration::from_secs(60)).max_wait(Duration::from_secs(1)))
+            .account_daily_quota(ACCOUNT, 1_000_000)
+            .build()
+            .unwrap();
     let client = client(&emulator, &throttle);
     let first = converse(&client, "hello", 50).await;
     assert!(first.is_err(), "the server's day is spent: {first:?}");

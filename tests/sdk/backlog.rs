@@ -12,7 +12,7 @@ use bedrock_throttle::budget::Quota;
 use bedrock_throttle::emulator::Emulator;
 use tokio::time::Instant;
 
-use crate::support::{SONNET4, converse, key, sdk_config, throttle};
+use crate::support::{SONNET4, converse, key, sdk_config, settings, throttle_with};
 
 /// Counts the SDK's attempts (each one is signed afresh).
 #[derive(Debug, Clone, Default)]
@@ -65,18 +65,17 @@ async fn a_wait_longer_than_the_signature_keeps_its_place() {
         .start()
         .await
         .unwrap();
-    let throttle = throttle(window)
+    // The delay from our admission to the server's booking, counted beyond the window, as
+    // a loaded machine running a debug build needs it: the default (a sixtieth of the
+    // window, 33 ms here) is sized for a 60 s window. A request admitted while its place
+    // was kept leaves only when its re-signed attempt comes back for it, a few
+    // milliseconds later.
+    let throttle = throttle_with(settings(window).expiry_margin(Duration::from_millis(500)))
         .quota(SONNET4, Limits::requests(1))
         // Leave 1 to 3 s after signing: the SigV4 date has a one-second resolution, and the
         // SDK corrects its signing clock by the skew it reads from the server's `Date` header
         // (another second of resolution).
         .signature_margin(Duration::from_secs(297))
-        // The delay from our admission to the server's booking, counted beyond the window, as
-        // a loaded machine running a debug build needs it: the default (a sixtieth of the
-        // window, 33 ms here) is sized for a 60 s window. A request admitted while its place
-        // was kept leaves only when its re-signed attempt comes back for it, a few
-        // milliseconds later.
-        .expiry_margin(Duration::from_millis(500))
         .retry_deadline(Duration::from_millis(500))
         .build()
         .unwrap();

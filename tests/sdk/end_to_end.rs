@@ -12,7 +12,9 @@ use aws_smithy_types::retry::ErrorKind;
 use bedrock_throttle::budget::Quota;
 use bedrock_throttle::emulator::{Emulator, Enforcement, Fault, OutputLength, StreamException};
 
-use crate::support::{SONNET4, client, converse, key, sdk_config, throttle, user};
+use crate::support::{
+    SONNET4, client, converse, key, sdk_config, settings, throttle, throttle_with, user,
+};
 
 /// Waits (real time, bounded) until no permit of the key is outstanding: a stream's permit
 /// settles on the task that drops its body, after the caller has moved on.
@@ -46,15 +48,17 @@ async fn no_throttle_reaches_the_caller_when_demand_exceeds_the_quota() {
         .start()
         .await
         .unwrap();
-    let throttle = throttle(window)
-        .quota(SONNET4, bedrock_throttle::budget::Quota::tokens(tpm))
-        .max_wait(Duration::from_secs(30))
-        // The delay from our admission to the server's booking, counted beyond the window,
-        // as a loaded machine running a debug build needs it (the default, 25 ms, is sized
-        // for release builds and 60 s windows).
-        .expiry_margin(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    // The margin: the delay from our admission to the server's booking, counted beyond the
+    // window, as a loaded machine running a debug build needs it (the default, 25 ms, is sized
+    // for release builds and 60 s windows).
+    let throttle = throttle_with(
+        settings(window)
+            .max_wait(Duration::from_secs(30))
+            .expiry_margin(Duration::from_millis(300)),
+    )
+    .quota(SONNET4, bedrock_throttle::budget::Quota::tokens(tpm))
+    .build()
+    .unwrap();
     let client = client(&emulator, &throttle);
     let calls: Vec<_> = (0..36)
         .map(|i| {
@@ -238,11 +242,11 @@ async fn a_stream_failing_after_events_reaches_the_caller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wait_cap_gives_a_throttling_error_the_sdk_sees() {
     let emulator = Emulator::builder().start().await.unwrap();
-    let throttle = throttle(Duration::from_secs(60))
-        .quota(SONNET4, bedrock_throttle::budget::Quota::requests(1))
-        .max_wait(Duration::from_millis(100))
-        .build()
-        .unwrap();
+    let throttle =
+        throttle_with(settings(Duration::from_secs(60)).max_wait(Duration::from_millis(100)))
+            .quota(SONNET4, bedrock_throttle::budget::Quota::requests(1))
+            .build()
+            .unwrap();
     let client = client(&emulator, &throttle);
     converse(&client, "first", 10).await.unwrap();
     let error = client
@@ -272,11 +276,10 @@ async fn stalled_stream_protection_does_not_fire_during_waits() {
         .start()
         .await
         .unwrap();
-    let throttle = throttle(window)
+    // A loaded machine's delay from our admission to the server's booking (the default,
+    // 25 ms, is sized for release builds and 60 s windows).
+    let throttle = throttle_with(settings(window).expiry_margin(Duration::from_millis(300)))
         .quota(SONNET4, bedrock_throttle::budget::Quota::requests(1))
-        // A loaded machine's delay from our admission to the server's booking (the default,
-        // 25 ms, is sized for release builds and 60 s windows).
-        .expiry_margin(Duration::from_millis(300))
         .build()
         .unwrap();
     let config = throttle
@@ -303,10 +306,11 @@ async fn stalled_stream_protection_does_not_fire_during_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_and_bad_bodies() {
     let emulator = Emulator::builder().start().await.unwrap();
-    let throttle = throttle(Duration::from_secs(60))
-        .default_quota(bedrock_throttle::budget::Quota::tokens(1_000_000))
-        .build()
-        .unwrap();
+    let throttle = throttle_with(
+        settings(Duration::from_secs(60)).quota(bedrock_throttle::budget::Quota::tokens(1_000_000)),
+    )
+    .build()
+    .unwrap();
     let client = client(&emulator, &throttle);
     let body = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
     let out = client

@@ -10,6 +10,7 @@ use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, InferenceConfiguration, Message,
 };
 use bedrock_throttle::bedrock::{Bedrock, BedrockKey};
+use bedrock_throttle::budget::Settings;
 use bedrock_throttle::emulator::EmulatorHandle;
 use bedrock_throttle::sdk::{BedrockThrottle, BedrockThrottleBuilder};
 
@@ -23,10 +24,19 @@ pub(crate) fn sdk_config(handle: &EmulatorHandle) -> aws_sdk_bedrockruntime::con
         .endpoint_url(handle.endpoint_url())
 }
 
+/// The settings of the tests' stores: `window`, the rest as by default.
+pub(crate) fn settings(window: Duration) -> Settings<BedrockKey> {
+    Settings::new().window(window)
+}
+
 pub(crate) fn throttle(window: Duration) -> BedrockThrottleBuilder {
+    throttle_with(settings(window))
+}
+
+pub(crate) fn throttle_with(settings: Settings<BedrockKey>) -> BedrockThrottleBuilder {
     BedrockThrottle::builder()
         .bedrock(Bedrock::new().with_region("us-east-1"))
-        .window(window)
+        .settings(settings)
 }
 
 pub(crate) fn client(handle: &EmulatorHandle, throttle: &BedrockThrottle) -> Client {

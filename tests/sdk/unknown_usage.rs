@@ -11,7 +11,7 @@ use bedrock_throttle::budget::Quota;
 use bedrock_throttle::emulator::{Emulator, EmulatorHandle, Enforcement, OutputLength};
 use bedrock_throttle::sdk::BedrockThrottle;
 
-use crate::support::{SONNET4, client, converse, key, throttle, user};
+use crate::support::{SONNET4, client, converse, key, settings, throttle, throttle_with, user};
 
 /// The crate's tokens in the window of the key, and the emulator's.
 fn ledgers(throttle: &BedrockThrottle, emulator: &EmulatorHandle) -> (u64, u64) {
@@ -186,11 +186,10 @@ async fn a_thousand_calls_with_caller_timeouts_leave_nothing_behind() {
         .start()
         .await
         .unwrap();
-    let throttle = throttle(window)
+    // The margin is generous for a loaded test machine: the delay from our admission to the
+    // emulator's booking, and from a caller's leaving to the emulator's noticing it.
+    let throttle = throttle_with(settings(window).expiry_margin(Duration::from_millis(150)))
         .quota(SONNET4, Limits::tokens(QUOTA))
-        // Generous for a loaded test machine: the delay from our admission to the emulator's
-        // booking, and from a caller's leaving to the emulator's noticing it.
-        .expiry_margin(Duration::from_millis(150))
         .build()
         .unwrap();
     let client = client(&emulator, &throttle);

@@ -12,12 +12,12 @@ use aws_sdk_bedrockruntime::config::interceptors::BeforeTransmitInterceptorConte
 use aws_sdk_bedrockruntime::config::{ConfigBag, Intercept, RuntimeComponents, Token};
 use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
 use bedrock_throttle::bedrock::Bedrock;
-use bedrock_throttle::budget::Quota;
+use bedrock_throttle::budget::{Quota, Settings};
 use bedrock_throttle::emulator::{Emulator, EmulatorHandle, Enforcement, OutputLength};
 use bedrock_throttle::sdk::{BedrockThrottle, default_https_client};
 
 use crate::load;
-use crate::support::{converse, sdk_config, throttle};
+use crate::support::{converse, sdk_config, settings, throttle, throttle_with};
 
 const OPUS48: &str = "us.anthropic.claude-opus-4-8-20261015-v1:0";
 const SONNET5: &str = "us.anthropic.claude-sonnet-5-20260917-v1:0";
@@ -54,7 +54,7 @@ async fn quickstart(
     let throttle = BedrockThrottle::builder()
         .bedrock(bedrock)
         .quota(model, Quota::tokens(tpm))
-        .window(window)
+        .settings(Settings::new().window(window))
         .report_windows(8)
         .http_client(default_https_client())
         .build()
@@ -204,13 +204,12 @@ async fn a_bearer_request_waits_past_the_signature_window_without_a_re_sign() {
         .start()
         .await
         .unwrap();
-    let throttle = throttle(window)
+    // The margin: room for the scheduling delays of a loaded test machine between the crate's
+    // admission and the server's booking.
+    let throttle = throttle_with(settings(window).expiry_margin(Duration::from_millis(300)))
         .quota(crate::support::SONNET4, Quota::requests(1))
         .signature_margin(Duration::from_secs(297))
         .retry_deadline(Duration::from_millis(500))
-        // Room for the scheduling delays of a loaded test machine between the crate's
-        // admission and the server's booking.
-        .expiry_margin(Duration::from_millis(300))
         .build()
         .unwrap();
     let attempts = BearerAttempts::default();

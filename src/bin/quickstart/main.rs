@@ -32,7 +32,7 @@ use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_types::retry::RetryConfig;
 use bedrock_throttle::bedrock::Bedrock;
-use bedrock_throttle::budget::Quota;
+use bedrock_throttle::budget::{Quota, Settings};
 use bedrock_throttle::emulator::{Emulator, EmulatorHandle, Enforcement, OutputLength};
 use bedrock_throttle::quotas::{AppliedQuotas, ModelNames};
 use bedrock_throttle::sdk::{BedrockThrottle, default_https_client};
@@ -350,7 +350,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let mut builder = BedrockThrottle::builder()
                     .bedrock(bedrock.clone())
                     .quota(o.model.clone(), quota)
-                    .window(o.window)
+                    .settings(Settings::new().window(o.window))
                     .report_windows(8)
                     .http_client(wire);
                 if let Some(applied) = applied.clone() {
