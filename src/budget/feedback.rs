@@ -42,7 +42,7 @@ pub struct Aimd {
     /// Default 0.1.
     pub floor: f64,
     /// Learn the limit from what the ledger held at each throttle, and probe above it ever more
-    /// rarely (see the [module docs](self)). Default: on, with [`Learn::default`].
+    /// rarely (see [feedback](super#feedback)). Default: on, with [`Learn::default`].
     pub learn: Option<Learn>,
 }
 
@@ -81,7 +81,7 @@ impl Default for Aimd {
 }
 
 impl Aimd {
-    /// Plain AIMD: the policy before learned limits (see the [module docs](self)).
+    /// Plain AIMD: the policy before learned limits (see [feedback](super#feedback)).
     pub fn plain() -> Self {
         Aimd {
             learn: None,
