@@ -55,6 +55,14 @@ pub struct Learn {
     /// The fraction of the configured limit a probe adds per window before any repeated
     /// throttle, in `(0, 1]`; halved at each strike. Default 0.025.
     pub probe_per_window: f64,
+    /// The most the effective limit may reach, as a factor of the configured limit, finite and
+    /// at least 1. Default 1: never above the configured limit. Above 1 (the applied quota may
+    /// be higher than the one configured), a dimension that holds a request back starts
+    /// probing above its configured limit, up to this, until the server throttles: four times
+    /// [`probe_per_window`](Self::probe_per_window) of this ceiling per window while the server
+    /// has never refused, then as after any throttle. A key whose limit went above its
+    /// configured one stays in memory (it is never idle).
+    pub max: f64,
 }
 
 impl Default for Learn {
@@ -62,6 +70,7 @@ impl Default for Learn {
         Learn {
             margin: 0.02,
             probe_per_window: 0.025,
+            max: 1.0,
         }
     }
 }
@@ -119,6 +128,13 @@ impl Aimd {
                 });
             }
             unit("aimd.learn.probe_per_window", learn.probe_per_window)?;
+            if !(learn.max.is_finite() && learn.max >= 1.0) {
+                return Err(ConfigError::InvalidFactor {
+                    name: "aimd.learn.max",
+                    value: learn.max,
+                    expected: "finite and at least 1",
+                });
+            }
         }
         Ok(())
     }
@@ -172,10 +188,50 @@ impl Dim {
             return self.limit;
         }
         let effective = self.effective_at(settings, now);
-        if effective >= self.limit {
+        if effective >= self.limit && self.ceiling(settings) == self.limit {
             self.lowered = None;
         }
         effective
+    }
+
+    /// The most the effective limit may reach: the configured limit, or above it with a
+    /// learned policy's [`Learn::max`].
+    pub(super) fn ceiling(&self, settings: &KeyConfig) -> u64 {
+        match settings.aimd.and_then(|a| a.learn) {
+            Some(learn) if learn.max > 1.0 => {
+                ((self.limit as f64 * learn.max) as u64).max(self.limit)
+            }
+            _ => self.limit,
+        }
+    }
+
+    /// Demand is held back on this dimension at its configured limit: with room above it
+    /// ([`Learn::max`]), the effective limit starts rising from there, by probing.
+    pub(super) fn probe_above(&mut self, settings: &KeyConfig, now: u64) {
+        let Some(learn) = settings.aimd.and_then(|a| a.learn) else {
+            return;
+        };
+        if self.lowered.is_some() || self.ceiling(settings) <= self.limit {
+            return;
+        }
+        // Before the server has ever refused, nothing says where the quota is: probe four times
+        // faster, in units of the ceiling (a quota configured at half the real one is found in
+        // a few windows). After, at the pace of the strikes at the last wall.
+        let per_window = match self.wall {
+            None => {
+                let fast = Learn {
+                    probe_per_window: (learn.probe_per_window * 4.0).min(1.0),
+                    ..learn
+                };
+                Aimd::probe_amount(&fast, self.ceiling(settings), 0)
+            }
+            Some(wall) => Aimd::probe_amount(&learn, self.limit, wall.strikes),
+        };
+        self.lowered = Some(Lowered {
+            base: self.limit,
+            since: now,
+            per_window,
+        });
     }
 
     pub(super) fn effective_at(&self, settings: &KeyConfig, t: u64) -> u64 {
@@ -187,16 +243,21 @@ impl Dim {
         let window = u128::from(settings.window_nanos[self.which.index()]);
         let recovered = per_window.saturating_mul(elapsed) / window;
         let effective = u128::from(lowered.base).saturating_add(recovered);
-        effective.min(u128::from(self.limit)) as u64
+        effective.min(u128::from(self.ceiling(settings))) as u64
     }
 
     /// The first offset at which the effective limit is at least `amount`.
     pub(super) fn reach(&self, settings: &KeyConfig, amount: u128) -> Reach {
-        if amount > u128::from(self.limit) {
+        if amount > u128::from(self.ceiling(settings)) {
             return Reach::Never;
         }
         let (Some(lowered), Some(_)) = (self.lowered, settings.aimd) else {
-            return Reach::Now;
+            // Above the configured limit only while a probe runs.
+            return if amount <= u128::from(self.limit) {
+                Reach::Now
+            } else {
+                Reach::Never
+            };
         };
         if amount <= u128::from(lowered.base) {
             return Reach::Now;
@@ -279,7 +340,7 @@ impl KeyShared {
                     }
                 };
                 dim.lowered = Some(Lowered {
-                    base: target.max(floor).min(dim.limit),
+                    base: target.max(floor).min(dim.ceiling(settings)),
                     since: now,
                     per_window,
                 });

@@ -159,6 +159,9 @@ impl KeyShared {
             class,
         } = *arrival;
         let config = &*self.config;
+        // Demand held back: where the learned limit may go above the configured one, it
+        // starts probing (a no-op otherwise).
+        state.dims.probe_above(config, now, cost);
         let share = state.dims.share(config, now);
         let waiting = state
             .waiting

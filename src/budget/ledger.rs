@@ -442,6 +442,18 @@ impl Dims {
         })
     }
 
+    /// A request of `tokens` is held back: every dimension it does not fit at its configured
+    /// limit starts probing above it, where the learned policy allows ([`Dim::probe_above`]).
+    pub(super) fn probe_above(&mut self, settings: &KeyConfig, now: u64, tokens: u64) {
+        let in_flight = self.in_flight;
+        for d in self.as_mut_slice() {
+            let cost = d.which.cost(tokens);
+            if cost > 0 && d.used(in_flight) + u128::from(cost) > u128::from(d.limit) {
+                d.probe_above(settings, now);
+            }
+        }
+    }
+
     /// Whether every ledger is empty and no limit is lowered.
     pub(super) fn quiet(&mut self, settings: &KeyConfig, now: u64) -> bool {
         self.in_flight == 0

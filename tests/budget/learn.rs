@@ -281,6 +281,14 @@ fn learning_settings_out_of_range_are_refused() {
             probe_per_window: f64::INFINITY,
             ..Learn::default()
         },
+        Learn {
+            max: 0.9,
+            ..Learn::default()
+        },
+        Learn {
+            max: f64::NAN,
+            ..Learn::default()
+        },
     ] {
         let built = Budget::<&str>::builder()
             .tokens(1_000)
@@ -294,4 +302,28 @@ fn learning_settings_out_of_range_are_refused() {
             "{learn:?}: {built:?}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn told_too_little_with_room_to_learn_it_finds_the_quota() {
+    for (told, max) in [(Q * 8 / 10, 1.5), (Q / 2, 2.5)] {
+        for window in [Window::Sliding, Window::Fixed] {
+            let aimd = Aimd {
+                learn: Some(Learn {
+                    max,
+                    ..Learn::default()
+                }),
+                ..Aimd::default()
+            };
+            let o = run_with(aimd, told, window, 0, 10).await;
+            println!("{window:?} told {told}, max {max}: {o:?}");
+            assert!(o.throttled_pct <= 0.5, "{o:?}");
+            assert!(o.utilisation >= 0.95, "{o:?}");
+            assert!(o.effective <= Q * 105 / 100, "{o:?}");
+        }
+    }
+    // Without room above the configured limit (the default), it stays there.
+    let o = run(Q * 8 / 10, Window::Sliding, 0, 10).await;
+    assert!((0.79..=0.81).contains(&o.utilisation), "{o:?}");
+    assert_eq!((o.throttled, o.effective), (0, Q * 8 / 10), "{o:?}");
 }
