@@ -121,9 +121,12 @@
 //! (`NOSCRIPT` after this process had run it: a restart or a failover; the script is sent
 //! with `EVALSHA`, not as a replicated function, precisely so this shows), the key's state is
 //! gone while this process holds live charges on it, or the fleet's usage is below those
-//! charges. A ledger lost while no process holds a live charge on it and the script survives
-//! (an eviction of an idle key) is not noticed, and costs at most one window's limit. The
-//! day's usage lost with a ledger is not rebuilt.
+//! charges. Live charges are those certainly still in the window: admitted less than the
+//! window minus the timeout ago. So a ledger lost while the script survives (`FLUSHALL`, an
+//! eviction) can let the fleet admit again what it admitted in the last timeout of those
+//! charges' window before a process notices; and one lost while no process holds a live
+//! charge on it (an eviction of an idle key) is not noticed, and costs at most one window's
+//! limit. The day's usage lost with a ledger is not rebuilt.
 //!
 //! # High availability
 //!

@@ -181,13 +181,40 @@ async fn run(fault: Fault, outage: Outage) -> Vec<Charge> {
     record
 }
 
+/// What a lost ledger that the script survives (`FLUSHALL`, an eviction) may cost beyond a
+/// mode's promise, as the store documents it: a process notices the loss through its own
+/// charges certainly still in the window, those admitted less than the window minus the
+/// timeout ago. Charges in the last `TIMEOUT` of their window are not counted, so the fleet
+/// can admit again up to what it admitted in a `TIMEOUT` (the most any `TIMEOUT` of the
+/// record holds). A loss the script does not survive (a restart, a failover) is noticed
+/// whatever the charges: no slack.
+fn unnoticed(fault: Fault, record: &[Charge]) -> u64 {
+    if !matches!(fault, Fault::FlushAll | Fault::Eviction) {
+        return 0;
+    }
+    let mut his: Vec<(Instant, u64)> = record.iter().map(|c| (c.hi, c.amount)).collect();
+    his.sort_by_key(|&(hi, _)| hi);
+    let mut most = 0;
+    for (i, &(from, _)) in his.iter().enumerate() {
+        let sum: u64 = his[i..]
+            .iter()
+            .take_while(|&&(hi, _)| hi < from + TIMEOUT)
+            .map(|&(_, a)| a)
+            .sum();
+        most = most.max(sum);
+    }
+    most
+}
+
 /// Fail closed admits nothing the fleet's ledger has not seen, and a lost ledger is treated as
-/// full: the limit holds in every window, through every fault.
+/// full: the limit holds in every window, through every fault (but for what a loss the script
+/// survives can cost, [`unnoticed`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_closed_holds_the_limit_through_every_fault() {
     for fault in FAULTS {
         let record = run(fault, Outage::FailClosed).await;
-        check(&record, LIMIT).unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        check(&record, LIMIT + unnoticed(fault, &record))
+            .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
     }
 }
 
@@ -198,8 +225,11 @@ async fn fail_closed_holds_the_limit_through_every_fault() {
 async fn local_share_keeps_its_promise_through_every_fault() {
     for fault in FAULTS {
         let record = run(fault, Outage::LocalShare(0.5)).await;
-        check(&record, LIMIT + MAX_COST * PROCESSES as u64)
-            .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        check(
+            &record,
+            LIMIT + MAX_COST * PROCESSES as u64 + unnoticed(fault, &record),
+        )
+        .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
     }
 }
 
@@ -209,7 +239,10 @@ async fn local_share_keeps_its_promise_through_every_fault() {
 async fn fail_open_keeps_its_promise_through_every_fault() {
     for fault in FAULTS {
         let record = run(fault, Outage::FailOpen).await;
-        check(&record, LIMIT + (LIMIT + MAX_COST) * PROCESSES as u64)
-            .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        check(
+            &record,
+            LIMIT + (LIMIT + MAX_COST) * PROCESSES as u64 + unnoticed(fault, &record),
+        )
+        .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
     }
 }
