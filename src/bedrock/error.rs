@@ -262,7 +262,14 @@ fn http_date(v: &str) -> Option<std::time::SystemTime> {
     let year: i64 = parts.next()?.parse().ok()?;
     let mut hms = parts.next()?.split(':').map(|x| x.parse::<i64>().ok());
     let (h, mi, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if parts.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || mi > 59 || s > 60 {
+    // Any year outside 1..=9999 is no HTTP date (and would overflow the day count below).
+    if parts.next()? != "GMT"
+        || !(1..=31).contains(&day)
+        || !(1..=9999).contains(&year)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&mi)
+        || !(0..=60).contains(&s)
+    {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).

@@ -201,7 +201,9 @@ impl Estimator {
             // A duplicated field may be read as unset: the model's maximum at least.
             Some(n) if parsed.duplicate_max => n.max(model.max_output_tokens),
             Some(n) => n,
-            None => model.default_max_tokens,
+            // Unset: Bedrock reserves the model's maximum (the emulator does too). The table's
+            // default max tokens is what an OpenAI-compatible route assumes (`openai.rs`).
+            None => model.max_output_tokens,
         };
         RequestEstimate {
             operation,
