@@ -2,18 +2,22 @@
 //! raised again by probing, and the verb that applies it to a key.
 //!
 //! Two policies ([`Aimd::learn`]):
-//! - **learned** (the default): at a throttle the crate knows what the server's window held,
-//!   because its ledger is kept in the server's units: what it had charged (settled, reserved,
-//!   and the debt counted in flight) less the throttled request's own reservation. The
-//!   effective limit goes to that, less a margin ([`Learn::margin`]), but never lower in one
-//!   step than [`Aimd::decrease`] of where it was (a throttle seen with an empty ledger, after a
-//!   restart, says little) nor below [`Aimd::floor`]. It then rises by probing, at
-//!   [`Learn::probe_per_window`] of the limit per window, halved each time the server throttles
-//!   again at (about) the same level (a "strike", up to six), reset when the server throttles
-//!   above it (the wall moved). So a quota set too high is found at the first throttle and
-//!   probed ever more rarely, instead of being hit every few windows;
-//! - **AIMD** (`learn: None`): multiplied by [`Aimd::decrease`] at a throttle, and recovering
-//!   linearly by [`Aimd::recover_per_window`] of the limit per window.
+//! - **AIMD** (the default, `learn: None`): multiplied by [`Aimd::decrease`] at a throttle, and
+//!   recovering linearly by [`Aimd::recover_per_window`] of the limit per window;
+//! - **learned** ([`Aimd::learned`]): at a throttle the crate knows what the server's window
+//!   held, because its ledger is kept in the server's units: what it had charged (settled,
+//!   reserved, and the debt counted in flight) less the throttled request's own reservation.
+//!   The effective limit goes to that, less a margin ([`Learn::margin`]), but never lower in
+//!   one step than [`Aimd::decrease`] of where it was (a throttle seen with an empty ledger,
+//!   after a restart, says little) nor below [`Aimd::floor`]. It then rises by probing, at
+//!   [`Learn::probe_per_window`] of the limit per window, halved each time the server
+//!   throttles again at (about) the same level (a "strike", up to six), reset when the server
+//!   throttles above it (the wall moved). Against a server whose window holds what the ledger
+//!   holds, a quota set too high is found at the first throttle and probed ever more rarely.
+//!   Not the default: against Bedrock's own accounting (and the emulator's), the ledger holds
+//!   more than the server at the instant of a throttle (input estimates are conservative, and
+//!   Bedrock frees unused output while it generates), so the level it learns is too high and
+//!   the server keeps refusing there (BENCHMARKS.md, "Learned limits").
 //!
 //! Either way the effective limit is a line in time from the last throttle, so the schedule
 //! still knows when a cost will fit.
@@ -27,8 +31,8 @@ use super::ledger::{Dim, Dims};
 use super::quota::Dimension;
 
 /// The feedback policy: how far the effective limit falls on a throttle and how it comes back.
-/// Learned from the ledger by default ([`learn`](Self::learn)); plain AIMD (additive increase,
-/// multiplicative decrease) with `learn: None`.
+/// AIMD (additive increase, multiplicative decrease) by default; learned from the ledger with
+/// [`learn`](Self::learn) ([`Aimd::learned`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Aimd {
     /// With [`learn`](Self::learn): the most one throttle lowers the effective limit (a factor
@@ -42,7 +46,7 @@ pub struct Aimd {
     /// Default 0.1.
     pub floor: f64,
     /// Learn the limit from what the ledger held at each throttle, and probe above it ever more
-    /// rarely (see [feedback](super#feedback)). Default: on, with [`Learn::default`].
+    /// rarely (see [feedback](super#feedback)). Default: off.
     pub learn: Option<Learn>,
 }
 
@@ -84,16 +88,21 @@ impl Default for Aimd {
             decrease: 0.7,
             recover_per_window: 0.1,
             floor: 0.1,
-            learn: Some(Learn::default()),
+            learn: None,
         }
     }
 }
 
 impl Aimd {
-    /// Plain AIMD: the policy before learned limits (see [feedback](super#feedback)).
+    /// Plain AIMD, the default (see [feedback](super#feedback)).
     pub fn plain() -> Self {
+        Aimd::default()
+    }
+
+    /// The learned policy with [`Learn::default`] (see [feedback](super#feedback)).
+    pub fn learned() -> Self {
         Aimd {
-            learn: None,
+            learn: Some(Learn::default()),
             ..Aimd::default()
         }
     }

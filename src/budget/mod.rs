@@ -207,14 +207,14 @@
 //! ([`Dimension::of_cause`]: requests, tokens, tokens per day, both per-window dimensions when
 //! the server did not say) and treats that dimension's window as exhausted up to the lowered
 //! limit (a synthetic entry fills the gap, so queued requests wait for entries to expire, or for
-//! the limit to rise, instead of hitting the quota again). By default the limit is *learned*:
-//! it goes to what the ledger held when the server refused (the ledger is in the server's
-//! units), less a small margin ([`Learn::margin`]), and rises again only by probing, ever more
-//! slowly while the server keeps refusing at the same level ([`Learn::probe_per_window`]).
-//! [`Aimd::plain`] is the multiplicative decrease ([`Aimd::decrease`], not below
-//! [`Aimd::floor`]) with linear recovery ([`Aimd::recover_per_window`]) of before. Both are
-//! computed lazily from the time of the last throttle. A daily throttle touches only the daily
-//! dimension. The learned limit never rises above the configured one.
+//! the limit to rise, instead of hitting the quota again). By default that is AIMD: the
+//! multiplicative decrease ([`Aimd::decrease`], not below [`Aimd::floor`]) with linear recovery
+//! ([`Aimd::recover_per_window`]). [`Aimd::learned`] instead sets the limit to what the ledger
+//! held when the server refused (the ledger is in the server's units), less a small margin
+//! ([`Learn::margin`]), and raises it again only by probing, ever more slowly while the server
+//! keeps refusing at the same level ([`Learn::probe_per_window`]; with [`Learn::max`] above 1,
+//! also above the configured limit). Both are computed lazily from the time of the last
+//! throttle. A daily throttle touches only the daily dimension.
 //!
 //! Two choices keep a throttle from costing more than it says:
 //! - the fill goes up to the *lowered* limit, not the configured one. The throttle says the

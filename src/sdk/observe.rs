@@ -103,18 +103,20 @@ impl Observe<BedrockKey> for ThrottleObserver {
     }
 }
 
-/// What a learned token limit below the configured one says (issue 19): the server refused
-/// what the ledger held, in the server's units. If the whole gap came from the output's
-/// burndown, the rate that would fit is the table's scaled by `configured / learned`.
+/// What a token limit in force below the configured one says (issue 19): the server's
+/// throttles lowered it (to what the ledger held, with the learned policy). If the whole gap
+/// came from the output's burndown, the rate that would fit is the table's scaled by
+/// `configured / learned`.
 fn learned_limit_message(model: &str, configured: u64, learned: u64, burndown: u64) -> String {
     // Rounded up: the smallest whole burndown at which the configured quota is what was held.
     let fitting =
         (u128::from(burndown) * u128::from(configured)).div_ceil(u128::from(learned.max(1)));
     format!(
-        "configured {configured} tokens per window, the server held {learned} (the limit \
-         learned from its throttles): your quota is lower than configured, another consumer \
-         shares it, or the burndown table is low for {model} (it says {burndown}x; a server \
-         settling output at about {fitting}x would explain it if the output is most of the cost)"
+        "configured {configured} tokens per window, and the server's throttles brought the limit \
+         in force to {learned} (with `Aimd::learned`, what the ledger held when it refused): your \
+         quota is lower than configured, another consumer shares it, or the burndown table is \
+         low for {model} (it says {burndown}x; a server settling output at about {fitting}x \
+         would explain it if the output is most of the cost)"
     )
 }
 

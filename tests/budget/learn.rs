@@ -21,6 +21,15 @@ const CALL: Duration = Duration::from_millis(10);
 /// Callers sending back to back: far more demand than the quota (held back by the budget).
 const CALLERS: usize = 8;
 
+fn learned(limit: u64) -> Budget<&'static str> {
+    Budget::builder()
+        .tokens(limit)
+        .window(W)
+        .aimd(Aimd::learned())
+        .build()
+        .unwrap()
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Window {
     Sliding,
@@ -116,7 +125,7 @@ struct Outcome {
 }
 
 async fn run(told: u64, window: Window, other: u64, settle: usize) -> Outcome {
-    run_with(Aimd::default(), told, window, other, settle).await
+    run_with(Aimd::learned(), told, window, other, settle).await
 }
 
 async fn run_with(aimd: Aimd, told: u64, window: Window, other: u64, settle: usize) -> Outcome {
@@ -223,7 +232,7 @@ async fn told_too_much_plain_aimd_throttles_more_and_uses_less() {
 async fn a_throttle_on_an_empty_ledger_lowers_by_one_step_at_most() {
     // Nothing charged: the server refused for a reason the ledger cannot see. The limit goes
     // down by `decrease` (0.7), not to what the ledger held (0).
-    let b = budget(10_000);
+    let b = learned(10_000);
     b.throttled(&"k", ThrottleCause::Tokens);
     assert_eq!(
         b.stats(&"k").unwrap().tokens.unwrap().effective_limit,
@@ -233,7 +242,7 @@ async fn a_throttle_on_an_empty_ledger_lowers_by_one_step_at_most() {
 
 #[tokio::test(start_paused = true)]
 async fn a_throttle_goes_to_what_the_ledger_held_less_the_margin() {
-    let b = budget(10_000);
+    let b = learned(10_000);
     b.try_acquire("k", 8_000).unwrap().settle(8_000);
     let refused = b.try_acquire("k", 1_000).unwrap();
     refused.throttled(ThrottleCause::Tokens);
@@ -253,6 +262,7 @@ async fn a_daily_throttle_leaves_the_per_window_limit_alone() {
     let b: Budget<&str> = Budget::builder()
         .quota(Quota::tokens(10_000).with_tokens_per_day(100_000))
         .window(W)
+        .aimd(Aimd::learned())
         .build()
         .unwrap();
     b.try_acquire("k", 5_000).unwrap().settle(5_000);
@@ -313,7 +323,7 @@ async fn told_too_little_with_room_to_learn_it_finds_the_quota() {
                     max,
                     ..Learn::default()
                 }),
-                ..Aimd::default()
+                ..Aimd::learned()
             };
             let o = run_with(aimd, told, window, 0, 10).await;
             println!("{window:?} told {told}, max {max}: {o:?}");
@@ -322,7 +332,7 @@ async fn told_too_little_with_room_to_learn_it_finds_the_quota() {
             assert!(o.effective <= Q * 105 / 100, "{o:?}");
         }
     }
-    // Without room above the configured limit (the default), it stays there.
+    // Without room above the configured limit (the default `max`), it stays there.
     let o = run(Q * 8 / 10, Window::Sliding, 0, 10).await;
     assert!((0.79..=0.81).contains(&o.utilisation), "{o:?}");
     assert_eq!((o.throttled, o.effective), (0, Q * 8 / 10), "{o:?}");
