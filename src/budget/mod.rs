@@ -402,7 +402,7 @@ mod stats;
 mod store;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::time::Duration;
 

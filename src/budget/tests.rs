@@ -160,8 +160,8 @@ async fn a_burst_of_waiters_gives_its_queue_memory_back() {
     assert!(capacity <= super::queue::KEEP_CAPACITY);
 }
 
-/// Every order of `0..n`.
-fn orders(n: usize) -> Vec<Vec<usize>> {
+/// Every order of `0..n` (the order tests of every builder use it).
+pub(crate) fn orders(n: usize) -> Vec<Vec<usize>> {
     if n == 0 {
         return vec![Vec::new()];
     }

@@ -738,21 +738,7 @@ mod tests {
     #[cfg(feature = "redis")]
     use crate::budget::Fairness;
 
-    /// Every order of `0..n`.
-    fn orders(n: usize) -> Vec<Vec<usize>> {
-        if n == 0 {
-            return vec![Vec::new()];
-        }
-        let mut out = Vec::new();
-        for rest in orders(n - 1) {
-            for i in 0..=rest.len() {
-                let mut order = rest.clone();
-                order.insert(i, n - 1);
-                out.push(order);
-            }
-        }
-        out
-    }
+    use crate::budget::tests::orders;
 
     type Setter = Box<dyn Fn(BedrockThrottleBuilder) -> BedrockThrottleBuilder>;
 
