@@ -125,6 +125,8 @@ pub(super) struct OutageState {
     outage: u64,
     /// Fail open: the instant each dimension is free again at the configured rate.
     pace: [Option<Instant>; 3],
+    /// Fail open: the earliest instant the next request may really leave (see `depart`).
+    next_departure: Option<Instant>,
     /// Local share: when the first window's seed expires and the share grows to its whole.
     seeded_until: Option<Instant>,
 }
@@ -168,6 +170,41 @@ impl OutageState {
             self.pace[d.index()] = Some(start + step);
         }
         start
+    }
+
+    /// Fail open: whether a request of `tokens` whose paced instant has come may leave now.
+    /// It may if the previous request left at least its own step (its cost at the configured
+    /// rate, the longest of its dimensions) ago; the departure is then booked and `None`
+    /// returned, else the instant to ask again. Why: the paced instants are handed out ahead,
+    /// and a machine that stalls wakes several overdue requests at once; without this check
+    /// they would leave together, a burst the pacing promised not to send.
+    pub(super) fn depart(
+        &mut self,
+        quota: &Quota,
+        tokens: u64,
+        window: Duration,
+        day: Duration,
+    ) -> Option<Instant> {
+        let now = Instant::now();
+        if let Some(next) = self.next_departure
+            && next > now
+        {
+            return Some(next);
+        }
+        let step = quota
+            .limits()
+            .map(|(d, limit)| {
+                let w = if d == Dimension::TokensPerDay {
+                    day
+                } else {
+                    window
+                };
+                w.mul_f64((d.cost(tokens) as f64 / limit.max(1) as f64).min(1e6))
+            })
+            .max()
+            .unwrap_or(Duration::ZERO);
+        self.next_departure = Some(now + step);
+        None
     }
 
     pub(super) fn seeded_until(&mut self) -> &mut Option<Instant> {

@@ -726,13 +726,28 @@ async fn acquire<K: Clone + Eq + Hash + StoreKey + Send + Sync + 'static>(
                     at.saturating_duration_since(Instant::now()),
                     inner.settings.max_wait,
                 )?;
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {
-                        health.open_admissions.fetch_add(1, Ordering::Relaxed);
-                        return Ok(free_permit(tokens));
+                let mut at = at;
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = &mut recovered => break,
                     }
-                    () = &mut recovered => continue,
+                    let again = local.outage.lock().expect("poisoned").depart(
+                        &quota,
+                        tokens,
+                        inner.settings.window,
+                        inner.settings.day,
+                    );
+                    match again {
+                        // Another overdue request just left: keep the pace between departures.
+                        Some(next) => at = next,
+                        None => {
+                            health.open_admissions.fetch_add(1, Ordering::Relaxed);
+                            return Ok(free_permit(tokens));
+                        }
+                    }
                 }
+                continue;
             }
             Outage::FailClosed => {}
         }
