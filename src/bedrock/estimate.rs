@@ -174,9 +174,14 @@ impl Estimator {
         }
         let whole_body = self.tokens_for_bytes(body.len() as u64);
         let Some(parsed) = parse_body(body, self) else {
+            // Unreadable here, yet a more lenient reader (the server's) may still find image
+            // blocks in it, each worth far more than its bytes: count every `"image"` key at
+            // the per-image cost too (the fuzzer found a body the emulator read).
+            let images = memchr::memmem::find_iter(body, b"\"image\"").count() as u64;
+            let input = whole_body.saturating_add(images.saturating_mul(self.per_image));
             return RequestEstimate {
                 operation,
-                input_tokens: whole_body.max(1),
+                input_tokens: input.max(1),
                 max_output_tokens: model.max_output_tokens,
                 basis: EstimateBasis::Unreadable,
             };
