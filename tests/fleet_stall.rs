@@ -36,13 +36,7 @@ async fn fail_open_keeps_its_pace_through_a_stall() {
             .unwrap();
     store.ready().await.unwrap();
     // The window is full: what follows queues, then is paced when Redis goes away.
-    for _ in 0..10 {
-        store
-            .acquire("k".to_owned(), 100)
-            .await
-            .unwrap()
-            .settle(100);
-    }
+    crate::support::fill_window(&store).await;
     let admitted = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let mut tasks = Vec::new();
     for _ in 0..20 {

@@ -83,13 +83,7 @@ async fn fail_open_paces_the_backlog() {
     let store = with_outage(&server.url(), Outage::FailOpen, Duration::from_millis(100));
     store.ready().await.unwrap();
     // The window is full: what follows queues.
-    for _ in 0..10 {
-        store
-            .acquire("k".to_owned(), 100)
-            .await
-            .unwrap()
-            .settle(100);
-    }
+    crate::support::fill_window(&store).await;
     let record = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for _ in 0..20 {

@@ -212,3 +212,15 @@ pub fn keys(server: &RedisServer) -> Vec<String> {
         other => panic!("KEYS: {other:?}"),
     }
 }
+
+/// Fills the window of key `k` of `store` with ten settled admissions of 100 tokens (a limit of
+/// 1,000): what follows queues.
+pub async fn fill_window<S: bedrock_throttle::budget::QuotaStore<String>>(store: &S) {
+    for _ in 0..10 {
+        store
+            .acquire("k".to_owned(), 100)
+            .await
+            .unwrap()
+            .settle(100);
+    }
+}
